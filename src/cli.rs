@@ -1,0 +1,242 @@
+//! The command line: clap types, and the parsing of ADDR, MODE and
+//! durations into plain config structs. No IO happens here.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::buffer::Watermarks;
+use crate::mode::Mode;
+use crate::server::ServerConfig;
+
+/// The address used when neither `--tcp` nor `--udp` is given.
+pub const DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 7007);
+
+/// echo-reactor: an event-driven TCP/UDP echo server and load generator.
+#[derive(Debug, Parser)]
+#[command(name = "echo-reactor", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: TCP and UDP on one single-threaded poll loop.
+    Serve(ServeArgs),
+}
+
+/// `echo-reactor serve`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "With neither --tcp nor --udp, both listen on 127.0.0.1:7007. \
+Port 0 picks a free port; the `listening on` lines on stdout show the real one."
+)]
+pub struct ServeArgs {
+    /// TCP address to listen on, like 127.0.0.1:7007 or [::1]:7007 (repeatable)
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub tcp: Vec<SocketAddr>,
+
+    /// UDP address to serve, like 127.0.0.1:7007 or [::1]:7007 (repeatable)
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub udp: Vec<SocketAddr>,
+
+    /// What to answer: echo (bytes unchanged) or upper (ASCII a-z uppercased)
+    #[arg(long, value_name = "MODE", default_value = "echo", value_parser = parse_mode)]
+    pub mode: Mode,
+
+    /// Listen backlog: connections the kernel queues before they are accepted
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub backlog: i32,
+
+    /// Stop reading from a connection while more than this many bytes of
+    /// its output wait for the kernel (0: while any wait); resumes at a quarter
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub max_pending: usize,
+
+    /// Most open connections; one more is accepted and closed at once
+    /// [default: the open-file limit minus 32]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+
+    /// Seconds shutdown waits for pending output to reach clients
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub shutdown_timeout: Duration,
+
+    /// Skip the read that would only return WouldBlock after a short read
+    /// (sound on Linux's epoll; default on there)
+    #[arg(long, value_name = "BOOL", default_value_t = cfg!(target_os = "linux"),
+          action = clap::ArgAction::Set)]
+    pub short_read: bool,
+}
+
+impl ServeArgs {
+    /// The server configuration these arguments describe.
+    pub fn to_config(&self) -> ServerConfig {
+        let (tcp, udp) = if self.tcp.is_empty() && self.udp.is_empty() {
+            (vec![DEFAULT_ADDR], vec![DEFAULT_ADDR])
+        } else {
+            (self.tcp.clone(), self.udp.clone())
+        };
+        ServerConfig {
+            tcp,
+            udp,
+            service: Arc::new(self.mode),
+            backlog: self.backlog,
+            watermarks: Watermarks::with_high(self.max_pending),
+            short_read: self.short_read,
+            max_connections: self
+                .max_connections
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            shutdown_timeout: self.shutdown_timeout,
+            handle_signals: true,
+        }
+    }
+}
+
+/// Parses `IP:PORT` (`127.0.0.1:7007`, `[::1]:7007`) or `localhost:PORT`.
+///
+/// # Errors
+///
+/// A message naming the bad input and the expected form.
+///
+/// ```
+/// use echo_reactor::cli::parse_addr;
+/// assert_eq!(parse_addr("[::1]:0").unwrap().to_string(), "[::1]:0");
+/// assert_eq!(parse_addr("localhost:7").unwrap().to_string(), "127.0.0.1:7");
+/// assert!(parse_addr("127.0.0.1").is_err());
+/// ```
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        if let Ok(port) = port.parse::<u16>() {
+            return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+        }
+    }
+    Err(format!(
+        "invalid address '{s}': expected IP:PORT, like 127.0.0.1:7007 or [::1]:7007"
+    ))
+}
+
+/// Parses a `--mode` name.
+///
+/// # Errors
+///
+/// The names of the known modes.
+pub fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse::<Mode>().map_err(|e| e.to_string())
+}
+
+/// Parses seconds, whole or fractional (`5`, `0.25`), into a `Duration`.
+///
+/// # Errors
+///
+/// Negative, not a number, or absurdly large.
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("invalid seconds '{s}': expected a number like 5 or 0.5"))?;
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| d.as_secs() <= 365 * 24 * 3600)
+        .ok_or_else(|| format!("invalid seconds '{s}': must be between 0 and one year"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["echo-reactor", "serve"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Serve(a) => a,
+        })
+    }
+
+    #[test]
+    fn no_addresses_means_tcp_and_udp_on_7007() {
+        let config = serve(&[]).unwrap().to_config();
+        assert_eq!(config.tcp, vec![DEFAULT_ADDR]);
+        assert_eq!(config.udp, vec![DEFAULT_ADDR]);
+        assert_eq!(config.backlog, 1024);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(config.service.name(), "echo");
+    }
+
+    #[test]
+    fn only_the_given_sockets_are_bound() {
+        let config = serve(&["--tcp", "[::1]:0", "--tcp", "127.0.0.1:9"])
+            .unwrap()
+            .to_config();
+        assert_eq!(config.tcp.len(), 2);
+        assert!(config.udp.is_empty());
+        let config = serve(&["--udp", "127.0.0.1:0"]).unwrap().to_config();
+        assert!(config.tcp.is_empty());
+    }
+
+    #[test]
+    fn options_parse_into_the_config() {
+        let a = serve(&[
+            "--mode",
+            "upper",
+            "--backlog",
+            "5",
+            "--max-pending",
+            "4096",
+            "--shutdown-timeout",
+            "0.5",
+            "--short-read",
+            "false",
+            "--max-connections",
+            "10",
+        ])
+        .unwrap();
+        let c = a.to_config();
+        assert_eq!(c.service.name(), "upper");
+        assert_eq!(c.backlog, 5);
+        assert_eq!(
+            c.watermarks,
+            Watermarks {
+                high: 4096,
+                low: 1024
+            }
+        );
+        assert_eq!(c.shutdown_timeout, Duration::from_millis(500));
+        assert!(!c.short_read);
+        assert_eq!(c.max_connections, Some(10));
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for bad in [
+            &["--mode", "shout"][..],
+            &["--tcp", "nowhere"],
+            &["--tcp", "127.0.0.1"],
+            &["--udp", "127.0.0.1:70000"],
+            &["--backlog", "0"],
+            &["--backlog", "-3"],
+            &["--shutdown-timeout", "-1"],
+            &["--shutdown-timeout", "soon"],
+            &["--max-connections", "0"],
+            &["--frobnicate"],
+        ] {
+            let err = serve(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mode_error_names_the_choices() {
+        let err = serve(&["--mode", "shout"]).unwrap_err().to_string();
+        assert!(err.contains("echo, upper"), "{err}");
+    }
+}

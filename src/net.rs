@@ -1,0 +1,191 @@
+//! Socket setup and error classification: listeners and UDP sockets made
+//! with socket2 (backlog, `SO_REUSEADDR`, `IPV6_V6ONLY`, optional
+//! `SO_REUSEPORT`), and the `io::Error` predicates the IO call sites use.
+//!
+//! Decisions about what an error means for a peer stay at the call sites;
+//! this file only answers questions about errors.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Options for binding a listener or UDP socket.
+#[derive(Debug, Clone, Copy)]
+pub struct BindOptions {
+    /// The listen backlog (`listen(2)`'s second argument).
+    pub backlog: i32,
+    /// Set `SO_REUSEPORT`, for several loops sharing one port.
+    pub reuse_port: bool,
+}
+
+/// Binding a socket failed: which socket, and the OS error.
+#[derive(Debug)]
+pub struct BindError {
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    /// The address that could not be bound.
+    pub addr: SocketAddr,
+    /// What the OS said.
+    pub source: io::Error,
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot bind {}://{}: {}",
+            self.proto, self.addr, self.source
+        )
+    }
+}
+
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+fn new_socket(
+    addr: SocketAddr,
+    ty: Type,
+    proto: Protocol,
+    opts: BindOptions,
+) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        // `[::]:7007` then means IPv6 only, so `0.0.0.0:7007` can be bound too.
+        socket.set_only_v6(true)?;
+    }
+    // Lets a restarted server bind while old connections sit in TIME_WAIT.
+    // It does not let two live listeners share a port; SO_REUSEPORT does.
+    socket.set_reuse_address(true)?;
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Creates a non-blocking TCP listener on `addr` with the given backlog.
+///
+/// # Errors
+///
+/// A [`BindError`] naming the address when any step fails (address in use,
+/// not available, permission denied).
+pub fn tcp_listener(
+    addr: SocketAddr,
+    opts: BindOptions,
+) -> Result<mio::net::TcpListener, BindError> {
+    let make = || -> io::Result<mio::net::TcpListener> {
+        let socket = new_socket(addr, Type::STREAM, Protocol::TCP, opts)?;
+        socket.listen(opts.backlog)?;
+        Ok(mio::net::TcpListener::from_std(socket.into()))
+    };
+    make().map_err(|source| BindError {
+        proto: "tcp",
+        addr,
+        source,
+    })
+}
+
+/// Creates a non-blocking UDP socket bound to `addr`.
+///
+/// # Errors
+///
+/// A [`BindError`] naming the address when any step fails.
+pub fn udp_socket(addr: SocketAddr, opts: BindOptions) -> Result<mio::net::UdpSocket, BindError> {
+    let make = || -> io::Result<mio::net::UdpSocket> {
+        let socket = new_socket(addr, Type::DGRAM, Protocol::UDP, opts)?;
+        Ok(mio::net::UdpSocket::from_std(socket.into()))
+    };
+    make().map_err(|source| BindError {
+        proto: "udp",
+        addr,
+        source,
+    })
+}
+
+/// The socket's queue is empty (read) or full (write): wait for the next edge.
+pub fn is_would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// A signal interrupted the call: retry it.
+pub fn is_interrupted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+/// The peer is gone (reset, aborted, or our write hit a closed pipe).
+pub fn is_peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// The process or the system ran out of file descriptors (`EMFILE`, `ENFILE`).
+pub fn is_fd_exhausted(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// The per-process open-file limit (`RLIMIT_NOFILE`, soft), if it can be read.
+pub fn open_file_limit() -> Option<u64> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+    if rc == 0 && rl.rlim_cur != libc::RLIM_INFINITY {
+        Some(rl.rlim_cur)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predicates_classify_errors() {
+        let wb = io::Error::from(io::ErrorKind::WouldBlock);
+        assert!(is_would_block(&wb) && !is_peer_gone(&wb));
+        assert!(is_interrupted(&io::Error::from(io::ErrorKind::Interrupted)));
+        for k in [
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::BrokenPipe,
+        ] {
+            assert!(is_peer_gone(&io::Error::from(k)));
+        }
+        assert!(is_fd_exhausted(&io::Error::from_raw_os_error(libc::EMFILE)));
+        assert!(is_fd_exhausted(&io::Error::from_raw_os_error(libc::ENFILE)));
+        assert!(!is_fd_exhausted(&io::Error::from_raw_os_error(
+            libc::ENOMEM
+        )));
+    }
+
+    #[test]
+    fn second_listener_on_a_used_port_fails_with_its_address() {
+        let opts = BindOptions {
+            backlog: 16,
+            reuse_port: false,
+        };
+        let first = tcp_listener("127.0.0.1:0".parse().unwrap(), opts).unwrap();
+        let addr = first.local_addr().unwrap();
+        let err = tcp_listener(addr, opts).unwrap_err();
+        assert_eq!(err.source.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains(&format!("tcp://{addr}")), "{err}");
+    }
+
+    #[test]
+    fn open_file_limit_is_known() {
+        assert!(open_file_limit().unwrap_or(1) > 0);
+    }
+}

@@ -1,0 +1,162 @@
+//! Accepting connections: accept until the backlog is empty or a batch
+//! limit, enforce the connection cap, and pause when descriptors run out.
+//!
+//! Two kinds of "too many", handled differently (DESIGN.md item 8):
+//! - the `--max-connections` cap: descriptors remain, so the extra
+//!   connection is accepted and closed at once, and its client learns
+//!   immediately instead of hanging in the kernel backlog;
+//! - `EMFILE`/`ENFILE`: no descriptor to accept with. Retrying at once
+//!   would spin, so accepting pauses and resumes on a short timer or when a
+//!   connection closes. Edge-triggered readiness will not announce the
+//!   waiting backlog again, so resuming means calling `accept` ourselves.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, trace, warn};
+use mio::net::TcpStream;
+use mio::Interest;
+
+use super::conn::Connection;
+use super::{token, Server};
+use crate::net::{is_fd_exhausted, is_interrupted, is_peer_gone, is_would_block};
+
+/// Connections accepted per listener event before other sources get a turn.
+const ACCEPT_BATCH: usize = 256;
+
+/// How long accepting stays paused after the descriptors ran out.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Whether accepting is paused, and which warnings this episode has given.
+#[derive(Debug, Default)]
+pub struct AcceptState {
+    /// Set while descriptors are exhausted: when to try again.
+    paused_until: Option<Instant>,
+    /// A fd-exhaustion episode is under way (warned once).
+    in_fd_episode: bool,
+    /// A connection-cap episode is under way (warned once).
+    in_cap_episode: bool,
+}
+
+impl AcceptState {
+    /// True while accepting waits for descriptors.
+    pub fn is_paused(&self) -> bool {
+        self.paused_until.is_some()
+    }
+
+    /// When the loop should try accepting again.
+    pub fn resume_at(&self) -> Option<Instant> {
+        self.paused_until
+    }
+}
+
+impl Server {
+    /// Listener `i` is readable: accept what waits, up to a batch.
+    pub(super) fn on_accept_ready(&mut self, i: usize) {
+        if self.accept.is_paused() {
+            // The timer or the next close resumes; accepting now would fail.
+            return;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            let Some(listener) = self.listeners.get(i) else {
+                return; // shut down meanwhile
+            };
+            match listener.socket.accept() {
+                Ok((stream, peer)) => self.on_accepted(stream, peer),
+                // Backlog empty: the next connect raises a new edge.
+                Err(e) if is_would_block(&e) => return,
+                Err(e) if is_interrupted(&e) => continue,
+                // The client gave up while waiting in the backlog.
+                Err(e) if is_peer_gone(&e) => continue,
+                Err(e) => {
+                    self.stats.accept_errors += 1;
+                    self.pause_accepting(&e);
+                    return;
+                }
+            }
+        }
+        // More may wait: come back after the others had their turn.
+        self.ready.push(token::listener(i));
+    }
+
+    fn on_accepted(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if self.in_fd_episode_ended() {
+            info!("accepting resumed: descriptors available again");
+        }
+        if self.conns.len() >= self.max_connections || self.conns.vacant_key() > token::MAX_CONN_KEY
+        {
+            self.stats.tcp_rejected += 1;
+            if !self.accept.in_cap_episode {
+                self.accept.in_cap_episode = true;
+                warn!(
+                    "connection cap reached ({} open): closing new connections at once",
+                    self.conns.len()
+                );
+            }
+            debug!("{peer}: rejected: connection cap");
+            return; // dropping the stream closes it: the client sees EOF
+        }
+        if self.accept.in_cap_episode {
+            self.accept.in_cap_episode = false;
+            info!("below the connection cap again ({} open)", self.conns.len());
+        }
+        // Echo replies are small and latency-bound: do not let Nagle hold
+        // them back waiting for an ACK.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("{peer}: cannot set TCP_NODELAY: {e}");
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        // Both interests once: with edge triggering, a writable edge comes
+        // only after a write hit WouldBlock, so it costs nothing while no
+        // output is pending and saves an epoll_ctl per partial write.
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token::from_key(key), interest)
+        {
+            self.stats.accept_errors += 1;
+            debug!("{peer}: cannot register: {e}");
+            return;
+        }
+        entry.insert(Connection::new(stream, self.now));
+        self.stats.tcp_accepted += 1;
+        debug!("conn {key} {peer}: accepted");
+    }
+
+    /// Ends a descriptor-exhaustion episode if one was under way.
+    fn in_fd_episode_ended(&mut self) -> bool {
+        std::mem::take(&mut self.accept.in_fd_episode)
+    }
+
+    fn pause_accepting(&mut self, e: &io::Error) {
+        self.accept.paused_until = Some(Instant::now() + ACCEPT_RETRY);
+        if !self.accept.in_fd_episode {
+            self.accept.in_fd_episode = true;
+            if is_fd_exhausted(e) {
+                warn!(
+                    "accepting paused: out of file descriptors ({e}) with {} connections open; \
+                     retrying every {} ms",
+                    self.conns.len(),
+                    ACCEPT_RETRY.as_millis()
+                );
+            } else {
+                warn!(
+                    "accepting paused: {e}; retrying every {} ms",
+                    ACCEPT_RETRY.as_millis()
+                );
+            }
+        }
+    }
+
+    /// Tries every listener again after a pause.
+    pub(super) fn resume_accepting(&mut self) {
+        trace!("accept: retrying after pause");
+        self.accept.paused_until = None;
+        for i in 0..self.listeners.len() {
+            self.on_accept_ready(i);
+        }
+    }
+}

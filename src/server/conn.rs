@@ -1,0 +1,668 @@
+//! One accepted TCP connection: reads, asks the service what to answer,
+//! writes back, and keeps only what the kernel refused. It never sees the
+//! `Poll`, the slab or other connections; it tells the loop what to do next
+//! through the `Progress` it returns.
+//!
+//! The logic is generic over [`Stream`] so that unit tests can drive it with
+//! a fake socket that takes N bytes and then says `WouldBlock` or resets.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use log::trace;
+
+use crate::buffer::{PendingOutput, Watermarks};
+use crate::mode::{Reply, Service};
+use crate::net::{is_interrupted, is_peer_gone, is_would_block};
+use crate::stats::Stats;
+
+/// Coarse time: tenths of a second since the server started. Four bytes
+/// per connection instead of a sixteen-byte `Instant`, and fine enough for
+/// idle timeouts and log lines.
+pub type Tick = u32;
+
+/// What a connection needs from a socket.
+pub trait Stream: Read + Write {
+    /// Sends FIN after the bytes already written (`shutdown(SHUT_WR)`).
+    ///
+    /// # Errors
+    ///
+    /// What the OS says; `NotConnected` once the peer has reset.
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Stream for mio::net::TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Reading and answering.
+    Open,
+    /// The peer sent FIN: flushing what is pending, then FIN back and close.
+    ReadClosed,
+    /// The server is shutting down: no more reading, flush, then close.
+    Draining,
+}
+
+/// Why a connection was closed; its `Display` feeds logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer half-closed and everything owed to it was delivered.
+    PeerClosed,
+    /// The peer reset the connection or a write hit a broken pipe.
+    Reset,
+    /// The server shut down after delivering everything pending.
+    Shutdown,
+    /// The server shut down and the shutdown timeout passed first.
+    ShutdownDeadline,
+    /// Any other IO error.
+    Io(io::ErrorKind),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed"),
+            CloseReason::Reset => f.write_str("reset by peer"),
+            CloseReason::Shutdown => f.write_str("server shutdown"),
+            CloseReason::ShutdownDeadline => f.write_str("shutdown deadline passed"),
+            CloseReason::Io(kind) => write!(f, "io error: {kind}"),
+        }
+    }
+}
+
+/// What the loop should do with a connection after a handler ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing until the next readiness edge (or a resume).
+    Wait,
+    /// The fairness budget ran out with input maybe left: serve it again
+    /// before the loop next blocks, after the others had their turn.
+    Again,
+    /// Close it now.
+    Close(CloseReason),
+}
+
+/// Per-loop settings every connection follows.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// When to stop and resume reading because output is pending.
+    pub watermarks: Watermarks,
+    /// Bytes one handler call may read before yielding.
+    pub budget_bytes: usize,
+    /// Reads one handler call may make before yielding.
+    pub budget_reads: u32,
+    /// Stop draining after a read that did not fill the buffer (Linux only).
+    pub short_read: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            watermarks: Watermarks::default(),
+            budget_bytes: 256 * 1024,
+            budget_reads: 64,
+            short_read: cfg!(target_os = "linux"),
+        }
+    }
+}
+
+/// What a handler borrows from the loop for one call.
+pub struct Ctx<'a> {
+    /// The slab key, for log lines.
+    pub key: usize,
+    /// The loop's one scratch buffer; every read lands here.
+    pub scratch: &'a mut [u8],
+    /// The protocol being spoken.
+    pub service: &'a dyn Service,
+    /// Budgets and watermarks.
+    pub limits: &'a Limits,
+    /// The loop's counters.
+    pub stats: &'a mut Stats,
+    /// The loop's coarse clock for this batch of events.
+    pub now: Tick,
+}
+
+/// One TCP peer.
+#[derive(Debug)]
+pub struct Connection<S = mio::net::TcpStream> {
+    stream: S,
+    /// Bytes the kernel has not taken yet; above the high watermark only by
+    /// at most one read.
+    pending: PendingOutput,
+    bytes_in: u64,
+    bytes_out: u64,
+    opened: Tick,
+    last_active: Tick,
+    state: ConnState,
+    /// Reading stopped because of pending output (backpressure).
+    is_paused: bool,
+    /// On the loop's ready-again list; set and cleared by the loop.
+    is_deferred: bool,
+}
+
+impl<S: Stream> Connection<S> {
+    /// A new open connection around `stream`, accepted at `now`.
+    pub fn new(stream: S, now: Tick) -> Self {
+        Connection {
+            stream,
+            pending: PendingOutput::new(),
+            bytes_in: 0,
+            bytes_out: 0,
+            opened: now,
+            last_active: now,
+            state: ConnState::Open,
+            is_paused: false,
+            is_deferred: false,
+        }
+    }
+
+    /// The socket.
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> ConnState {
+        self.state
+    }
+
+    /// Bytes read from and written to the peer.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.bytes_in, self.bytes_out)
+    }
+
+    /// Bytes waiting for the kernel to take them.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// True while reading is stopped by backpressure.
+    pub fn is_paused(&self) -> bool {
+        self.is_paused
+    }
+
+    /// True while the connection sits on the loop's ready-again list.
+    pub fn is_deferred(&self) -> bool {
+        self.is_deferred
+    }
+
+    /// Marks the connection as on (or off) the ready-again list.
+    pub fn set_deferred(&mut self, deferred: bool) {
+        self.is_deferred = deferred;
+    }
+
+    /// Ticks since the connection was accepted.
+    pub fn age(&self, now: Tick) -> Tick {
+        now.wrapping_sub(self.opened)
+    }
+
+    /// Ticks since bytes last moved in either direction.
+    pub fn idle_for(&self, now: Tick) -> Tick {
+        now.wrapping_sub(self.last_active)
+    }
+
+    fn set_state(&mut self, key: usize, to: ConnState) {
+        trace!("conn {key}: state {:?} -> {to:?}", self.state);
+        self.state = to;
+    }
+
+    fn set_paused(&mut self, key: usize, paused: bool) {
+        if self.is_paused != paused {
+            trace!(
+                "conn {key}: {} ({} B pending)",
+                if paused {
+                    "backpressure: reading paused"
+                } else {
+                    "reading resumed"
+                },
+                self.pending.len()
+            );
+            self.is_paused = paused;
+        }
+    }
+
+    /// The socket has input (or an error, or EOF): read until the queue is
+    /// drained, the budget is spent, or backpressure says stop.
+    pub fn on_readable(&mut self, cx: &mut Ctx<'_>) -> Progress {
+        if self.state != ConnState::Open || self.is_paused {
+            return Progress::Wait;
+        }
+        let mut budget_bytes = cx.limits.budget_bytes;
+        let mut budget_reads = cx.limits.budget_reads;
+        loop {
+            if cx.limits.watermarks.should_pause(self.pending.len()) {
+                self.set_paused(cx.key, true);
+                return Progress::Wait;
+            }
+            if budget_bytes == 0 || budget_reads == 0 {
+                trace!("conn {}: budget spent, yielding", cx.key);
+                return Progress::Again;
+            }
+            let n = match self.stream.read(cx.scratch) {
+                // EOF: the peer will send nothing more, but may still read.
+                Ok(0) => return self.on_read_closed(cx.key),
+                Ok(n) => n,
+                // WouldBlock: queue drained; the next edge wakes us.
+                Err(e) if is_would_block(&e) => {
+                    trace!("conn {}: read would block, drain done", cx.key);
+                    return Progress::Wait;
+                }
+                // Interrupted: a signal landed mid-call; nothing was read.
+                Err(e) if is_interrupted(&e) => continue,
+                Err(e) if is_peer_gone(&e) => return Progress::Close(CloseReason::Reset),
+                Err(e) => return Progress::Close(CloseReason::Io(e.kind())),
+            };
+            trace!("conn {}: read {n} B", cx.key);
+            budget_bytes = budget_bytes.saturating_sub(n);
+            budget_reads -= 1;
+            self.bytes_in += n as u64;
+            cx.stats.bytes_in += n as u64;
+            self.last_active = cx.now;
+            if cx.service.on_data(&mut cx.scratch[..n]) == Reply::Same {
+                if let Err(reason) = self.send(cx.key, &cx.scratch[..n], cx.stats) {
+                    return Progress::Close(reason);
+                }
+            }
+            if cx.limits.short_read && n < cx.scratch.len() {
+                // Linux: a read that did not fill the buffer emptied the
+                // queue; new data raises a new edge, so skip the read that
+                // would only say WouldBlock.
+                return Progress::Wait;
+            }
+        }
+    }
+
+    /// The socket can take output again: flush, then resume reading or
+    /// finish a half-close or a drain.
+    pub fn on_writable(&mut self, cx: &mut Ctx<'_>) -> Progress {
+        let written_before = self.bytes_out;
+        if let Err(reason) = self.flush(cx.key, cx.stats) {
+            return Progress::Close(reason);
+        }
+        if self.bytes_out != written_before {
+            self.last_active = cx.now;
+        }
+        match self.state {
+            ConnState::Open if self.is_paused => {
+                if cx.limits.watermarks.may_resume(self.pending.len()) {
+                    self.set_paused(cx.key, false);
+                    // Edge-triggered: input that waited while we were paused
+                    // raises no new edge, so read it now.
+                    return self.on_readable(cx);
+                }
+                Progress::Wait
+            }
+            ConnState::Open => Progress::Wait,
+            ConnState::ReadClosed if self.pending.is_empty() => {
+                self.finish(CloseReason::PeerClosed)
+            }
+            ConnState::Draining if self.pending.is_empty() => self.finish(CloseReason::Shutdown),
+            ConnState::ReadClosed | ConnState::Draining => Progress::Wait,
+        }
+    }
+
+    /// The server is shutting down: read nothing more, flush what is
+    /// pending, then close.
+    pub fn begin_drain(&mut self, key: usize) -> Progress {
+        if self.state == ConnState::Open {
+            self.set_state(key, ConnState::Draining);
+        }
+        if self.pending.is_empty() {
+            let reason = match self.state {
+                ConnState::ReadClosed => CloseReason::PeerClosed,
+                _ => CloseReason::Shutdown,
+            };
+            return self.finish(reason);
+        }
+        Progress::Wait
+    }
+
+    fn on_read_closed(&mut self, key: usize) -> Progress {
+        trace!("conn {key}: read 0 B: peer half-closed");
+        self.set_state(key, ConnState::ReadClosed);
+        if self.pending.is_empty() {
+            return self.finish(CloseReason::PeerClosed);
+        }
+        // The rest goes out on writable edges; then on_writable finishes.
+        Progress::Wait
+    }
+
+    /// Everything owed is written: send FIN, then the loop closes the socket.
+    fn finish(&mut self, reason: CloseReason) -> Progress {
+        // NotConnected here means the peer reset meanwhile; closing is all
+        // that is left either way.
+        let _ = self.stream.shutdown_write();
+        Progress::Close(reason)
+    }
+
+    /// Writes `data` straight to the socket and keeps what the kernel
+    /// refused; queues all of it behind output already pending.
+    fn send(&mut self, key: usize, data: &[u8], stats: &mut Stats) -> Result<(), CloseReason> {
+        if !self.pending.is_empty() {
+            self.pending.push(data);
+            return Ok(());
+        }
+        let mut written = 0;
+        while written < data.len() {
+            match self.write_once(key, &data[written..], stats)? {
+                Some(n) => written += n,
+                None => break,
+            }
+        }
+        if written < data.len() {
+            trace!(
+                "conn {key}: keeping {} B the kernel refused",
+                data.len() - written
+            );
+            self.pending.push(&data[written..]);
+        }
+        Ok(())
+    }
+
+    /// Writes pending output until it is gone or the socket is full.
+    fn flush(&mut self, key: usize, stats: &mut Stats) -> Result<(), CloseReason> {
+        while !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            let result = self.write_once(key, pending.as_slice(), stats);
+            self.pending = pending;
+            match result? {
+                Some(n) => self.pending.consume(n),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// One `write` call: `Some(n)` bytes taken, `None` for a full socket.
+    fn write_once(
+        &mut self,
+        key: usize,
+        data: &[u8],
+        stats: &mut Stats,
+    ) -> Result<Option<usize>, CloseReason> {
+        loop {
+            return match self.stream.write(data) {
+                // Ok(0) for a non-empty buffer: the socket cannot take bytes at all.
+                Ok(0) => Err(CloseReason::Io(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    trace!("conn {key}: wrote {n} B");
+                    self.bytes_out += n as u64;
+                    stats.bytes_out += n as u64;
+                    Ok(Some(n))
+                }
+                // WouldBlock: send buffer full; a writable edge follows when it drains.
+                Err(e) if is_would_block(&e) => {
+                    trace!("conn {key}: write would block, waiting for writable");
+                    Ok(None)
+                }
+                Err(e) if is_interrupted(&e) => continue,
+                Err(e) if is_peer_gone(&e) => Err(CloseReason::Reset),
+                Err(e) => Err(CloseReason::Io(e.kind())),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::mode::Mode;
+
+    /// A fake socket: serves `input` in reads of at most `read_chunk`,
+    /// takes at most `write_room` bytes before saying WouldBlock, and can be
+    /// told to reset.
+    #[derive(Debug, Default)]
+    pub(crate) struct FakeStream {
+        pub input: Vec<u8>,
+        pub read_pos: usize,
+        pub read_chunk: usize,
+        pub eof: bool,
+        pub reset: bool,
+        pub write_room: usize,
+        pub written: Vec<u8>,
+        pub fin_sent: bool,
+        pub reads: usize,
+    }
+
+    impl Read for FakeStream {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            if self.reset {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
+            let left = self.input.len() - self.read_pos;
+            if left == 0 {
+                return if self.eof {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
+            }
+            let n = left.min(buf.len()).min(self.read_chunk.max(1));
+            buf[..n].copy_from_slice(&self.input[self.read_pos..self.read_pos + n]);
+            self.read_pos += n;
+            Ok(n)
+        }
+    }
+
+    impl Write for FakeStream {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.fin_sent {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            if self.write_room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.write_room);
+            self.write_room -= n;
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Stream for FakeStream {
+        fn shutdown_write(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    pub(crate) struct Harness {
+        pub scratch: Vec<u8>,
+        pub limits: Limits,
+        pub stats: Stats,
+        pub mode: Mode,
+    }
+
+    impl Harness {
+        pub fn new(scratch: usize) -> Self {
+            Harness {
+                scratch: vec![0; scratch],
+                limits: Limits {
+                    short_read: false,
+                    ..Limits::default()
+                },
+                stats: Stats::default(),
+                mode: Mode::Echo,
+            }
+        }
+        pub fn cx(&mut self) -> Ctx<'_> {
+            Ctx {
+                key: 1,
+                scratch: &mut self.scratch,
+                service: &self.mode,
+                limits: &self.limits,
+                stats: &mut self.stats,
+                now: 0,
+            }
+        }
+    }
+
+    fn conn(input: &[u8], read_chunk: usize, write_room: usize) -> Connection<FakeStream> {
+        Connection::new(
+            FakeStream {
+                input: input.to_vec(),
+                read_chunk,
+                write_room,
+                ..FakeStream::default()
+            },
+            0,
+        )
+    }
+
+    #[test]
+    fn echoes_everything_when_the_kernel_takes_it_all() {
+        let mut h = Harness::new(64);
+        let mut c = conn(b"hello world", 4, usize::MAX);
+        assert_eq!(c.on_readable(&mut h.cx()), Progress::Wait);
+        assert_eq!(c.stream.written, b"hello world");
+        assert_eq!(c.pending_len(), 0);
+        assert_eq!(h.stats.bytes_in, 11);
+        assert_eq!(h.stats.bytes_out, 11);
+    }
+
+    #[test]
+    fn upper_mode_transforms_what_it_echoes() {
+        let mut h = Harness::new(64);
+        h.mode = Mode::Upper;
+        let mut c = conn(b"hello boy", 64, usize::MAX);
+        c.on_readable(&mut h.cx());
+        assert_eq!(c.stream.written, b"HELLO BOY");
+    }
+
+    #[test]
+    fn partial_write_keeps_the_rest_and_pauses_reading() {
+        let mut h = Harness::new(8);
+        let mut c = conn(b"0123456789abcdef", 8, 5);
+        assert_eq!(c.on_readable(&mut h.cx()), Progress::Wait);
+        assert_eq!(c.stream.written, b"01234");
+        assert_eq!(c.pending_len(), 3);
+        assert!(
+            c.is_paused(),
+            "default watermarks pause while anything is pending"
+        );
+        assert_eq!(c.stream.read_pos, 8, "no read after output backed up");
+
+        // The peer reads; a writable edge flushes and reading resumes.
+        c.stream.write_room = usize::MAX;
+        assert_eq!(c.on_writable(&mut h.cx()), Progress::Wait);
+        assert!(!c.is_paused());
+        assert_eq!(c.stream.written, b"0123456789abcdef");
+    }
+
+    #[test]
+    fn higher_watermark_keeps_reading_until_it_is_passed() {
+        let mut h = Harness::new(4);
+        h.limits.watermarks = Watermarks::with_high(8);
+        let mut c = conn(&[b'x'; 64], 4, 0);
+        c.on_readable(&mut h.cx());
+        assert!(c.is_paused());
+        // Pauses once pending passes 8: at most high + one read.
+        assert_eq!(c.pending_len(), 12);
+        assert!(c.pending_len() <= 8 + 4);
+    }
+
+    #[test]
+    fn half_close_flushes_pending_then_finishes() {
+        let mut h = Harness::new(16);
+        let mut c = conn(b"abcdef", 16, 2);
+        c.stream.eof = true;
+        h.limits.watermarks = Watermarks::with_high(1024);
+        assert_eq!(c.on_readable(&mut h.cx()), Progress::Wait);
+        assert_eq!(c.state(), ConnState::ReadClosed);
+        assert_eq!(c.pending_len(), 4);
+        c.stream.write_room = 3;
+        assert_eq!(c.on_writable(&mut h.cx()), Progress::Wait);
+        c.stream.write_room = 100;
+        assert_eq!(
+            c.on_writable(&mut h.cx()),
+            Progress::Close(CloseReason::PeerClosed)
+        );
+        assert_eq!(c.stream.written, b"abcdef");
+    }
+
+    #[test]
+    fn eof_with_nothing_pending_closes_at_once() {
+        let mut h = Harness::new(16);
+        let mut c = conn(b"", 16, 100);
+        c.stream.eof = true;
+        assert_eq!(
+            c.on_readable(&mut h.cx()),
+            Progress::Close(CloseReason::PeerClosed)
+        );
+    }
+
+    #[test]
+    fn reset_closes_with_reason_reset() {
+        let mut h = Harness::new(16);
+        let mut c = conn(b"abc", 16, 100);
+        c.stream.reset = true;
+        assert_eq!(
+            c.on_readable(&mut h.cx()),
+            Progress::Close(CloseReason::Reset)
+        );
+        let mut c = conn(b"abc", 16, 100);
+        c.stream.fin_sent = true; // writes now fail with BrokenPipe
+        assert_eq!(
+            c.on_readable(&mut h.cx()),
+            Progress::Close(CloseReason::Reset)
+        );
+    }
+
+    #[test]
+    fn budget_yields_with_again_and_resumes_where_it_stopped() {
+        let mut h = Harness::new(8);
+        h.limits.budget_reads = 3;
+        let input: Vec<u8> = (0..100u8).collect();
+        let mut c = conn(&input, 8, usize::MAX);
+        assert_eq!(c.on_readable(&mut h.cx()), Progress::Again);
+        assert_eq!(c.stream.written.len(), 24);
+        while c.on_readable(&mut h.cx()) == Progress::Again {}
+        assert_eq!(c.stream.written, input);
+    }
+
+    #[test]
+    fn short_read_shortcut_skips_the_read_that_would_block() {
+        let mut h = Harness::new(64);
+        h.limits.short_read = true;
+        let mut c = conn(b"ping", 64, usize::MAX);
+        c.on_readable(&mut h.cx());
+        assert_eq!(c.stream.reads, 1);
+        h.limits.short_read = false;
+        let mut c = conn(b"ping", 64, usize::MAX);
+        c.on_readable(&mut h.cx());
+        assert_eq!(
+            c.stream.reads, 2,
+            "without the shortcut, drain to WouldBlock"
+        );
+    }
+
+    #[test]
+    fn drain_closes_idle_connections_and_flushes_busy_ones() {
+        let mut c = conn(b"", 8, 100);
+        assert_eq!(c.begin_drain(1), Progress::Close(CloseReason::Shutdown));
+
+        let mut h = Harness::new(8);
+        let mut c = conn(b"abcdefgh", 8, 3);
+        c.on_readable(&mut h.cx());
+        assert_eq!(c.begin_drain(1), Progress::Wait);
+        c.stream.input.extend_from_slice(b"more");
+        c.stream.write_room = 100;
+        assert_eq!(
+            c.on_writable(&mut h.cx()),
+            Progress::Close(CloseReason::Shutdown)
+        );
+        assert_eq!(
+            c.stream.written, b"abcdefgh",
+            "nothing read after drain began"
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! `Server`: owns the `Poll`, the listeners, the UDP sockets and the slab of
+//! connections; `run` is the loop. Handlers for each kind of source live in
+//! the submodules (`accept`, `conn`, `udp`, `shutdown`); this file binds,
+//! dispatches events to them and keeps the loop's timers.
+//!
+//! Start reading at [`Server::run`].
+
+pub mod accept;
+pub mod conn;
+pub mod shutdown;
+pub mod token;
+pub mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, trace};
+use mio::net::{TcpListener, UdpSocket};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::buffer::Watermarks;
+use crate::mode::{Mode, Service};
+use crate::net::{self, BindError, BindOptions};
+use crate::stats::Stats;
+use accept::AcceptState;
+use conn::{CloseReason, Connection, Ctx, Limits, Progress, Tick};
+use shutdown::Drain;
+use token::Source;
+
+/// The loop's one read buffer: large enough for the largest UDP datagram
+/// (65,507 bytes over IPv4, 65,527 over IPv6) and for a healthy TCP read.
+pub const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// How many events one `poll` call may return.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// Descriptors kept back from `--max-connections`' default for the server's
+/// own sockets, the poll, logging, and the accept-and-close of rejects.
+const FD_RESERVE: u64 = 32;
+
+/// Everything a server needs to know before it binds.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// TCP addresses to listen on.
+    pub tcp: Vec<SocketAddr>,
+    /// UDP addresses to serve.
+    pub udp: Vec<SocketAddr>,
+    /// What to answer.
+    pub service: Arc<dyn Service>,
+    /// The listen backlog.
+    pub backlog: i32,
+    /// Per-connection backpressure.
+    pub watermarks: Watermarks,
+    /// The short-read shortcut (see `conn::Limits::short_read`).
+    pub short_read: bool,
+    /// Open connections at most; `None` derives it from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// How long shutdown waits for pending output to drain.
+    pub shutdown_timeout: Duration,
+    /// Listen for SIGINT and SIGTERM (the binary does; embedders may not).
+    pub handle_signals: bool,
+}
+
+impl Default for ServerConfig {
+    /// No sockets yet, echo mode, backlog 1024, 5 s shutdown timeout.
+    fn default() -> Self {
+        ServerConfig {
+            tcp: Vec::new(),
+            udp: Vec::new(),
+            service: Arc::new(Mode::Echo),
+            backlog: 1024,
+            watermarks: Watermarks::default(),
+            short_read: cfg!(target_os = "linux"),
+            max_connections: None,
+            shutdown_timeout: Duration::from_secs(5),
+            handle_signals: false,
+        }
+    }
+}
+
+/// Setting a server up failed.
+#[derive(Debug)]
+pub enum ServerError {
+    /// A listener or UDP socket could not be bound.
+    Bind(BindError),
+    /// The poll, waker or signal source could not be created.
+    Setup(&'static str, io::Error),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::Bind(e) => e.fmt(f),
+            ServerError::Setup(what, e) => write!(f, "cannot set up {what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerError::Bind(e) => Some(e),
+            ServerError::Setup(_, e) => Some(e),
+        }
+    }
+}
+
+impl From<BindError> for ServerError {
+    fn from(e: BindError) -> Self {
+        ServerError::Bind(e)
+    }
+}
+
+/// Stops a running server from another thread.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ServerHandle {
+    /// Asks the loop to shut down gracefully, as SIGTERM would.
+    ///
+    /// # Errors
+    ///
+    /// The waker's write failed (the loop is most likely gone already).
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.waker.wake()
+    }
+}
+
+/// One TCP listener and the address it really bound.
+#[derive(Debug)]
+struct Listener {
+    socket: TcpListener,
+    addr: SocketAddr,
+}
+
+/// One readiness loop: sockets, connections, timers.
+pub struct Server {
+    poll: Poll,
+    /// Emptied when shutdown begins, so new connects are refused.
+    listeners: Vec<Listener>,
+    tcp_addrs: Vec<SocketAddr>,
+    udp: Vec<UdpSocket>,
+    udp_addrs: Vec<SocketAddr>,
+    /// Every open connection; the key is the mio token.
+    conns: Slab<Connection>,
+    /// The one buffer every read lands in.
+    scratch: Box<[u8]>,
+    /// Sources that used up their budget, served before the loop blocks.
+    ready: Vec<Token>,
+    /// The list being served right now (swapped with `ready`).
+    ready_now: Vec<Token>,
+    limits: Limits,
+    service: Arc<dyn Service>,
+    max_connections: usize,
+    shutdown_timeout: Duration,
+    stats: Stats,
+    accept: AcceptState,
+    drain: Option<Drain>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    epoch: Instant,
+    now: Tick,
+}
+
+impl Server {
+    /// Binds every socket in `config` and registers it with a new poll.
+    /// Port 0 picks a free port; [`Server::tcp_addrs`] tells which.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Bind`] naming the first address that failed, or
+    /// [`ServerError::Setup`] if the poll, waker or signals failed.
+    pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let poll = Poll::new().map_err(|e| ServerError::Setup("poll", e))?;
+        let opts = BindOptions {
+            backlog: config.backlog,
+            reuse_port: false,
+        };
+        let mut listeners = Vec::new();
+        for (i, &addr) in config.tcp.iter().enumerate() {
+            let mut socket = net::tcp_listener(addr, opts)?;
+            let addr = socket.local_addr().map_err(|source| BindError {
+                proto: "tcp",
+                addr,
+                source,
+            })?;
+            poll.registry()
+                .register(&mut socket, token::listener(i), Interest::READABLE)
+                .map_err(|e| ServerError::Setup("listener registration", e))?;
+            listeners.push(Listener { socket, addr });
+        }
+        let mut udp = Vec::new();
+        let mut udp_addrs = Vec::new();
+        for (i, &addr) in config.udp.iter().enumerate() {
+            let mut socket = net::udp_socket(addr, opts)?;
+            let addr = socket.local_addr().map_err(|source| BindError {
+                proto: "udp",
+                addr,
+                source,
+            })?;
+            poll.registry()
+                .register(&mut socket, token::udp(i), Interest::READABLE)
+                .map_err(|e| ServerError::Setup("udp registration", e))?;
+            udp.push(socket);
+            udp_addrs.push(addr);
+        }
+        let waker = Waker::new(poll.registry(), token::WAKER)
+            .map_err(|e| ServerError::Setup("waker", e))?;
+        let signals = if config.handle_signals {
+            Some(shutdown::register_signals(&poll).map_err(|e| ServerError::Setup("signals", e))?)
+        } else {
+            None
+        };
+        let max_connections = config
+            .max_connections
+            .unwrap_or_else(default_max_connections);
+        Ok(Server {
+            poll,
+            tcp_addrs: listeners.iter().map(|l| l.addr).collect(),
+            listeners,
+            udp,
+            udp_addrs,
+            conns: Slab::new(),
+            scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+            ready: Vec::new(),
+            ready_now: Vec::new(),
+            limits: Limits {
+                watermarks: config.watermarks,
+                short_read: config.short_read,
+                ..Limits::default()
+            },
+            service: config.service,
+            max_connections,
+            shutdown_timeout: config.shutdown_timeout,
+            stats: Stats::default(),
+            accept: AcceptState::default(),
+            drain: None,
+            signals,
+            waker: Arc::new(waker),
+            stop: Arc::new(AtomicBool::new(false)),
+            epoch: Instant::now(),
+            now: 0,
+        })
+    }
+
+    /// The TCP addresses really bound, in `--tcp` order.
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
+    }
+
+    /// The UDP addresses really bound, in `--udp` order.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    /// A handle that stops this server from another thread.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            waker: Arc::clone(&self.waker),
+            stop: Arc::clone(&self.stop),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Runs the loop on this thread until a signal or the handle stops it
+    /// and every connection is closed; returns the final counters.
+    ///
+    /// # Errors
+    ///
+    /// Only the loop's own failures: `poll` failing for a reason other than
+    /// `Interrupted`. A failure on one connection or datagram closes that
+    /// connection or drops that datagram, and the loop carries on.
+    pub fn run(&mut self) -> io::Result<Stats> {
+        info!(
+            "serving mode {} on {} tcp and {} udp sockets (max connections {}, high watermark {} B)",
+            self.service.name(),
+            self.listeners.len(),
+            self.udp.len(),
+            self.max_connections,
+            self.limits.watermarks.high
+        );
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        while !self.is_finished() {
+            let timeout = self.poll_timeout(Instant::now());
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                // A signal landed while blocked; the signal source reports it.
+                Err(e) if net::is_interrupted(&e) => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            self.now = self.tick(now);
+            for event in events.iter() {
+                // Errors and hang-ups are served as readable: the next read
+                // reports them with their reason.
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                self.dispatch(event.token(), readable, event.is_writable());
+            }
+            self.serve_ready();
+            self.on_timers(now);
+        }
+        info!("shutdown done: {}", self.stats);
+        Ok(self.stats)
+    }
+
+    fn tick(&self, now: Instant) -> Tick {
+        let tenths = now.duration_since(self.epoch).as_millis() / 100;
+        Tick::try_from(tenths).unwrap_or(Tick::MAX)
+    }
+
+    /// Zero while sources wait on the ready list; otherwise until the next
+    /// timer; forever when no timer is armed (an idle server sleeps).
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        [
+            self.accept.resume_at(),
+            self.drain.as_ref().map(Drain::deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn dispatch(&mut self, token: Token, readable: bool, writable: bool) {
+        match token::classify(token) {
+            Source::Conn(key) => self.on_conn_event(key, readable, writable),
+            Source::Listener(i) => self.on_accept_ready(i),
+            Source::Udp(i) => self.on_udp_ready(i),
+            Source::Signal => self.on_signal(),
+            Source::Waker => self.on_wake(),
+            Source::Unknown => trace!("event for unknown token {}", token.0),
+        }
+    }
+
+    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            // Closed earlier in this batch: a spurious event.
+            trace!("conn {key}: event for a closed connection, skipped");
+            return;
+        };
+        trace!(
+            "conn {key}: event{}{}",
+            if readable { " readable" } else { "" },
+            if writable { " writable" } else { "" }
+        );
+        let mut cx = Ctx {
+            key,
+            scratch: &mut self.scratch,
+            service: &*self.service,
+            limits: &self.limits,
+            stats: &mut self.stats,
+            now: self.now,
+        };
+        let mut progress = Progress::Wait;
+        if writable {
+            progress = conn.on_writable(&mut cx);
+        }
+        // A deferred connection reads when the ready list comes round.
+        if readable && progress == Progress::Wait && !conn.is_deferred() {
+            progress = conn.on_readable(&mut cx);
+        }
+        self.apply(key, progress);
+    }
+
+    /// Carries out what a connection handler asked for.
+    fn apply(&mut self, key: usize, progress: Progress) {
+        match progress {
+            Progress::Wait => {}
+            Progress::Again => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    if !conn.is_deferred() {
+                        conn.set_deferred(true);
+                        self.ready.push(token::from_key(key));
+                    }
+                }
+            }
+            Progress::Close(reason) => self.close(key, reason),
+        }
+    }
+
+    /// Serves the sources that used up their budget in the last round. New
+    /// deferrals wait for the next round, after a zero-timeout poll.
+    fn serve_ready(&mut self) {
+        std::mem::swap(&mut self.ready, &mut self.ready_now);
+        let mut batch = std::mem::take(&mut self.ready_now);
+        for &token in &batch {
+            match token::classify(token) {
+                Source::Conn(key) => {
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
+                    // A reused key: this is a newer connection, not deferred.
+                    if !conn.is_deferred() {
+                        continue;
+                    }
+                    conn.set_deferred(false);
+                    let mut cx = Ctx {
+                        key,
+                        scratch: &mut self.scratch,
+                        service: &*self.service,
+                        limits: &self.limits,
+                        stats: &mut self.stats,
+                        now: self.now,
+                    };
+                    let progress = conn.on_readable(&mut cx);
+                    self.apply(key, progress);
+                }
+                Source::Listener(i) => self.on_accept_ready(i),
+                Source::Udp(i) => self.on_udp_ready(i),
+                _ => {}
+            }
+        }
+        batch.clear();
+        self.ready_now = batch;
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        if self.accept.resume_at().is_some_and(|at| now >= at) {
+            self.resume_accepting();
+        }
+        if self.drain.is_some() {
+            self.on_drain_timer(now);
+        }
+    }
+
+    /// Closes connection `key`: logs its story, counts it, and retries
+    /// accepting if descriptors had run out.
+    fn close(&mut self, key: usize, reason: CloseReason) {
+        let Some(conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        self.stats.record_close(&reason);
+        if log::log_enabled!(log::Level::Debug) {
+            let (bytes_in, bytes_out) = conn.bytes();
+            let peer = conn
+                .stream()
+                .peer_addr()
+                .map_or_else(|_| "-".to_string(), |a| a.to_string());
+            debug!(
+                "conn {key} {peer}: closed: {reason} (in {bytes_in} B, out {bytes_out} B, {:.1} s)",
+                f64::from(conn.age(self.now)) / 10.0
+            );
+        }
+        // Dropping the stream closes the descriptor, which also removes it
+        // from the epoll set: no deregister call needed.
+        drop(conn);
+        if self.accept.is_paused() {
+            self.resume_accepting();
+        }
+    }
+
+    fn on_wake(&mut self) {
+        if self.stop.load(Ordering::SeqCst) {
+            self.begin_shutdown("stop requested", Instant::now());
+        }
+    }
+}
+
+/// The open-file limit minus a reserve, or effectively no cap if the limit
+/// is unknown.
+fn default_max_connections() -> usize {
+    net::open_file_limit()
+        .map(|n| n.saturating_sub(FD_RESERVE).max(1))
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(usize::MAX)
+}

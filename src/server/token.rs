@@ -1,0 +1,109 @@
+//! The token space: which mio `Token` names which source.
+//!
+//! A connection's token is its slab key, unchanged, so the hot path maps an
+//! event to its connection with no arithmetic. Fixed sources (signal,
+//! waker, listeners, UDP sockets) live at the top of the `usize` range,
+//! where no slab key will ever reach.
+//!
+//! | token                     | source                 |
+//! |---------------------------|------------------------|
+//! | `0 ..= MAX_CONN_KEY`      | connection, slab key k |
+//! | `UDP_BASE + i`            | UDP socket i           |
+//! | `LISTENER_BASE + i`       | TCP listener i         |
+//! | `usize::MAX - 2`          | metrics (reserved)     |
+//! | `WAKER` (`usize::MAX - 1`)| the stop handle        |
+//! | `SIGNAL` (`usize::MAX`)   | SIGINT / SIGTERM       |
+
+use mio::Token;
+
+/// SIGINT and SIGTERM, delivered through signal-hook-mio.
+pub const SIGNAL: Token = Token(usize::MAX);
+/// The `Waker` that a `ServerHandle` uses to stop the loop from another thread.
+pub const WAKER: Token = Token(usize::MAX - 1);
+/// The most listeners, and separately the most UDP sockets, one loop takes.
+pub const MAX_SOCKETS: usize = 1 << 16;
+const LISTENER_BASE: usize = usize::MAX - 16 - MAX_SOCKETS;
+const UDP_BASE: usize = LISTENER_BASE - MAX_SOCKETS;
+/// The largest slab key that can be a connection's token.
+pub const MAX_CONN_KEY: usize = UDP_BASE - 1;
+
+/// What a token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The connection with this slab key.
+    Conn(usize),
+    /// TCP listener number i.
+    Listener(usize),
+    /// UDP socket number i.
+    Udp(usize),
+    /// The signal pipe.
+    Signal,
+    /// The stop handle's waker.
+    Waker,
+    /// A token nothing was registered with.
+    Unknown,
+}
+
+/// The token for the connection with slab key `key` (`key <= MAX_CONN_KEY`).
+pub fn from_key(key: usize) -> Token {
+    debug_assert!(key <= MAX_CONN_KEY);
+    Token(key)
+}
+
+/// The token for listener `i` (`i < MAX_SOCKETS`).
+pub fn listener(i: usize) -> Token {
+    debug_assert!(i < MAX_SOCKETS);
+    Token(LISTENER_BASE + i)
+}
+
+/// The token for UDP socket `i` (`i < MAX_SOCKETS`).
+pub fn udp(i: usize) -> Token {
+    debug_assert!(i < MAX_SOCKETS);
+    Token(UDP_BASE + i)
+}
+
+/// Names the source behind `token`.
+///
+/// ```
+/// use echo_reactor::server::token::{self, Source};
+/// assert_eq!(token::classify(token::from_key(17)), Source::Conn(17));
+/// assert_eq!(token::classify(token::listener(2)), Source::Listener(2));
+/// ```
+pub fn classify(token: Token) -> Source {
+    match token.0 {
+        k if k <= MAX_CONN_KEY => Source::Conn(k),
+        t if t == SIGNAL.0 => Source::Signal,
+        t if t == WAKER.0 => Source::Waker,
+        t if (UDP_BASE..UDP_BASE + MAX_SOCKETS).contains(&t) => Source::Udp(t - UDP_BASE),
+        t if (LISTENER_BASE..LISTENER_BASE + MAX_SOCKETS).contains(&t) => {
+            Source::Listener(t - LISTENER_BASE)
+        }
+        _ => Source::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_token_maps_back_to_its_source() {
+        for k in [0, 1, 4095, MAX_CONN_KEY] {
+            assert_eq!(classify(from_key(k)), Source::Conn(k));
+        }
+        for i in [0, 1, MAX_SOCKETS - 1] {
+            assert_eq!(classify(listener(i)), Source::Listener(i));
+            assert_eq!(classify(udp(i)), Source::Udp(i));
+        }
+        assert_eq!(classify(SIGNAL), Source::Signal);
+        assert_eq!(classify(WAKER), Source::Waker);
+        assert_eq!(classify(Token(usize::MAX - 2)), Source::Unknown);
+    }
+
+    #[test]
+    fn ranges_do_not_overlap() {
+        assert!(MAX_CONN_KEY < udp(0).0);
+        assert!(udp(MAX_SOCKETS - 1).0 < listener(0).0);
+        assert!(listener(MAX_SOCKETS - 1).0 < WAKER.0 - 1);
+    }
+}

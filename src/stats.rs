@@ -1,0 +1,146 @@
+//! Counters the loop keeps about its work, and the final report.
+//!
+//! The loop owns a plain `Stats` and bumps its fields directly: no atomics,
+//! no locks, nothing allocated per event. Whoever wants the figures gets a
+//! copy when the loop ends (or, for several loops, the sum of their copies).
+
+use std::fmt;
+
+use crate::server::conn::CloseReason;
+
+/// What one server loop has done since it started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// TCP connections accepted and served.
+    pub tcp_accepted: u64,
+    /// TCP connections closed, for any reason.
+    pub tcp_closed: u64,
+    /// Of those closed: reset by the peer or broken pipe.
+    pub tcp_resets: u64,
+    /// Of those closed: an IO error other than a reset.
+    pub tcp_io_errors: u64,
+    /// Of those closed: still open when shutdown ran out of time.
+    pub tcp_forced_closes: u64,
+    /// Connections accepted and closed at once because the cap was reached.
+    pub tcp_rejected: u64,
+    /// `accept` failures other than an empty backlog.
+    pub accept_errors: u64,
+    /// TCP payload bytes read.
+    pub bytes_in: u64,
+    /// TCP payload bytes written.
+    pub bytes_out: u64,
+    /// UDP datagrams received.
+    pub udp_datagrams_in: u64,
+    /// UDP reply datagrams sent.
+    pub udp_datagrams_out: u64,
+    /// UDP replies dropped (socket full, or not allowed to be sent).
+    pub udp_replies_dropped: u64,
+    /// UDP receive or send errors.
+    pub udp_errors: u64,
+}
+
+impl Stats {
+    /// Counts one closed connection under its reason.
+    pub fn record_close(&mut self, reason: &CloseReason) {
+        self.tcp_closed += 1;
+        match reason {
+            CloseReason::Reset => self.tcp_resets += 1,
+            CloseReason::Io(_) => self.tcp_io_errors += 1,
+            CloseReason::ShutdownDeadline => self.tcp_forced_closes += 1,
+            CloseReason::PeerClosed | CloseReason::Shutdown => {}
+        }
+    }
+
+    /// Adds another loop's counters to these.
+    pub fn merge(&mut self, other: &Stats) {
+        let Stats {
+            tcp_accepted,
+            tcp_closed,
+            tcp_resets,
+            tcp_io_errors,
+            tcp_forced_closes,
+            tcp_rejected,
+            accept_errors,
+            bytes_in,
+            bytes_out,
+            udp_datagrams_in,
+            udp_datagrams_out,
+            udp_replies_dropped,
+            udp_errors,
+        } = *other;
+        self.tcp_accepted += tcp_accepted;
+        self.tcp_closed += tcp_closed;
+        self.tcp_resets += tcp_resets;
+        self.tcp_io_errors += tcp_io_errors;
+        self.tcp_forced_closes += tcp_forced_closes;
+        self.tcp_rejected += tcp_rejected;
+        self.accept_errors += accept_errors;
+        self.bytes_in += bytes_in;
+        self.bytes_out += bytes_out;
+        self.udp_datagrams_in += udp_datagrams_in;
+        self.udp_datagrams_out += udp_datagrams_out;
+        self.udp_replies_dropped += udp_replies_dropped;
+        self.udp_errors += udp_errors;
+    }
+}
+
+impl fmt::Display for Stats {
+    /// One line, grep-friendly: `tcp accepted 3 closed 3 (reset 0, error 0,
+    /// forced 0) rejected 0, bytes in 12 out 12; udp in 2 out 2 dropped 0 errors 0`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tcp accepted {} closed {} (reset {}, error {}, forced {}) rejected {}, \
+             bytes in {} out {}; udp in {} out {} dropped {} errors {}",
+            self.tcp_accepted,
+            self.tcp_closed,
+            self.tcp_resets,
+            self.tcp_io_errors,
+            self.tcp_forced_closes,
+            self.tcp_rejected,
+            self.bytes_in,
+            self.bytes_out,
+            self.udp_datagrams_in,
+            self.udp_datagrams_out,
+            self.udp_replies_dropped,
+            self.udp_errors,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closes_are_counted_by_reason() {
+        let mut s = Stats::default();
+        s.record_close(&CloseReason::PeerClosed);
+        s.record_close(&CloseReason::Reset);
+        s.record_close(&CloseReason::Io(std::io::ErrorKind::TimedOut));
+        s.record_close(&CloseReason::ShutdownDeadline);
+        assert_eq!(
+            (
+                s.tcp_closed,
+                s.tcp_resets,
+                s.tcp_io_errors,
+                s.tcp_forced_closes
+            ),
+            (4, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn merge_adds_every_counter() {
+        let a = Stats {
+            tcp_accepted: 1,
+            bytes_in: 10,
+            udp_errors: 3,
+            ..Stats::default()
+        };
+        let mut b = a;
+        b.merge(&a);
+        assert_eq!((b.tcp_accepted, b.bytes_in, b.udp_errors), (2, 20, 6));
+        assert!(b.to_string().contains("bytes in 20"));
+    }
+}

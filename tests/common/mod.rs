@@ -1,0 +1,325 @@
+//! Test helpers: start the real binary or an in-process server on port 0,
+//! talk to it over loopback, read its footprint from /proc, stop it.
+//!
+//! Every socket made here has a read timeout, every wait has a deadline,
+//! and a child server is killed when its handle drops, so a failing test
+//! never hangs the suite.
+#![allow(dead_code)] // each test file uses a different part of this kit
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use echo_reactor::server::{Server, ServerConfig, ServerHandle};
+use echo_reactor::Stats;
+
+/// How long any single network wait in a test may take.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The real `echo-reactor serve`, running as a child process.
+pub struct ServerProcess {
+    child: Child,
+    /// TCP addresses from the `listening on tcp://` lines.
+    pub tcp: Vec<SocketAddr>,
+    /// UDP addresses from the `listening on udp://` lines.
+    pub udp: Vec<SocketAddr>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Starts `echo-reactor serve ARGS`; with no `--tcp`/`--udp` in ARGS, adds
+/// `--tcp 127.0.0.1:0 --udp 127.0.0.1:0`. Waits for the listening lines.
+pub fn start_server(args: &[&str]) -> ServerProcess {
+    let mut argv: Vec<String> = vec!["serve".into()];
+    if !args.iter().any(|a| *a == "--tcp" || *a == "--udp") {
+        argv.extend(["--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"].map(String::from));
+    }
+    argv.extend(args.iter().map(|a| a.to_string()));
+    start_binary(&argv, None)
+}
+
+/// Spawns the binary with `argv` (optionally through `prefix`, like
+/// `prlimit --nofile=64 --`) and waits for every listening line.
+pub fn start_binary(argv: &[String], prefix: Option<&[&str]>) -> ServerProcess {
+    let bin = env!("CARGO_BIN_EXE_echo-reactor");
+    let mut cmd = match prefix {
+        Some(p) => {
+            let mut c = Command::new(p[0]);
+            c.args(&p[1..]).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    cmd.args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    let mut child = cmd.spawn().expect("spawn echo-reactor");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    {
+        let pipe = child.stderr.take().expect("stderr piped");
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+    }
+    let expected = argv
+        .iter()
+        .filter(|a| *a == "--tcp" || *a == "--udp")
+        .count()
+        .max(if argv.iter().any(|a| a == "--tcp" || a == "--udp") {
+            0
+        } else {
+            2
+        });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut server = ServerProcess {
+        child,
+        tcp: Vec::new(),
+        udp: Vec::new(),
+        stderr,
+    };
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while server.tcp.len() + server.udp.len() < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(line) => line,
+            Err(_) => panic!(
+                "server printed no listening line in time; stderr:\n{}",
+                server.stderr()
+            ),
+        };
+        if let Some(a) = line.strip_prefix("listening on tcp://") {
+            server.tcp.push(a.parse().expect("tcp address"));
+        } else if let Some(a) = line.strip_prefix("listening on udp://") {
+            server.udp.push(a.parse().expect("udp address"));
+        }
+    }
+    server
+}
+
+impl ServerProcess {
+    /// The first TCP address.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp[0]
+    }
+
+    /// The first UDP address.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp[0]
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` (like `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits up to `limit` for the child to exit.
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends SIGTERM and expects a clean exit within 5 s.
+    pub fn stop(mut self) -> String {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_timeout(Duration::from_secs(5));
+        // Give the stderr reader a moment to catch the last lines.
+        std::thread::sleep(Duration::from_millis(50));
+        let stderr = self.stderr();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "expected exit 0 after SIGTERM, got {status:?}; stderr:\n{stderr}"
+        );
+        stderr
+    }
+
+    /// Open file descriptors of the server process.
+    pub fn fd_count(&self) -> usize {
+        fd_count(self.pid())
+    }
+
+    /// Resident memory of the server process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        rss_bytes(self.pid())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `Server` running on a thread of this test process.
+pub struct InProcess {
+    /// Bound TCP addresses.
+    pub tcp: Vec<SocketAddr>,
+    /// Bound UDP addresses.
+    pub udp: Vec<SocketAddr>,
+    handle: ServerHandle,
+    thread: Option<JoinHandle<std::io::Result<Stats>>>,
+}
+
+/// Binds `config` (addresses usually on port 0) and runs it on a thread.
+pub fn start_in_process(config: ServerConfig) -> InProcess {
+    let mut server = Server::bind(config).expect("bind in-process server");
+    let tcp = server.tcp_addrs().to_vec();
+    let udp = server.udp_addrs().to_vec();
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run());
+    InProcess {
+        tcp,
+        udp,
+        handle,
+        thread: Some(thread),
+    }
+}
+
+/// A config with TCP and UDP on 127.0.0.1:0.
+pub fn loopback_config() -> ServerConfig {
+    ServerConfig {
+        tcp: vec!["127.0.0.1:0".parse().unwrap()],
+        udp: vec!["127.0.0.1:0".parse().unwrap()],
+        ..ServerConfig::default()
+    }
+}
+
+impl InProcess {
+    /// Stops the loop and returns its final counters.
+    pub fn stop(mut self) -> Stats {
+        self.handle.shutdown().expect("wake server");
+        let thread = self.thread.take().expect("running");
+        thread
+            .join()
+            .expect("server thread panicked")
+            .expect("server loop failed")
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.handle.shutdown();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Connects with read and write timeouts set.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Sends `msg` and reads back exactly as many bytes.
+pub fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+    s.write_all(msg).expect("send");
+    let mut reply = vec![0; msg.len()];
+    s.read_exact(&mut reply).unwrap_or_else(|e| {
+        panic!(
+            "reading the reply to {:?}: {e}",
+            String::from_utf8_lossy(msg)
+        )
+    });
+    reply
+}
+
+/// A UDP socket on the same family as `server`, with a read timeout.
+pub fn udp_client(server: SocketAddr) -> UdpSocket {
+    let local = if server.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let s = UdpSocket::bind(local).expect("bind udp client");
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s
+}
+
+/// Open descriptors of process `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Resident set size of process `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// User + system CPU time of process `pid`, in clock ticks (see /proc/PID/stat).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" that ends the command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(11) + get(12)
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
