@@ -144,6 +144,10 @@ pub struct Connection<S = mio::net::TcpStream> {
     is_paused: bool,
     /// On the loop's ready-again list; set and cleared by the loop.
     is_deferred: bool,
+    /// The poll reported the peer's FIN or an error. Sticky: a later read
+    /// may still find data before the EOF or error, and no new edge will
+    /// announce what follows it.
+    is_hangup_reported: bool,
 }
 
 impl<S: Stream> Connection<S> {
@@ -159,6 +163,7 @@ impl<S: Stream> Connection<S> {
             state: ConnState::Open,
             is_paused: false,
             is_deferred: false,
+            is_hangup_reported: false,
         }
     }
 
@@ -195,6 +200,14 @@ impl<S: Stream> Connection<S> {
     /// Marks the connection as on (or off) the ready-again list.
     pub fn set_deferred(&mut self, deferred: bool) {
         self.is_deferred = deferred;
+    }
+
+    /// Records that the poll reported the peer's FIN or an error, which
+    /// turns the short-read shortcut off for this connection: the FIN (or
+    /// the error) may sit behind data a short read left, and its edge has
+    /// already been spent.
+    pub fn note_hangup(&mut self) {
+        self.is_hangup_reported = true;
     }
 
     /// Ticks since the connection was accepted.
@@ -269,10 +282,11 @@ impl<S: Stream> Connection<S> {
                     return Progress::Close(reason);
                 }
             }
-            if cx.limits.short_read && n < cx.scratch.len() {
+            if cx.limits.short_read && n < cx.scratch.len() && !self.is_hangup_reported {
                 // Linux: a read that did not fill the buffer emptied the
                 // queue; new data raises a new edge, so skip the read that
-                // would only say WouldBlock.
+                // would only say WouldBlock. Not after a reported hang-up:
+                // the EOF or error behind this data raises no edge again.
                 return Progress::Wait;
             }
         }
@@ -643,6 +657,35 @@ pub(crate) mod tests {
             c.stream.reads, 2,
             "without the shortcut, drain to WouldBlock"
         );
+    }
+
+    #[test]
+    fn issue_2_short_read_shortcut_still_reads_the_eof_behind_a_short_read() {
+        // Data and FIN reported in one event: the read that returns the
+        // data is short, and no new edge will announce the EOF behind it.
+        let mut h = Harness::new(64);
+        h.limits.short_read = true;
+        let mut c = conn(b"ping", 64, usize::MAX);
+        c.stream.eof = true;
+        c.note_hangup();
+        assert_eq!(
+            c.on_readable(&mut h.cx()),
+            Progress::Close(CloseReason::PeerClosed)
+        );
+        assert_eq!(c.stream.written, b"ping");
+
+        // Paused with the hang-up reported: resuming reads through to it.
+        let mut c = conn(b"0123456789", 64, 4);
+        c.stream.eof = true;
+        c.note_hangup();
+        assert_eq!(c.on_readable(&mut h.cx()), Progress::Wait);
+        assert!(c.is_paused());
+        c.stream.write_room = usize::MAX;
+        assert_eq!(
+            c.on_writable(&mut h.cx()),
+            Progress::Close(CloseReason::PeerClosed)
+        );
+        assert_eq!(c.stream.written, b"0123456789");
     }
 
     #[test]

@@ -306,8 +306,9 @@ impl Server {
             for event in events.iter() {
                 // Errors and hang-ups are served as readable: the next read
                 // reports them with their reason.
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                self.dispatch(event.token(), readable, event.is_writable());
+                let hangup = event.is_read_closed() || event.is_error();
+                let readable = event.is_readable() || hangup;
+                self.dispatch(event.token(), readable, event.is_writable(), hangup);
             }
             self.serve_ready();
             self.on_timers(now);
@@ -337,9 +338,9 @@ impl Server {
         .map(|at| at.saturating_duration_since(now))
     }
 
-    fn dispatch(&mut self, token: Token, readable: bool, writable: bool) {
+    fn dispatch(&mut self, token: Token, readable: bool, writable: bool, hangup: bool) {
         match token::classify(token) {
-            Source::Conn(key) => self.on_conn_event(key, readable, writable),
+            Source::Conn(key) => self.on_conn_event(key, readable, writable, hangup),
             Source::Listener(i) => self.on_accept_ready(i),
             Source::Udp(i) => self.on_udp_ready(i),
             Source::Signal => self.on_signal(),
@@ -348,17 +349,21 @@ impl Server {
         }
     }
 
-    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool) {
+    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool, hangup: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             // Closed earlier in this batch: a spurious event.
             trace!("conn {key}: event for a closed connection, skipped");
             return;
         };
         trace!(
-            "conn {key}: event{}{}",
+            "conn {key}: event{}{}{}",
             if readable { " readable" } else { "" },
-            if writable { " writable" } else { "" }
+            if writable { " writable" } else { "" },
+            if hangup { " hangup" } else { "" }
         );
+        if hangup {
+            conn.note_hangup();
+        }
         let mut cx = Ctx {
             key,
             scratch: &mut self.scratch,
