@@ -58,9 +58,14 @@ fn new_socket(
         // `[::]:7007` then means IPv6 only, so `0.0.0.0:7007` can be bound too.
         socket.set_only_v6(true)?;
     }
-    // Lets a restarted server bind while old connections sit in TIME_WAIT.
-    // It does not let two live listeners share a port; SO_REUSEPORT does.
-    socket.set_reuse_address(true)?;
+    if ty == Type::STREAM {
+        // Lets a restarted server bind while old connections sit in
+        // TIME_WAIT. It does not let two live listeners share a port. UDP
+        // has no TIME_WAIT, and there, on Linux, SO_REUSEADDR on both
+        // sockets lets a second server share a live port and take its
+        // datagrams: so TCP only.
+        socket.set_reuse_address(true)?;
+    }
     if opts.reuse_port {
         socket.set_reuse_port(true)?;
     }
@@ -182,6 +187,19 @@ mod tests {
         let err = tcp_listener(addr, opts).unwrap_err();
         assert_eq!(err.source.kind(), io::ErrorKind::AddrInUse);
         assert!(err.to_string().contains(&format!("tcp://{addr}")), "{err}");
+    }
+
+    #[test]
+    fn issue_2_second_udp_socket_on_a_used_port_fails_with_its_address() {
+        let opts = BindOptions {
+            backlog: 16,
+            reuse_port: false,
+        };
+        let first = udp_socket("127.0.0.1:0".parse().unwrap(), opts).unwrap();
+        let addr = first.local_addr().unwrap();
+        let err = udp_socket(addr, opts).unwrap_err();
+        assert_eq!(err.source.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains(&format!("udp://{addr}")), "{err}");
     }
 
     #[test]
