@@ -27,6 +27,8 @@ pub struct ServerProcess {
     /// UDP addresses from the `listening on udp://` lines.
     pub udp: Vec<SocketAddr>,
     stderr: Arc<Mutex<String>>,
+    /// Copies stderr into `stderr`; ends when the child's stderr closes.
+    stderr_reader: Option<JoinHandle<()>>,
 }
 
 /// Starts `echo-reactor serve ARGS`; with no `--tcp`/`--udp` in ARGS, adds
@@ -61,7 +63,7 @@ pub fn start_binary(argv: &[String], prefix: Option<&[&str]>) -> ServerProcess {
     }
     let mut child = cmd.spawn().expect("spawn echo-reactor");
     let stderr = Arc::new(Mutex::new(String::new()));
-    {
+    let stderr_reader = {
         let pipe = child.stderr.take().expect("stderr piped");
         let sink = Arc::clone(&stderr);
         std::thread::spawn(move || {
@@ -70,8 +72,8 @@ pub fn start_binary(argv: &[String], prefix: Option<&[&str]>) -> ServerProcess {
                 s.push_str(&line);
                 s.push('\n');
             }
-        });
-    }
+        })
+    };
     let expected = argv
         .iter()
         .filter(|a| *a == "--tcp" || *a == "--udp")
@@ -95,6 +97,7 @@ pub fn start_binary(argv: &[String], prefix: Option<&[&str]>) -> ServerProcess {
         tcp: Vec::new(),
         udp: Vec::new(),
         stderr,
+        stderr_reader: Some(stderr_reader),
     };
     let deadline = Instant::now() + IO_TIMEOUT;
     while server.tcp.len() + server.udp.len() < expected {
@@ -136,6 +139,15 @@ impl ServerProcess {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// All of stderr, once the child has exited: waits for the reader
+    /// thread to reach the end of the pipe, so the last lines are there.
+    pub fn final_stderr(&mut self) -> String {
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        self.stderr()
+    }
+
     /// Sends `signal` (like `libc::SIGTERM`).
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
@@ -161,9 +173,11 @@ impl ServerProcess {
     pub fn stop(mut self) -> String {
         self.signal(libc::SIGTERM);
         let status = self.wait_timeout(Duration::from_secs(5));
-        // Give the stderr reader a moment to catch the last lines.
-        std::thread::sleep(Duration::from_millis(50));
-        let stderr = self.stderr();
+        let stderr = if status.is_some() {
+            self.final_stderr()
+        } else {
+            self.stderr()
+        };
         assert!(
             status.is_some_and(|s| s.success()),
             "expected exit 0 after SIGTERM, got {status:?}; stderr:\n{stderr}"
@@ -322,4 +336,253 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// How a run of the binary that was expected to end, ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// The exit status; `None` if it had to be killed at the limit.
+    pub status: Option<ExitStatus>,
+    /// Everything printed on stdout.
+    pub stdout: String,
+    /// Everything printed on stderr.
+    pub stderr: String,
+    /// From spawn to exit (or to the kill).
+    pub elapsed: Duration,
+}
+
+impl Finished {
+    /// The exit code, or a panic that shows the whole run.
+    pub fn code(&self) -> i32 {
+        match self.status.and_then(|s| s.code()) {
+            Some(code) => code,
+            None => panic!("no exit code: {self:#?}"),
+        }
+    }
+}
+
+/// Runs `echo-reactor ARGV` to its end, killing it after `limit`.
+pub fn run_binary(argv: &[&str], limit: Duration) -> Finished {
+    let bin = env!("CARGO_BIN_EXE_echo-reactor");
+    let started = Instant::now();
+    let mut child = Command::new(bin)
+        .args(argv)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn echo-reactor");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout piped")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr piped")));
+    let deadline = started + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = started.elapsed();
+    Finished {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        elapsed,
+    }
+}
+
+/// Python's `bytes.upper()`, spelled out by code point so the tests do not
+/// share the server's implementation.
+pub fn upper(data: &[u8]) -> Vec<u8> {
+    data.iter()
+        .map(|&b| {
+            if (0x61..=0x7a).contains(&b) {
+                b - 0x20
+            } else {
+                b
+            }
+        })
+        .collect()
+}
+
+/// An endless, reproducible stream of pseudo-random bytes (xorshift64):
+/// a writer and a reader built from the same seed agree on every byte.
+#[derive(Debug, Clone)]
+pub struct ByteStream {
+    state: u64,
+    word: [u8; 8],
+    used: usize,
+}
+
+impl ByteStream {
+    /// The stream for `seed`; different seeds give different streams.
+    pub fn new(seed: u64) -> Self {
+        ByteStream {
+            // xorshift's one bad state is 0; mix the seed so 0, 1, 2... differ well.
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            word: [0; 8],
+            used: 8,
+        }
+    }
+
+    /// Fills `buf` with the next `buf.len()` bytes of the stream.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            if self.used == 8 {
+                self.state ^= self.state << 13;
+                self.state ^= self.state >> 7;
+                self.state ^= self.state << 17;
+                self.word = self.state.to_le_bytes();
+                self.used = 0;
+            }
+            *b = self.word[self.used];
+            self.used += 1;
+        }
+    }
+
+    /// Reads from `r` until EOF, checking every byte against this stream.
+    /// Returns how many bytes arrived; panics at the first wrong byte, or
+    /// if the connection fails (a reset instead of a FIN, a timeout).
+    /// `pace` runs before each read, to make a slow reader.
+    pub fn verify_until_eof(&mut self, r: &mut impl Read, mut pace: impl FnMut(u64)) -> u64 {
+        let mut got = vec![0u8; 64 * 1024];
+        let mut want = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            pace(total);
+            let n = match r.read(&mut got) {
+                Ok(0) => return total,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("read failed after {total} good bytes: {e}"),
+            };
+            self.fill(&mut want[..n]);
+            if got[..n] != want[..n] {
+                let i = (0..n).find(|&i| got[i] != want[i]).unwrap_or(0);
+                panic!(
+                    "byte {} is {:#04x}, sent {:#04x}",
+                    total + i as u64,
+                    got[i],
+                    want[i]
+                );
+            }
+            total += n as u64;
+        }
+    }
+}
+
+/// `len` bytes of the stream for `seed`.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0; len];
+    ByteStream::new(seed).fill(&mut v);
+    v
+}
+
+/// Closes `s` with a reset instead of a FIN (SO_LINGER 0, then close).
+pub fn reset_abruptly(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+    drop(s);
+}
+
+/// Sockets in TIME_WAIT whose local port is `port` (from /proc/net/tcp{,6}).
+pub fn time_wait_count(port: u16) -> usize {
+    const TIME_WAIT: &str = "06";
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = f
+                        .get(1)
+                        .and_then(|a| a.rsplit_once(':'))
+                        .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+                    local_port == Some(port) && f.get(3) == Some(&TIME_WAIT)
+                })
+                .map(|_| ())
+                .collect::<Vec<_>>()
+        })
+        .count()
+}
+
+/// Waits until `counter` has not moved for `quiet` (the other side stopped
+/// taking data), or `limit` passes. Returns false on the limit.
+pub fn wait_for_quiet(counter: impl Fn() -> u64, quiet: Duration, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut last = counter();
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = counter();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
+
+/// A counter from the server's final stats line in `stderr`: `key` is the
+/// word before the number (`accepted`, `reset`, `in`), prefixed with `udp `
+/// for the UDP half (`udp in`, `udp dropped`).
+pub fn final_stat(stderr: &str, key: &str) -> Option<u64> {
+    let line = stderr.lines().rev().find(|l| l.contains("final stats"))?;
+    let (tcp, udp) = line.split_once("; udp ").unwrap_or((line, ""));
+    let (part, word) = match key.strip_prefix("udp ") {
+        Some(word) => (udp, word),
+        None => (tcp, key),
+    };
+    let rest = format!(" {part} ").replace(['(', ')', ','], " ");
+    let after = rest.split_once(&format!(" {word} "))?.1;
+    after
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The kernel's queues for the TCP socket whose local port is `local` and
+/// remote port is `remote` (from /proc/net/tcp{,6}): bytes not yet acked
+/// by the peer, and bytes received but not yet read by the process.
+pub fn tcp_queues(local: u16, remote: u16) -> Option<(u64, u64)> {
+    let port = |addr: &str| {
+        addr.rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+    };
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|table| table.lines().skip(1).map(String::from).collect::<Vec<_>>())
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if port(f.get(1)?) != Some(local) || port(f.get(2)?) != Some(remote) {
+                return None;
+            }
+            let (tx, rx) = f.get(4)?.split_once(':')?;
+            Some((
+                u64::from_str_radix(tx, 16).ok()?,
+                u64::from_str_radix(rx, 16).ok()?,
+            ))
+        })
 }

@@ -1,0 +1,157 @@
+//! Stopping and starting again: SIGTERM and SIGINT under load end in exit 0
+//! within the shutdown timeout, an in-process stop flushes what is pending,
+//! and a restart on the same port works while the old connections sit in
+//! TIME_WAIT.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use echo_reactor::buffer::Watermarks;
+use echo_reactor::ServerConfig;
+
+/// Opens `conns` connections and keeps each busy with verified round trips
+/// from a few threads until the server goes away; then checks the server
+/// exits 0 within 5 s of `signal`.
+fn busy_server_exits_cleanly_on(signal: i32, name: &str) {
+    const CONNS: usize = 100;
+    const THREADS: usize = 4;
+    let mut server = start_server(&[]);
+    let addr = server.tcp_addr();
+    let trips = Arc::new(AtomicU64::new(0));
+    let gone = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let conns: Vec<TcpStream> = (0..CONNS / THREADS).map(|_| connect(addr)).collect();
+            let (trips, gone) = (Arc::clone(&trips), Arc::clone(&gone));
+            thread::spawn(move || {
+                let msg = pattern(t as u64, 4096);
+                let mut reply = vec![0u8; msg.len()];
+                // Round-robin until the server closes on us (EOF, reset or
+                // broken pipe): that is how a busy client learns of a stop.
+                for n in 0.. {
+                    let mut s = &conns[n % conns.len()];
+                    if s.write_all(&msg).is_err() || s.read_exact(&mut reply).is_err() {
+                        break;
+                    }
+                    assert!(reply == msg, "thread {t}: corrupted reply before the stop");
+                    trips.fetch_add(1, Ordering::SeqCst);
+                    if gone.load(Ordering::SeqCst) {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    // Every connection has been served a few times: the server is busy.
+    assert!(wait_until(IO_TIMEOUT, || trips.load(Ordering::SeqCst)
+        >= 5 * CONNS as u64));
+    let signalled = Instant::now();
+    server.signal(signal);
+    let status = server.wait_timeout(Duration::from_secs(5));
+    let took = signalled.elapsed();
+    gone.store(true, Ordering::SeqCst);
+    let stderr = server.final_stderr();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "after {name} with {CONNS} busy connections: {status:?} after {took:?}; stderr:\n{stderr}"
+    );
+    for w in workers {
+        w.join().expect("client thread");
+    }
+    assert!(
+        stderr.contains(&format!("shutdown begun ({name})")),
+        "{stderr}"
+    );
+    assert_eq!(
+        final_stat(&stderr, "accepted"),
+        Some(CONNS as u64),
+        "{stderr}"
+    );
+    assert_eq!(
+        final_stat(&stderr, "closed"),
+        Some(CONNS as u64),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_with_100_busy_connections_exits_0_within_5_seconds() {
+    busy_server_exits_cleanly_on(libc::SIGTERM, "SIGTERM");
+}
+
+#[test]
+fn sigint_with_100_busy_connections_exits_0_within_5_seconds() {
+    busy_server_exits_cleanly_on(libc::SIGINT, "SIGINT");
+}
+
+#[test]
+fn stop_flushes_pending_output_to_a_client_that_reads_late() {
+    const TOTAL: usize = 8 * 1024 * 1024;
+    // A high watermark lets the server read all the input into pending
+    // output while the client is not reading, so the stop finds megabytes
+    // owed and nothing unread.
+    let server = start_in_process(ServerConfig {
+        watermarks: Watermarks::with_high(2 * TOTAL),
+        ..loopback_config()
+    });
+    let mut s = connect(server.tcp[0]);
+    let sent = pattern(8, TOTAL);
+    s.write_all(&sent).expect("send");
+    let (server_port, client_port) = (server.tcp[0].port(), s.local_addr().unwrap().port());
+    assert!(
+        wait_until(IO_TIMEOUT, || {
+            tcp_queues(server_port, client_port).is_some_and(|(_, unread)| unread == 0)
+        }),
+        "the server never read all the input"
+    );
+    let stopper = thread::spawn(move || server.stop());
+    let mut got = Vec::new();
+    let outcome = s.read_to_end(&mut got);
+    let stats = stopper.join().unwrap();
+    assert!(
+        outcome.is_ok(),
+        "{outcome:?} instead of FIN after {} B; {stats}",
+        got.len()
+    );
+    assert_eq!(got.len(), TOTAL, "bytes before the FIN; {stats}");
+    assert!(got == sent, "the flushed output differs from the input");
+    assert_eq!(stats.tcp_forced_closes, 0, "{stats}");
+}
+
+#[test]
+fn restart_on_the_same_port_works_while_old_connections_sit_in_time_wait() {
+    let first = start_server(&["--tcp", "127.0.0.1:0"]);
+    let addr = first.tcp_addr();
+    let mut clients: Vec<TcpStream> = (0..20).map(|_| connect(addr)).collect();
+    for s in &mut clients {
+        assert_eq!(roundtrip(s, b"before"), b"before");
+    }
+    // The server closes first, so its side of each connection ends in
+    // TIME_WAIT once the client closes too.
+    first.stop();
+    for mut s in clients {
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)
+            .expect("FIN from the stopping server");
+    }
+    assert!(
+        wait_until(IO_TIMEOUT, || time_wait_count(addr.port()) > 0),
+        "no TIME_WAIT socket on port {} to prove the point",
+        addr.port()
+    );
+    let port = addr.to_string();
+    let second = start_server(&["--tcp", &port]);
+    assert_eq!(second.tcp_addr(), addr);
+    assert!(time_wait_count(addr.port()) > 0, "TIME_WAIT gone too soon");
+    let mut s = connect(addr);
+    assert_eq!(roundtrip(&mut s, b"after"), b"after");
+    drop(s);
+    second.stop();
+}

@@ -1,0 +1,102 @@
+//! UDP over loopback: one reply per datagram, transformed by the mode,
+//! whole at the largest size and present at size zero, over IPv4 and IPv6.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+
+use common::*;
+use echo_reactor::{Mode, ServerConfig};
+
+/// The largest UDP payload IPv4 can carry: 65,535 - 20 (IP) - 8 (UDP).
+const MAX_V4_DATAGRAM: usize = 65_507;
+
+/// Sends `msg` to `server` and returns the one reply, checking it came
+/// from the server's address.
+fn exchange(u: &UdpSocket, server: SocketAddr, msg: &[u8]) -> Vec<u8> {
+    u.send_to(msg, server).expect("send datagram");
+    // One byte more than the largest datagram, so a reply is never cut to fit.
+    let mut buf = vec![0u8; 65_536];
+    let (n, from) = u.recv_from(&mut buf).unwrap_or_else(|e| {
+        panic!(
+            "no reply to a {}-byte datagram {:?}: {e}",
+            msg.len(),
+            String::from_utf8_lossy(&msg[..msg.len().min(32)])
+        )
+    });
+    assert_eq!(from, server, "reply came from the wrong address");
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn upper_mode_answers_each_datagram_uppercased_and_every_other_byte_unchanged() {
+    let server = start_server(&["--mode", "upper"]);
+    let u = udp_client(server.udp_addr());
+    assert_eq!(exchange(&u, server.udp_addr(), b"hello boy"), b"HELLO BOY");
+    let all: Vec<u8> = (0..=255).collect();
+    let reply = exchange(&u, server.udp_addr(), &all);
+    assert_eq!(reply.len(), 256);
+    for (sent, (got, want)) in all.iter().zip(reply.iter().zip(upper(&all))) {
+        assert_eq!(*got, want, "sent byte {sent:#04x}, got {got:#04x}");
+    }
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "udp in"), Some(2), "{stderr}");
+    assert_eq!(final_stat(&stderr, "udp out"), Some(2), "{stderr}");
+}
+
+#[test]
+fn a_65507_byte_datagram_comes_back_whole() {
+    let server = start_in_process(loopback_config());
+    let u = udp_client(server.udp[0]);
+    let msg = pattern(65_507, MAX_V4_DATAGRAM);
+    let reply = exchange(&u, server.udp[0], &msg);
+    assert_eq!(reply.len(), MAX_V4_DATAGRAM, "reply was cut short");
+    assert!(reply == msg, "reply differs from the 65,507 bytes sent");
+}
+
+#[test]
+fn a_zero_length_datagram_gets_a_zero_length_reply() {
+    let server = start_in_process(loopback_config());
+    let u = udp_client(server.udp[0]);
+    assert_eq!(exchange(&u, server.udp[0], b""), b"");
+    // The socket is still in business after the empty one.
+    assert_eq!(exchange(&u, server.udp[0], b"after"), b"after");
+    let stats = server.stop();
+    assert_eq!((stats.udp_datagrams_in, stats.udp_datagrams_out), (2, 2));
+}
+
+#[test]
+fn every_datagram_gets_exactly_one_reply_of_its_own() {
+    let server = start_in_process(ServerConfig {
+        service: Arc::new(Mode::Upper),
+        ..loopback_config()
+    });
+    let u = udp_client(server.udp[0]);
+    for i in 0..100u64 {
+        let msg = pattern(i, 1 + (i as usize * 131) % 1400);
+        let reply = exchange(&u, server.udp[0], &msg);
+        assert!(reply == upper(&msg), "datagram {i}: wrong reply");
+    }
+    // No duplicate answers are left waiting.
+    u.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(u.recv_from(&mut buf).is_err(), "an extra reply arrived");
+    let stats = server.stop();
+    assert_eq!(
+        (stats.udp_datagrams_in, stats.udp_datagrams_out),
+        (100, 100)
+    );
+}
+
+#[test]
+fn udp_over_ipv6_loopback_is_served_and_announced_with_brackets() {
+    let server = start_server(&["--udp", "[::1]:0", "--mode", "upper"]);
+    let addr = server.udp_addr();
+    assert!(addr.is_ipv6() && addr.port() != 0, "announced {addr}");
+    let u = udp_client(addr);
+    assert_eq!(exchange(&u, addr, b"over v6"), b"OVER V6");
+    server.stop();
+}
