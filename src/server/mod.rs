@@ -6,6 +6,7 @@
 //! Start reading at [`Server::run`].
 
 pub mod accept;
+pub mod cluster;
 pub mod conn;
 pub mod shutdown;
 pub mod token;
@@ -63,6 +64,10 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Listen for SIGINT and SIGTERM (the binary does; embedders may not).
     pub handle_signals: bool,
+    /// Set `SO_REUSEPORT` so several loops can bind the same addresses.
+    /// Only [`cluster::Cluster`] sets it, and only for more than one loop,
+    /// so a second server on a used port still fails loudly.
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +83,7 @@ impl Default for ServerConfig {
             max_connections: None,
             shutdown_timeout: Duration::from_secs(5),
             handle_signals: false,
+            reuse_port: false,
         }
     }
 }
@@ -183,7 +189,7 @@ impl Server {
         let poll = Poll::new().map_err(|e| ServerError::Setup("poll", e))?;
         let opts = BindOptions {
             backlog: config.backlog,
-            reuse_port: false,
+            reuse_port: config.reuse_port,
         };
         let mut listeners = Vec::new();
         for (i, &addr) in config.tcp.iter().enumerate() {
