@@ -69,6 +69,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub shutdown_timeout: Duration,
 
+    /// Share-nothing loops, each on its own thread with its own sockets
+    /// bound with SO_REUSEPORT (only when N > 1)
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+
     /// Skip the read that would only return WouldBlock after a short read
     /// (sound on Linux's epoll; default on there)
     #[arg(long, value_name = "BOOL", default_value_t = cfg!(target_os = "linux"),
@@ -96,6 +102,7 @@ impl ServeArgs {
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             shutdown_timeout: self.shutdown_timeout,
             handle_signals: true,
+            reuse_port: false,
         }
     }
 }
@@ -198,6 +205,8 @@ mod tests {
             "false",
             "--max-connections",
             "10",
+            "--threads",
+            "2",
         ])
         .unwrap();
         let c = a.to_config();
@@ -213,6 +222,7 @@ mod tests {
         assert_eq!(c.shutdown_timeout, Duration::from_millis(500));
         assert!(!c.short_read);
         assert_eq!(c.max_connections, Some(10));
+        assert_eq!(a.threads, 2);
     }
 
     #[test]
@@ -227,6 +237,7 @@ mod tests {
             &["--shutdown-timeout", "-1"],
             &["--shutdown-timeout", "soon"],
             &["--max-connections", "0"],
+            &["--threads", "0"],
             &["--frobnicate"],
         ] {
             let err = serve(bad).unwrap_err();

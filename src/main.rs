@@ -9,7 +9,7 @@ use clap::Parser;
 use log::info;
 
 use echo_reactor::cli::{Cli, Command, ServeArgs};
-use echo_reactor::server::Server;
+use echo_reactor::server::cluster::Cluster;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
-    let mut server = match Server::bind(args.to_config()) {
+    let server = match Cluster::bind(args.to_config(), usize::from(args.threads)) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("echo-reactor: {e}");

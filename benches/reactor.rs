@@ -1,0 +1,652 @@
+//! The performance harness: our server beside the C epoll baseline (naive
+//! and with the short-read shortcut) and, when built, the thread-per-
+//! connection example, all driven by our own load generator over loopback.
+//!
+//! Run everything (about eight minutes on two cores) or one scenario:
+//!
+//! ```text
+//! cargo bench --bench reactor                 # every scenario
+//! cargo bench --bench reactor -- syscalls     # rate | cpu | syscalls | memory | bulk | udp | threads
+//! ```
+//!
+//! It prints figures and asserts none: this machine is shared and noisy,
+//! so compare servers *within* one run (the ratio columns), not across runs.
+//! Syscalls are counted with `perf stat -e raw_syscalls:sys_enter` when perf
+//! is installed and allowed; otherwise that column says so. CPU time comes
+//! from `/proc/PID/task/*/schedstat` (nanoseconds on CPU). The C baseline is
+//! compiled from `../shared/peers/c-epoll/echo.c` with `cc -O2` (set
+//! `ECHO_REACTOR_SHARED` when `shared/` is elsewhere).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OURS: &str = env!("CARGO_BIN_EXE_echo-reactor");
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
+        println!("reactor bench: run it with `cargo bench --bench reactor [-- SCENARIO]`");
+        return;
+    }
+    let wanted: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    let run = |name: &str| wanted.is_empty() || wanted.contains(&name);
+    let c = build_c_baseline();
+    println!("# echo-reactor benchmarks ({} cores)", cores());
+    if run("rate") {
+        scenario_rate(&c);
+    }
+    if run("cpu") {
+        scenario_cpu(&c);
+    }
+    if run("syscalls") {
+        scenario_syscalls(&c);
+    }
+    if run("memory") {
+        scenario_memory(&c);
+    }
+    if run("bulk") {
+        scenario_bulk(&c);
+    }
+    if run("udp") {
+        scenario_udp(&c);
+    }
+    if run("threads") {
+        scenario_threads();
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+// ---------------------------------------------------------------- servers
+
+/// A server process under test, killed on drop.
+struct Sut {
+    name: String,
+    child: Child,
+    tcp: SocketAddr,
+    udp: Option<SocketAddr>,
+}
+
+impl Drop for Sut {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sut {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_for_port(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on {addr}");
+}
+
+fn start_ours(name: &str, extra: &[&str]) -> Sut {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let child = Command::new(OURS)
+        .args([
+            "serve",
+            "--tcp",
+            &addr.to_string(),
+            "--udp",
+            &addr.to_string(),
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn our server");
+    wait_for_port(addr);
+    Sut {
+        name: name.to_string(),
+        child,
+        tcp: addr,
+        udp: Some(addr),
+    }
+}
+
+/// Builds the C baseline once into target/bench-bin; `None` if there is no
+/// source or no C compiler (the tables then leave it out).
+fn build_c_baseline() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // shared/ sits beside the checkout; ECHO_REACTOR_SHARED overrides that.
+    let shared = std::env::var_os("ECHO_REACTOR_SHARED")
+        .map_or_else(|| root.join("../shared"), PathBuf::from);
+    let src = shared.join("peers/c-epoll/echo.c");
+    if !src.exists() {
+        println!("(C baseline not found at {}: left out)", src.display());
+        return None;
+    }
+    let out_dir = root.join("target/bench-bin");
+    std::fs::create_dir_all(&out_dir).ok()?;
+    let out = out_dir.join("c-epoll");
+    let ok = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!("(cc failed: C baseline left out)");
+        return None;
+    }
+    Some(out)
+}
+
+fn start_c(bin: &Path, short_read: bool) -> Sut {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut cmd = Command::new(bin);
+    if short_read {
+        cmd.arg("-s");
+    }
+    let child = cmd
+        .args(["-u", &addr.to_string(), &addr.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn C server");
+    wait_for_port(addr);
+    Sut {
+        name: if short_read { "c-epoll -s" } else { "c-epoll" }.to_string(),
+        child,
+        tcp: addr,
+        udp: Some(addr),
+    }
+}
+
+/// The thread-per-connection example, if `cargo build --release --examples`
+/// has built it.
+fn start_threaded() -> Option<Sut> {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/threaded");
+    if !bin.exists() {
+        return None;
+    }
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+    let child = Command::new(bin)
+        .arg(addr.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_for_port(addr);
+    Some(Sut {
+        name: "threaded example".to_string(),
+        child,
+        tcp: addr,
+        udp: None,
+    })
+}
+
+/// Every TCP echo server this run can start, ours first.
+fn all_servers(c: &Option<PathBuf>, with_threaded: bool) -> Vec<Sut> {
+    let mut v = vec![start_ours("echo-reactor", &[])];
+    if let Some(bin) = c {
+        v.push(start_c(bin, true));
+        v.push(start_c(bin, false));
+    }
+    if with_threaded {
+        v.extend(start_threaded());
+    }
+    v
+}
+
+// ------------------------------------------------------------ measuring
+
+/// Nanoseconds the process has spent on a CPU, all threads.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// What one `echo-reactor load --json` run reported.
+#[derive(Debug, Default, Clone, Copy)]
+struct Load {
+    messages: f64,
+    msgs_per_sec: f64,
+    p99_us: f64,
+    errors: f64,
+    /// The generator's own CPU time, in ns.
+    gen_cpu_ns: u64,
+}
+
+/// A number field from the load generator's JSON (flat names are unique
+/// enough: `"msgs_per_sec":`, `"p99":`).
+fn json_number(json: &str, key: &str) -> f64 {
+    let pat = format!("\"{key}\":");
+    json.find(&pat)
+        .map(|i| &json[i + pat.len()..])
+        .and_then(|rest| {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || ".-+eE ".contains(c)))
+                .unwrap_or(rest.len());
+            rest[..end].trim().parse().ok()
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn load(url: &str, args: &[&str]) -> Load {
+    let child = Command::new(OURS)
+        .arg("load")
+        .arg(url)
+        .args(args)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn load generator");
+    let pid = child.id();
+    let mut last_cpu = 0;
+    let out = {
+        let mut child = child;
+        let mut stdout = child.stdout.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        // schedstat vanishes with the process: sample until it exits.
+        while child.try_wait().ok().flatten().is_none() {
+            last_cpu = cpu_ns(pid).max(last_cpu);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reader.join().unwrap_or_default()
+    };
+    let errors = ["connect", "reset", "timeout", "mismatch", "lost"]
+        .iter()
+        .map(|k| json_number(&out, k))
+        .filter(|v| v.is_finite())
+        .sum();
+    Load {
+        messages: json_number(&out, "messages"),
+        msgs_per_sec: json_number(&out, "msgs_per_sec"),
+        p99_us: json_number(&out, "p99"),
+        errors,
+        gen_cpu_ns: last_cpu,
+    }
+}
+
+/// Counts the syscalls `pid` makes over `secs` with perf; `None` when perf
+/// is missing or not permitted.
+fn count_syscalls(pid: u32, secs: f64) -> Option<u64> {
+    let out = Command::new("perf")
+        .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p"])
+        .arg(pid.to_string())
+        .args(["--", "sleep", &format!("{secs}")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .find(|l| l.contains("raw_syscalls:sys_enter"))
+        .and_then(|l| l.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+}
+
+fn print_header(title: &str, cols: &[&str]) {
+    println!("\n## {title}\n");
+    println!("| {} |", cols.join(" | "));
+    println!("|{}", "---|".repeat(cols.len()));
+}
+
+// ------------------------------------------------------------ scenarios
+
+/// Closed-loop ping-pong: message rate at 50, 500 and 5,000 connections.
+fn scenario_rate(c: &Option<PathBuf>) {
+    print_header(
+        "message rate, 64 B ping-pong, closed loop, 5 s",
+        &[
+            "connections",
+            "server",
+            "msgs/s",
+            "vs ours",
+            "p99 us",
+            "errors",
+        ],
+    );
+    for conns in [50, 500, 5000] {
+        let mut ours_rate = f64::NAN;
+        for sut in all_servers(c, conns <= 500) {
+            let url = format!("tcp://{}", sut.tcp);
+            let r = load(
+                &url,
+                &[
+                    "--connections",
+                    &conns.to_string(),
+                    "--duration",
+                    "5",
+                    "--warmup",
+                    "1",
+                ],
+            );
+            if sut.name == "echo-reactor" {
+                ours_rate = r.msgs_per_sec;
+            }
+            println!(
+                "| {conns} | {} | {:.0} | {:.2} | {:.0} | {} |",
+                sut.name,
+                r.msgs_per_sec,
+                r.msgs_per_sec / ours_rate,
+                r.p99_us,
+                r.errors
+            );
+        }
+    }
+}
+
+/// Server CPU per message at a fixed offered rate every server sustains.
+fn scenario_cpu(c: &Option<PathBuf>) {
+    let rate = 20_000;
+    print_header(
+        &format!("server CPU per message at a fixed {rate} msgs/s, 50 connections, 5 s"),
+        &["server", "msgs", "server CPU us/msg", "vs ours"],
+    );
+    let mut ours = f64::NAN;
+    for sut in all_servers(c, true) {
+        let url = format!("tcp://{}", sut.tcp);
+        let before = cpu_ns(sut.pid());
+        let r = load(
+            &url,
+            &[
+                "--connections",
+                "50",
+                "--duration",
+                "5",
+                "--rate",
+                &rate.to_string(),
+            ],
+        );
+        let us = (cpu_ns(sut.pid()) - before) as f64 / 1000.0 / r.messages;
+        if sut.name == "echo-reactor" {
+            ours = us;
+        }
+        println!(
+            "| {} | {:.0} | {us:.2} | {:.2} |",
+            sut.name,
+            r.messages,
+            us / ours
+        );
+    }
+}
+
+/// Syscalls per echoed message, ours with and without the short-read
+/// shortcut beside the C baseline's two settings.
+fn scenario_syscalls(c: &Option<PathBuf>) {
+    print_header(
+        "syscalls per echoed message, 64 B ping-pong (perf stat raw_syscalls)",
+        &["connections", "server", "syscalls/msg"],
+    );
+    for conns in [50, 500] {
+        let mut servers = vec![
+            start_ours("echo-reactor", &[]),
+            start_ours(
+                "echo-reactor --short-read false",
+                &["--short-read", "false"],
+            ),
+        ];
+        if let Some(bin) = c {
+            servers.push(start_c(bin, true));
+            servers.push(start_c(bin, false));
+        }
+        for sut in servers {
+            let url = format!("tcp://{}", sut.tcp);
+            let pid = sut.pid();
+            let counter = std::thread::spawn(move || {
+                // Count over the middle of the run, away from ramp-up and drain.
+                std::thread::sleep(Duration::from_secs(1));
+                count_syscalls(pid, 3.0)
+            });
+            let before = Instant::now();
+            let r = load(
+                &url,
+                &["--connections", &conns.to_string(), "--duration", "5"],
+            );
+            let elapsed = before.elapsed().as_secs_f64().max(5.0);
+            let per_msg = counter.join().ok().flatten().map(|n| {
+                // Messages in the 3 s window, from the run's average rate.
+                let _ = elapsed;
+                n as f64 / (r.msgs_per_sec * 3.0)
+            });
+            match per_msg {
+                Some(v) => println!("| {conns} | {} | {v:.3} |", sut.name),
+                None => println!("| {conns} | {} | (perf not available) |", sut.name),
+            }
+        }
+    }
+}
+
+/// RSS per idle connection, and after each connection echoed once.
+fn scenario_memory(c: &Option<PathBuf>) {
+    let n = 10_000;
+    print_header(
+        &format!("memory per connection, {n} connections"),
+        &["server", "idle B/conn", "after echo B/conn"],
+    );
+    let mut servers = vec![start_ours("echo-reactor", &[])];
+    if let Some(bin) = c {
+        servers.push(start_c(bin, true));
+    }
+    for sut in servers {
+        let pid = sut.pid();
+        std::thread::sleep(Duration::from_millis(200));
+        let base = rss_bytes(pid);
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            match TcpStream::connect(sut.tcp) {
+                Ok(s) => conns.push(s),
+                Err(e) => {
+                    println!(
+                        "| {} | connect failed after {}: {e} | |",
+                        sut.name,
+                        conns.len()
+                    );
+                    break;
+                }
+            }
+        }
+        // Every connection accepted: one round trip on the last proves it.
+        if let Some(last) = conns.last_mut() {
+            let _ = last.write_all(b"x");
+            let mut b = [0u8; 1];
+            let _ = last.read_exact(&mut b);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let idle = rss_bytes(pid).saturating_sub(base) as f64 / conns.len() as f64;
+        let msg = [b'a'; 64];
+        let mut buf = [0u8; 64];
+        for s in &mut conns {
+            let _ = s.write_all(&msg);
+            let _ = s.read_exact(&mut buf);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let echoed = rss_bytes(pid).saturating_sub(base) as f64 / conns.len() as f64;
+        println!("| {} | {idle:.0} | {echoed:.0} |", sut.name);
+    }
+}
+
+/// One connection streaming 2 GiB through the server and back.
+fn scenario_bulk(c: &Option<PathBuf>) {
+    let total: u64 = 2 << 30;
+    print_header(
+        "bulk: one connection, 2 GiB through the server and back",
+        &["server", "GB/s", "vs C -s"],
+    );
+    let mut results = Vec::new();
+    let mut servers = vec![start_ours("echo-reactor", &[])];
+    if let Some(bin) = c {
+        servers.push(start_c(bin, true));
+    }
+    for sut in servers {
+        let gbps = bulk(sut.tcp, total);
+        results.push((sut.name.clone(), gbps));
+    }
+    let c_rate = results
+        .iter()
+        .find(|(n, _)| n.starts_with("c-epoll"))
+        .map_or(f64::NAN, |r| r.1);
+    for (name, gbps) in results {
+        println!("| {name} | {gbps:.2} | {:.2} |", gbps / c_rate);
+    }
+}
+
+fn bulk(addr: SocketAddr, total: u64) -> f64 {
+    let Ok(stream) = TcpStream::connect(addr) else {
+        return f64::NAN;
+    };
+    let Ok(mut reader) = stream.try_clone() else {
+        return f64::NAN;
+    };
+    let mut writer = stream;
+    let start = Instant::now();
+    let w = std::thread::spawn(move || {
+        let chunk = vec![b'z'; 256 * 1024];
+        let mut sent = 0u64;
+        while sent < total {
+            let n = chunk.len().min((total - sent) as usize);
+            if writer.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            sent += n as u64;
+        }
+        let _ = writer.shutdown(std::net::Shutdown::Write);
+    });
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    while got < total {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n as u64,
+        }
+    }
+    let _ = w.join();
+    got as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// UDP datagrams per second through each server.
+fn scenario_udp(c: &Option<PathBuf>) {
+    print_header(
+        "UDP: 64 B datagrams, 50 clients, closed loop, 5 s",
+        &["server", "datagrams/s", "vs ours", "loss %"],
+    );
+    let mut servers = vec![start_ours("echo-reactor", &[])];
+    if let Some(bin) = c {
+        servers.push(start_c(bin, true));
+    }
+    let mut ours = f64::NAN;
+    for sut in servers {
+        let Some(udp) = sut.udp else { continue };
+        // Touch the socket first so a dead UDP port shows up as an error.
+        let probe = UdpSocket::bind("127.0.0.1:0").ok();
+        if let Some(p) = &probe {
+            let _ = p.send_to(b"x", udp);
+        }
+        let r = load(
+            &format!("udp://{udp}"),
+            &[
+                "--connections",
+                "50",
+                "--duration",
+                "5",
+                "--max-loss",
+                "100",
+            ],
+        );
+        if sut.name == "echo-reactor" {
+            ours = r.msgs_per_sec;
+        }
+        let loss = json_number_from_errors(&r);
+        println!(
+            "| {} | {:.0} | {:.2} | {loss} |",
+            sut.name,
+            r.msgs_per_sec,
+            r.msgs_per_sec / ours
+        );
+    }
+}
+
+fn json_number_from_errors(r: &Load) -> String {
+    if r.messages > 0.0 {
+        format!("{:.2}", 100.0 * r.errors / (r.messages + r.errors))
+    } else {
+        "-".into()
+    }
+}
+
+/// `--threads 1` against `--threads 2`, the generator on two loops too.
+fn scenario_threads() {
+    print_header(
+        "scaling with --threads (2 cores shared with the generator)",
+        &[
+            "server",
+            "msgs/s",
+            "vs 1 loop",
+            "server CPU s",
+            "generator CPU s",
+        ],
+    );
+    let mut one = f64::NAN;
+    for threads in [1, 2] {
+        let sut = start_ours(
+            &format!("echo-reactor --threads {threads}"),
+            &["--threads", &threads.to_string()],
+        );
+        let before = cpu_ns(sut.pid());
+        let r = load(
+            &format!("tcp://{}", sut.tcp),
+            &["--connections", "500", "--duration", "5", "--threads", "2"],
+        );
+        let server_cpu = (cpu_ns(sut.pid()) - before) as f64 / 1e9;
+        if threads == 1 {
+            one = r.msgs_per_sec;
+        }
+        println!(
+            "| {} | {:.0} | {:.2} | {server_cpu:.2} | {:.2} |",
+            sut.name,
+            r.msgs_per_sec,
+            r.msgs_per_sec / one,
+            r.gen_cpu_ns as f64 / 1e9
+        );
+    }
+}
