@@ -60,7 +60,7 @@ fn run_load(args: &LoadArgs) -> ExitCode {
             // stdout holds exactly one JSON object; the table goes aside.
             eprint!("{}", report.percentile_distribution());
         }
-    } else {
+    } else if report.failure.is_none() {
         let _ = writeln!(out, "{report}");
         if args.latency {
             let _ = write!(out, "\n{}", report.percentile_distribution());
