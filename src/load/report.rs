@@ -500,8 +500,7 @@ mod tests {
         let text = report().percentile_distribution();
         let last = text
             .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .last()
+            .rfind(|l| !l.starts_with('#') && !l.is_empty())
             .unwrap();
         assert!(last.contains("1.000000000000       1000"), "{last}");
     }
