@@ -15,6 +15,8 @@
 pub mod conn;
 pub mod payload;
 pub mod report;
+#[cfg(target_os = "linux")]
+pub mod timer;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -65,6 +67,9 @@ pub const MAX_TCP_SIZE: usize = 16 << 20;
 
 /// How many events one `poll` call may return.
 const EVENTS_CAPACITY: usize = 1024;
+
+/// The open-loop timer's token; slab keys never come near it.
+const TIMER: Token = Token(usize::MAX);
 
 /// TCP or UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -467,6 +472,9 @@ struct Loop {
     live: Option<(Live, usize)>,
     next_publish: Instant,
     max_loss_percent: f64,
+    /// Open loop on Linux: wakes the poll at the next due time exactly.
+    #[cfg(target_os = "linux")]
+    timer: Option<timer::Timer>,
 }
 
 impl Loop {
@@ -482,7 +490,17 @@ impl Loop {
             .map(|i| i as u64)
             .collect();
         let now = Instant::now();
+        #[cfg(target_os = "linux")]
+        let timer = match config.rate {
+            Some(_) => Some(
+                timer::Timer::new(poll.registry(), TIMER)
+                    .map_err(|e| LoadError::Setup("timerfd", e))?,
+            ),
+            None => None,
+        };
         Ok(Loop {
+            #[cfg(target_os = "linux")]
+            timer,
             poll,
             slots: Slab::with_capacity(ids.len()),
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
@@ -564,12 +582,26 @@ impl Loop {
         r
     }
 
+    /// When the poll must return for a message due at `due`: then, or,
+    /// with the timerfd armed for it, a millisecond later as a fallback.
+    fn wake_for_due(&mut self, due: Instant, now: Instant) -> Instant {
+        #[cfg(target_os = "linux")]
+        if let Some(timer) = &mut self.timer {
+            match timer.arm(due, now) {
+                Ok(()) => return due + Duration::from_millis(1),
+                Err(e) => debug!("load: timerfd: {e}; using the poll timeout"),
+            }
+        }
+        let _ = now;
+        due
+    }
+
     /// Until the earliest of: next sweep, next due message, next connect,
     /// next retry, the phase's end.
-    fn poll_timeout(&self, now: Instant) -> Duration {
+    fn poll_timeout(&mut self, now: Instant) -> Duration {
         let mut at = self.next_sweep;
-        if let Some(Reverse((due, _, _))) = self.due.peek() {
-            at = at.min(*due);
+        if let Some(&Reverse((due, _, _))) = self.due.peek() {
+            at = at.min(self.wake_for_due(due, now));
         }
         if self.next < self.ids.len() && self.handshakes < MAX_HANDSHAKES {
             at = at.min(self.next_connect_at);
@@ -587,6 +619,14 @@ impl Loop {
     }
 
     fn on_event(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
+        if Token(key) == TIMER {
+            // The due messages go out in `on_timers`, right after.
+            #[cfg(target_os = "linux")]
+            if let Some(timer) = &mut self.timer {
+                timer.on_fire();
+            }
+            return;
+        }
         let Some(slot) = self.slots.get_mut(key) else {
             // Closed earlier in this batch: a spurious event.
             return;
