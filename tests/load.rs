@@ -260,6 +260,45 @@ fn several_loops_share_the_connections() {
 }
 
 #[test]
+fn connect_rate_paces_the_ramp() {
+    let server = start_in_process(loopback_config());
+    let config = LoadConfig {
+        connections: 20,
+        connect_rate: Some(40.0),
+        ..tcp(server.tcp[0])
+    };
+    let r = run(&config);
+    assert!(r.is_ok(), "{r}");
+    // 20 connections at 40/s: the last starts about 0.5 s in.
+    let ramp = r.ramp.as_secs_f64();
+    assert!((0.4..5.0).contains(&ramp), "ramp {ramp} s");
+    let fast = run(&tcp(server.tcp[0]));
+    assert!(
+        fast.ramp < r.ramp,
+        "{} vs {}",
+        fast.ramp.as_secs_f64(),
+        ramp
+    );
+}
+
+#[test]
+fn progress_is_reported_about_once_a_second() {
+    let server = start_in_process(loopback_config());
+    let config = LoadConfig {
+        duration: Duration::from_millis(2500),
+        ..tcp(server.tcp[0])
+    };
+    let mut seen = Vec::new();
+    let r = load::run_with_progress(&config, &mut |p| seen.push(*p)).expect("load run");
+    assert!(r.is_ok(), "{r}");
+    assert!((1..=4).contains(&seen.len()), "{seen:?}");
+    let last = seen.last().unwrap();
+    assert_eq!(last.connections_up, 20, "{seen:?}");
+    assert!(last.msgs_per_sec > 0.0 && last.p99_us > 0, "{seen:?}");
+    assert_eq!(last.errors, 0);
+}
+
+#[test]
 fn two_thousand_connections_from_one_loop() {
     let server = start_in_process(loopback_config());
     let config = LoadConfig {
@@ -316,6 +355,9 @@ fn binary_prints_one_json_object_with_every_field() {
     let j = json::parse(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     for key in [
         "connections",
+        "connected",
+        "ramp_s",
+        "sent",
         "duration_s",
         "messages",
         "bytes",

@@ -460,6 +460,9 @@ struct Loop {
     /// Open loop: (next due time, key, id) per running client.
     due: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     phase: Phase,
+    started: Instant,
+    /// How long the ramp took, once it is done.
+    ramp: Duration,
     warmup: Duration,
     duration: Duration,
     drain_timeout: Duration,
@@ -526,6 +529,8 @@ impl Loop {
             retries: Vec::new(),
             due: BinaryHeap::new(),
             phase: Phase::Ramp,
+            started: now,
+            ramp: Duration::ZERO,
             warmup: config.warmup,
             duration: config.duration,
             drain_timeout: config.drain_timeout,
@@ -568,6 +573,7 @@ impl Loop {
     fn report(&mut self) -> Report {
         let mut r = Report::new(self.target.proto, self.target.addr, self.ids.len());
         r.connected = self.connected;
+        r.ramp = self.ramp;
         r.duration = match (self.window.start, self.window.end) {
             (Some(s), Some(e)) => e.saturating_duration_since(s),
             _ => Duration::ZERO,
@@ -965,6 +971,7 @@ impl Loop {
     fn advance_phase(&mut self, now: Instant) {
         match self.phase {
             Phase::Ramp if self.is_ramp_done() => {
+                self.ramp = now.saturating_duration_since(self.started);
                 if self.slots.is_empty() {
                     info!("load: no connection came up; stopping");
                     self.phase = Phase::Done;
@@ -988,10 +995,7 @@ impl Loop {
                 self.window.end = Some(now);
                 self.begin_drain(now);
             }
-            Phase::Drain { until } if self.slots.is_empty() => {
-                let _ = until;
-                self.phase = Phase::Done;
-            }
+            Phase::Drain { .. } if self.slots.is_empty() => self.phase = Phase::Done,
             Phase::Drain { until } if now >= until => {
                 let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
                 for key in keys {

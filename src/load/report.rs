@@ -79,6 +79,9 @@ pub struct Report {
     pub connected: u64,
     /// Length of the measured window (warmup and drain excluded).
     pub duration: Duration,
+    /// Time from the start until every connection was up or had failed
+    /// (the longest over the loops).
+    pub ramp: Duration,
     /// Messages sent in the measured window whose reply came back right.
     pub messages: u64,
     /// Reply bytes of those messages.
@@ -107,6 +110,7 @@ impl Report {
             connections,
             connected: 0,
             duration: Duration::ZERO,
+            ramp: Duration::ZERO,
             messages: 0,
             bytes: 0,
             sent: 0,
@@ -123,6 +127,7 @@ impl Report {
     pub fn merge(&mut self, o: &Report) {
         self.connected += o.connected;
         self.duration = self.duration.max(o.duration);
+        self.ramp = self.ramp.max(o.ramp);
         self.messages += o.messages;
         self.bytes += o.bytes;
         self.sent += o.sent;
@@ -214,7 +219,7 @@ impl Report {
 
     /// The report as one JSON object on one line (no trailing newline).
     ///
-    /// Fields: `proto, target, connections, connected, duration_s,
+    /// Fields: `proto, target, connections, connected, ramp_s, duration_s,
     /// messages, bytes, sent, msgs_per_sec, bytes_per_sec, loss_percent,
     /// latency_us {p50, p90, p99, p999, max, mean}, errors {connect, reset,
     /// timeout, mismatch, lost, closed, io}, ok`, and `error` (a string,
@@ -232,7 +237,7 @@ impl Report {
             .map_or_else(|| "null".to_string(), |s| json_string(&s));
         format!(
             concat!(
-                "{{\"proto\":\"{}\",\"target\":{},\"connections\":{},\"connected\":{},",
+                "{{\"proto\":\"{}\",\"target\":{},\"connections\":{},\"connected\":{},\"ramp_s\":{},",
                 "\"duration_s\":{},\"messages\":{},\"bytes\":{},\"sent\":{},",
                 "\"msgs_per_sec\":{},\"bytes_per_sec\":{},\"loss_percent\":{},",
                 "\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"mean\":{}}},",
@@ -243,6 +248,7 @@ impl Report {
             json_string(&self.target.to_string()),
             self.connections,
             self.connected,
+            json_number(self.ramp.as_secs_f64()),
             json_number(self.duration.as_secs_f64()),
             self.messages,
             self.bytes,
@@ -282,8 +288,12 @@ impl fmt::Display for Report {
         let [p50, p90, p99, p999, max] = self.percentiles_us();
         writeln!(
             f,
-            "target     {}://{} ({} of {} connections up)",
-            self.proto, self.target, self.connected, self.connections
+            "target     {}://{} ({} of {} connections up in {:.2} s)",
+            self.proto,
+            self.target,
+            self.connected,
+            self.connections,
+            self.ramp.as_secs_f64()
         )?;
         writeln!(
             f,
@@ -367,9 +377,15 @@ pub fn percentile_distribution(h: &Histogram<u64>, scale: f64) -> String {
         out,
         "#[Buckets = {:12}, SubBuckets     = {:12}]",
         h.buckets(),
-        h.distinct_values()
+        sub_buckets(h.sigfig())
     );
     out
+}
+
+/// HdrHistogram's sub-bucket count for `sigfig` significant digits: the
+/// power of two that covers 2 * 10^sigfig (2048 for 3 digits).
+fn sub_buckets(sigfig: u8) -> u64 {
+    (2 * 10u64.pow(u32::from(sigfig))).next_power_of_two()
 }
 
 /// `count` per second of `window`; 0 for an empty window.
@@ -484,6 +500,7 @@ mod tests {
         assert!(!j.contains('\n'));
         assert_eq!(json_number(f64::NAN), "0");
         assert_eq!(json_number(0.25), "0.25");
+        assert_eq!(sub_buckets(3), 2048);
     }
 
     #[test]
