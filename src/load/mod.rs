@@ -964,6 +964,12 @@ impl Loop {
         }
     }
 
+    /// Every phase change goes through here, so the log tells the story.
+    fn set_phase(&mut self, phase: Phase) {
+        debug!("load: phase {:?} -> {:?}", self.phase, phase);
+        self.phase = phase;
+    }
+
     fn is_ramp_done(&self) -> bool {
         self.next == self.ids.len() && self.handshakes == 0 && self.retries.is_empty()
     }
@@ -974,20 +980,20 @@ impl Loop {
                 self.ramp = now.saturating_duration_since(self.started);
                 if self.slots.is_empty() {
                     info!("load: no connection came up; stopping");
-                    self.phase = Phase::Done;
+                    self.set_phase(Phase::Done);
                 } else {
                     debug!("load: ramp done, {} connections up", self.up);
-                    self.phase = Phase::Warmup {
+                    self.set_phase(Phase::Warmup {
                         until: now + self.warmup,
-                    };
+                    });
                     self.advance_phase(now);
                 }
             }
             Phase::Warmup { until } if now >= until => {
                 self.window.start = Some(now);
-                self.phase = Phase::Measure {
+                self.set_phase(Phase::Measure {
                     until: now + self.duration,
-                };
+                });
             }
             // All clients gone early (the server closed them): nothing left
             // to measure.
@@ -995,14 +1001,14 @@ impl Loop {
                 self.window.end = Some(now);
                 self.begin_drain(now);
             }
-            Phase::Drain { .. } if self.slots.is_empty() => self.phase = Phase::Done,
+            Phase::Drain { .. } if self.slots.is_empty() => self.set_phase(Phase::Done),
             Phase::Drain { until } if now >= until => {
                 let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
                 for key in keys {
                     self.apply(key, Step::Close(End::Timeout));
                 }
                 self.slots.clear();
-                self.phase = Phase::Done;
+                self.set_phase(Phase::Done);
             }
             _ => {}
         }
@@ -1010,9 +1016,9 @@ impl Loop {
 
     /// Stops every client sending; those with nothing in flight end now.
     fn begin_drain(&mut self, now: Instant) {
-        self.phase = Phase::Drain {
+        self.set_phase(Phase::Drain {
             until: now + self.drain_timeout,
-        };
+        });
         self.due.clear();
         let size = self.settings.size;
         let mut steps = Vec::new();
@@ -1040,7 +1046,7 @@ impl Loop {
             self.apply(key, step);
         }
         if self.slots.is_empty() {
-            self.phase = Phase::Done;
+            self.set_phase(Phase::Done);
         }
     }
 
