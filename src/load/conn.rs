@@ -1,9 +1,9 @@
-//! One client of the load generator: a TCP connection (`TcpClient`) or a
-//! connected UDP socket (`UdpClient`). Each sends messages as its pace
-//! allows, checks every reply byte, and records latency and errors in the
-//! loop's [`Tally`]. A client never sees the `Poll`, the schedule heap or
-//! other clients; it tells the loop what to do next through the [`Step`]
-//! it returns. Connecting (and retrying) is the loop's job.
+//! One TCP client of the load generator, and what every client shares:
+//! its pace, the measured window, the loop's [`Tally`], and the [`Step`]
+//! it hands back. A client sends messages as its pace allows, checks every
+//! reply byte, and records latency and errors; it never sees the `Poll`,
+//! the schedule heap or other clients. Connecting (and retrying) is the
+//! loop's job; UDP clients live in `udp`.
 //!
 //! The TCP logic is generic over `Read + Write` so unit tests drive it
 //! with a fake stream that takes N bytes and then says `WouldBlock`.
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::payload::{decode_seq, Message};
+use super::payload::Message;
 use super::report::Errors;
 use crate::mode::Mode;
 use crate::net::{is_interrupted, is_peer_gone, is_would_block};
@@ -57,7 +57,7 @@ pub enum Pace {
 
 impl Pace {
     /// When message `seq` is due (open loop only).
-    fn due(&self, seq: u64) -> Option<Instant> {
+    pub(crate) fn due(&self, seq: u64) -> Option<Instant> {
         match *self {
             Pace::Closed { .. } => None,
             Pace::Open { first, interval } => {
@@ -70,7 +70,7 @@ impl Pace {
     }
 
     /// How many messages are due at `now` (open loop only).
-    fn due_count(&self, now: Instant) -> u64 {
+    pub(crate) fn due_count(&self, now: Instant) -> u64 {
         match *self {
             Pace::Closed { .. } => 0,
             Pace::Open { first, interval } => {
@@ -138,7 +138,7 @@ impl Tally {
     }
 
     /// A reply to a message stamped `stamp` completed correctly at `now`.
-    fn complete(&mut self, stamp: Instant, now: Instant, window: &Window, size: usize) {
+    pub(crate) fn complete(&mut self, stamp: Instant, now: Instant, window: &Window, size: usize) {
         let micros = u64::try_from(now.saturating_duration_since(stamp).as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -485,209 +485,6 @@ impl<S: Read + Write> TcpClient<S> {
     /// Done once draining with nothing in flight and nothing half sent.
     fn drained_step(&self, _size: usize) -> Step {
         if self.state == ClientState::Draining && self.stamps.is_empty() && self.send_off == 0 {
-            Step::Close(End::Done)
-        } else {
-            Step::Wait
-        }
-    }
-}
-
-/// One in-flight UDP request.
-#[derive(Debug, Clone, Copy)]
-struct Flight {
-    seq: u64,
-    /// Send time, or due time in open loop: latency counts from here.
-    stamp: Instant,
-    /// When it really went out: the reply timeout counts from here.
-    sent_at: Instant,
-}
-
-/// One connected UDP socket: a datagram per message, replies matched by
-/// the sequence number at the start of the payload.
-#[derive(Debug)]
-pub struct UdpClient {
-    socket: mio::net::UdpSocket,
-    id: u64,
-    state: ClientState,
-    pace: Pace,
-    next_seq: u64,
-    /// Requests waiting for replies, oldest first.
-    in_flight: VecDeque<Flight>,
-    /// The server's port answered with ICMP unreachable (counted once).
-    is_refused: bool,
-}
-
-impl UdpClient {
-    /// A client on a socket already connected to the server.
-    pub fn new(socket: mio::net::UdpSocket, id: u64, pace: Pace) -> Self {
-        UdpClient {
-            socket,
-            id,
-            state: ClientState::Running,
-            pace,
-            next_seq: 0,
-            in_flight: VecDeque::new(),
-            is_refused: false,
-        }
-    }
-
-    /// The socket.
-    pub fn socket(&self) -> &mio::net::UdpSocket {
-        &self.socket
-    }
-
-    /// The client's number in the run.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Requests waiting for replies.
-    pub fn in_flight(&self) -> u64 {
-        self.in_flight.len() as u64
-    }
-
-    /// When the next message not yet due becomes due (open loop only).
-    pub fn next_due(&self, now: Instant) -> Option<Instant> {
-        if self.state != ClientState::Running {
-            return None;
-        }
-        self.pace.due(self.pace.due_count(now))
-    }
-
-    /// The measured window ended: send nothing new, wait for replies.
-    pub fn stop_sending(&mut self) -> Step {
-        self.state = ClientState::Draining;
-        self.drained_step()
-    }
-
-    /// Sends what the pace allows, one datagram per message.
-    pub fn pump(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
-        let size = cx.settings.size;
-        while self.may_send(cx.now) {
-            let msg = Message {
-                conn: self.id,
-                seq: self.next_seq,
-            };
-            msg.fill(0, &mut scratch[..size]);
-            match self.socket.send(&scratch[..size]) {
-                Ok(_) => {
-                    let stamp = self.pace.due(self.next_seq).unwrap_or(cx.now);
-                    self.in_flight.push_back(Flight {
-                        seq: self.next_seq,
-                        stamp,
-                        sent_at: cx.now,
-                    });
-                    self.next_seq += 1;
-                    cx.tally.sent += 1;
-                }
-                // Send buffer full: the writable edge resumes us.
-                Err(e) if is_would_block(&e) => return Step::Wait,
-                Err(e) if is_interrupted(&e) => continue,
-                // An ICMP error from an earlier datagram; this one was not
-                // sent. Count once, wait for the next turn.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    self.on_refused(cx);
-                    return Step::Wait;
-                }
-                Err(e) => return Step::Close(End::Io(e.kind())),
-            }
-        }
-        self.drained_step()
-    }
-
-    /// Replies arrived: receive until the socket is empty, match each to
-    /// its request, then send what the freed slots allow.
-    pub fn on_readable(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
-        loop {
-            match self.socket.recv(scratch) {
-                Ok(n) => self.on_reply(&scratch[..n], cx),
-                // Queue drained: the next datagram raises a new edge.
-                Err(e) if is_would_block(&e) => break,
-                Err(e) if is_interrupted(&e) => continue,
-                // ICMP port unreachable for an earlier datagram.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => self.on_refused(cx),
-                Err(e) => return Step::Close(End::Io(e.kind())),
-            }
-        }
-        self.pump(scratch, cx)
-    }
-
-    /// Requests older than the reply timeout are lost; their slots free up.
-    pub fn on_tick(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
-        let timeout = cx.settings.udp_reply_timeout;
-        while let Some(f) = self.in_flight.front() {
-            if cx.now.saturating_duration_since(f.sent_at) < timeout {
-                break;
-            }
-            self.in_flight.pop_front();
-            cx.tally.errors.lost += 1;
-        }
-        self.pump(scratch, cx)
-    }
-
-    fn may_send(&self, now: Instant) -> bool {
-        if self.state != ClientState::Running {
-            return false;
-        }
-        match self.pace {
-            Pace::Closed { pipeline } => self.in_flight.len() < pipeline,
-            Pace::Open { .. } => {
-                self.next_seq < self.pace.due_count(now)
-                    && self.in_flight.len() < OPEN_LOOP_MAX_IN_FLIGHT
-            }
-        }
-    }
-
-    fn on_reply(&mut self, reply: &[u8], cx: &mut Ctx<'_>) {
-        let expect = cx.settings.expect;
-        let size = cx.settings.size;
-        let Some(seq) = decode_seq(expect, reply) else {
-            cx.tally.errors.mismatch += 1;
-            cx.tally
-                .note(|| format!("udp {}: reply without a sequence number", self.id));
-            return;
-        };
-        let Some(i) = self.in_flight.iter().position(|f| f.seq == seq) else {
-            if seq >= self.next_seq {
-                cx.tally.errors.mismatch += 1;
-                cx.tally
-                    .note(|| format!("udp {}: reply to message {seq}, never sent", self.id));
-            }
-            // Otherwise a late reply to a request already counted lost.
-            return;
-        };
-        let flight = self.in_flight.remove(i).unwrap_or(Flight {
-            seq,
-            stamp: cx.now,
-            sent_at: cx.now,
-        });
-        let msg = Message { conn: self.id, seq };
-        if reply.len() != size || msg.check(expect, 0, reply).is_some() {
-            cx.tally.errors.mismatch += 1;
-            cx.tally.note(|| {
-                format!(
-                    "udp {}: reply to message {seq} is wrong ({} B, {size} B sent)",
-                    self.id,
-                    reply.len()
-                )
-            });
-        } else {
-            cx.tally.complete(flight.stamp, cx.now, &cx.window, size);
-        }
-    }
-
-    fn on_refused(&mut self, cx: &mut Ctx<'_>) {
-        if !self.is_refused {
-            self.is_refused = true;
-            cx.tally.errors.connect += 1;
-            let addr = self.socket.peer_addr().ok();
-            cx.tally
-                .note(|| format!("udp to {addr:?}: connection refused (ICMP port unreachable)"));
-        }
-    }
-
-    fn drained_step(&self) -> Step {
-        if self.state == ClientState::Draining && self.in_flight.is_empty() {
             Step::Close(End::Done)
         } else {
             Step::Wait
