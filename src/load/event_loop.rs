@@ -1,34 +1,29 @@
 //! One load loop: a `Poll`, a slab of clients, the open-loop schedule,
 //! connecting with retries, and the phases of a run (ramp, warmup,
-//! measure, drain). It mirrors the server's loop: the loop alone calls
+//! measure, drain); connecting is in `connect`. It mirrors the server's loop: the loop alone calls
 //! `poll` and owns the slab; clients never see each other.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace};
-use mio::net::{TcpStream, UdpSocket};
-use mio::{Events, Interest, Poll, Token};
+use log::{debug, info};
+use mio::net::TcpStream;
+use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use super::conn::{count_end, Ctx, End, Pace, Settings, Step, Tally, TcpClient, Window};
 #[cfg(target_os = "linux")]
 use super::timer;
 use super::udp::UdpClient;
-use super::{report, Live, LoadConfig, LoadError, Proto, Report, Target, MAX_HANDSHAKES};
+use super::{report, Live, LoadConfig, LoadError, Report, Target, MAX_HANDSHAKES};
 use crate::net::is_interrupted;
 
-/// Attempts per connection before it counts as a connect error.
-const CONNECT_ATTEMPTS: u32 = 3;
+mod connect;
 
 /// How long one connect attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// First retry delay; doubles per attempt.
-const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How often the loop sweeps its clients for timeouts.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
@@ -341,165 +336,6 @@ impl Loop {
         }
         count_end(&mut self.tally, end, in_flight, &who);
         // Dropping the socket closes it and takes it out of the epoll set.
-    }
-
-    // ---- connecting ----
-
-    fn start_connects(&mut self, now: Instant) {
-        let mut i = 0;
-        while i < self.retries.len() {
-            if self.retries[i].at <= now && self.handshakes < MAX_HANDSHAKES {
-                let r = self.retries.swap_remove(i);
-                self.start_one(r.id, r.attempt, now);
-            } else {
-                i += 1;
-            }
-        }
-        while self.next < self.ids.len()
-            && self.handshakes < MAX_HANDSHAKES
-            && now >= self.next_connect_at
-        {
-            let id = self.ids[self.next];
-            self.next += 1;
-            if let Some(every) = self.connect_every {
-                // Keep to the schedule, but never save up a burst.
-                self.next_connect_at = (self.next_connect_at + every).max(now);
-            }
-            self.start_one(id, 0, now);
-        }
-    }
-
-    fn start_one(&mut self, id: u64, attempt: u32, now: Instant) {
-        let result = match self.target.proto {
-            Proto::Tcp => self.start_tcp(id, attempt, now),
-            Proto::Udp => self.start_udp(id, now),
-        };
-        if let Err(e) = result {
-            self.connect_failed(id, attempt, &e, now);
-        }
-    }
-
-    fn start_tcp(&mut self, id: u64, attempt: u32, now: Instant) -> io::Result<()> {
-        let mut stream = TcpStream::connect(self.target.addr)?;
-        let entry = self.slots.vacant_entry();
-        self.poll.registry().register(
-            &mut stream,
-            Token(entry.key()),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        trace!("tcp conn {id}: connecting (attempt {})", attempt + 1);
-        entry.insert(Slot::Connecting {
-            stream,
-            id,
-            since: now,
-            attempt,
-        });
-        self.handshakes += 1;
-        Ok(())
-    }
-
-    fn start_udp(&mut self, id: u64, now: Instant) -> io::Result<()> {
-        let local: SocketAddr = if self.target.addr.is_ipv6() {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        let mut socket = UdpSocket::bind(local)?;
-        socket.connect(self.target.addr)?;
-        let pace = self.pace(id, now);
-        let entry = self.slots.vacant_entry();
-        let key = entry.key();
-        self.poll.registry().register(
-            &mut socket,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        entry.insert(Slot::Udp(UdpClient::new(socket, id, pace)));
-        self.connected += 1;
-        self.up += 1;
-        self.kick(key, now);
-        Ok(())
-    }
-
-    /// A handshake's socket reported: established, failed, or not yet.
-    fn on_connect_ready(&mut self, key: usize, now: Instant) {
-        let Some(Slot::Connecting { stream, .. }) = self.slots.get(key) else {
-            return;
-        };
-        let outcome = match stream.take_error() {
-            Ok(Some(e)) | Err(e) => Err(e),
-            Ok(None) => match stream.peer_addr() {
-                Ok(_) => Ok(true),
-                // Still in progress: a spurious wakeup.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-                Err(e) => Err(e),
-            },
-        };
-        match outcome {
-            Ok(false) => {}
-            Ok(true) => self.on_established(key, now),
-            Err(e) => {
-                if let Some(Slot::Connecting { id, attempt, .. }) = self.slots.try_remove(key) {
-                    self.handshakes -= 1;
-                    self.connect_failed(id, attempt, &e, now);
-                }
-            }
-        }
-    }
-
-    fn on_established(&mut self, key: usize, now: Instant) {
-        let Some(Slot::Connecting { stream, id, .. }) = self.slots.try_remove(key) else {
-            return;
-        };
-        self.handshakes -= 1;
-        // Small request/response messages: never wait for Nagle.
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!("tcp conn {id}: TCP_NODELAY: {e}");
-        }
-        let mut client = TcpClient::new(stream, id, self.pace(id, now));
-        let entry = self.slots.vacant_entry();
-        let new_key = entry.key();
-        // The slab reuses the key just freed, so the registration holds;
-        // should it ever not, the token follows the key.
-        if new_key != key {
-            if let Err(e) = self.poll.registry().reregister(
-                client.stream_mut(),
-                Token(new_key),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                count_end(
-                    &mut self.tally,
-                    End::Io(e.kind()),
-                    0,
-                    &format!("tcp conn {id}"),
-                );
-                return;
-            }
-        }
-        entry.insert(Slot::Tcp(client));
-        self.connected += 1;
-        self.up += 1;
-        trace!("tcp conn {id}: established");
-        self.kick(new_key, now);
-    }
-
-    fn connect_failed(&mut self, id: u64, attempt: u32, e: &io::Error, now: Instant) {
-        if attempt + 1 < CONNECT_ATTEMPTS {
-            debug!(
-                "conn {id}: connect attempt {} failed: {e}; retrying",
-                attempt + 1
-            );
-            self.retries.push(Retry {
-                at: now + RETRY_BACKOFF * 2u32.pow(attempt),
-                id,
-                attempt: attempt + 1,
-            });
-            return;
-        }
-        debug!("conn {id}: connect failed: {e}");
-        self.tally.errors.connect += 1;
-        let target = self.target;
-        self.tally.note(|| format!("connect to {target}: {e}"));
     }
 
     /// The pace of a new client: closed loop, or its own share of `--rate`,
