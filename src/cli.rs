@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::buffer::Watermarks;
+use crate::load::{LoadConfig, Proto, Target};
 use crate::mode::Mode;
 use crate::server::ServerConfig;
 
@@ -29,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: TCP and UDP on one single-threaded poll loop.
     Serve(ServeArgs),
+    /// Load a TCP or UDP echo server from one poll loop and check every reply.
+    Load(LoadArgs),
 }
 
 /// `echo-reactor serve`.
@@ -107,6 +110,150 @@ impl ServeArgs {
     }
 }
 
+/// `echo-reactor load`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when every reply came back right (UDP: loss within \
+--max-loss), 1 otherwise. --json prints one JSON object on stdout, also on failure."
+)]
+pub struct LoadArgs {
+    /// The server: tcp://HOST:PORT or udp://HOST:PORT (IPv6: tcp://[::1]:7007)
+    #[arg(value_name = "URL", value_parser = parse_url)]
+    pub url: Target,
+
+    /// Client connections (UDP: sockets)
+    #[arg(long, short = 'c', value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections: u64,
+
+    /// Seconds to measure
+    #[arg(long, short = 'd', value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub duration: Duration,
+
+    /// Bytes per message
+    #[arg(long, value_name = "BYTES", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub size: u64,
+
+    /// Messages in flight per connection (closed loop)
+    #[arg(long, value_name = "K", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub pipeline: u64,
+
+    /// Open loop: total messages per second over all connections; latency
+    /// counts from each message's due time [default: closed loop]
+    #[arg(long, value_name = "MSGS_PER_SEC", value_parser = parse_positive)]
+    pub rate: Option<f64>,
+
+    /// What the server should answer: echo or upper
+    #[arg(long, value_name = "MODE", default_value = "echo", value_parser = parse_mode)]
+    pub expect: Mode,
+
+    /// New connections per second [default: as fast as the loop can, a
+    /// bounded number of handshakes at a time]
+    #[arg(long, value_name = "CONNS_PER_SEC", value_parser = parse_positive)]
+    pub connect_rate: Option<f64>,
+
+    /// Seconds of traffic before measuring, not counted
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    pub warmup: Duration,
+
+    /// Poll loops, each driving its share of the connections
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub threads: u64,
+
+    /// Print one JSON object on stdout instead of the text report
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also print the full latency distribution (HdrHistogram text format)
+    #[arg(long)]
+    pub latency: bool,
+
+    /// UDP: the highest loss (percent) that still passes
+    #[arg(long, value_name = "PERCENT", default_value = "1", value_parser = parse_percent)]
+    pub max_loss: f64,
+}
+
+impl LoadArgs {
+    /// The load configuration these arguments describe (check it with
+    /// [`LoadConfig::validate`]).
+    pub fn to_config(&self) -> LoadConfig {
+        let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        LoadConfig {
+            connections: to_usize(self.connections),
+            duration: self.duration,
+            size: to_usize(self.size),
+            pipeline: to_usize(self.pipeline),
+            rate: self.rate,
+            expect: self.expect,
+            connect_rate: self.connect_rate,
+            warmup: self.warmup,
+            threads: to_usize(self.threads),
+            max_loss_percent: self.max_loss,
+            ..LoadConfig::new(self.url)
+        }
+    }
+}
+
+/// Parses a load target: `tcp://HOST:PORT` or `udp://HOST:PORT`, where
+/// HOST is an IP address (`[::1]` for IPv6) or `localhost`.
+///
+/// # Errors
+///
+/// A message naming the bad input and the expected form.
+///
+/// ```
+/// use echo_reactor::cli::parse_url;
+/// assert_eq!(parse_url("tcp://[::1]:7007").unwrap().to_string(), "tcp://[::1]:7007");
+/// assert_eq!(parse_url("udp://localhost:9").unwrap().addr.port(), 9);
+/// assert!(parse_url("http://127.0.0.1:80").is_err());
+/// assert!(parse_url("tcp://127.0.0.1").is_err());
+/// ```
+pub fn parse_url(s: &str) -> Result<Target, String> {
+    let (proto, rest) = if let Some(rest) = s.strip_prefix("tcp://") {
+        (Proto::Tcp, rest)
+    } else if let Some(rest) = s.strip_prefix("udp://") {
+        (Proto::Udp, rest)
+    } else {
+        return Err(format!(
+            "invalid URL '{s}': expected tcp://HOST:PORT or udp://HOST:PORT"
+        ));
+    };
+    let addr = parse_addr(rest.trim_end_matches('/')).map_err(|_| {
+        format!("invalid URL '{s}': expected tcp://HOST:PORT or udp://HOST:PORT, like tcp://127.0.0.1:7007 or tcp://[::1]:7007")
+    })?;
+    if addr.port() == 0 {
+        return Err(format!("invalid URL '{s}': port 0 is not a server's port"));
+    }
+    Ok(Target { proto, addr })
+}
+
+/// Parses a positive, finite number (`--rate`, `--connect-rate`).
+///
+/// # Errors
+///
+/// Not a number, zero, negative or infinite.
+pub fn parse_positive(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .ok_or_else(|| format!("invalid value '{s}': expected a positive number"))
+}
+
+/// Parses a percentage from 0 to 100.
+///
+/// # Errors
+///
+/// Not a number, or outside 0..=100.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|x| (0.0..=100.0).contains(x))
+        .ok_or_else(|| format!("invalid percentage '{s}': expected a number from 0 to 100"))
+}
+
 /// Parses `IP:PORT` (`127.0.0.1:7007`, `[::1]:7007`) or `localhost:PORT`.
 ///
 /// # Errors
@@ -166,7 +313,97 @@ mod tests {
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Serve(a) => a,
+            other => panic!("parsed as {other:?}"),
         })
+    }
+
+    fn load(args: &[&str]) -> Result<LoadArgs, clap::Error> {
+        let mut argv = vec!["echo-reactor", "load"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Load(a) => a,
+            other => panic!("parsed as {other:?}"),
+        })
+    }
+
+    #[test]
+    fn load_defaults_follow_the_issue() {
+        let c = load(&["tcp://127.0.0.1:7007"]).unwrap().to_config();
+        assert_eq!(c.target.to_string(), "tcp://127.0.0.1:7007");
+        assert_eq!(
+            (c.connections, c.size, c.pipeline, c.threads),
+            (100, 64, 1, 1)
+        );
+        assert_eq!(c.duration, Duration::from_secs(10));
+        assert_eq!(
+            (c.rate, c.expect, c.max_loss_percent),
+            (None, Mode::Echo, 1.0)
+        );
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn load_options_parse_into_the_config() {
+        let a = load(&[
+            "udp://[::1]:9",
+            "-c",
+            "7",
+            "-d",
+            "1.5",
+            "--size",
+            "100",
+            "--pipeline",
+            "4",
+            "--rate",
+            "200",
+            "--expect",
+            "upper",
+            "--connect-rate",
+            "50",
+            "--warmup",
+            "0.5",
+            "--threads",
+            "2",
+            "--json",
+            "--latency",
+            "--max-loss",
+            "5",
+        ])
+        .unwrap();
+        assert!(a.json && a.latency);
+        let c = a.to_config();
+        assert_eq!(c.target.proto, Proto::Udp);
+        assert_eq!(
+            (c.connections, c.size, c.pipeline, c.threads),
+            (7, 100, 4, 2)
+        );
+        assert_eq!(c.duration, Duration::from_millis(1500));
+        assert_eq!(c.warmup, Duration::from_millis(500));
+        assert_eq!((c.rate, c.connect_rate), (Some(200.0), Some(50.0)));
+        assert_eq!((c.expect, c.max_loss_percent), (Mode::Upper, 5.0));
+    }
+
+    #[test]
+    fn bad_load_input_is_a_usage_error() {
+        for bad in [
+            &[][..],
+            &["127.0.0.1:7007"],
+            &["http://127.0.0.1:7007"],
+            &["tcp://127.0.0.1"],
+            &["tcp://nowhere:7"],
+            &["tcp://127.0.0.1:0"],
+            &["tcp://127.0.0.1:7", "--connections", "0"],
+            &["tcp://127.0.0.1:7", "--size", "0"],
+            &["tcp://127.0.0.1:7", "--pipeline", "0"],
+            &["tcp://127.0.0.1:7", "--rate", "0"],
+            &["tcp://127.0.0.1:7", "--rate", "fast"],
+            &["tcp://127.0.0.1:7", "--expect", "lower"],
+            &["tcp://127.0.0.1:7", "--max-loss", "101"],
+            &["tcp://127.0.0.1:7", "--duration", "-1"],
+        ] {
+            let err = load(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! | [`net`] | socket setup and `io::Error` predicates |
 //! | [`stats`] | the loop's counters and the final report |
 //! | [`cli`] | command-line types and parsing; no IO |
+//! | [`load`] | the load generator: its loop, clients, payloads, report |
 //!
 //! # Embedding
 //!
@@ -45,6 +46,7 @@
 
 pub mod buffer;
 pub mod cli;
+pub mod load;
 pub mod mode;
 pub mod net;
 pub mod server;

@@ -2,13 +2,14 @@
 //! subcommand, and map its outcome to an exit code (0 ok, 1 runtime
 //! failure, 2 usage error from clap).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
 use log::info;
 
-use echo_reactor::cli::{Cli, Command, ServeArgs};
+use echo_reactor::cli::{Cli, Command, LoadArgs, ServeArgs};
+use echo_reactor::load::{self, Progress, Report};
 use echo_reactor::server::cluster::Cluster;
 
 fn main() -> ExitCode {
@@ -18,7 +19,69 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Load(args) => run_load(&args),
     }
+}
+
+/// Runs `echo-reactor load`: the report on stdout (text or one JSON
+/// object), the reason for a failure on stderr, exit 0 only without errors.
+fn run_load(args: &LoadArgs) -> ExitCode {
+    let config = args.to_config();
+    let result = if std::io::stderr().is_terminal() {
+        load::run_with_progress(&config, &mut print_progress)
+    } else {
+        load::run(&config)
+    };
+    let (report, code) = match result {
+        Ok(report) => {
+            let code = if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+            (report, code)
+        }
+        Err(e) => {
+            let mut report =
+                Report::new(config.target.proto, config.target.addr, config.connections);
+            report.failure = Some(e.to_string());
+            let code = match e {
+                load::LoadError::Invalid(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            };
+            (report, code)
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    // A closed stdout only loses the report; the exit status still tells.
+    if args.json {
+        let _ = writeln!(out, "{}", report.to_json());
+        if args.latency {
+            // stdout holds exactly one JSON object; the table goes aside.
+            eprint!("{}", report.percentile_distribution());
+        }
+    } else if report.failure.is_none() {
+        let _ = writeln!(out, "{report}");
+        if args.latency {
+            let _ = write!(out, "\n{}", report.percentile_distribution());
+        }
+    }
+    let _ = out.flush();
+    if let Some(why) = report.failure_summary() {
+        eprintln!("echo-reactor load: {why}");
+    }
+    code
+}
+
+fn print_progress(p: &Progress) {
+    eprintln!(
+        "load: {:5.1} s  {} up  {:.0} msgs/s  p99 {} us  errors {}",
+        p.elapsed.as_secs_f64(),
+        p.connections_up,
+        p.msgs_per_sec,
+        p.p99_us,
+        p.errors
+    );
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {

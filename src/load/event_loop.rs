@@ -1,0 +1,558 @@
+//! One load loop: a `Poll`, a slab of clients, the open-loop schedule,
+//! connecting with retries, and the phases of a run (ramp, warmup,
+//! measure, drain); connecting is in `connect`. It mirrors the server's loop: the loop alone calls
+//! `poll` and owns the slab; clients never see each other.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::time::{Duration, Instant};
+
+use log::{debug, info};
+use mio::net::TcpStream;
+use mio::{Events, Poll, Token};
+use slab::Slab;
+
+use super::conn::{count_end, Ctx, End, Pace, Settings, Step, Tally, TcpClient, Window};
+#[cfg(target_os = "linux")]
+use super::timer;
+use super::udp::UdpClient;
+use super::{report, Live, LoadConfig, LoadError, Report, Target, MAX_HANDSHAKES};
+use crate::net::is_interrupted;
+
+mod connect;
+
+/// How long one connect attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often the loop sweeps its clients for timeouts.
+const SWEEP_EVERY: Duration = Duration::from_millis(50);
+
+/// How often a loop publishes its live figures for the progress line.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+/// The loop's read and write buffer, and the largest UDP message.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// How many events one `poll` call may return.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// The open-loop timer's token; slab keys never come near it.
+const TIMER: Token = Token(usize::MAX);
+
+/// Where a loop is in the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Ramp,
+    Warmup { until: Instant },
+    Measure { until: Instant },
+    Drain { until: Instant },
+    Done,
+}
+
+/// What a slab entry holds.
+#[derive(Debug)]
+enum Slot {
+    /// A TCP handshake in progress.
+    Connecting {
+        stream: TcpStream,
+        id: u64,
+        since: Instant,
+        attempt: u32,
+    },
+    Tcp(TcpClient),
+    Udp(UdpClient),
+}
+
+impl Slot {
+    fn id(&self) -> u64 {
+        match self {
+            Slot::Connecting { id, .. } => *id,
+            Slot::Tcp(c) => c.id(),
+            Slot::Udp(c) => c.id(),
+        }
+    }
+}
+
+/// A connection to start again later.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    at: Instant,
+    id: u64,
+    attempt: u32,
+}
+
+/// One poll loop and its share of the clients.
+pub(super) struct Loop {
+    poll: Poll,
+    /// Every live client; the key is the mio token.
+    slots: Slab<Slot>,
+    scratch: Box<[u8]>,
+    settings: Settings,
+    target: Target,
+    total_connections: usize,
+    pipeline: usize,
+    /// Time between two messages of one client (open loop).
+    interval: Option<Duration>,
+    /// Client numbers this loop starts, in order; `next` is the next one.
+    ids: Vec<u64>,
+    next: usize,
+    /// Time between two connects of this loop (`--connect-rate`).
+    connect_every: Option<Duration>,
+    next_connect_at: Instant,
+    handshakes: usize,
+    retries: Vec<Retry>,
+    /// Open loop: (next due time, key, id) per running client.
+    due: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    phase: Phase,
+    started: Instant,
+    /// How long the ramp took, once it is done.
+    ramp: Duration,
+    warmup: Duration,
+    duration: Duration,
+    drain_timeout: Duration,
+    window: Window,
+    tally: Tally,
+    /// Clients established over the run, and those up now.
+    connected: u64,
+    up: u64,
+    next_sweep: Instant,
+    live: Option<(Live, usize)>,
+    next_publish: Instant,
+    max_loss_percent: f64,
+    /// Open loop on Linux: wakes the poll at the next due time exactly.
+    #[cfg(target_os = "linux")]
+    timer: Option<timer::Timer>,
+}
+
+impl Loop {
+    pub(super) fn new(
+        config: &LoadConfig,
+        index: usize,
+        live: Option<(Live, usize)>,
+    ) -> Result<Loop, LoadError> {
+        let poll = Poll::new().map_err(|e| LoadError::Setup("poll", e))?;
+        let threads = config.threads;
+        let ids: Vec<u64> = (index..config.connections)
+            .step_by(threads)
+            .map(|i| i as u64)
+            .collect();
+        let now = Instant::now();
+        #[cfg(target_os = "linux")]
+        let timer = match config.rate {
+            Some(_) => Some(
+                timer::Timer::new(poll.registry(), TIMER)
+                    .map_err(|e| LoadError::Setup("timerfd", e))?,
+            ),
+            None => None,
+        };
+        Ok(Loop {
+            #[cfg(target_os = "linux")]
+            timer,
+            poll,
+            slots: Slab::with_capacity(ids.len()),
+            scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+            settings: Settings {
+                size: config.size,
+                expect: config.expect,
+                short_read: cfg!(target_os = "linux"),
+                udp_reply_timeout: config.udp_reply_timeout,
+            },
+            target: config.target,
+            total_connections: config.connections,
+            pipeline: config.pipeline,
+            interval: config
+                .rate
+                .map(|r| Duration::from_secs_f64(config.connections as f64 / r)),
+            ids,
+            next: 0,
+            connect_every: config
+                .connect_rate
+                .map(|r| Duration::from_secs_f64(threads as f64 / r)),
+            next_connect_at: now,
+            handshakes: 0,
+            retries: Vec::new(),
+            due: BinaryHeap::new(),
+            phase: Phase::Ramp,
+            started: now,
+            ramp: Duration::ZERO,
+            warmup: config.warmup,
+            duration: config.duration,
+            drain_timeout: config.drain_timeout,
+            window: Window::default(),
+            tally: Tally::new(live.is_some()),
+            connected: 0,
+            up: 0,
+            next_sweep: now + SWEEP_EVERY,
+            live,
+            next_publish: now,
+            max_loss_percent: config.max_loss_percent,
+        })
+    }
+
+    /// The loop: poll, hand events to clients, run timers, until `Done`.
+    pub(super) fn run(&mut self) -> Result<Report, LoadError> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        self.on_timers(Instant::now());
+        while self.phase != Phase::Done {
+            let timeout = self.poll_timeout(Instant::now());
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if is_interrupted(&e) => continue,
+                Err(e) => return Err(LoadError::Poll(e)),
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                // Errors and hang-ups are served as readable: the next read
+                // reports them with their reason.
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let writable = event.is_writable() || event.is_error();
+                self.on_event(event.token().0, readable, writable, now);
+            }
+            self.on_timers(now);
+        }
+        self.publish();
+        Ok(self.report())
+    }
+
+    fn report(&mut self) -> Report {
+        let mut r = Report::new(self.target.proto, self.target.addr, self.ids.len());
+        r.connected = self.connected;
+        r.ramp = self.ramp;
+        r.duration = match (self.window.start, self.window.end) {
+            (Some(s), Some(e)) => e.saturating_duration_since(s),
+            _ => Duration::ZERO,
+        };
+        r.messages = self.tally.messages;
+        r.bytes = self.tally.bytes;
+        r.sent = self.tally.sent;
+        r.errors = self.tally.errors;
+        r.latency = std::mem::replace(&mut self.tally.latency, report::new_histogram());
+        r.max_loss_percent = self.max_loss_percent;
+        r.first_error = self.tally.first_error.clone();
+        r
+    }
+
+    /// When the poll must return for a message due at `due`: then, or,
+    /// with the timerfd armed for it, a millisecond later as a fallback.
+    fn wake_for_due(&mut self, due: Instant, now: Instant) -> Instant {
+        #[cfg(target_os = "linux")]
+        if let Some(timer) = &mut self.timer {
+            match timer.arm(due, now) {
+                Ok(()) => return due + Duration::from_millis(1),
+                Err(e) => debug!("load: timerfd: {e}; using the poll timeout"),
+            }
+        }
+        let _ = now;
+        due
+    }
+
+    /// Until the earliest of: next sweep, next due message, next connect,
+    /// next retry, the phase's end.
+    fn poll_timeout(&mut self, now: Instant) -> Duration {
+        let mut at = self.next_sweep;
+        if let Some(&Reverse((due, _, _))) = self.due.peek() {
+            at = at.min(self.wake_for_due(due, now));
+        }
+        if self.next < self.ids.len() && self.handshakes < MAX_HANDSHAKES {
+            at = at.min(self.next_connect_at);
+        }
+        if let Some(r) = self.retries.iter().map(|r| r.at).min() {
+            at = at.min(r);
+        }
+        match self.phase {
+            Phase::Warmup { until } | Phase::Measure { until } | Phase::Drain { until } => {
+                at = at.min(until);
+            }
+            Phase::Ramp | Phase::Done => {}
+        }
+        at.saturating_duration_since(now)
+    }
+
+    fn on_event(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
+        if Token(key) == TIMER {
+            // The due messages go out in `on_timers`, right after.
+            #[cfg(target_os = "linux")]
+            if let Some(timer) = &mut self.timer {
+                timer.on_fire();
+            }
+            return;
+        }
+        let Some(slot) = self.slots.get_mut(key) else {
+            // Closed earlier in this batch: a spurious event.
+            return;
+        };
+        let mut cx = Ctx {
+            settings: &self.settings,
+            now,
+            window: self.window,
+            tally: &mut self.tally,
+        };
+        let step = match slot {
+            Slot::Connecting { .. } => {
+                self.on_connect_ready(key, now);
+                return;
+            }
+            Slot::Tcp(c) => {
+                let mut step = Step::Wait;
+                if writable {
+                    step = c.on_writable(&mut self.scratch, &mut cx);
+                }
+                if readable && step == Step::Wait {
+                    step = c.on_readable(&mut self.scratch, &mut cx);
+                }
+                step
+            }
+            Slot::Udp(c) => {
+                let mut step = Step::Wait;
+                if readable {
+                    step = c.on_readable(&mut self.scratch, &mut cx);
+                }
+                if writable && step == Step::Wait {
+                    step = c.pump(&mut self.scratch, &mut cx);
+                }
+                step
+            }
+        };
+        self.apply(key, step);
+    }
+
+    /// Carries out what a client handler asked for.
+    fn apply(&mut self, key: usize, step: Step) {
+        let Step::Close(end) = step else {
+            return;
+        };
+        let Some(slot) = self.slots.try_remove(key) else {
+            return;
+        };
+        let (in_flight, who) = match &slot {
+            Slot::Tcp(c) => (c.in_flight(), format!("tcp conn {}", c.id())),
+            Slot::Udp(c) => (c.in_flight(), format!("udp socket {}", c.id())),
+            Slot::Connecting { .. } => return,
+        };
+        self.up = self.up.saturating_sub(1);
+        if end != End::Done {
+            debug!("{who}: ended: {end} ({in_flight} in flight)");
+        }
+        count_end(&mut self.tally, end, in_flight, &who);
+        // Dropping the socket closes it and takes it out of the epoll set.
+    }
+
+    /// The pace of a new client: closed loop, or its own share of `--rate`,
+    /// phased so the clients' messages spread over each interval.
+    fn pace(&self, id: u64, now: Instant) -> Pace {
+        match self.interval {
+            None => Pace::Closed {
+                pipeline: self.pipeline,
+            },
+            Some(interval) => {
+                let frac =
+                    (id % self.total_connections as u64) as f64 / self.total_connections as f64;
+                Pace::Open {
+                    first: now + interval.mul_f64(frac),
+                    interval,
+                }
+            }
+        }
+    }
+
+    /// Lets a new (or due) client send what its pace allows, and puts it
+    /// back on the schedule.
+    fn kick(&mut self, key: usize, now: Instant) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let mut cx = Ctx {
+            settings: &self.settings,
+            now,
+            window: self.window,
+            tally: &mut self.tally,
+        };
+        let (step, next_due, id) = match slot {
+            Slot::Tcp(c) => (
+                c.on_writable(&mut self.scratch, &mut cx),
+                c.next_due(now),
+                c.id(),
+            ),
+            Slot::Udp(c) => (c.pump(&mut self.scratch, &mut cx), c.next_due(now), c.id()),
+            Slot::Connecting { .. } => return,
+        };
+        if let (Step::Wait, Some(at)) = (step, next_due) {
+            self.due.push(Reverse((at, key, id)));
+        }
+        self.apply(key, step);
+    }
+
+    // ---- timers ----
+
+    fn on_timers(&mut self, now: Instant) {
+        if matches!(
+            self.phase,
+            Phase::Ramp | Phase::Warmup { .. } | Phase::Measure { .. }
+        ) {
+            self.start_connects(now);
+        }
+        while let Some(&Reverse((at, key, id))) = self.due.peek() {
+            if at > now {
+                break;
+            }
+            self.due.pop();
+            if self.slots.get(key).is_some_and(|s| s.id() == id) {
+                self.kick(key, now);
+            }
+        }
+        if now >= self.next_sweep {
+            self.sweep(now);
+            self.next_sweep = now + SWEEP_EVERY;
+        }
+        self.advance_phase(now);
+        if self.live.is_some() && now >= self.next_publish {
+            self.publish();
+            self.next_publish = now + PUBLISH_EVERY;
+        }
+    }
+
+    /// Connect timeouts and UDP reply timeouts.
+    fn sweep(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        let mut steps = Vec::new();
+        for (key, slot) in self.slots.iter_mut() {
+            match slot {
+                Slot::Connecting { since, .. } => {
+                    if now.saturating_duration_since(*since) >= CONNECT_TIMEOUT {
+                        expired.push(key);
+                    }
+                }
+                Slot::Udp(c) => {
+                    let mut cx = Ctx {
+                        settings: &self.settings,
+                        now,
+                        window: self.window,
+                        tally: &mut self.tally,
+                    };
+                    let step = c.on_tick(&mut self.scratch, &mut cx);
+                    if step != Step::Wait {
+                        steps.push((key, step));
+                    }
+                }
+                Slot::Tcp(_) => {}
+            }
+        }
+        for key in expired {
+            if let Some(Slot::Connecting { id, attempt, .. }) = self.slots.try_remove(key) {
+                self.handshakes -= 1;
+                let e = io::Error::new(io::ErrorKind::TimedOut, "handshake timed out");
+                self.connect_failed(id, attempt, &e, now);
+            }
+        }
+        for (key, step) in steps {
+            self.apply(key, step);
+        }
+    }
+
+    /// Every phase change goes through here, so the log tells the story.
+    fn set_phase(&mut self, phase: Phase) {
+        debug!("load: phase {:?} -> {:?}", self.phase, phase);
+        self.phase = phase;
+    }
+
+    fn is_ramp_done(&self) -> bool {
+        self.next == self.ids.len() && self.handshakes == 0 && self.retries.is_empty()
+    }
+
+    fn advance_phase(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Ramp if self.is_ramp_done() => {
+                self.ramp = now.saturating_duration_since(self.started);
+                if self.slots.is_empty() {
+                    info!("load: no connection came up; stopping");
+                    self.set_phase(Phase::Done);
+                } else {
+                    debug!("load: ramp done, {} connections up", self.up);
+                    self.set_phase(Phase::Warmup {
+                        until: now + self.warmup,
+                    });
+                    self.advance_phase(now);
+                }
+            }
+            Phase::Warmup { until } if now >= until => {
+                self.window.start = Some(now);
+                self.set_phase(Phase::Measure {
+                    until: now + self.duration,
+                });
+            }
+            // All clients gone early (the server closed them): nothing left
+            // to measure.
+            Phase::Measure { until } if now >= until || self.slots.is_empty() => {
+                self.window.end = Some(now);
+                self.begin_drain(now);
+            }
+            Phase::Drain { .. } if self.slots.is_empty() => self.set_phase(Phase::Done),
+            Phase::Drain { until } if now >= until => {
+                let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
+                for key in keys {
+                    self.apply(key, Step::Close(End::Timeout));
+                }
+                self.slots.clear();
+                self.set_phase(Phase::Done);
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops every client sending; those with nothing in flight end now.
+    fn begin_drain(&mut self, now: Instant) {
+        self.set_phase(Phase::Drain {
+            until: now + self.drain_timeout,
+        });
+        self.due.clear();
+        let size = self.settings.size;
+        let mut steps = Vec::new();
+        for (key, slot) in self.slots.iter_mut() {
+            let step = match slot {
+                Slot::Tcp(c) => c.stop_sending(size),
+                Slot::Udp(c) => c.stop_sending(),
+                Slot::Connecting { .. } => Step::Close(End::Done),
+            };
+            steps.push((key, step));
+        }
+        for (key, step) in steps {
+            if let Some(Slot::Connecting { .. }) = self.slots.get(key) {
+                self.slots.remove(key);
+                self.handshakes -= 1;
+                continue;
+            }
+            // A TCP client with a half-written message finishes it first.
+            if let Some(Slot::Tcp(_)) = self.slots.get(key) {
+                if step == Step::Wait {
+                    self.kick(key, now);
+                    continue;
+                }
+            }
+            self.apply(key, step);
+        }
+        if self.slots.is_empty() {
+            self.set_phase(Phase::Done);
+        }
+    }
+
+    /// Hands this loop's live figures to the progress line.
+    fn publish(&mut self) {
+        let Some((live, index)) = &self.live else {
+            return;
+        };
+        let Ok(mut slots) = live.lock() else {
+            return;
+        };
+        let Some(slot) = slots.get_mut(*index) else {
+            return;
+        };
+        slot.up = self.up;
+        slot.errors = self.tally.errors.total();
+        slot.recent_messages += std::mem::take(&mut self.tally.recent_messages);
+        if let Some(h) = &mut self.tally.recent_latency {
+            let _ = slot.recent_latency.add(&*h);
+            h.reset();
+        }
+    }
+}

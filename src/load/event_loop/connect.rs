@@ -1,0 +1,182 @@
+//! Connecting: starting TCP handshakes (at most `MAX_HANDSHAKES` at once,
+//! at `--connect-rate`) and UDP sockets, telling an established handshake
+//! from a failed one, and retrying failures with a doubling backoff before
+//! they count as connect errors.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use log::{debug, trace};
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Interest, Token};
+
+use super::{Loop, Retry, Slot};
+use crate::load::conn::{count_end, End, TcpClient};
+use crate::load::udp::UdpClient;
+use crate::load::{Proto, MAX_HANDSHAKES};
+
+/// Attempts per connection before it counts as a connect error.
+const CONNECT_ATTEMPTS: u32 = 3;
+
+/// First retry delay; doubles per attempt.
+const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+
+impl Loop {
+    pub(super) fn start_connects(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.retries.len() {
+            if self.retries[i].at <= now && self.handshakes < MAX_HANDSHAKES {
+                let r = self.retries.swap_remove(i);
+                self.start_one(r.id, r.attempt, now);
+            } else {
+                i += 1;
+            }
+        }
+        while self.next < self.ids.len()
+            && self.handshakes < MAX_HANDSHAKES
+            && now >= self.next_connect_at
+        {
+            let id = self.ids[self.next];
+            self.next += 1;
+            if let Some(every) = self.connect_every {
+                // Keep to the schedule, but never save up a burst.
+                self.next_connect_at = (self.next_connect_at + every).max(now);
+            }
+            self.start_one(id, 0, now);
+        }
+    }
+
+    pub(super) fn start_one(&mut self, id: u64, attempt: u32, now: Instant) {
+        let result = match self.target.proto {
+            Proto::Tcp => self.start_tcp(id, attempt, now),
+            Proto::Udp => self.start_udp(id, now),
+        };
+        if let Err(e) = result {
+            self.connect_failed(id, attempt, &e, now);
+        }
+    }
+
+    pub(super) fn start_tcp(&mut self, id: u64, attempt: u32, now: Instant) -> io::Result<()> {
+        let mut stream = TcpStream::connect(self.target.addr)?;
+        let entry = self.slots.vacant_entry();
+        self.poll.registry().register(
+            &mut stream,
+            Token(entry.key()),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        trace!("tcp conn {id}: connecting (attempt {})", attempt + 1);
+        entry.insert(Slot::Connecting {
+            stream,
+            id,
+            since: now,
+            attempt,
+        });
+        self.handshakes += 1;
+        Ok(())
+    }
+
+    pub(super) fn start_udp(&mut self, id: u64, now: Instant) -> io::Result<()> {
+        let local: SocketAddr = if self.target.addr.is_ipv6() {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let mut socket = UdpSocket::bind(local)?;
+        socket.connect(self.target.addr)?;
+        let pace = self.pace(id, now);
+        let entry = self.slots.vacant_entry();
+        let key = entry.key();
+        self.poll.registry().register(
+            &mut socket,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        entry.insert(Slot::Udp(UdpClient::new(socket, id, pace)));
+        self.connected += 1;
+        self.up += 1;
+        self.kick(key, now);
+        Ok(())
+    }
+
+    /// A handshake's socket reported: established, failed, or not yet.
+    pub(super) fn on_connect_ready(&mut self, key: usize, now: Instant) {
+        let Some(Slot::Connecting { stream, .. }) = self.slots.get(key) else {
+            return;
+        };
+        let outcome = match stream.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => match stream.peer_addr() {
+                Ok(_) => Ok(true),
+                // Still in progress: a spurious wakeup.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                Err(e) => Err(e),
+            },
+        };
+        match outcome {
+            Ok(false) => {}
+            Ok(true) => self.on_established(key, now),
+            Err(e) => {
+                if let Some(Slot::Connecting { id, attempt, .. }) = self.slots.try_remove(key) {
+                    self.handshakes -= 1;
+                    self.connect_failed(id, attempt, &e, now);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_established(&mut self, key: usize, now: Instant) {
+        let Some(Slot::Connecting { stream, id, .. }) = self.slots.try_remove(key) else {
+            return;
+        };
+        self.handshakes -= 1;
+        // Small request/response messages: never wait for Nagle.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("tcp conn {id}: TCP_NODELAY: {e}");
+        }
+        let mut client = TcpClient::new(stream, id, self.pace(id, now));
+        let entry = self.slots.vacant_entry();
+        let new_key = entry.key();
+        // The slab reuses the key just freed, so the registration holds;
+        // should it ever not, the token follows the key.
+        if new_key != key {
+            if let Err(e) = self.poll.registry().reregister(
+                client.stream_mut(),
+                Token(new_key),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                count_end(
+                    &mut self.tally,
+                    End::Io(e.kind()),
+                    0,
+                    &format!("tcp conn {id}"),
+                );
+                return;
+            }
+        }
+        entry.insert(Slot::Tcp(client));
+        self.connected += 1;
+        self.up += 1;
+        trace!("tcp conn {id}: established");
+        self.kick(new_key, now);
+    }
+
+    pub(super) fn connect_failed(&mut self, id: u64, attempt: u32, e: &io::Error, now: Instant) {
+        if attempt + 1 < CONNECT_ATTEMPTS {
+            debug!(
+                "conn {id}: connect attempt {} failed: {e}; retrying",
+                attempt + 1
+            );
+            self.retries.push(Retry {
+                at: now + RETRY_BACKOFF * 2u32.pow(attempt),
+                id,
+                attempt: attempt + 1,
+            });
+            return;
+        }
+        debug!("conn {id}: connect failed: {e}");
+        self.tally.errors.connect += 1;
+        let target = self.target;
+        self.tally.note(|| format!("connect to {target}: {e}"));
+    }
+}

@@ -1,0 +1,368 @@
+//! The load generator: its own mio poll loop driving many verified client
+//! connections, with the same shape as the server's loop plus the send
+//! schedule. `run` splits the connections over `threads` such loops (one
+//! by default), collects their reports and merges them.
+//!
+//! A loop goes through phases: `Ramp` (connections are started, at most
+//! [`MAX_HANDSHAKES`] at once and at `--connect-rate`, failures retried),
+//! `Warmup` (traffic not counted), `Measure`, `Drain` (nothing new is sent;
+//! replies in flight are awaited for a bounded grace period), `Done`.
+//! The loop itself is in `event_loop`; the clients in [`conn`] (TCP)
+//! and [`udp`]; payloads in [`payload`]; the figures in [`report`].
+//!
+//! Start reading at [`run`].
+
+pub mod conn;
+mod event_loop;
+pub mod payload;
+pub mod report;
+#[cfg(target_os = "linux")]
+pub mod timer;
+pub mod udp;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use log::info;
+
+use crate::mode::Mode;
+use event_loop::Loop;
+pub use report::Report;
+
+/// Most TCP handshakes one loop has in progress at once. Keeps a ramp of
+/// thousands of connections from overflowing the server's accept backlog.
+pub const MAX_HANDSHAKES: usize = 128;
+
+/// The largest UDP payload over IPv4.
+pub const MAX_UDP_SIZE: usize = 65_507;
+
+/// The largest TCP message.
+pub const MAX_TCP_SIZE: usize = 16 << 20;
+
+/// TCP or UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// One stream per connection; replies may come in any chunking.
+    Tcp,
+    /// One datagram per message on a connected socket.
+    Udp,
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+/// The server to load: protocol and address (`tcp://127.0.0.1:7007`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// The server's address.
+    pub addr: SocketAddr,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.proto, self.addr)
+    }
+}
+
+/// Everything a load run needs to know.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// The server.
+    pub target: Target,
+    /// Client connections (UDP: sockets), in total over all loops.
+    pub connections: usize,
+    /// Length of the measured window.
+    pub duration: Duration,
+    /// Bytes per message.
+    pub size: usize,
+    /// Messages in flight per connection in closed loop.
+    pub pipeline: usize,
+    /// Total messages per second (open loop); `None` for closed loop.
+    pub rate: Option<f64>,
+    /// What the server does to each byte.
+    pub expect: Mode,
+    /// New connections per second (in total); `None`: as fast as
+    /// [`MAX_HANDSHAKES`] allows.
+    pub connect_rate: Option<f64>,
+    /// Traffic before the measured window that is not counted.
+    pub warmup: Duration,
+    /// Poll loops, each with its share of the connections.
+    pub threads: usize,
+    /// UDP passes with at most this loss, in percent.
+    pub max_loss_percent: f64,
+    /// How long the drain waits for replies in flight after the window.
+    pub drain_timeout: Duration,
+    /// How long a UDP request waits for its reply before it is lost.
+    pub udp_reply_timeout: Duration,
+}
+
+impl LoadConfig {
+    /// The defaults of the command line against `target`: 100
+    /// connections, 10 s, 64 B, pipeline 1, closed loop, expect echo.
+    pub fn new(target: Target) -> LoadConfig {
+        LoadConfig {
+            target,
+            connections: 100,
+            duration: Duration::from_secs(10),
+            size: 64,
+            pipeline: 1,
+            rate: None,
+            expect: Mode::Echo,
+            connect_rate: None,
+            warmup: Duration::ZERO,
+            threads: 1,
+            max_loss_percent: 1.0,
+            drain_timeout: Duration::from_secs(2),
+            udp_reply_timeout: Duration::from_millis(500),
+        }
+    }
+
+    /// Checks that the numbers make a run.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Invalid`] naming the first bad setting.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        let bad = |s: String| Err(LoadError::Invalid(s));
+        if self.connections == 0 {
+            return bad("connections must be at least 1".into());
+        }
+        if self.size == 0 {
+            return bad("size must be at least 1 byte".into());
+        }
+        match self.target.proto {
+            Proto::Udp if !(payload::MIN_UDP_SIZE..=MAX_UDP_SIZE).contains(&self.size) => {
+                return bad(format!(
+                    "udp size must be {} to {MAX_UDP_SIZE} bytes (the sequence number needs {} bytes)",
+                    payload::MIN_UDP_SIZE,
+                    payload::MIN_UDP_SIZE
+                ))
+            }
+            Proto::Tcp if self.size > MAX_TCP_SIZE => {
+                return bad(format!("size must be at most {MAX_TCP_SIZE} bytes"))
+            }
+            _ => {}
+        }
+        if self.pipeline == 0 {
+            return bad("pipeline must be at least 1".into());
+        }
+        if self.threads == 0 || self.threads > self.connections {
+            return bad("threads must be between 1 and the number of connections".into());
+        }
+        if self.duration.is_zero() {
+            return bad("duration must be more than 0 seconds".into());
+        }
+        for (name, v) in [("rate", self.rate), ("connect rate", self.connect_rate)] {
+            if v.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                return bad(format!("{name} must be a positive number"));
+            }
+        }
+        if !(0.0..=100.0).contains(&self.max_loss_percent) {
+            return bad("max loss must be between 0 and 100 percent".into());
+        }
+        Ok(())
+    }
+}
+
+/// A load run could not happen.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The configuration makes no run (zero connections, size 0, ...).
+    Invalid(String),
+    /// The poll could not be created.
+    Setup(&'static str, io::Error),
+    /// `poll` itself failed.
+    Poll(io::Error),
+    /// A loop thread panicked (a bug).
+    LoopPanicked,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Invalid(s) => write!(f, "invalid load settings: {s}"),
+            LoadError::Setup(what, e) => write!(f, "cannot set up {what}: {e}"),
+            LoadError::Poll(e) => write!(f, "poll failed: {e}"),
+            LoadError::LoopPanicked => f.write_str("a load loop panicked"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Setup(_, e) | LoadError::Poll(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Figures for the live progress line, about once a second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Time since the run began.
+    pub elapsed: Duration,
+    /// Connections established and not yet ended.
+    pub connections_up: u64,
+    /// Replies per second since the last progress report.
+    pub msgs_per_sec: f64,
+    /// 99th percentile latency since the last report, in microseconds.
+    pub p99_us: u64,
+    /// Errors of every kind so far.
+    pub errors: u64,
+}
+
+/// Runs a load test and returns its report. Failures of the server (refused
+/// connections, resets, wrong bytes) are in the report, not errors.
+///
+/// # Errors
+///
+/// [`LoadError::Invalid`] for a configuration that makes no run; the
+/// others when the loop itself cannot run.
+pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
+    run_inner(config, None)
+}
+
+/// Like [`run`], calling `on_progress` about once a second while it runs.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_with_progress(
+    config: &LoadConfig,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Report, LoadError> {
+    run_inner(config, Some(on_progress))
+}
+
+/// What one loop publishes for the progress line.
+#[derive(Debug)]
+struct LiveSlot {
+    up: u64,
+    errors: u64,
+    recent_messages: u64,
+    recent_latency: Histogram<u64>,
+}
+
+type Live = Arc<Mutex<Vec<LiveSlot>>>;
+
+fn run_inner(
+    config: &LoadConfig,
+    mut on_progress: Option<&mut dyn FnMut(&Progress)>,
+) -> Result<Report, LoadError> {
+    config.validate()?;
+    let started = Instant::now();
+    let threads = config.threads;
+    let live: Option<Live> = on_progress.as_ref().map(|_| {
+        Arc::new(Mutex::new(
+            (0..threads)
+                .map(|_| LiveSlot {
+                    up: 0,
+                    errors: 0,
+                    recent_messages: 0,
+                    recent_latency: report::new_histogram(),
+                })
+                .collect(),
+        ))
+    });
+    info!(
+        "load {}: {} connections on {threads} loop(s), {} s, {} B, {}",
+        config.target,
+        config.connections,
+        config.duration.as_secs_f64(),
+        config.size,
+        match config.rate {
+            Some(r) => format!("open loop at {r} msgs/s"),
+            None => format!("closed loop, pipeline {}", config.pipeline),
+        }
+    );
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        for index in 0..threads {
+            let tx = tx.clone();
+            let live = live.clone().map(|l| (l, index));
+            std::thread::Builder::new()
+                .name(format!("load-{index}"))
+                .spawn_scoped(scope, move || {
+                    let result = Loop::new(config, index, live).and_then(|mut l| l.run());
+                    let _ = tx.send(result);
+                })
+                .map_err(|e| LoadError::Setup("load thread", e))?;
+        }
+        drop(tx);
+        let mut merged = Report::new(config.target.proto, config.target.addr, config.connections);
+        merged.max_loss_percent = config.max_loss_percent;
+        let mut first_failure = None;
+        let mut finished = 0;
+        let mut last_report = Instant::now();
+        while finished < threads {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(Ok(r)) => {
+                    merged.merge(&r);
+                    finished += 1;
+                }
+                Ok(Err(e)) => {
+                    first_failure.get_or_insert(e);
+                    finished += 1;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let (Some(cb), Some(live)) = (on_progress.as_mut(), &live) {
+                        let now = Instant::now();
+                        cb(&take_progress(live, now - started, now - last_report));
+                        last_report = now;
+                    }
+                }
+                // A loop thread died without sending: it panicked.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    first_failure.get_or_insert(LoadError::LoopPanicked);
+                    break;
+                }
+            }
+        }
+        match first_failure {
+            Some(e) => Err(e),
+            None => Ok(merged),
+        }
+    })
+}
+
+fn take_progress(live: &Live, elapsed: Duration, since_last: Duration) -> Progress {
+    let mut p = Progress {
+        elapsed,
+        connections_up: 0,
+        msgs_per_sec: 0.0,
+        p99_us: 0,
+        errors: 0,
+    };
+    let Ok(mut slots) = live.lock() else {
+        return p;
+    };
+    let mut hist = report::new_histogram();
+    let mut messages = 0;
+    for s in slots.iter_mut() {
+        p.connections_up += s.up;
+        p.errors += s.errors;
+        messages += std::mem::take(&mut s.recent_messages);
+        let _ = hist.add(&s.recent_latency);
+        s.recent_latency.reset();
+    }
+    p.msgs_per_sec = messages as f64 / since_last.as_secs_f64().max(1e-3);
+    p.p99_us = if hist.is_empty() {
+        0
+    } else {
+        hist.value_at_quantile(0.99)
+    };
+    p
+}

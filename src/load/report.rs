@@ -1,0 +1,524 @@
+//! The result of a load run: counters, errors by kind, the latency
+//! HdrHistogram, and their renderings as text for people, JSON for scripts,
+//! and HdrHistogram's standard percentile-distribution text for plotters.
+//!
+//! Nothing here does IO or looks at a clock; the loops fill a [`Report`]
+//! each and the caller merges them.
+
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::Proto;
+
+/// Latencies are recorded in microseconds, from 1 us to one hour.
+const LATENCY_MAX_US: u64 = 3_600_000_000;
+
+/// A new, empty latency histogram (microseconds, three significant digits).
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
+        .expect("constant bounds 1..1h with 3 digits are valid")
+}
+
+/// Errors by kind. Each is a count of events, not of bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Errors {
+    /// Connections that never came up (refused, timed out, no address),
+    /// after retries; for UDP, sockets that were refused by ICMP.
+    pub connect: u64,
+    /// Connections reset by the server (`ECONNRESET`, `EPIPE`).
+    pub reset: u64,
+    /// Connections still waiting for replies when the drain grace ended.
+    pub timeout: u64,
+    /// Replies with at least one wrong byte (counted per message).
+    pub mismatch: u64,
+    /// Messages whose reply never came (UDP: no reply in time; TCP: in
+    /// flight when the connection ended).
+    pub lost: u64,
+    /// Connections the server closed (EOF) while the run still needed them.
+    pub closed: u64,
+    /// Connections ended by any other IO error.
+    pub io: u64,
+}
+
+impl Errors {
+    /// All errors except `lost`, which UDP tolerates up to `--max-loss`.
+    pub fn hard(&self) -> u64 {
+        self.connect + self.reset + self.timeout + self.mismatch + self.closed + self.io
+    }
+
+    /// Every error of every kind.
+    pub fn total(&self) -> u64 {
+        self.hard() + self.lost
+    }
+
+    /// Adds another loop's counts to these.
+    pub fn merge(&mut self, o: &Errors) {
+        self.connect += o.connect;
+        self.reset += o.reset;
+        self.timeout += o.timeout;
+        self.mismatch += o.mismatch;
+        self.lost += o.lost;
+        self.closed += o.closed;
+        self.io += o.io;
+    }
+}
+
+/// What a load run measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// The server's address.
+    pub target: SocketAddr,
+    /// Connections asked for.
+    pub connections: usize,
+    /// Connections that came up (UDP: sockets opened).
+    pub connected: u64,
+    /// Length of the measured window (warmup and drain excluded).
+    pub duration: Duration,
+    /// Time from the start until every connection was up or had failed
+    /// (the longest over the loops).
+    pub ramp: Duration,
+    /// Messages sent in the measured window whose reply came back right.
+    pub messages: u64,
+    /// Reply bytes of those messages.
+    pub bytes: u64,
+    /// Messages sent over the whole run (warmup included), the base of
+    /// the loss rate.
+    pub sent: u64,
+    /// Errors by kind, over the whole run.
+    pub errors: Errors,
+    /// Latency of each counted message, in microseconds.
+    pub latency: Histogram<u64>,
+    /// The loss rate (percent) UDP may have and still pass.
+    pub max_loss_percent: f64,
+    /// The first error seen, described for people (`connect to ...: refused`).
+    pub first_error: Option<String>,
+    /// Set when the run could not happen at all; the counters are then empty.
+    pub failure: Option<String>,
+}
+
+impl Report {
+    /// An empty report for a run against `target`.
+    pub fn new(proto: Proto, target: SocketAddr, connections: usize) -> Report {
+        Report {
+            proto,
+            target,
+            connections,
+            connected: 0,
+            duration: Duration::ZERO,
+            ramp: Duration::ZERO,
+            messages: 0,
+            bytes: 0,
+            sent: 0,
+            errors: Errors::default(),
+            latency: new_histogram(),
+            max_loss_percent: 1.0,
+            first_error: None,
+            failure: None,
+        }
+    }
+
+    /// Adds another loop's report to this one. The measured window is the
+    /// longest of the loops' windows (they run side by side).
+    pub fn merge(&mut self, o: &Report) {
+        self.connected += o.connected;
+        self.duration = self.duration.max(o.duration);
+        self.ramp = self.ramp.max(o.ramp);
+        self.messages += o.messages;
+        self.bytes += o.bytes;
+        self.sent += o.sent;
+        self.errors.merge(&o.errors);
+        // Same bounds on both sides, so adding cannot fail; saturate anyway.
+        if self.latency.add(&o.latency).is_err() {
+            for v in o.latency.iter_recorded() {
+                self.latency
+                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&o.first_error);
+        }
+    }
+
+    /// Messages per second over the measured window.
+    pub fn msgs_per_sec(&self) -> f64 {
+        per_sec(self.messages, self.duration)
+    }
+
+    /// Reply bytes per second over the measured window.
+    pub fn bytes_per_sec(&self) -> f64 {
+        per_sec(self.bytes, self.duration)
+    }
+
+    /// Lost messages as a percentage of those sent (0 when none were sent).
+    pub fn loss_percent(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            self.errors.lost as f64 * 100.0 / self.sent as f64
+        }
+    }
+
+    /// True when the run passes: it happened, no hard errors, and loss is
+    /// zero for TCP or within `max_loss_percent` for UDP.
+    pub fn is_ok(&self) -> bool {
+        if self.failure.is_some() || self.errors.hard() > 0 || self.connected == 0 {
+            return false;
+        }
+        match self.proto {
+            Proto::Tcp => self.errors.lost == 0,
+            Proto::Udp => self.loss_percent() <= self.max_loss_percent,
+        }
+    }
+
+    /// One line saying why the run failed, or `None` if it passed.
+    pub fn failure_summary(&self) -> Option<String> {
+        if self.is_ok() {
+            return None;
+        }
+        if let Some(f) = &self.failure {
+            return Some(f.clone());
+        }
+        let url = format!("{}://{}", self.proto, self.target);
+        if self.connected == 0 {
+            let why = self
+                .first_error
+                .as_deref()
+                .unwrap_or("no connection came up");
+            return Some(format!("cannot reach {url}: {why}"));
+        }
+        let e = &self.errors;
+        let mut s = format!(
+            "{url}: errors: connect {}, reset {}, timeout {}, mismatch {}, lost {} ({:.2}%), closed {}, io {}",
+            e.connect, e.reset, e.timeout, e.mismatch, e.lost, self.loss_percent(), e.closed, e.io
+        );
+        if let Some(first) = &self.first_error {
+            let _ = write!(s, "; first: {first}");
+        }
+        Some(s)
+    }
+
+    /// (p50, p90, p99, p99.9, max) latency in microseconds; zeros if empty.
+    pub fn percentiles_us(&self) -> [u64; 5] {
+        let h = &self.latency;
+        if h.is_empty() {
+            return [0; 5];
+        }
+        [
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.9),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+        ]
+    }
+
+    /// The report as one JSON object on one line (no trailing newline).
+    ///
+    /// Fields: `proto, target, connections, connected, ramp_s, duration_s,
+    /// messages, bytes, sent, msgs_per_sec, bytes_per_sec, loss_percent,
+    /// latency_us {p50, p90, p99, p999, max, mean}, errors {connect, reset,
+    /// timeout, mismatch, lost, closed, io}, ok`, and `error` (a string,
+    /// or null).
+    pub fn to_json(&self) -> String {
+        let [p50, p90, p99, p999, max] = self.percentiles_us();
+        let mean = if self.latency.is_empty() {
+            0.0
+        } else {
+            self.latency.mean()
+        };
+        let e = &self.errors;
+        let error = self
+            .failure_summary()
+            .map_or_else(|| "null".to_string(), |s| json_string(&s));
+        format!(
+            concat!(
+                "{{\"proto\":\"{}\",\"target\":{},\"connections\":{},\"connected\":{},\"ramp_s\":{},",
+                "\"duration_s\":{},\"messages\":{},\"bytes\":{},\"sent\":{},",
+                "\"msgs_per_sec\":{},\"bytes_per_sec\":{},\"loss_percent\":{},",
+                "\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"mean\":{}}},",
+                "\"errors\":{{\"connect\":{},\"reset\":{},\"timeout\":{},\"mismatch\":{},",
+                "\"lost\":{},\"closed\":{},\"io\":{}}},\"ok\":{},\"error\":{}}}"
+            ),
+            self.proto,
+            json_string(&self.target.to_string()),
+            self.connections,
+            self.connected,
+            json_number(self.ramp.as_secs_f64()),
+            json_number(self.duration.as_secs_f64()),
+            self.messages,
+            self.bytes,
+            self.sent,
+            json_number(self.msgs_per_sec()),
+            json_number(self.bytes_per_sec()),
+            json_number(self.loss_percent()),
+            p50,
+            p90,
+            p99,
+            p999,
+            max,
+            json_number(mean),
+            e.connect,
+            e.reset,
+            e.timeout,
+            e.mismatch,
+            e.lost,
+            e.closed,
+            e.io,
+            self.is_ok(),
+            error,
+        )
+    }
+
+    /// The full latency distribution in HdrHistogram's standard text
+    /// format (`Value Percentile TotalCount 1/(1-Percentile)`, the one its
+    /// plotters read), values in milliseconds.
+    pub fn percentile_distribution(&self) -> String {
+        percentile_distribution(&self.latency, 1000.0)
+    }
+}
+
+impl fmt::Display for Report {
+    /// A few readable lines: rate, latency percentiles, errors.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [p50, p90, p99, p999, max] = self.percentiles_us();
+        writeln!(
+            f,
+            "target     {}://{} ({} of {} connections up in {:.2} s)",
+            self.proto,
+            self.target,
+            self.connected,
+            self.connections,
+            self.ramp.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "measured   {:.2} s: {} messages, {} bytes",
+            self.duration.as_secs_f64(),
+            self.messages,
+            self.bytes
+        )?;
+        writeln!(
+            f,
+            "rate       {:.0} msgs/s, {:.2} MB/s",
+            self.msgs_per_sec(),
+            self.bytes_per_sec() / 1e6
+        )?;
+        writeln!(
+            f,
+            "latency us p50 {p50}, p90 {p90}, p99 {p99}, p99.9 {p999}, max {max}"
+        )?;
+        let e = &self.errors;
+        writeln!(
+            f,
+            "errors     connect {}, reset {}, timeout {}, mismatch {}, lost {} ({:.2}% of {} sent), closed {}, io {}",
+            e.connect, e.reset, e.timeout, e.mismatch, e.lost, self.loss_percent(), self.sent, e.closed, e.io
+        )?;
+        write!(
+            f,
+            "result     {}",
+            if self.is_ok() { "ok" } else { "FAILED" }
+        )
+    }
+}
+
+/// HdrHistogram's `outputPercentileDistribution` text, values divided by
+/// `scale` (1000 turns recorded microseconds into milliseconds).
+///
+/// ```
+/// let mut h = echo_reactor::load::report::new_histogram();
+/// for v in 1..=100u64 { h.record(v * 10).unwrap(); }
+/// let text = echo_reactor::load::report::percentile_distribution(&h, 1000.0);
+/// assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
+/// assert!(text.contains("#[Max     =        1.000, Total count    =          100]"));
+/// ```
+pub fn percentile_distribution(h: &Histogram<u64>, scale: f64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let mut total = 0u64;
+    for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
+        let value = v.value_iterated_to() as f64 / scale;
+        let q = v.quantile_iterated_to();
+        if q < 1.0 {
+            let _ = writeln!(
+                out,
+                "{value:12.3} {q:2.12} {total:10} {:14.2}",
+                1.0 / (1.0 - q)
+            );
+        } else {
+            let _ = writeln!(out, "{value:12.3} {q:2.12} {total:10}");
+        }
+    }
+    let (mean, stdev) = if h.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (h.mean() / scale, h.stdev() / scale)
+    };
+    let _ = writeln!(
+        out,
+        "#[Mean    = {mean:12.3}, StdDeviation   = {stdev:12.3}]"
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {:12.3}, Total count    = {:12}]",
+        h.max() as f64 / scale,
+        h.len()
+    );
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:12}, SubBuckets     = {:12}]",
+        h.buckets(),
+        sub_buckets(h.sigfig())
+    );
+    out
+}
+
+/// HdrHistogram's sub-bucket count for `sigfig` significant digits: the
+/// power of two that covers 2 * 10^sigfig (2048 for 3 digits).
+fn sub_buckets(sigfig: u8) -> u64 {
+    (2 * 10u64.pow(u32::from(sigfig))).next_power_of_two()
+}
+
+/// `count` per second of `window`; 0 for an empty window.
+fn per_sec(count: u64, window: Duration) -> f64 {
+    let secs = window.as_secs_f64();
+    if secs > 0.0 {
+        count as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// A JSON number: finite floats with up to three decimals; NaN and
+/// infinities (which JSON lacks) become 0.
+fn json_number(x: f64) -> String {
+    if !x.is_finite() {
+        return "0".to_string();
+    }
+    let s = format!("{x:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// A JSON string literal with the characters JSON requires escaped.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        let mut r = Report::new(Proto::Tcp, "127.0.0.1:7".parse().unwrap(), 2);
+        r.connected = 2;
+        r.duration = Duration::from_secs(2);
+        r.messages = 1000;
+        r.bytes = 64_000;
+        r.sent = 1000;
+        for v in 1..=1000u64 {
+            r.latency.record(v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn rates_and_percentiles_follow_the_counters() {
+        let r = report();
+        assert_eq!(r.msgs_per_sec(), 500.0);
+        assert_eq!(r.bytes_per_sec(), 32_000.0);
+        let [p50, p90, p99, p999, max] = r.percentiles_us();
+        assert_eq!((p50, p90, p99, p999, max), (500, 900, 990, 999, 1000));
+        assert!(r.is_ok());
+        assert!(r.to_string().contains("result     ok"));
+    }
+
+    #[test]
+    fn any_tcp_error_fails_but_udp_tolerates_some_loss() {
+        let mut r = report();
+        r.errors.lost = 1;
+        assert!(!r.is_ok());
+        r.proto = Proto::Udp;
+        assert!(r.is_ok(), "0.1% loss is within 1%");
+        r.errors.lost = 20;
+        assert!(!r.is_ok(), "2% loss is not");
+        r.errors.lost = 0;
+        r.errors.mismatch = 1;
+        assert!(!r.is_ok());
+        assert!(r.failure_summary().unwrap().contains("mismatch 1"));
+    }
+
+    #[test]
+    fn json_has_every_field_and_escapes_strings() {
+        let mut r = report();
+        r.first_error = Some("say \"hi\"\n".into());
+        r.errors.reset = 1;
+        let j = r.to_json();
+        for key in [
+            "\"connections\":2",
+            "\"duration_s\":2,",
+            "\"messages\":1000",
+            "\"bytes\":64000",
+            "\"msgs_per_sec\":500,",
+            "\"bytes_per_sec\":32000,",
+            "\"latency_us\":{\"p50\":500,\"p90\":900,\"p99\":990,\"p999\":999,\"max\":1000,",
+            "\"errors\":{\"connect\":0,\"reset\":1,\"timeout\":0,\"mismatch\":0,\"lost\":0,",
+            "\"ok\":false",
+            "say \\\"hi\\\"\\n",
+        ] {
+            assert!(j.contains(key), "{key} missing in {j}");
+        }
+        assert!(!j.contains('\n'));
+        assert_eq!(json_number(f64::NAN), "0");
+        assert_eq!(json_number(0.25), "0.25");
+        assert_eq!(sub_buckets(3), 2048);
+    }
+
+    #[test]
+    fn merge_adds_counts_and_histograms() {
+        let mut a = report();
+        let b = report();
+        a.merge(&b);
+        assert_eq!((a.connected, a.messages, a.latency.len()), (4, 2000, 2000));
+        assert_eq!(a.duration, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn distribution_ends_at_100_percent_with_the_total() {
+        let text = report().percentile_distribution();
+        let last = text
+            .lines()
+            .rfind(|l| !l.starts_with('#') && !l.is_empty())
+            .unwrap();
+        assert!(last.contains("1.000000000000       1000"), "{last}");
+    }
+}

@@ -1,0 +1,216 @@
+//! One UDP client of the load generator: a connected socket, a datagram
+//! per message, replies matched to requests by the sequence number at the
+//! start of the payload. A request whose reply does not come within the
+//! reply timeout is lost; a late reply to it is ignored, a wrong one is a
+//! mismatch. Like the TCP client, it never sees the `Poll`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::Instant;
+
+use super::conn::{ClientState, Ctx, End, Pace, Step, OPEN_LOOP_MAX_IN_FLIGHT};
+use super::payload::{decode_seq, Message};
+use crate::net::{is_interrupted, is_would_block};
+
+/// One in-flight UDP request.
+#[derive(Debug, Clone, Copy)]
+struct Flight {
+    seq: u64,
+    /// Send time, or due time in open loop: latency counts from here.
+    stamp: Instant,
+    /// When it really went out: the reply timeout counts from here.
+    sent_at: Instant,
+}
+
+/// One connected UDP socket: a datagram per message, replies matched by
+/// the sequence number at the start of the payload.
+#[derive(Debug)]
+pub struct UdpClient {
+    socket: mio::net::UdpSocket,
+    id: u64,
+    state: ClientState,
+    pace: Pace,
+    next_seq: u64,
+    /// Requests waiting for replies, oldest first.
+    in_flight: VecDeque<Flight>,
+    /// The server's port answered with ICMP unreachable (counted once).
+    is_refused: bool,
+}
+
+impl UdpClient {
+    /// A client on a socket already connected to the server.
+    pub fn new(socket: mio::net::UdpSocket, id: u64, pace: Pace) -> Self {
+        UdpClient {
+            socket,
+            id,
+            state: ClientState::Running,
+            pace,
+            next_seq: 0,
+            in_flight: VecDeque::new(),
+            is_refused: false,
+        }
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &mio::net::UdpSocket {
+        &self.socket
+    }
+
+    /// The client's number in the run.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Requests waiting for replies.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.len() as u64
+    }
+
+    /// When the next message not yet due becomes due (open loop only).
+    pub fn next_due(&self, now: Instant) -> Option<Instant> {
+        if self.state != ClientState::Running {
+            return None;
+        }
+        self.pace.due(self.pace.due_count(now))
+    }
+
+    /// The measured window ended: send nothing new, wait for replies.
+    pub fn stop_sending(&mut self) -> Step {
+        self.state = ClientState::Draining;
+        self.drained_step()
+    }
+
+    /// Sends what the pace allows, one datagram per message.
+    pub fn pump(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+        let size = cx.settings.size;
+        while self.may_send(cx.now) {
+            let msg = Message {
+                conn: self.id,
+                seq: self.next_seq,
+            };
+            msg.fill(0, &mut scratch[..size]);
+            match self.socket.send(&scratch[..size]) {
+                Ok(_) => {
+                    let stamp = self.pace.due(self.next_seq).unwrap_or(cx.now);
+                    self.in_flight.push_back(Flight {
+                        seq: self.next_seq,
+                        stamp,
+                        sent_at: cx.now,
+                    });
+                    self.next_seq += 1;
+                    cx.tally.sent += 1;
+                }
+                // Send buffer full: the writable edge resumes us.
+                Err(e) if is_would_block(&e) => return Step::Wait,
+                Err(e) if is_interrupted(&e) => continue,
+                // An ICMP error from an earlier datagram; this one was not
+                // sent. Count once, wait for the next turn.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    self.on_refused(cx);
+                    return Step::Wait;
+                }
+                Err(e) => return Step::Close(End::Io(e.kind())),
+            }
+        }
+        self.drained_step()
+    }
+
+    /// Replies arrived: receive until the socket is empty, match each to
+    /// its request, then send what the freed slots allow.
+    pub fn on_readable(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+        loop {
+            match self.socket.recv(scratch) {
+                Ok(n) => self.on_reply(&scratch[..n], cx),
+                // Queue drained: the next datagram raises a new edge.
+                Err(e) if is_would_block(&e) => break,
+                Err(e) if is_interrupted(&e) => continue,
+                // ICMP port unreachable for an earlier datagram.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => self.on_refused(cx),
+                Err(e) => return Step::Close(End::Io(e.kind())),
+            }
+        }
+        self.pump(scratch, cx)
+    }
+
+    /// Requests older than the reply timeout are lost; their slots free up.
+    pub fn on_tick(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+        let timeout = cx.settings.udp_reply_timeout;
+        while let Some(f) = self.in_flight.front() {
+            if cx.now.saturating_duration_since(f.sent_at) < timeout {
+                break;
+            }
+            self.in_flight.pop_front();
+            cx.tally.errors.lost += 1;
+        }
+        self.pump(scratch, cx)
+    }
+
+    fn may_send(&self, now: Instant) -> bool {
+        if self.state != ClientState::Running {
+            return false;
+        }
+        match self.pace {
+            Pace::Closed { pipeline } => self.in_flight.len() < pipeline,
+            Pace::Open { .. } => {
+                self.next_seq < self.pace.due_count(now)
+                    && self.in_flight.len() < OPEN_LOOP_MAX_IN_FLIGHT
+            }
+        }
+    }
+
+    fn on_reply(&mut self, reply: &[u8], cx: &mut Ctx<'_>) {
+        let expect = cx.settings.expect;
+        let size = cx.settings.size;
+        let Some(seq) = decode_seq(expect, reply) else {
+            cx.tally.errors.mismatch += 1;
+            cx.tally
+                .note(|| format!("udp {}: reply without a sequence number", self.id));
+            return;
+        };
+        let Some(i) = self.in_flight.iter().position(|f| f.seq == seq) else {
+            if seq >= self.next_seq {
+                cx.tally.errors.mismatch += 1;
+                cx.tally
+                    .note(|| format!("udp {}: reply to message {seq}, never sent", self.id));
+            }
+            // Otherwise a late reply to a request already counted lost.
+            return;
+        };
+        let flight = self.in_flight.remove(i).unwrap_or(Flight {
+            seq,
+            stamp: cx.now,
+            sent_at: cx.now,
+        });
+        let msg = Message { conn: self.id, seq };
+        if reply.len() != size || msg.check(expect, 0, reply).is_some() {
+            cx.tally.errors.mismatch += 1;
+            cx.tally.note(|| {
+                format!(
+                    "udp {}: reply to message {seq} is wrong ({} B, {size} B sent)",
+                    self.id,
+                    reply.len()
+                )
+            });
+        } else {
+            cx.tally.complete(flight.stamp, cx.now, &cx.window, size);
+        }
+    }
+
+    fn on_refused(&mut self, cx: &mut Ctx<'_>) {
+        if !self.is_refused {
+            self.is_refused = true;
+            cx.tally.errors.connect += 1;
+            let addr = self.socket.peer_addr().ok();
+            cx.tally
+                .note(|| format!("udp to {addr:?}: connection refused (ICMP port unreachable)"));
+        }
+    }
+
+    fn drained_step(&self) -> Step {
+        if self.state == ClientState::Draining && self.in_flight.is_empty() {
+            Step::Close(End::Done)
+        } else {
+            Step::Wait
+        }
+    }
+}
