@@ -11,6 +11,8 @@ pub mod conn;
 pub mod shutdown;
 pub mod token;
 pub mod udp;
+#[cfg(target_os = "linux")]
+pub mod udp_batch;
 
 use std::io;
 use std::net::SocketAddr;
