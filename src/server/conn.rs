@@ -554,6 +554,13 @@ pub(crate) mod tests {
         }
     }
 
+    impl<S> Connection<S> {
+        /// The fake socket, for a test to feed input or make room.
+        pub(crate) fn stream_mut(&mut self) -> &mut S {
+            &mut self.stream
+        }
+    }
+
     fn conn(input: &[u8], read_chunk: usize, write_room: usize) -> Connection<FakeStream> {
         Connection::new(
             FakeStream {

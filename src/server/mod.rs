@@ -7,6 +7,8 @@
 
 pub mod accept;
 pub mod conn;
+#[cfg(test)]
+mod conn_props;
 pub mod limits;
 pub mod shutdown;
 pub mod token;
