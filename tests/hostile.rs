@@ -57,6 +57,27 @@ fn round_trips(addr: SocketAddr, n: usize) -> Vec<Duration> {
     times
 }
 
+/// Round trips due every `interval`, open loop: each latency counts from
+/// when the probe was due, not when it was finally sent, so a stall delays
+/// every probe that fell due during it instead of hiding behind one slow
+/// reply (coordinated omission). Sorted.
+fn paced_round_trips(addr: SocketAddr, interval: Duration, n: u32) -> Vec<Duration> {
+    let mut s = connect(addr);
+    let start = Instant::now();
+    let mut times: Vec<Duration> = (0..n)
+        .map(|i| {
+            let due = start + interval * i;
+            // Pacing the probes is the measurement, not a synchronisation.
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let msg = format!("probe {i:06}\n");
+            assert_eq!(roundtrip(&mut s, msg.as_bytes()), msg.as_bytes());
+            due.elapsed()
+        })
+        .collect();
+    times.sort();
+    times
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
@@ -374,7 +395,9 @@ fn idle_server_sleeps_in_poll_with_the_idle_timeout_armed() {
 
 #[test]
 fn one_flooding_client_does_not_starve_the_others() {
-    let server = start_server(&[]);
+    // A deep user-space queue, so backpressure never stops the flooder's
+    // reads: only the fairness budget hands the loop to the others.
+    let server = start_server(&["--max-pending", "33554432"]);
     let addr = server.tcp_addr();
     let stop = Arc::new(AtomicBool::new(false));
     let flood = connect(addr);
@@ -416,7 +439,7 @@ fn one_flooding_client_does_not_starve_the_others() {
         echoed.load(Ordering::Relaxed) > 4 << 20
     });
     assert!(warmed, "the flood never got going");
-    let times = round_trips(addr, 300);
+    let times = paced_round_trips(addr, Duration::from_millis(2), 1000);
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
     let flooded = reader.join().expect("reader");
