@@ -70,23 +70,27 @@ impl Timeouts {
     /// Why a connection idle for `idle_for` ticks, whose pending output has
     /// been stuck for `stalled_for` (`None`: nothing pending), must close.
     ///
+    /// Ticks are whole tenths since the server started, so a span of `n`
+    /// ticks may be up to one tick short in real time: a timeout fires only
+    /// past its limit, and a connection never goes before its time.
+    ///
     /// ```
     /// use echo_reactor::server::conn::CloseReason;
     /// use echo_reactor::server::limits::Timeouts;
     /// let t = Timeouts { idle: Some(50), write: Some(20) };
-    /// assert_eq!(t.expiry(49, None), None);
-    /// assert_eq!(t.expiry(50, None), Some(CloseReason::IdleTimeout));
+    /// assert_eq!(t.expiry(50, None), None);
+    /// assert_eq!(t.expiry(51, None), Some(CloseReason::IdleTimeout));
     /// assert_eq!(t.expiry(25, Some(25)), Some(CloseReason::WriteTimeout));
     /// ```
     pub fn expiry(&self, idle_for: Tick, stalled_for: Option<Tick>) -> Option<CloseReason> {
         // A stuck writer is the more specific story: name that one.
         if let (Some(limit), Some(stalled)) = (self.write, stalled_for) {
-            if stalled >= limit {
+            if stalled > limit {
                 return Some(CloseReason::WriteTimeout);
             }
         }
         match self.idle {
-            Some(limit) if idle_for >= limit => Some(CloseReason::IdleTimeout),
+            Some(limit) if idle_for > limit => Some(CloseReason::IdleTimeout),
             _ => None,
         }
     }
@@ -266,18 +270,18 @@ mod tests {
             idle: Some(100),
             write: Some(600),
         };
-        assert_eq!(t.expiry(99, None), None);
-        assert_eq!(t.expiry(100, None), Some(CloseReason::IdleTimeout));
+        assert_eq!(t.expiry(100, None), None, "not before its time");
+        assert_eq!(t.expiry(101, None), Some(CloseReason::IdleTimeout));
         // Stuck below the write timeout but idle long enough: still idle.
-        assert_eq!(t.expiry(100, Some(100)), Some(CloseReason::IdleTimeout));
+        assert_eq!(t.expiry(101, Some(101)), Some(CloseReason::IdleTimeout));
         let write_only = Timeouts {
             idle: None,
             write: Some(600),
         };
         assert_eq!(write_only.expiry(10_000, None), None, "idle is off");
-        assert_eq!(write_only.expiry(599, Some(599)), None);
+        assert_eq!(write_only.expiry(600, Some(600)), None);
         assert_eq!(
-            write_only.expiry(600, Some(600)),
+            write_only.expiry(601, Some(601)),
             Some(CloseReason::WriteTimeout)
         );
     }
