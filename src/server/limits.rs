@@ -254,6 +254,51 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::conn::tests::{FakeStream, Harness};
+    use crate::server::conn::{Connection, Ctx, Progress};
+
+    fn at(h: &mut Harness, now: Tick) -> Ctx<'_> {
+        let mut cx = h.cx();
+        cx.now = now;
+        cx
+    }
+
+    #[test]
+    fn stall_clock_starts_when_output_backs_up_and_restarts_on_progress() {
+        let mut h = Harness::new(64);
+        let stream = FakeStream {
+            input: b"0123456789abcdef".to_vec(),
+            read_chunk: 64,
+            write_room: 4,
+            ..FakeStream::default()
+        };
+        let mut c = Connection::new(stream, 0);
+        assert_eq!(c.stalled_for(5), None, "nothing pending, nothing stalled");
+        assert_eq!(c.on_readable(&mut at(&mut h, 10)), Progress::Wait);
+        assert_eq!(c.pending_len(), 12);
+        assert_eq!(c.stalled_for(30), Some(20));
+        let t = Timeouts {
+            idle: None,
+            write: Some(20),
+        };
+        assert_eq!(t.expiry(c.idle_for(30), c.stalled_for(30)), None);
+        assert_eq!(
+            t.expiry(c.idle_for(31), c.stalled_for(31)),
+            Some(CloseReason::WriteTimeout)
+        );
+        // The peer reads a little: the clock restarts.
+        c.stream_mut().write_room = 4;
+        assert_eq!(c.on_writable(&mut at(&mut h, 40)), Progress::Wait);
+        assert_eq!(c.stalled_for(45), Some(5));
+        c.stream_mut().write_room = 100;
+        c.on_writable(&mut at(&mut h, 50));
+        assert_eq!(c.stalled_for(500), None);
+        assert_eq!(c.idle_for(60), 10);
+        assert_eq!(
+            c.expire(CloseReason::IdleTimeout),
+            Progress::Close(CloseReason::IdleTimeout)
+        );
+    }
 
     #[test]
     fn durations_round_up_to_ticks_and_zero_is_off() {
