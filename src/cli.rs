@@ -77,6 +77,20 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
+    /// Close a connection with no traffic either way for this many seconds
+    /// (with FIN; 0: never)
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+
+    /// Reset a connection whose pending output has not moved for this many
+    /// seconds: its peer stopped reading (0: never)
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub write_timeout: Duration,
+
+    /// Answer each UDP source address at most this many datagrams per
+    /// second (bursts of one second's worth); the excess is dropped and counted
+    #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub udp_rate_limit: Option<u32>,
 
     /// Skip the read that would only return WouldBlock after a short read
     /// (sound on Linux's epoll; default on there)
@@ -104,6 +118,9 @@ impl ServeArgs {
                 .max_connections
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             shutdown_timeout: self.shutdown_timeout,
+            idle_timeout: nonzero(self.idle_timeout),
+            write_timeout: nonzero(self.write_timeout),
+            udp_rate_limit: self.udp_rate_limit,
             handle_signals: true,
             reuse_port: false,
         }
@@ -252,6 +269,11 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
         .ok()
         .filter(|x| (0.0..=100.0).contains(x))
         .ok_or_else(|| format!("invalid percentage '{s}': expected a number from 0 to 100"))
+}
+
+/// Zero seconds means "off" for the timeouts.
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
 }
 
 /// Parses `IP:PORT` (`127.0.0.1:7007`, `[::1]:7007`) or `localhost:PORT`.
@@ -414,6 +436,33 @@ mod tests {
         assert_eq!(config.backlog, 1024);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(config.service.name(), "echo");
+        assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.write_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(config.udp_rate_limit, None);
+    }
+
+    #[test]
+    fn timeouts_and_rate_limit_parse_and_zero_turns_a_timeout_off() {
+        let c = serve(&[
+            "--idle-timeout",
+            "2.5",
+            "--write-timeout",
+            "0",
+            "--udp-rate-limit",
+            "100",
+        ])
+        .unwrap()
+        .to_config();
+        assert_eq!(c.idle_timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(c.write_timeout, None);
+        assert_eq!(c.udp_rate_limit, Some(100));
+        for bad in [
+            &["--udp-rate-limit", "0"][..],
+            &["--idle-timeout", "-1"],
+            &["--write-timeout", "later"],
+        ] {
+            assert_eq!(serve(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

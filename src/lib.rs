@@ -15,11 +15,13 @@
 //! | [`server::token`] | which token names which source |
 //! | [`server::accept`] | accepting, the connection cap, pausing on fd exhaustion |
 //! | [`server::conn`] | one TCP connection: read, answer, write, half-close |
+//! | [`server::limits`] | idle and write timeouts (coarse sweep), UDP admission |
 //! | [`server::udp`] | UDP: one reply per datagram, drop and count |
 //! | [`server::shutdown`] | signals and the bounded drain |
 //! | [`mode`] | the `Service` interface and the built-in modes; no IO |
 //! | [`buffer`] | bounded pending output and its watermarks; no IO |
 //! | [`net`] | socket setup and `io::Error` predicates |
+//! | [`ratelimit`] | per-source token buckets in a bounded table; no IO |
 //! | [`stats`] | the loop's counters and the final report |
 //! | [`cli`] | command-line types and parsing; no IO |
 //! | [`load`] | the load generator: its loop, clients, payloads, report |
@@ -49,6 +51,7 @@ pub mod cli;
 pub mod load;
 pub mod mode;
 pub mod net;
+pub mod ratelimit;
 pub mod server;
 pub mod stats;
 

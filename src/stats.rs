@@ -21,6 +21,10 @@ pub struct Stats {
     pub tcp_io_errors: u64,
     /// Of those closed: still open when shutdown ran out of time.
     pub tcp_forced_closes: u64,
+    /// Of those closed: no traffic either way for `--idle-timeout`.
+    pub tcp_idle_timeouts: u64,
+    /// Of those closed: pending output did not move for `--write-timeout`.
+    pub tcp_write_timeouts: u64,
     /// Connections accepted and closed at once because the cap was reached.
     pub tcp_rejected: u64,
     /// `accept` failures other than an empty backlog.
@@ -37,6 +41,11 @@ pub struct Stats {
     pub udp_replies_dropped: u64,
     /// UDP receive or send errors.
     pub udp_errors: u64,
+    /// UDP datagrams dropped unanswered because their source port is 0 or a
+    /// simple-service port (7, 9, 13, 19, 37): loop and reflection guard.
+    pub udp_refused_ports: u64,
+    /// UDP datagrams dropped unanswered by `--udp-rate-limit`.
+    pub udp_rate_limited: u64,
 }
 
 impl Stats {
@@ -47,6 +56,8 @@ impl Stats {
             CloseReason::Reset => self.tcp_resets += 1,
             CloseReason::Io(_) => self.tcp_io_errors += 1,
             CloseReason::ShutdownDeadline => self.tcp_forced_closes += 1,
+            CloseReason::IdleTimeout => self.tcp_idle_timeouts += 1,
+            CloseReason::WriteTimeout => self.tcp_write_timeouts += 1,
             CloseReason::PeerClosed | CloseReason::Shutdown => {}
         }
     }
@@ -59,6 +70,8 @@ impl Stats {
             tcp_resets,
             tcp_io_errors,
             tcp_forced_closes,
+            tcp_idle_timeouts,
+            tcp_write_timeouts,
             tcp_rejected,
             accept_errors,
             bytes_in,
@@ -67,12 +80,16 @@ impl Stats {
             udp_datagrams_out,
             udp_replies_dropped,
             udp_errors,
+            udp_refused_ports,
+            udp_rate_limited,
         } = *other;
         self.tcp_accepted += tcp_accepted;
         self.tcp_closed += tcp_closed;
         self.tcp_resets += tcp_resets;
         self.tcp_io_errors += tcp_io_errors;
         self.tcp_forced_closes += tcp_forced_closes;
+        self.tcp_idle_timeouts += tcp_idle_timeouts;
+        self.tcp_write_timeouts += tcp_write_timeouts;
         self.tcp_rejected += tcp_rejected;
         self.accept_errors += accept_errors;
         self.bytes_in += bytes_in;
@@ -81,22 +98,29 @@ impl Stats {
         self.udp_datagrams_out += udp_datagrams_out;
         self.udp_replies_dropped += udp_replies_dropped;
         self.udp_errors += udp_errors;
+        self.udp_refused_ports += udp_refused_ports;
+        self.udp_rate_limited += udp_rate_limited;
     }
 }
 
 impl fmt::Display for Stats {
     /// One line, grep-friendly: `tcp accepted 3 closed 3 (reset 0, error 0,
-    /// forced 0) rejected 0, bytes in 12 out 12; udp in 2 out 2 dropped 0 errors 0`.
+    /// forced 0, idle 0, stalled 0) rejected 0, bytes in 12 out 12; udp in 2
+    /// out 2 dropped 0 errors 0 refused-port 0 rate-limited 0`. Every
+    /// rejection, drop and forced close has its place here.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "tcp accepted {} closed {} (reset {}, error {}, forced {}) rejected {}, \
-             bytes in {} out {}; udp in {} out {} dropped {} errors {}",
+            "tcp accepted {} closed {} (reset {}, error {}, forced {}, idle {}, stalled {}) \
+             rejected {}, bytes in {} out {}; \
+             udp in {} out {} dropped {} errors {} refused-port {} rate-limited {}",
             self.tcp_accepted,
             self.tcp_closed,
             self.tcp_resets,
             self.tcp_io_errors,
             self.tcp_forced_closes,
+            self.tcp_idle_timeouts,
+            self.tcp_write_timeouts,
             self.tcp_rejected,
             self.bytes_in,
             self.bytes_out,
@@ -104,6 +128,8 @@ impl fmt::Display for Stats {
             self.udp_datagrams_out,
             self.udp_replies_dropped,
             self.udp_errors,
+            self.udp_refused_ports,
+            self.udp_rate_limited,
         )
     }
 }
@@ -119,15 +145,45 @@ mod tests {
         s.record_close(&CloseReason::Reset);
         s.record_close(&CloseReason::Io(std::io::ErrorKind::TimedOut));
         s.record_close(&CloseReason::ShutdownDeadline);
+        s.record_close(&CloseReason::IdleTimeout);
+        s.record_close(&CloseReason::WriteTimeout);
         assert_eq!(
             (
                 s.tcp_closed,
                 s.tcp_resets,
                 s.tcp_io_errors,
-                s.tcp_forced_closes
+                s.tcp_forced_closes,
+                s.tcp_idle_timeouts,
+                s.tcp_write_timeouts,
             ),
-            (4, 1, 1, 1)
+            (6, 1, 1, 1, 1, 1)
         );
+    }
+
+    #[test]
+    fn every_rejection_drop_and_forced_close_shows_in_the_report() {
+        let s = Stats {
+            tcp_forced_closes: 11,
+            tcp_idle_timeouts: 12,
+            tcp_write_timeouts: 13,
+            tcp_rejected: 14,
+            udp_replies_dropped: 15,
+            udp_refused_ports: 16,
+            udp_rate_limited: 17,
+            ..Stats::default()
+        };
+        let line = s.to_string();
+        for needle in [
+            "forced 11",
+            "idle 12",
+            "stalled 13",
+            "rejected 14",
+            "dropped 15",
+            "refused-port 16",
+            "rate-limited 17",
+        ] {
+            assert!(line.contains(needle), "{needle} missing from: {line}");
+        }
     }
 
     #[test]

@@ -65,7 +65,10 @@ impl Server {
             match listener.socket.accept() {
                 Ok((stream, peer)) => self.on_accepted(stream, peer),
                 // Backlog empty: the next connect raises a new edge.
-                Err(e) if is_would_block(&e) => return,
+                Err(e) if is_would_block(&e) => {
+                    self.end_episodes();
+                    return;
+                }
                 Err(e) if is_interrupted(&e) => continue,
                 // The client gave up while waiting in the backlog.
                 Err(e) if is_peer_gone(&e) => continue,
@@ -81,9 +84,6 @@ impl Server {
     }
 
     fn on_accepted(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        if self.in_fd_episode_ended() {
-            info!("accepting resumed: descriptors available again");
-        }
         if self.conns.len() >= self.max_connections || self.conns.vacant_key() > token::MAX_CONN_KEY
         {
             self.stats.tcp_rejected += 1;
@@ -96,10 +96,6 @@ impl Server {
             }
             debug!("{peer}: rejected: connection cap");
             return; // dropping the stream closes it: the client sees EOF
-        }
-        if self.accept.in_cap_episode {
-            self.accept.in_cap_episode = false;
-            info!("below the connection cap again ({} open)", self.conns.len());
         }
         // Echo replies are small and latency-bound: do not let Nagle hold
         // them back waiting for an ACK.
@@ -126,9 +122,21 @@ impl Server {
         debug!("conn {key} {peer}: accepted");
     }
 
-    /// Ends a descriptor-exhaustion episode if one was under way.
-    fn in_fd_episode_ended(&mut self) -> bool {
-        std::mem::take(&mut self.accept.in_fd_episode)
+    /// The backlog is drained: an episode of running out (descriptors, or
+    /// room under the cap) is over. Ending it here, not at the first
+    /// successful accept, keeps a full backlog that is served one close at
+    /// a time to one warning instead of one per close.
+    fn end_episodes(&mut self) {
+        if std::mem::take(&mut self.accept.in_fd_episode) {
+            info!(
+                "accepting resumed: backlog drained ({} open)",
+                self.conns.len()
+            );
+        }
+        if self.accept.in_cap_episode && self.conns.len() < self.max_connections {
+            self.accept.in_cap_episode = false;
+            info!("below the connection cap again ({} open)", self.conns.len());
+        }
     }
 
     fn pause_accepting(&mut self, e: &io::Error) {

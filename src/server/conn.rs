@@ -30,11 +30,25 @@ pub trait Stream: Read + Write {
     ///
     /// What the OS says; `NotConnected` once the peer has reset.
     fn shutdown_write(&self) -> io::Result<()>;
+
+    /// Makes the coming close a reset (`SO_LINGER` 0), so the kernel drops
+    /// output the peer will never read instead of holding it for minutes.
+    ///
+    /// # Errors
+    ///
+    /// What the OS says; the caller closes either way.
+    fn reset_on_close(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Stream for mio::net::TcpStream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    fn reset_on_close(&self) -> io::Result<()> {
+        socket2::SockRef::from(self).set_linger(Some(std::time::Duration::ZERO))
     }
 }
 
@@ -60,6 +74,11 @@ pub enum CloseReason {
     Shutdown,
     /// The server shut down and the shutdown timeout passed first.
     ShutdownDeadline,
+    /// No bytes moved either way for `--idle-timeout`; closed with FIN.
+    IdleTimeout,
+    /// Pending output did not move for `--write-timeout` (a peer that does
+    /// not read); closed with a reset, dropping what it never took.
+    WriteTimeout,
     /// Any other IO error.
     Io(io::ErrorKind),
 }
@@ -71,6 +90,8 @@ impl fmt::Display for CloseReason {
             CloseReason::Reset => f.write_str("reset by peer"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::ShutdownDeadline => f.write_str("shutdown deadline passed"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::WriteTimeout => f.write_str("write timeout: peer not reading"),
             CloseReason::Io(kind) => write!(f, "io error: {kind}"),
         }
     }
@@ -139,6 +160,8 @@ pub struct Connection<S = mio::net::TcpStream> {
     bytes_out: u64,
     opened: Tick,
     last_active: Tick,
+    /// When pending output last moved or began; a stall counts from here.
+    output_moved: Tick,
     state: ConnState,
     /// Reading stopped because of pending output (backpressure).
     is_paused: bool,
@@ -160,6 +183,7 @@ impl<S: Stream> Connection<S> {
             bytes_out: 0,
             opened: now,
             last_active: now,
+            output_moved: now,
             state: ConnState::Open,
             is_paused: false,
             is_deferred: false,
@@ -220,6 +244,23 @@ impl<S: Stream> Connection<S> {
         now.wrapping_sub(self.last_active)
     }
 
+    /// Ticks since pending output last moved; `None` while nothing is pending.
+    pub fn stalled_for(&self, now: Tick) -> Option<Tick> {
+        (!self.pending.is_empty()).then(|| now.wrapping_sub(self.output_moved))
+    }
+
+    /// Closes on the loop's initiative (a timeout): FIN after what the
+    /// kernel holds, or a reset for [`CloseReason::WriteTimeout`], whose
+    /// peer would never read the rest.
+    pub fn expire(&mut self, reason: CloseReason) -> Progress {
+        if reason == CloseReason::WriteTimeout {
+            // Failing leaves an ordinary close: still closed, just slower to free.
+            let _ = self.stream.reset_on_close();
+            return Progress::Close(reason);
+        }
+        self.finish(reason)
+    }
+
     fn set_state(&mut self, key: usize, to: ConnState) {
         trace!("conn {key}: state {:?} -> {to:?}", self.state);
         self.state = to;
@@ -278,8 +319,14 @@ impl<S: Stream> Connection<S> {
             cx.stats.bytes_in += n as u64;
             self.last_active = cx.now;
             if cx.service.on_data(&mut cx.scratch[..n]) == Reply::Same {
+                let (was_empty, out_before) = (self.pending.is_empty(), self.bytes_out);
                 if let Err(reason) = self.send(cx.key, &cx.scratch[..n], cx.stats) {
                     return Progress::Close(reason);
+                }
+                // A stall is measured from the last write that moved bytes,
+                // or from when output began to wait.
+                if was_empty || self.bytes_out != out_before {
+                    self.output_moved = cx.now;
                 }
             }
             if cx.limits.short_read && n < cx.scratch.len() && !self.is_hangup_reported {
@@ -301,6 +348,7 @@ impl<S: Stream> Connection<S> {
         }
         if self.bytes_out != written_before {
             self.last_active = cx.now;
+            self.output_moved = cx.now;
         }
         match self.state {
             ConnState::Open if self.is_paused => {
@@ -517,6 +565,13 @@ pub(crate) mod tests {
                 stats: &mut self.stats,
                 now: 0,
             }
+        }
+    }
+
+    impl<S> Connection<S> {
+        /// The fake socket, for a test to feed input or make room.
+        pub(crate) fn stream_mut(&mut self) -> &mut S {
+            &mut self.stream
         }
     }
 

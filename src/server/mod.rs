@@ -8,6 +8,9 @@
 pub mod accept;
 pub mod cluster;
 pub mod conn;
+#[cfg(test)]
+mod conn_props;
+pub mod limits;
 pub mod shutdown;
 pub mod token;
 pub mod udp;
@@ -31,6 +34,7 @@ use crate::net::{self, BindError, BindOptions};
 use crate::stats::Stats;
 use accept::AcceptState;
 use conn::{CloseReason, Connection, Ctx, Limits, Progress, Tick};
+use limits::{Sweep, Timeouts, UdpGuard};
 use shutdown::Drain;
 use token::Source;
 
@@ -67,6 +71,12 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// How long shutdown waits for pending output to drain.
     pub shutdown_timeout: Duration,
+    /// Close a connection with no traffic either way for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose pending output has not moved for this long.
+    pub write_timeout: Option<Duration>,
+    /// Answer each UDP source at most this many datagrams per second.
+    pub udp_rate_limit: Option<u32>,
     /// Listen for SIGINT and SIGTERM (the binary does; embedders may not).
     pub handle_signals: bool,
     /// Set `SO_REUSEPORT` so several loops can bind the same addresses.
@@ -76,7 +86,8 @@ pub struct ServerConfig {
 }
 
 impl Default for ServerConfig {
-    /// No sockets yet, echo mode, backlog 1024, 5 s shutdown timeout.
+    /// No sockets yet, echo mode, backlog 1024, 5 s shutdown timeout, 60 s
+    /// write timeout, no idle timeout, no UDP rate limit.
     fn default() -> Self {
         ServerConfig {
             tcp: Vec::new(),
@@ -87,6 +98,9 @@ impl Default for ServerConfig {
             short_read: cfg!(target_os = "linux"),
             max_connections: None,
             shutdown_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+            write_timeout: Some(Duration::from_secs(60)),
+            udp_rate_limit: None,
             handle_signals: false,
             reuse_port: false,
         }
@@ -174,6 +188,9 @@ pub struct Server {
     shutdown_timeout: Duration,
     stats: Stats,
     accept: AcceptState,
+    /// Idle and write timeouts, swept about once a second.
+    sweep: Sweep,
+    udp_guard: UdpGuard,
     drain: Option<Drain>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     waker: Arc<Waker>,
@@ -257,6 +274,8 @@ impl Server {
             shutdown_timeout: config.shutdown_timeout,
             stats: Stats::default(),
             accept: AcceptState::default(),
+            sweep: Sweep::new(Timeouts::new(config.idle_timeout, config.write_timeout)),
+            udp_guard: UdpGuard::new(config.udp_rate_limit),
             drain: None,
             signals,
             waker: Arc::new(waker),
@@ -345,6 +364,7 @@ impl Server {
         [
             self.accept.resume_at(),
             self.drain.as_ref().map(Drain::deadline),
+            self.sweep.next_at(),
         ]
         .into_iter()
         .flatten()
@@ -456,6 +476,7 @@ impl Server {
         if self.drain.is_some() {
             self.on_drain_timer(now);
         }
+        self.on_sweep_timer(now);
     }
 
     /// Closes connection `key`: logs its story, counts it, and retries

@@ -26,7 +26,9 @@ impl Server {
                 Ok((len, from)) => {
                     trace!("udp {i}: {len} B from {from}");
                     self.stats.udp_datagrams_in += 1;
-                    self.reply(i, len, from);
+                    if self.admit_datagram(i, from) {
+                        self.reply(i, len, from);
+                    }
                 }
                 // Queue drained: the next datagram raises a new edge.
                 Err(e) if is_would_block(&e) => return,
