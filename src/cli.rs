@@ -92,6 +92,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..))]
     pub udp_rate_limit: Option<u32>,
 
+    /// Receive and answer UDP in batches of up to 32 datagrams per syscall
+    /// (recvmmsg/sendmmsg; Linux only)
+    #[arg(long, value_name = "BOOL", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub udp_batch: bool,
+
     /// Skip the read that would only return WouldBlock after a short read
     /// (sound on Linux's epoll; default on there)
     #[arg(long, value_name = "BOOL", default_value_t = cfg!(target_os = "linux"),
@@ -121,6 +127,7 @@ impl ServeArgs {
             idle_timeout: nonzero(self.idle_timeout),
             write_timeout: nonzero(self.write_timeout),
             udp_rate_limit: self.udp_rate_limit,
+            udp_batch: self.udp_batch,
             handle_signals: true,
             reuse_port: false,
         }
