@@ -11,17 +11,20 @@
 //! Both clients run closed loop, one 64-byte message in flight per
 //! connection, and check every reply byte.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[allow(dead_code)]
+mod support;
 
 use echo_reactor::load::payload::Message;
 use echo_reactor::load::{self, LoadConfig, Proto, Target};
 use echo_reactor::Mode;
 use hdrhistogram::Histogram;
+use support::ServerChild;
 
 const SIZE: usize = 64;
 const SCENARIOS: [usize; 3] = [50, 500, 5000];
@@ -50,7 +53,7 @@ fn main() {
     } else {
         only
     };
-    let mut server = ServerChild::start();
+    let mut server = ServerChild::start(&[]);
     println!(
         "{:>6}  {:<22} {:>10} {:>12} {:>9} {:>7}",
         "conns", "client", "msgs/s", "cpu us/msg", "p99 us", "errors"
@@ -250,44 +253,4 @@ fn cpu_time() -> Duration {
         Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
     };
     tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// `echo-reactor serve` in its own process, so its CPU is not ours.
-struct ServerChild {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ServerChild {
-    fn start() -> ServerChild {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
-            .args(["serve", "--tcp", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn echo-reactor serve");
-        let stdout = child.stdout.take().expect("piped");
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let addr = line
-            .trim()
-            .strip_prefix("listening on tcp://")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no listening line from the server: {line:?}"));
-        ServerChild { child, addr }
-    }
-
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServerChild {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -23,6 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[allow(dead_code)]
+mod support;
+
+use support::{cpu_ns, rss_bytes};
+
 const OURS: &str = env!("CARGO_BIN_EXE_echo-reactor");
 
 fn main() {
@@ -220,27 +225,6 @@ fn all_servers(c: &Option<PathBuf>, with_threaded: bool) -> Vec<Sut> {
 }
 
 // ------------------------------------------------------------ measuring
-
-/// Nanoseconds the process has spent on a CPU, all threads.
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 /// What one `echo-reactor load --json` run reported.
 #[derive(Debug, Default, Clone, Copy)]
