@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo bench --bench reactor                 # every scenario
-//! cargo bench --bench reactor -- syscalls     # rate | cpu | syscalls | memory | bulk | udp | threads
+//! cargo bench --bench reactor -- syscalls     # rate | cpu | syscalls | memory | bulk | udp | threads | many
 //! ```
 //!
 //! It prints figures and asserts none: this machine is shared and noisy,
@@ -64,6 +64,9 @@ fn main() {
     }
     if run("threads") {
         scenario_threads();
+    }
+    if run("many") {
+        scenario_many();
     }
 }
 
@@ -230,6 +233,8 @@ fn all_servers(c: &Option<PathBuf>, with_threaded: bool) -> Vec<Sut> {
 #[derive(Debug, Default, Clone, Copy)]
 struct Load {
     messages: f64,
+    /// Every message sent, ramp and drain included.
+    sent: f64,
     msgs_per_sec: f64,
     p99_us: f64,
     errors: f64,
@@ -279,13 +284,16 @@ fn load(url: &str, args: &[&str]) -> Load {
         }
         reader.join().unwrap_or_default()
     };
-    let errors = ["connect", "reset", "timeout", "mismatch", "lost"]
-        .iter()
-        .map(|k| json_number(&out, k))
-        .filter(|v| v.is_finite())
-        .sum();
+    let errors = [
+        "connect", "reset", "timeout", "mismatch", "lost", "closed", "io",
+    ]
+    .iter()
+    .map(|k| json_number(&out, k))
+    .filter(|v| v.is_finite())
+    .sum();
     Load {
         messages: json_number(&out, "messages"),
+        sent: json_number(&out, "sent"),
         msgs_per_sec: json_number(&out, "msgs_per_sec"),
         p99_us: json_number(&out, "p99"),
         errors,
@@ -293,20 +301,33 @@ fn load(url: &str, args: &[&str]) -> Load {
     }
 }
 
-/// Counts the syscalls `pid` makes over `secs` with perf; `None` when perf
-/// is missing or not permitted.
-fn count_syscalls(pid: u32, secs: f64) -> Option<u64> {
-    let out = Command::new("perf")
+/// Counts the syscalls `pid` makes while `during` runs, with perf; `None`
+/// when perf is missing or not permitted.
+fn count_syscalls<T>(pid: u32, during: impl FnOnce() -> T) -> (Option<u64>, T) {
+    let perf = Command::new("perf")
         .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p"])
         .arg(pid.to_string())
-        .args(["--", "sleep", &format!("{secs}")])
-        .output()
-        .ok()?;
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(perf) = perf else {
+        return (None, during());
+    };
+    // Let perf attach before the traffic starts.
+    std::thread::sleep(Duration::from_millis(300));
+    let result = during();
+    // SAFETY: kill(2) on our own child; SIGINT makes perf print and exit.
+    unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+    let Ok(out) = perf.wait_with_output() else {
+        return (None, result);
+    };
     let text = String::from_utf8_lossy(&out.stderr);
-    text.lines()
+    let count = text
+        .lines()
         .find(|l| l.contains("raw_syscalls:sys_enter"))
         .and_then(|l| l.split(',').next())
-        .and_then(|n| n.trim().parse().ok())
+        .and_then(|n| n.trim().parse().ok());
+    (count, result)
 }
 
 fn print_header(title: &str, cols: &[&str]) {
@@ -416,23 +437,16 @@ fn scenario_syscalls(c: &Option<PathBuf>) {
         }
         for sut in servers {
             let url = format!("tcp://{}", sut.tcp);
-            let pid = sut.pid();
-            let counter = std::thread::spawn(move || {
-                // Count over the middle of the run, away from ramp-up and drain.
-                std::thread::sleep(Duration::from_secs(1));
-                count_syscalls(pid, 3.0)
+            // The whole run, connection setup included (a handful of
+            // syscalls per connection, under 0.01 per message), divided by
+            // every message the generator sent and got back.
+            let (count, r) = count_syscalls(sut.pid(), || {
+                load(
+                    &url,
+                    &["--connections", &conns.to_string(), "--duration", "5"],
+                )
             });
-            let before = Instant::now();
-            let r = load(
-                &url,
-                &["--connections", &conns.to_string(), "--duration", "5"],
-            );
-            let elapsed = before.elapsed().as_secs_f64().max(5.0);
-            let per_msg = counter.join().ok().flatten().map(|n| {
-                // Messages in the 3 s window, from the run's average rate.
-                let _ = elapsed;
-                n as f64 / (r.msgs_per_sec * 3.0)
-            });
+            let per_msg = count.map(|n| n as f64 / r.sent);
             match per_msg {
                 Some(v) => println!("| {conns} | {} | {v:.3} |", sut.name),
                 None => println!("| {conns} | {} | (perf not available) |", sut.name),
@@ -633,4 +647,58 @@ fn scenario_threads() {
             r.gen_cpu_ns as f64 / 1e9
         );
     }
+}
+
+/// 19,000 connections held for 60 s, every reply verified: as many as fit
+/// under a 20,000-descriptor limit per process, with the generator's
+/// connections split over two loops.
+fn scenario_many() {
+    let conns = 19_000;
+    print_header(
+        &format!("{conns} concurrent connections for 60 s (generator: --threads 2)"),
+        &[
+            "server",
+            "msgs/s",
+            "p99 us",
+            "errors",
+            "peak fds",
+            "peak RSS MiB",
+        ],
+    );
+    let sut = start_ours("echo-reactor", &[]);
+    let pid = sut.pid();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let (mut fds, mut rss) = (0, 0);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                fds = fds.max(support::fd_count(pid));
+                rss = rss.max(rss_bytes(pid));
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            (fds, rss)
+        })
+    };
+    let r = load(
+        &format!("tcp://{}", sut.tcp),
+        &[
+            "--connections",
+            &conns.to_string(),
+            "--threads",
+            "2",
+            "--duration",
+            "60",
+        ],
+    );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (fds, rss) = sampler.join().unwrap_or((0, 0));
+    println!(
+        "| {} | {:.0} | {:.0} | {} | {fds} | {:.1} |",
+        sut.name,
+        r.msgs_per_sec,
+        r.p99_us,
+        r.errors,
+        rss as f64 / (1 << 20) as f64
+    );
 }
