@@ -49,7 +49,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub udp: Vec<SocketAddr>,
 
-    /// What to answer: echo (bytes unchanged) or upper (ASCII a-z uppercased)
+    /// What to answer: echo (bytes unchanged), upper (ASCII a-z
+    /// uppercased), discard (RFC 863), chargen (RFC 864), daytime (RFC 867)
+    /// or time (RFC 868)
     #[arg(long, value_name = "MODE", default_value = "echo", value_parser = parse_mode)]
     pub mode: Mode,
 
@@ -92,6 +94,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..))]
     pub udp_rate_limit: Option<u32>,
 
+    /// Let UDP replies be larger than their requests (chargen's random
+    /// 0-512 characters, daytime to short requests): makes the server a
+    /// reflection amplifier for spoofed requests
+    #[arg(long)]
+    pub udp_allow_amplification: bool,
+
     /// Receive and answer UDP in batches of up to 32 datagrams per syscall
     /// (recvmmsg/sendmmsg; Linux only)
     #[arg(long, value_name = "BOOL", default_value_t = false,
@@ -127,6 +135,7 @@ impl ServeArgs {
             idle_timeout: nonzero(self.idle_timeout),
             write_timeout: nonzero(self.write_timeout),
             udp_rate_limit: self.udp_rate_limit,
+            udp_allow_amplification: self.udp_allow_amplification,
             udp_batch: self.udp_batch,
             handle_signals: true,
             reuse_port: false,
@@ -170,7 +179,7 @@ pub struct LoadArgs {
     pub rate: Option<f64>,
 
     /// What the server should answer: echo or upper
-    #[arg(long, value_name = "MODE", default_value = "echo", value_parser = parse_mode)]
+    #[arg(long, value_name = "MODE", default_value = "echo", value_parser = parse_expect)]
     pub expect: Mode,
 
     /// New connections per second [default: as fast as the loop can, a
@@ -316,6 +325,16 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 /// The names of the known modes.
 pub fn parse_mode(s: &str) -> Result<Mode, String> {
     s.parse::<Mode>().map_err(|e| e.to_string())
+}
+
+/// Parses a load `--expect` name: only the modes that answer byte for
+/// byte can be checked.
+pub fn parse_expect(s: &str) -> Result<Mode, String> {
+    match s.parse::<Mode>() {
+        Ok(m) if m.is_byte_transform() => Ok(m),
+        Ok(m) => Err(format!("cannot check a {m} server: expected echo or upper")),
+        Err(_) => Err(format!("unknown mode '{s}' (expected echo or upper)")),
+    }
 }
 
 /// Parses seconds, whole or fractional (`5`, `0.25`), into a `Duration`.

@@ -55,6 +55,6 @@ pub mod ratelimit;
 pub mod server;
 pub mod stats;
 
-pub use mode::{Mode, Reply, Service};
+pub use mode::{Mode, Opening, Reply, Service};
 pub use server::{Server, ServerConfig, ServerError, ServerHandle};
 pub use stats::Stats;

@@ -58,7 +58,7 @@ impl Stats {
             CloseReason::ShutdownDeadline => self.tcp_forced_closes += 1,
             CloseReason::IdleTimeout => self.tcp_idle_timeouts += 1,
             CloseReason::WriteTimeout => self.tcp_write_timeouts += 1,
-            CloseReason::PeerClosed | CloseReason::Shutdown => {}
+            CloseReason::PeerClosed | CloseReason::Shutdown | CloseReason::Done => {}
         }
     }
 

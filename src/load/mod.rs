@@ -155,6 +155,12 @@ impl LoadConfig {
             }
             _ => {}
         }
+        if !self.expect.is_byte_transform() {
+            return bad(format!(
+                "expect must be echo or upper: a {} server does not answer byte for byte",
+                self.expect
+            ));
+        }
         if self.pipeline == 0 {
             return bad("pipeline must be at least 1".into());
         }

@@ -98,10 +98,12 @@ impl Message {
 }
 
 /// What a server in mode `expect` answers for the payload byte `sent`.
+/// Only echo and upper answer byte for byte (the load configuration
+/// refuses the others); anything else is checked as echo.
 pub fn transform(expect: Mode, sent: u8) -> u8 {
     match expect {
-        Mode::Echo => sent,
         Mode::Upper => sent.to_ascii_uppercase(),
+        _ => sent,
     }
 }
 

@@ -120,6 +120,8 @@ impl Server {
         entry.insert(Connection::new(stream, self.now));
         self.stats.tcp_accepted += 1;
         debug!("conn {key} {peer}: accepted");
+        // The service may speak first (daytime, time).
+        self.drive(key, Connection::on_open);
     }
 
     /// The backlog is drained: an episode of running out (descriptors, or

@@ -13,7 +13,7 @@ use std::net::Shutdown;
 use log::trace;
 
 use crate::buffer::{PendingOutput, Watermarks};
-use crate::mode::{Reply, Service};
+use crate::mode::{Opening, Reply, Service};
 use crate::net::{is_interrupted, is_peer_gone, is_would_block};
 use crate::stats::Stats;
 
@@ -61,6 +61,8 @@ pub enum ConnState {
     ReadClosed,
     /// The server is shutting down: no more reading, flush, then close.
     Draining,
+    /// The service said its piece (daytime, time): flush, then FIN and close.
+    Closing,
 }
 
 /// Why a connection was closed; its `Display` feeds logs.
@@ -79,6 +81,8 @@ pub enum CloseReason {
     /// Pending output did not move for `--write-timeout` (a peer that does
     /// not read); closed with a reset, dropping what it never took.
     WriteTimeout,
+    /// The service had said all it had to say (daytime, time).
+    Done,
     /// Any other IO error.
     Io(io::ErrorKind),
 }
@@ -92,6 +96,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ShutdownDeadline => f.write_str("shutdown deadline passed"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::WriteTimeout => f.write_str("write timeout: peer not reading"),
+            CloseReason::Done => f.write_str("service done"),
             CloseReason::Io(kind) => write!(f, "io error: {kind}"),
         }
     }
@@ -167,6 +172,10 @@ pub struct Connection<S = mio::net::TcpStream> {
     is_paused: bool,
     /// On the loop's ready-again list; set and cleared by the loop.
     is_deferred: bool,
+    /// The last write found the socket full. With pending output that is
+    /// implied; a stream (chargen) keeps nothing pending, so this is what
+    /// tells the write timeout that it is stuck too.
+    is_write_blocked: bool,
     /// The poll reported the peer's FIN or an error. Sticky: a later read
     /// may still find data before the EOF or error, and no new edge will
     /// announce what follows it.
@@ -187,6 +196,7 @@ impl<S: Stream> Connection<S> {
             state: ConnState::Open,
             is_paused: false,
             is_deferred: false,
+            is_write_blocked: false,
             is_hangup_reported: false,
         }
     }
@@ -246,7 +256,8 @@ impl<S: Stream> Connection<S> {
 
     /// Ticks since pending output last moved; `None` while nothing is pending.
     pub fn stalled_for(&self, now: Tick) -> Option<Tick> {
-        (!self.pending.is_empty()).then(|| now.wrapping_sub(self.output_moved))
+        (!self.pending.is_empty() || self.is_write_blocked)
+            .then(|| now.wrapping_sub(self.output_moved))
     }
 
     /// Closes on the loop's initiative (a timeout): FIN after what the
@@ -278,6 +289,44 @@ impl<S: Stream> Connection<S> {
                 self.pending.len()
             );
             self.is_paused = paused;
+        }
+    }
+
+    /// The connection was just accepted: the service may speak first. A
+    /// service that sends and closes (daytime, time) gets its bytes written
+    /// and a FIN after them.
+    pub fn on_open(&mut self, cx: &mut Ctx<'_>) -> Progress {
+        let Opening::SendAndClose(n) = cx.service.on_connect(cx.scratch) else {
+            return Progress::Wait;
+        };
+        let n = n.min(cx.scratch.len());
+        self.output_moved = cx.now;
+        if let Err(reason) = self.send(cx.key, &cx.scratch[..n], cx.stats) {
+            return Progress::Close(reason);
+        }
+        self.set_state(cx.key, ConnState::Closing);
+        if !self.pending.is_empty() {
+            // The rest goes out on writable edges; then on_writable finishes.
+            return Progress::Wait;
+        }
+        self.discard_input(cx);
+        self.finish(CloseReason::Done)
+    }
+
+    /// Reads and drops whatever the peer already sent, within the budget:
+    /// closing a socket with unread input makes the kernel send a reset
+    /// instead of our FIN.
+    fn discard_input(&mut self, cx: &mut Ctx<'_>) {
+        for _ in 0..cx.limits.budget_reads {
+            match self.stream.read(cx.scratch) {
+                Ok(n) if n > 0 => {
+                    self.bytes_in += n as u64;
+                    cx.stats.bytes_in += n as u64;
+                }
+                Err(e) if is_interrupted(&e) => {}
+                // EOF, WouldBlock or an error: nothing more to drop now.
+                _ => return,
+            }
         }
     }
 
@@ -360,12 +409,52 @@ impl<S: Stream> Connection<S> {
                 }
                 Progress::Wait
             }
+            ConnState::Open if self.pending.is_empty() => self.stream_more(cx),
             ConnState::Open => Progress::Wait,
             ConnState::ReadClosed if self.pending.is_empty() => {
                 self.finish(CloseReason::PeerClosed)
             }
             ConnState::Draining if self.pending.is_empty() => self.finish(CloseReason::Shutdown),
-            ConnState::ReadClosed | ConnState::Draining => Progress::Wait,
+            ConnState::Closing if self.pending.is_empty() => {
+                self.discard_input(cx);
+                self.finish(CloseReason::Done)
+            }
+            ConnState::ReadClosed | ConnState::Draining | ConnState::Closing => Progress::Wait,
+        }
+    }
+
+    /// A streaming service (chargen) writes as long as the socket takes
+    /// bytes, within the fairness budget. Nothing the kernel refuses is
+    /// kept: the service regenerates the stream from the new offset on the
+    /// next writable edge. For every other service `fill` returns 0 and
+    /// this costs one call and no syscall.
+    ///
+    /// The budget is one scratch buffer (64 KiB) per turn, a quarter of a
+    /// reader's: a stream never runs dry, so with a thousand of them every
+    /// turn is spent in full, and the round everyone else waits for is a
+    /// thousand turns long.
+    fn stream_more(&mut self, cx: &mut Ctx<'_>) -> Progress {
+        let mut budget = cx.limits.budget_bytes.min(cx.scratch.len());
+        loop {
+            if budget == 0 {
+                trace!("conn {}: stream budget spent, yielding", cx.key);
+                return Progress::Again;
+            }
+            let room = budget.min(cx.scratch.len());
+            let n = cx.service.fill(self.bytes_out, &mut cx.scratch[..room]);
+            if n == 0 {
+                return Progress::Wait;
+            }
+            match self.write_once(cx.key, &cx.scratch[..n.min(room)], cx.stats) {
+                Err(reason) => return Progress::Close(reason),
+                // Full: the writable edge after the peer reads resumes us.
+                Ok(None) => return Progress::Wait,
+                Ok(Some(written)) => {
+                    budget = budget.saturating_sub(written);
+                    self.last_active = cx.now;
+                    self.output_moved = cx.now;
+                }
+            }
         }
     }
 
@@ -454,6 +543,7 @@ impl<S: Stream> Connection<S> {
                 Ok(0) => Err(CloseReason::Io(io::ErrorKind::WriteZero)),
                 Ok(n) => {
                     trace!("conn {key}: wrote {n} B");
+                    self.is_write_blocked = false;
                     self.bytes_out += n as u64;
                     stats.bytes_out += n as u64;
                     Ok(Some(n))
@@ -461,6 +551,7 @@ impl<S: Stream> Connection<S> {
                 // WouldBlock: send buffer full; a writable edge follows when it drains.
                 Err(e) if is_would_block(&e) => {
                     trace!("conn {key}: write would block, waiting for writable");
+                    self.is_write_blocked = true;
                     Ok(None)
                 }
                 Err(e) if is_interrupted(&e) => continue,
@@ -585,6 +676,70 @@ pub(crate) mod tests {
             },
             0,
         )
+    }
+
+    #[test]
+    fn a_stream_writes_what_the_kernel_takes_and_keeps_nothing() {
+        let mut h = Harness::new(4096);
+        h.mode = Mode::Chargen;
+        let mut c = conn(b"", 64, 1000);
+        assert_eq!(c.on_writable(&mut h.cx()), Progress::Wait);
+        assert_eq!(c.stream().written.len(), 1000);
+        assert_eq!(c.pending_len(), 0, "a stream keeps nothing back");
+        assert_eq!(c.stalled_for(5), Some(5), "a full socket is a stall");
+        // The reader makes room: the stream resumes at the right offset.
+        c.stream_mut().write_room = 10_000;
+        // One buffer per turn: three turns to fill the room, then full.
+        let turns: Vec<Progress> = (0..4).map(|_| c.on_writable(&mut h.cx())).collect();
+        assert_eq!(
+            turns,
+            [
+                Progress::Again,
+                Progress::Again,
+                Progress::Wait,
+                Progress::Wait
+            ]
+        );
+        let mut expected = vec![0u8; 11_000];
+        crate::mode::chargen::fill(0, &mut expected);
+        assert_eq!(c.stream().written, expected);
+    }
+
+    #[test]
+    fn a_stream_yields_after_one_buffer_per_turn() {
+        let mut h = Harness::new(4096);
+        h.mode = Mode::Chargen;
+        let mut c = conn(b"", 64, usize::MAX);
+        assert_eq!(c.on_writable(&mut h.cx()), Progress::Again);
+        assert_eq!(c.stream().written.len(), 4096);
+    }
+
+    #[test]
+    fn time_writes_four_bytes_then_closes_with_fin() {
+        let mut h = Harness::new(4096);
+        h.mode = Mode::Time;
+        let mut c = conn(b"early bytes", 64, 100);
+        assert_eq!(c.on_open(&mut h.cx()), Progress::Close(CloseReason::Done));
+        assert_eq!(c.stream().written.len(), 4);
+        // Input already there was read, so closing sends FIN, not RST.
+        assert_eq!(c.bytes().0, 11);
+    }
+
+    #[test]
+    fn daytime_waits_for_room_then_closes() {
+        let mut h = Harness::new(4096);
+        h.mode = Mode::Daytime;
+        let mut c = conn(b"", 64, 10);
+        assert_eq!(c.on_open(&mut h.cx()), Progress::Wait);
+        assert_eq!(c.state(), ConnState::Closing);
+        // Reading stops while closing.
+        assert_eq!(c.on_readable(&mut h.cx()), Progress::Wait);
+        c.stream_mut().write_room = 100;
+        assert_eq!(
+            c.on_writable(&mut h.cx()),
+            Progress::Close(CloseReason::Done)
+        );
+        assert!(c.stream().written.ends_with(b"-UTC\r\n"));
     }
 
     #[test]

@@ -64,8 +64,9 @@ impl Server {
     }
 
     /// Decides the reply to the datagram in `buf[..len]` from `from`: counts
-    /// it, applies the loop guard and rate limit, asks the service (which
-    /// writes the reply into `buf`) and refuses amplification. Returns the
+    /// it, applies the loop guard and rate limit, and asks the service,
+    /// which writes the reply into `buf` cut to the largest reply allowed
+    /// (the request's length unless amplification is allowed). Returns the
     /// reply's length, or `None` for no reply.
     fn answer(&mut self, i: usize, buf: &mut [u8], len: usize, from: SocketAddr) -> Option<usize> {
         trace!("udp {i}: {len} B from {from}");
@@ -73,11 +74,16 @@ impl Server {
         if !self.admit_datagram(i, from) {
             return None;
         }
-        let reply_len = self.service.on_datagram(buf, len)?;
-        if reply_len > len {
-            // The service asked to amplify; only the operator may allow that.
+        let room = if self.udp_allow_amplification {
+            buf.len()
+        } else {
+            len.max(self.service.udp_reply_floor()).min(buf.len())
+        };
+        let reply_len = self.service.on_datagram(&mut buf[..room], len)?;
+        if reply_len > room {
+            // A service that claims more than it was given room for.
             self.stats.udp_replies_dropped += 1;
-            debug!("udp {i}: reply of {reply_len} B to {len} B from {from} dropped: amplification");
+            debug!("udp {i}: reply of {reply_len} B to {len} B from {from} dropped: too large");
             return None;
         }
         Some(reply_len)
