@@ -32,6 +32,42 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load a TCP or UDP echo server from one poll loop and check every reply.
     Load(LoadArgs),
+    /// Type lines, see the replies: an interactive client for any echo server.
+    Client(ClientArgs),
+}
+
+/// `echo-reactor client`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "On a terminal it prompts `>>: `; with stdin from a pipe it \
+prints replies only. A TCP reply is complete once it is as long as the request, or \
+200 ms after its last byte. Exit status: 0 at end of input, 1 when the server is \
+unreachable, closes or resets, or a request got no reply."
+)]
+pub struct ClientArgs {
+    /// Send each line as one UDP datagram instead of over one TCP connection
+    #[arg(long)]
+    pub udp: bool,
+
+    /// Seconds to wait for a reply (TCP: for its first byte)
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub timeout: Duration,
+
+    /// The server, like 127.0.0.1:7007, [::1]:7007 or localhost:7007
+    #[arg(value_name = "ADDR", value_parser = parse_addr)]
+    pub addr: SocketAddr,
+}
+
+impl ClientArgs {
+    /// The session these arguments describe.
+    pub fn to_config(&self) -> crate::client::ClientConfig {
+        crate::client::ClientConfig {
+            addr: self.addr,
+            udp: self.udp,
+            // A zero timeout would mean "block forever" to the socket.
+            timeout: self.timeout.max(Duration::from_millis(1)),
+        }
+    }
 }
 
 /// `echo-reactor serve`.

@@ -48,6 +48,7 @@
 
 pub mod buffer;
 pub mod cli;
+pub mod client;
 pub mod load;
 pub mod mode;
 pub mod net;

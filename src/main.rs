@@ -20,6 +20,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => run_load(&args),
+        Command::Client(args) => match echo_reactor::client::run(&args.to_config()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("echo-reactor client: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

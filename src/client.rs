@@ -1,0 +1,329 @@
+//! `echo-reactor client`: the socket tutorials' line client, done right.
+//!
+//! Read a line, skip it if empty, send it, print the reply, repeat; exit 0
+//! at end of input. On a terminal it prompts `>>: `; with stdin from a pipe
+//! it prints replies only, so it can be scripted:
+//!
+//! ```text
+//! printf 'hello\nworld\n' | echo-reactor client 127.0.0.1:7007
+//! ```
+//!
+//! **What is sent.** The line without its line ending (`\n` or `\r\n`), as
+//! the tutorials' `input().strip()` client does. A line with nothing but
+//! white space counts as empty and is skipped.
+//!
+//! **When a reply is complete.** A byte stream has no message boundaries,
+//! so the client decides: for echo-like servers a reply is as long as the
+//! request, and the client stops reading as soon as that many bytes came.
+//! A server that answers with fewer bytes (or more, slowly) gets a quiet
+//! time: once some bytes arrived and nothing more comes for 200 ms, the
+//! reply is what arrived. A server that sends nothing at all (discard) gets
+//! `--timeout` (5 s) and a "no reply" note on stderr; the session goes on,
+//! and the exit status is 1 at the end. UDP needs no rule: one datagram is
+//! one reply.
+//!
+//! **Errors.** An unreachable server, a server that closes or resets the
+//! connection, or a UDP port with nothing behind it ends the session with
+//! one line on stderr and exit status 1 (a server that sends its last
+//! reply and then FIN is fine as long as no line is left to send). This is
+//! a blocking client on purpose: one conversation, one socket, nothing to
+//! multiplex.
+
+use std::io::{self, BufRead, ErrorKind, IsTerminal, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// After the first bytes of a reply, this long without more ends it.
+pub const QUIET: Duration = Duration::from_millis(200);
+
+/// What a session needs to know.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConfig {
+    /// The server.
+    pub addr: SocketAddr,
+    /// One datagram per line instead of one TCP connection.
+    pub udp: bool,
+    /// How long to wait for the first byte of a reply.
+    pub timeout: Duration,
+}
+
+/// How a session ended badly.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The connection could not be made.
+    Connect(SocketAddr, io::Error),
+    /// The server closed the connection while replies were still expected.
+    Closed,
+    /// The server reset the connection.
+    Reset,
+    /// ICMP said nothing listens on that UDP port.
+    Unreachable(SocketAddr),
+    /// At least one request got no reply at all.
+    NoReply(u64),
+    /// Reading the terminal or writing the output failed, or another
+    /// socket error.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connect(addr, e) => write!(f, "cannot connect to {addr}: {e}"),
+            ClientError::Closed => f.write_str("the server closed the connection"),
+            ClientError::Reset => f.write_str("the server reset the connection"),
+            ClientError::Unreachable(addr) => {
+                write!(f, "nothing answers on udp://{addr} (port unreachable)")
+            }
+            ClientError::NoReply(n) => write!(f, "{n} request(s) got no reply"),
+            ClientError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+                ClientError::Reset
+            }
+            _ => ClientError::Io(e),
+        }
+    }
+}
+
+/// One request, one reply: the transport behind a session.
+trait Exchange {
+    /// Sends `line` and returns the reply, or `None` when none came.
+    fn exchange(&mut self, line: &[u8]) -> Result<Option<Vec<u8>>, ClientError>;
+}
+
+/// Runs a session over stdin and stdout until end of input.
+///
+/// # Errors
+///
+/// [`ClientError`] for an unreachable server, a server that closed or
+/// reset, requests without replies, or a failing terminal.
+pub fn run(config: &ClientConfig) -> Result<(), ClientError> {
+    let stdin = io::stdin();
+    let prompt = stdin.is_terminal();
+    let mut input = stdin.lock();
+    let mut output = io::stdout().lock();
+    if config.udp {
+        let mut udp = Udp::connect(config)?;
+        session(&mut udp, &mut input, &mut output, prompt)
+    } else {
+        let mut tcp = Tcp::connect(config)?;
+        let result = session(&mut tcp, &mut input, &mut output, prompt);
+        // End of input: tell the server we are done (FIN, not a reset).
+        let _ = tcp.stream.shutdown(std::net::Shutdown::Write);
+        result
+    }
+}
+
+/// The line loop, apart from stdin and stdout so tests can drive it.
+fn session(
+    transport: &mut dyn Exchange,
+    input: &mut dyn BufRead,
+    output: &mut dyn Write,
+    prompt: bool,
+) -> Result<(), ClientError> {
+    let mut unanswered = 0;
+    let mut line = Vec::new();
+    loop {
+        if prompt {
+            output.write_all(b">>: ")?;
+            output.flush()?;
+        }
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            if prompt {
+                output.write_all(b"\n")?;
+            }
+            break;
+        }
+        let request = strip_line_ending(&line);
+        if request.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match transport.exchange(request)? {
+            Some(reply) => {
+                output.write_all(&reply)?;
+                output.write_all(b"\n")?;
+                output.flush()?;
+            }
+            None => {
+                unanswered += 1;
+                eprintln!("no reply");
+            }
+        }
+    }
+    if unanswered > 0 {
+        return Err(ClientError::NoReply(unanswered));
+    }
+    Ok(())
+}
+
+fn strip_line_ending(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// One persistent TCP connection.
+struct Tcp {
+    stream: TcpStream,
+    timeout: Duration,
+    /// The server sent FIN after the last reply: the next request fails.
+    is_closed: bool,
+}
+
+impl Tcp {
+    fn connect(config: &ClientConfig) -> Result<Tcp, ClientError> {
+        let stream = TcpStream::connect_timeout(&config.addr, config.timeout)
+            .map_err(|e| ClientError::Connect(config.addr, e))?;
+        // Lines are small and interactive: no Nagle delay.
+        let _ = stream.set_nodelay(true);
+        Ok(Tcp {
+            stream,
+            timeout: config.timeout,
+            is_closed: false,
+        })
+    }
+}
+
+impl Exchange for Tcp {
+    fn exchange(&mut self, line: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        if self.is_closed {
+            return Err(ClientError::Closed);
+        }
+        self.stream.write_all(line)?;
+        let mut reply = Vec::with_capacity(line.len());
+        let mut buf = [0u8; 64 * 1024];
+        let deadline = Instant::now() + self.timeout;
+        while reply.len() < line.len() {
+            // Before the first byte: the full timeout. After it: the quiet time.
+            let wait = if reply.is_empty() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                QUIET
+            };
+            if wait.is_zero() {
+                break;
+            }
+            self.stream.set_read_timeout(Some(wait))?;
+            match self.stream.read(&mut buf) {
+                // FIN before any reply: the server is gone. After some
+                // bytes: that was the reply, and the last one.
+                Ok(0) if reply.is_empty() => return Err(ClientError::Closed),
+                Ok(0) => {
+                    self.is_closed = true;
+                    break;
+                }
+                Ok(n) => reply.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((!reply.is_empty()).then_some(reply))
+    }
+}
+
+/// One connected UDP socket: a datagram per line, a datagram per reply.
+struct Udp {
+    socket: UdpSocket,
+    addr: SocketAddr,
+}
+
+impl Udp {
+    fn connect(config: &ClientConfig) -> Result<Udp, ClientError> {
+        let local: SocketAddr = if config.addr.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .map_err(|_| ClientError::Io(ErrorKind::InvalidInput.into()))?;
+        let socket = UdpSocket::bind(local).map_err(|e| ClientError::Connect(config.addr, e))?;
+        // Connected: only the server's datagrams arrive, and ICMP "port
+        // unreachable" comes back as an error instead of silence.
+        socket
+            .connect(config.addr)
+            .map_err(|e| ClientError::Connect(config.addr, e))?;
+        socket.set_read_timeout(Some(config.timeout))?;
+        Ok(Udp {
+            socket,
+            addr: config.addr,
+        })
+    }
+}
+
+impl Exchange for Udp {
+    fn exchange(&mut self, line: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        let refused = |e: &io::Error| e.kind() == ErrorKind::ConnectionRefused;
+        match self.socket.send(line) {
+            Ok(_) => {}
+            Err(e) if refused(&e) => return Err(ClientError::Unreachable(self.addr)),
+            Err(e) => return Err(e.into()),
+        }
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            return match self.socket.recv(&mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(Some(buf))
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    Ok(None)
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if refused(&e) => Err(ClientError::Unreachable(self.addr)),
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers each request uppercased, or not at all for "silence".
+    struct Upper(Vec<Vec<u8>>);
+
+    impl Exchange for Upper {
+        fn exchange(&mut self, line: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+            self.0.push(line.to_vec());
+            Ok((line != b"silence").then(|| line.to_ascii_uppercase()))
+        }
+    }
+
+    fn run_session(input: &str, prompt: bool) -> (Result<(), ClientError>, String, Vec<Vec<u8>>) {
+        let mut t = Upper(Vec::new());
+        let mut out = Vec::new();
+        let r = session(&mut t, &mut input.as_bytes(), &mut out, prompt);
+        (r, String::from_utf8_lossy(&out).into_owned(), t.0)
+    }
+
+    #[test]
+    fn sends_lines_without_endings_and_skips_empty_ones() {
+        let (r, out, sent) = run_session("hello\n\n  \r\nworld\r\nlast", false);
+        assert!(r.is_ok());
+        assert_eq!(out, "HELLO\nWORLD\nLAST\n");
+        assert_eq!(sent, [&b"hello"[..], b"world", b"last"]);
+    }
+
+    #[test]
+    fn prompts_only_on_a_terminal() {
+        let (_, out, _) = run_session("hi\n", true);
+        assert_eq!(out, ">>: HI\n>>: \n");
+    }
+
+    #[test]
+    fn a_missing_reply_is_reported_at_the_end() {
+        let (r, out, _) = run_session("silence\nafter\n", false);
+        assert_eq!(out, "AFTER\n");
+        assert!(matches!(r, Err(ClientError::NoReply(1))));
+    }
+}
