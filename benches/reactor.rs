@@ -82,6 +82,8 @@ struct Sut {
     child: Child,
     tcp: SocketAddr,
     udp: Option<SocketAddr>,
+    /// What it answers: the examples uppercase, as the tutorials do.
+    expect: &'static str,
 }
 
 impl Drop for Sut {
@@ -138,6 +140,7 @@ fn start_ours(name: &str, extra: &[&str]) -> Sut {
         child,
         tcp: addr,
         udp: Some(addr),
+        expect: "echo",
     }
 }
 
@@ -187,6 +190,7 @@ fn start_c(bin: &Path, short_read: bool) -> Sut {
         child,
         tcp: addr,
         udp: Some(addr),
+        expect: "echo",
     }
 }
 
@@ -211,6 +215,7 @@ fn start_threaded() -> Option<Sut> {
         child,
         tcp: addr,
         udp: None,
+        expect: "upper",
     })
 }
 
@@ -364,6 +369,8 @@ fn scenario_rate(c: &Option<PathBuf>) {
                     "5",
                     "--warmup",
                     "1",
+                    "--expect",
+                    sut.expect,
                 ],
             );
             if sut.name == "echo-reactor" {

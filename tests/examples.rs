@@ -1,0 +1,153 @@
+//! Every example builds (`cargo test` builds them) and answers a round
+//! trip, and each shows the property it exists to show: the blocking
+//! server makes a second client wait, the threaded one does not, the chat
+//! room relays a line from one client to another.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// An example program, killed on drop.
+struct Example {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `target/<profile>/examples/NAME 127.0.0.1:0` and reads the
+/// address from its `listening on` line.
+fn start(name: &str) -> Example {
+    let exe = std::env::current_exe().expect("test exe");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join(name))
+        .expect("target dir");
+    assert!(bin.exists(), "{} was not built", bin.display());
+    let mut child = Command::new(&bin)
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn example");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped");
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    let addr = line
+        .trim()
+        .split_once("://")
+        .and_then(|(_, a)| a.parse().ok())
+        .unwrap_or_else(|| panic!("{name}: no listening line: {line:?}"));
+    Example { child, addr }
+}
+
+#[test]
+fn blocking_serves_one_client_and_makes_the_second_wait() {
+    let ex = start("blocking");
+    let mut first = connect(ex.addr);
+    assert_eq!(roundtrip(&mut first, b"hello boy"), b"HELLO BOY");
+    // The second connects (the kernel completes the handshake) but nobody
+    // reads its bytes while the first is being served.
+    let mut second = connect(ex.addr);
+    second.write_all(b"anyone?").expect("write");
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut buf = [0u8; 16];
+    assert!(
+        second.read(&mut buf).is_err(),
+        "the second client was served early"
+    );
+    drop(first);
+    second.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut reply = [0u8; 7];
+    second
+        .read_exact(&mut reply)
+        .expect("served once the first left");
+    assert_eq!(&reply, b"ANYONE?");
+}
+
+#[test]
+fn threaded_serves_clients_at_the_same_time() {
+    let ex = start("threaded");
+    let mut first = connect(ex.addr);
+    let mut second = connect(ex.addr);
+    assert_eq!(roundtrip(&mut second, b"second"), b"SECOND");
+    assert_eq!(roundtrip(&mut first, b"first"), b"FIRST");
+}
+
+#[test]
+fn reactor_serves_many_clients_on_one_thread() {
+    let ex = start("reactor");
+    let mut clients: Vec<TcpStream> = (0..50).map(|_| connect(ex.addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let msg = format!("client {i} says hi");
+        assert_eq!(roundtrip(c, msg.as_bytes()), msg.to_uppercase().as_bytes());
+    }
+    // A megabyte through one connection: partial writes kept and flushed.
+    let big = pattern(7, 1 << 20);
+    let mut c = connect(ex.addr);
+    let writer = {
+        let mut w = c.try_clone().expect("clone");
+        let big = big.clone();
+        std::thread::spawn(move || w.write_all(&big))
+    };
+    let mut back = vec![0u8; big.len()];
+    c.read_exact(&mut back).expect("all of it back");
+    let _ = writer.join();
+    assert_eq!(back, upper(&big));
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", ex.child.id())).unwrap_or_default();
+    assert!(status.contains("Threads:\t1\n"), "one thread: {status}");
+}
+
+#[test]
+fn udp_answers_each_datagram() {
+    let ex = start("udp");
+    let u = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    u.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    for msg in [&b"hello"[..], b"", b"Mixed Case 123"] {
+        u.send_to(msg, ex.addr).expect("send");
+        let mut buf = [0u8; 64];
+        let (n, _) = u.recv_from(&mut buf).expect("reply");
+        assert_eq!(&buf[..n], msg.to_ascii_uppercase().as_slice());
+    }
+}
+
+/// Reads one line from a chat client.
+fn read_line(r: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("a line from the room");
+    line
+}
+
+#[test]
+fn chat_relays_a_line_to_the_others_but_not_back() {
+    let ex = start("chat");
+    let mut alice = connect(ex.addr);
+    let bob = connect(ex.addr);
+    let mut bob_in = BufReader::new(bob.try_clone().expect("clone"));
+    let mut alice_in = BufReader::new(alice.try_clone().expect("clone"));
+    // Bob speaks first: when Alice hears him, both are in the room.
+    (&bob).write_all(b"bob here\n").expect("write");
+    assert!(read_line(&mut alice_in).ends_with("] bob here\n"));
+    alice.write_all(b"hi bob\n").expect("write");
+    assert!(read_line(&mut bob_in).ends_with("] hi bob\n"));
+    // Nothing came back to Alice: a short wait finds no echo of her line.
+    alice
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut buf = [0u8; 32];
+    assert!(alice.read(&mut buf).is_err(), "the sender got its own line");
+}
