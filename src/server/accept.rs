@@ -120,6 +120,7 @@ impl Server {
         entry.insert(Connection::new(stream, self.now));
         self.stats.tcp_accepted += 1;
         debug!("conn {key} {peer}: accepted");
+        trace!("conn {key}: registered READABLE | WRITABLE once, edge-triggered (token {key})");
         // The service may speak first (daytime, time).
         self.drive(key, Connection::on_open);
     }

@@ -263,13 +263,13 @@ impl<S: Stream> Connection<S> {
     /// Closes on the loop's initiative (a timeout): FIN after what the
     /// kernel holds, or a reset for [`CloseReason::WriteTimeout`], whose
     /// peer would never read the rest.
-    pub fn expire(&mut self, reason: CloseReason) -> Progress {
+    pub fn expire(&mut self, key: usize, reason: CloseReason) -> Progress {
         if reason == CloseReason::WriteTimeout {
             // Failing leaves an ordinary close: still closed, just slower to free.
             let _ = self.stream.reset_on_close();
             return Progress::Close(reason);
         }
-        self.finish(reason)
+        self.finish(key, reason)
     }
 
     fn set_state(&mut self, key: usize, to: ConnState) {
@@ -310,7 +310,7 @@ impl<S: Stream> Connection<S> {
             return Progress::Wait;
         }
         self.discard_input(cx);
-        self.finish(CloseReason::Done)
+        self.finish(cx.key, CloseReason::Done)
     }
 
     /// Reads and drops whatever the peer already sent, within the budget:
@@ -383,6 +383,11 @@ impl<S: Stream> Connection<S> {
                 // queue; new data raises a new edge, so skip the read that
                 // would only say WouldBlock. Not after a reported hang-up:
                 // the EOF or error behind this data raises no edge again.
+                trace!(
+                    "conn {}: short read ({n} B < {} B): queue empty, drain done without a WouldBlock read",
+                    cx.key,
+                    cx.scratch.len()
+                );
                 return Progress::Wait;
             }
         }
@@ -412,12 +417,14 @@ impl<S: Stream> Connection<S> {
             ConnState::Open if self.pending.is_empty() => self.stream_more(cx),
             ConnState::Open => Progress::Wait,
             ConnState::ReadClosed if self.pending.is_empty() => {
-                self.finish(CloseReason::PeerClosed)
+                self.finish(cx.key, CloseReason::PeerClosed)
             }
-            ConnState::Draining if self.pending.is_empty() => self.finish(CloseReason::Shutdown),
+            ConnState::Draining if self.pending.is_empty() => {
+                self.finish(cx.key, CloseReason::Shutdown)
+            }
             ConnState::Closing if self.pending.is_empty() => {
                 self.discard_input(cx);
-                self.finish(CloseReason::Done)
+                self.finish(cx.key, CloseReason::Done)
             }
             ConnState::ReadClosed | ConnState::Draining | ConnState::Closing => Progress::Wait,
         }
@@ -469,7 +476,7 @@ impl<S: Stream> Connection<S> {
                 ConnState::ReadClosed => CloseReason::PeerClosed,
                 _ => CloseReason::Shutdown,
             };
-            return self.finish(reason);
+            return self.finish(key, reason);
         }
         Progress::Wait
     }
@@ -478,17 +485,18 @@ impl<S: Stream> Connection<S> {
         trace!("conn {key}: read 0 B: peer half-closed");
         self.set_state(key, ConnState::ReadClosed);
         if self.pending.is_empty() {
-            return self.finish(CloseReason::PeerClosed);
+            return self.finish(key, CloseReason::PeerClosed);
         }
         // The rest goes out on writable edges; then on_writable finishes.
         Progress::Wait
     }
 
     /// Everything owed is written: send FIN, then the loop closes the socket.
-    fn finish(&mut self, reason: CloseReason) -> Progress {
+    fn finish(&mut self, key: usize, reason: CloseReason) -> Progress {
         // NotConnected here means the peer reset meanwhile; closing is all
         // that is left either way.
         let _ = self.stream.shutdown_write();
+        trace!("conn {key}: nothing owed: FIN sent (shutdown write), closing: {reason}");
         Progress::Close(reason)
     }
 

@@ -209,7 +209,7 @@ impl Server {
         }
         for &(key, reason) in &expired {
             if let Some(conn) = self.conns.get_mut(key) {
-                let progress = conn.expire(reason);
+                let progress = conn.expire(key, reason);
                 self.apply(key, progress);
             }
         }
@@ -295,7 +295,7 @@ mod tests {
         assert_eq!(c.stalled_for(500), None);
         assert_eq!(c.idle_for(60), 10);
         assert_eq!(
-            c.expire(CloseReason::IdleTimeout),
+            c.expire(1, CloseReason::IdleTimeout),
             Progress::Close(CloseReason::IdleTimeout)
         );
     }

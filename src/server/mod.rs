@@ -354,6 +354,12 @@ impl Server {
                 Err(e) if net::is_interrupted(&e) => continue,
                 Err(e) => return Err(e),
             }
+            if log::log_enabled!(log::Level::Trace) {
+                trace!(
+                    "poll: woke with {} event(s), timeout was {timeout:?}",
+                    events.iter().count()
+                );
+            }
             let now = Instant::now();
             self.now = self.tick(now);
             for event in events.iter() {
@@ -483,6 +489,7 @@ impl Server {
                         return Progress::Wait;
                     }
                     conn.set_deferred(false);
+                    trace!("conn {}: its turn on the ready list", cx.key);
                     // Deferred by the read budget or by a stream's write
                     // budget: carry on with whichever it was.
                     let progress = conn.on_readable(cx);

@@ -45,6 +45,16 @@ pub fn start_server(args: &[&str]) -> ServerProcess {
 /// Spawns the binary with `argv` (optionally through `prefix`, like
 /// `prlimit --nofile=64 --`) and waits for every listening line.
 pub fn start_binary(argv: &[String], prefix: Option<&[&str]>) -> ServerProcess {
+    start_binary_logged(argv, prefix, None)
+}
+
+/// Like [`start_binary`], with `RUST_LOG` set to `log_filter` when given
+/// (otherwise the caller's `RUST_LOG`, or `info`).
+pub fn start_binary_logged(
+    argv: &[String],
+    prefix: Option<&[&str]>,
+    log_filter: Option<&str>,
+) -> ServerProcess {
     let bin = env!("CARGO_BIN_EXE_echo-reactor");
     let mut cmd = match prefix {
         Some(p) => {
@@ -58,8 +68,14 @@ pub fn start_binary(argv: &[String], prefix: Option<&[&str]>) -> ServerProcess {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info");
+    match log_filter {
+        Some(filter) => {
+            cmd.env("RUST_LOG", filter);
+        }
+        None if std::env::var_os("RUST_LOG").is_none() => {
+            cmd.env("RUST_LOG", "info");
+        }
+        None => {}
     }
     let mut child = cmd.spawn().expect("spawn echo-reactor");
     let stderr = Arc::new(Mutex::new(String::new()));
