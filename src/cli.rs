@@ -130,6 +130,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..))]
     pub udp_rate_limit: Option<u32>,
 
+    /// Log one statistics line every SECS: connections, bytes and
+    /// datagrams per second, pending output, accepting or paused
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub stats: Option<Duration>,
+
+    /// Serve Prometheus metrics over HTTP at ADDR (GET /metrics), on the
+    /// same poll loop
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub metrics: Option<SocketAddr>,
+
     /// Let UDP replies be larger than their requests (chargen's random
     /// 0-512 characters, daytime to short requests): makes the server a
     /// reflection amplifier for spoofed requests
@@ -172,6 +182,10 @@ impl ServeArgs {
             write_timeout: nonzero(self.write_timeout),
             udp_rate_limit: self.udp_rate_limit,
             udp_allow_amplification: self.udp_allow_amplification,
+            stats_interval: self.stats.filter(|d| !d.is_zero()),
+            metrics: self.metrics,
+            live: None,
+            loop_index: 0,
             udp_batch: self.udp_batch,
             handle_signals: true,
             reuse_port: false,

@@ -110,6 +110,11 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 .udp_addrs()
                 .iter()
                 .map(|a| format!("listening on udp://{a}")),
+        )
+        .chain(
+            server
+                .metrics_addr()
+                .map(|a| format!("listening on http://{a}/metrics")),
         );
     for line in lines {
         info!("{line}");

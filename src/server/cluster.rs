@@ -18,6 +18,7 @@ use std::thread;
 
 use log::info;
 
+use super::live::Live;
 use super::{Server, ServerConfig, ServerError, ServerHandle};
 use crate::net::{self, BindError, BindOptions};
 use crate::stats::Stats;
@@ -54,8 +55,20 @@ impl Cluster {
         })?;
         // The probes are closed now; every loop binds the concrete ports.
         shared.reuse_port = true;
+        if shared.stats_interval.is_some() || shared.metrics.is_some() {
+            shared.live = Some(Live::new(loops));
+        }
         let servers = (0..loops)
-            .map(|_| Server::bind(shared.clone()))
+            .map(|i| {
+                let mut config = shared.clone();
+                config.loop_index = i;
+                // Loop 0 reports and serves metrics for all of them.
+                if i > 0 {
+                    config.stats_interval = None;
+                    config.metrics = None;
+                }
+                Server::bind(config)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Cluster { servers })
     }
@@ -63,6 +76,11 @@ impl Cluster {
     /// The TCP addresses bound (the same for every loop).
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         self.servers[0].tcp_addrs()
+    }
+
+    /// The metrics endpoint's address (served by loop 0), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.servers[0].metrics_addr()
     }
 
     /// The UDP addresses bound (the same for every loop).

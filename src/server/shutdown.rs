@@ -80,6 +80,8 @@ impl Server {
         for mut socket in self.udp.drain(..) {
             let _ = self.poll.registry().deregister(&mut socket);
         }
+        // Scrapers get no answer from a server on its way out.
+        self.metrics = None;
         let mut finished = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
             if let Progress::Close(reason) = conn.begin_drain(key) {

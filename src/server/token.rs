@@ -10,7 +10,8 @@
 //! | `0 ..= MAX_CONN_KEY`      | connection, slab key k |
 //! | `UDP_BASE + i`            | UDP socket i           |
 //! | `LISTENER_BASE + i`       | TCP listener i         |
-//! | `usize::MAX - 2`          | metrics (reserved)     |
+//! | `METRICS_CLIENT_BASE + i` | metrics HTTP client i  |
+//! | `METRICS` (`usize::MAX - 2`) | metrics listener    |
 //! | `WAKER` (`usize::MAX - 1`)| the stop handle        |
 //! | `SIGNAL` (`usize::MAX`)   | SIGINT / SIGTERM       |
 
@@ -20,6 +21,12 @@ use mio::Token;
 pub const SIGNAL: Token = Token(usize::MAX);
 /// The `Waker` that a `ServerHandle` uses to stop the loop from another thread.
 pub const WAKER: Token = Token(usize::MAX - 1);
+/// The `--metrics` listener.
+pub const METRICS: Token = Token(usize::MAX - 2);
+/// The most metrics clients at once: the tokens between the listeners
+/// and `METRICS`.
+pub const MAX_METRICS_CLIENTS: usize = 12;
+const METRICS_CLIENT_BASE: usize = usize::MAX - 2 - MAX_METRICS_CLIENTS;
 /// The most listeners, and separately the most UDP sockets, one loop takes.
 pub const MAX_SOCKETS: usize = 1 << 16;
 const LISTENER_BASE: usize = usize::MAX - 16 - MAX_SOCKETS;
@@ -40,6 +47,10 @@ pub enum Source {
     Signal,
     /// The stop handle's waker.
     Waker,
+    /// The metrics listener.
+    Metrics,
+    /// Metrics client number i.
+    MetricsClient(usize),
     /// A token nothing was registered with.
     Unknown,
 }
@@ -62,6 +73,12 @@ pub fn udp(i: usize) -> Token {
     Token(UDP_BASE + i)
 }
 
+/// The token for metrics client `i` (`i < MAX_METRICS_CLIENTS`).
+pub fn metrics_client(i: usize) -> Token {
+    debug_assert!(i < MAX_METRICS_CLIENTS);
+    Token(METRICS_CLIENT_BASE + i)
+}
+
 /// Names the source behind `token`.
 ///
 /// ```
@@ -74,6 +91,10 @@ pub fn classify(token: Token) -> Source {
         k if k <= MAX_CONN_KEY => Source::Conn(k),
         t if t == SIGNAL.0 => Source::Signal,
         t if t == WAKER.0 => Source::Waker,
+        t if t == METRICS.0 => Source::Metrics,
+        t if (METRICS_CLIENT_BASE..METRICS_CLIENT_BASE + MAX_METRICS_CLIENTS).contains(&t) => {
+            Source::MetricsClient(t - METRICS_CLIENT_BASE)
+        }
         t if (UDP_BASE..UDP_BASE + MAX_SOCKETS).contains(&t) => Source::Udp(t - UDP_BASE),
         t if (LISTENER_BASE..LISTENER_BASE + MAX_SOCKETS).contains(&t) => {
             Source::Listener(t - LISTENER_BASE)
@@ -97,13 +118,21 @@ mod tests {
         }
         assert_eq!(classify(SIGNAL), Source::Signal);
         assert_eq!(classify(WAKER), Source::Waker);
-        assert_eq!(classify(Token(usize::MAX - 2)), Source::Unknown);
+        assert_eq!(classify(METRICS), Source::Metrics);
+        for i in [0, MAX_METRICS_CLIENTS - 1] {
+            assert_eq!(classify(metrics_client(i)), Source::MetricsClient(i));
+        }
+        assert_eq!(
+            classify(Token(listener(MAX_SOCKETS - 1).0 + 1)),
+            Source::Unknown
+        );
     }
 
     #[test]
     fn ranges_do_not_overlap() {
         assert!(MAX_CONN_KEY < udp(0).0);
         assert!(udp(MAX_SOCKETS - 1).0 < listener(0).0);
-        assert!(listener(MAX_SOCKETS - 1).0 < WAKER.0 - 1);
+        assert!(listener(MAX_SOCKETS - 1).0 < metrics_client(0).0);
+        assert!(metrics_client(MAX_METRICS_CLIENTS - 1).0 < METRICS.0);
     }
 }

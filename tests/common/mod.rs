@@ -26,6 +26,8 @@ pub struct ServerProcess {
     pub tcp: Vec<SocketAddr>,
     /// UDP addresses from the `listening on udp://` lines.
     pub udp: Vec<SocketAddr>,
+    /// The URL from the `listening on http://` line (`--metrics`).
+    pub metrics: Option<String>,
     stderr: Arc<Mutex<String>>,
     /// Copies stderr into `stderr`; ends when the child's stderr closes.
     stderr_reader: Option<JoinHandle<()>>,
@@ -112,11 +114,13 @@ pub fn start_binary_logged(
         child,
         tcp: Vec::new(),
         udp: Vec::new(),
+        metrics: None,
         stderr,
         stderr_reader: Some(stderr_reader),
     };
+    let expected = expected + usize::from(argv.iter().any(|a| a == "--metrics"));
     let deadline = Instant::now() + IO_TIMEOUT;
-    while server.tcp.len() + server.udp.len() < expected {
+    while server.tcp.len() + server.udp.len() + usize::from(server.metrics.is_some()) < expected {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = match rx.recv_timeout(left) {
             Ok(line) => line,
@@ -129,6 +133,8 @@ pub fn start_binary_logged(
             server.tcp.push(a.parse().expect("tcp address"));
         } else if let Some(a) = line.strip_prefix("listening on udp://") {
             server.udp.push(a.parse().expect("udp address"));
+        } else if let Some(url) = line.strip_prefix("listening on ") {
+            server.metrics = Some(url.to_string());
         }
     }
     server

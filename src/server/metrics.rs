@@ -1,0 +1,427 @@
+//! `serve --metrics ADDR`: a Prometheus endpoint on the same poll loop.
+//!
+//! A third kind of socket beside the echo listeners and UDP sockets: a
+//! listener with its own token and at most [`MAX_CLIENTS`] HTTP
+//! connections with theirs (see `token`). It speaks just enough HTTP/1.x
+//! for a scraper: read one request head (at most [`MAX_REQUEST`] bytes,
+//! within [`DEADLINE`] of connecting), answer `GET /metrics` with the text
+//! exposition format 0.0.4, 404 for other paths, 405 for other methods,
+//! 400 for anything unparsable, then close. A slow, silent or hostile
+//! client costs one slot until its deadline and nothing else: the echo
+//! traffic never waits for it.
+//!
+//! The figures are loop 0's own, fresh, plus the other loops' last
+//! published snapshots (see `live`).
+
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, trace};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry};
+use slab::Slab;
+
+use super::live::Snapshot;
+use super::token;
+use crate::net::{is_interrupted, is_would_block};
+
+/// The most scrapers served at once; more are accepted and closed.
+pub const MAX_CLIENTS: usize = token::MAX_METRICS_CLIENTS;
+/// The largest request head read.
+pub const MAX_REQUEST: usize = 8 * 1024;
+/// How long a client has from connecting to receiving its answer.
+pub const DEADLINE: Duration = Duration::from_secs(5);
+
+/// One scraper's connection.
+#[derive(Debug)]
+struct Client {
+    stream: TcpStream,
+    request: Vec<u8>,
+    response: Vec<u8>,
+    sent: usize,
+    deadline: Instant,
+}
+
+/// What one turn on a client decided.
+enum Next {
+    Wait,
+    Close,
+}
+
+/// The listener and its clients.
+#[derive(Debug)]
+pub struct Endpoint {
+    listener: TcpListener,
+    addr: SocketAddr,
+    clients: Slab<Client>,
+}
+
+impl Endpoint {
+    /// Binds `addr` and registers it with `registry`.
+    ///
+    /// # Errors
+    ///
+    /// What binding or registering says.
+    pub fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<Endpoint> {
+        let mut listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        registry.register(&mut listener, token::METRICS, Interest::READABLE)?;
+        Ok(Endpoint {
+            listener,
+            addr,
+            clients: Slab::with_capacity(MAX_CLIENTS),
+        })
+    }
+
+    /// The address really bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The earliest client deadline, if any client is connected.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.clients.iter().map(|(_, c)| c.deadline).min()
+    }
+
+    /// Accepts until the backlog is empty; beyond [`MAX_CLIENTS`] a
+    /// connection is closed at once.
+    pub fn on_accept_ready(&mut self, registry: &Registry, now: Instant) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, peer)) => {
+                    if self.clients.len() >= MAX_CLIENTS {
+                        debug!("metrics {peer}: too many scrapers, closed");
+                        continue;
+                    }
+                    let key = self.clients.vacant_entry().key();
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) =
+                        registry.register(&mut stream, token::metrics_client(key), interest)
+                    {
+                        debug!("metrics {peer}: cannot register: {e}");
+                        continue;
+                    }
+                    trace!("metrics {peer}: connected as client {key}");
+                    self.clients.insert(Client {
+                        stream,
+                        request: Vec::new(),
+                        response: Vec::new(),
+                        sent: 0,
+                        deadline: now + DEADLINE,
+                    });
+                }
+                Err(e) if is_would_block(&e) => return,
+                Err(e) if is_interrupted(&e) => {}
+                // Out of descriptors or a client gone before accept: the
+                // echo side handles descriptor exhaustion; here we simply
+                // try again on the next edge.
+                Err(e) => {
+                    debug!("metrics: accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Client `key` is readable or writable: read its request, answer it.
+    pub fn on_client_ready(&mut self, key: usize, figures: impl FnOnce() -> String) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        if let Next::Close = client.turn(figures) {
+            self.clients.remove(key);
+        }
+    }
+
+    /// Closes the clients whose deadline has passed.
+    pub fn expire(&mut self, now: Instant) {
+        self.clients.retain(|key, c| {
+            let keep = c.deadline > now;
+            if !keep {
+                debug!("metrics client {key}: deadline passed, closed");
+            }
+            keep
+        });
+    }
+}
+
+/// How far a request head has come.
+enum Request {
+    Incomplete,
+    Head(Vec<u8>),
+    TooLarge,
+}
+
+impl Client {
+    fn turn(&mut self, figures: impl FnOnce() -> String) -> Next {
+        if self.response.is_empty() {
+            self.response = match self.read_request() {
+                Ok(Request::Incomplete) => return Next::Wait,
+                Ok(Request::Head(head)) => respond(&head, figures),
+                Ok(Request::TooLarge) => response(
+                    431,
+                    "Request Header Fields Too Large",
+                    "request too large\n",
+                ),
+                Err(()) => return Next::Close,
+            };
+        }
+        self.write_response()
+    }
+
+    /// Reads until the head is complete, too large, or the socket is
+    /// drained; `Err` when the client closed or failed first.
+    fn read_request(&mut self) -> Result<Request, ()> {
+        let mut buf = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(()),
+                Ok(n) => {
+                    self.request.extend_from_slice(&buf[..n]);
+                    if let Some(end) = head_end(&self.request) {
+                        return Ok(Request::Head(self.request[..end].to_vec()));
+                    }
+                    if self.request.len() > MAX_REQUEST {
+                        return Ok(Request::TooLarge);
+                    }
+                }
+                Err(e) if is_would_block(&e) => return Ok(Request::Incomplete),
+                Err(e) if is_interrupted(&e) => {}
+                Err(_) => return Err(()),
+            }
+        }
+    }
+
+    fn write_response(&mut self) -> Next {
+        while self.sent < self.response.len() {
+            match self.stream.write(&self.response[self.sent..]) {
+                Ok(0) => return Next::Close,
+                Ok(n) => self.sent += n,
+                Err(e) if is_would_block(&e) => return Next::Wait,
+                Err(e) if is_interrupted(&e) => {}
+                Err(_) => return Next::Close,
+            }
+        }
+        // All sent: FIN after it, then close.
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        Next::Close
+    }
+}
+
+/// Where the request head ends (after the blank line), if it has.
+fn head_end(data: &[u8]) -> Option<usize> {
+    if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+        return Some(i + 4);
+    }
+    data.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
+}
+
+/// The response to a request head.
+fn respond(head: &[u8], figures: impl FnOnce() -> String) -> Vec<u8> {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.trim_end().split(' ');
+    let (method, target, version) = (parts.next(), parts.next(), parts.next());
+    let valid = matches!(version, Some(v) if v.starts_with("HTTP/1.")) && parts.next().is_none();
+    match (method, target) {
+        _ if !valid => response(400, "Bad Request", "bad request\n"),
+        (Some("GET"), Some(path)) if path == "/metrics" || path.starts_with("/metrics?") => {
+            response(200, "OK", &figures())
+        }
+        (Some("GET"), _) => response(404, "Not Found", "not found: try /metrics\n"),
+        _ => response(405, "Method Not Allowed", "only GET\n"),
+    }
+}
+
+fn response(code: u16, reason: &str, body: &str) -> Vec<u8> {
+    let content_type = if code == 200 {
+        "text/plain; version=0.0.4; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let mut out = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if code == 405 {
+        out.push_str("Allow: GET\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}
+
+/// The Prometheus text exposition of `t`, the figures of `loops` loops
+/// after `uptime`.
+pub fn render(t: &Snapshot, loops: usize, uptime: Duration) -> String {
+    let s = &t.stats;
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP echo_reactor_{name} {help}");
+        let _ = writeln!(out, "# TYPE echo_reactor_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "echo_reactor_{name}{labels} {value}");
+        }
+    };
+    metric(
+        "tcp_connections_accepted_total",
+        "counter",
+        "TCP connections accepted and served.",
+        &[("", s.tcp_accepted)],
+    );
+    metric(
+        "tcp_connections_closed_total",
+        "counter",
+        "TCP connections closed, for any reason.",
+        &[("", s.tcp_closed)],
+    );
+    metric(
+        "tcp_connections_closed_abnormally_total",
+        "counter",
+        "TCP connections closed other than by a clean end, by reason.",
+        &[
+            ("{reason=\"reset\"}", s.tcp_resets),
+            ("{reason=\"error\"}", s.tcp_io_errors),
+            ("{reason=\"shutdown_deadline\"}", s.tcp_forced_closes),
+            ("{reason=\"idle_timeout\"}", s.tcp_idle_timeouts),
+            ("{reason=\"write_timeout\"}", s.tcp_write_timeouts),
+        ],
+    );
+    metric(
+        "tcp_connections_rejected_total",
+        "counter",
+        "TCP connections accepted and closed at once at --max-connections.",
+        &[("", s.tcp_rejected)],
+    );
+    metric(
+        "tcp_accept_errors_total",
+        "counter",
+        "accept failures other than an empty backlog.",
+        &[("", s.accept_errors)],
+    );
+    metric(
+        "tcp_received_bytes_total",
+        "counter",
+        "TCP payload bytes read.",
+        &[("", s.bytes_in)],
+    );
+    metric(
+        "tcp_sent_bytes_total",
+        "counter",
+        "TCP payload bytes written.",
+        &[("", s.bytes_out)],
+    );
+    metric(
+        "udp_received_datagrams_total",
+        "counter",
+        "UDP datagrams received.",
+        &[("", s.udp_datagrams_in)],
+    );
+    metric(
+        "udp_sent_datagrams_total",
+        "counter",
+        "UDP reply datagrams sent.",
+        &[("", s.udp_datagrams_out)],
+    );
+    metric(
+        "udp_dropped_datagrams_total",
+        "counter",
+        "UDP datagrams left unanswered, by reason.",
+        &[
+            ("{reason=\"reply_dropped\"}", s.udp_replies_dropped),
+            ("{reason=\"refused_port\"}", s.udp_refused_ports),
+            ("{reason=\"rate_limited\"}", s.udp_rate_limited),
+        ],
+    );
+    metric(
+        "udp_errors_total",
+        "counter",
+        "UDP receive and send errors.",
+        &[("", s.udp_errors)],
+    );
+    metric(
+        "tcp_connections_open",
+        "gauge",
+        "TCP connections open now.",
+        &[("", t.open)],
+    );
+    metric(
+        "tcp_pending_output_bytes",
+        "gauge",
+        "Bytes of output waiting for the kernel, over all connections.",
+        &[("", t.pending_bytes)],
+    );
+    metric(
+        "accept_paused",
+        "gauge",
+        "1 while accepting is paused because descriptors ran out.",
+        &[("", u64::from(t.accept_paused))],
+    );
+    metric(
+        "loops",
+        "gauge",
+        "Poll loops (--threads).",
+        &[("", loops as u64)],
+    );
+    metric(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+        &[("", uptime.as_secs())],
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(head: &str) -> String {
+        String::from_utf8_lossy(&respond(head.as_bytes(), || "x 1\n".to_string())).into_owned()
+    }
+
+    #[test]
+    fn routes_methods_and_paths() {
+        assert!(
+            answer("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").starts_with("HTTP/1.1 200 OK\r\n")
+        );
+        assert!(answer("GET /metrics HTTP/1.0\r\n\r\n").ends_with("\r\n\r\nx 1\n"));
+        assert!(answer("GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+        assert!(answer("POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+        assert!(answer("\x16\x03\x01 garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+        assert!(answer("GET /metrics\r\n\r\n").starts_with("HTTP/1.1 400"));
+    }
+
+    #[test]
+    fn head_ends_at_the_blank_line() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nbody"), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.0\n\n"), Some(16));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n"), None);
+    }
+
+    #[test]
+    fn every_metric_has_help_and_type_and_counters_end_in_total() {
+        let text = render(&Snapshot::default(), 1, Duration::from_secs(3));
+        let mut kinds = std::collections::HashMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap_or_default();
+                kinds.insert(name.to_string(), kind.to_string());
+            }
+        }
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            let kind = kinds.get(name).map(String::as_str);
+            assert!(name.starts_with("echo_reactor_"), "{line}");
+            match kind {
+                Some("counter") => assert!(name.ends_with("_total"), "{line}"),
+                Some("gauge") => assert!(!name.ends_with("_total"), "{line}"),
+                other => panic!("{name}: type {other:?}"),
+            }
+        }
+        assert!(text.contains("echo_reactor_uptime_seconds 3\n"));
+    }
+}

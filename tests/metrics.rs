@@ -1,0 +1,281 @@
+//! `serve --stats` and `serve --metrics`, from the outside: the stats line
+//! on stderr, and the Prometheus endpoint fetched with a real HTTP client
+//! (curl, which `.ci/run` installs when missing) and checked with a small
+//! parser of the text exposition format.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The metrics URL from the server's `listening on http://` line.
+fn metrics_url(server: &ServerProcess) -> String {
+    server.metrics.clone().expect("a listening on http:// line")
+}
+
+/// GETs `url` with curl: (status code, body).
+fn curl(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "5", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl is needed for this test (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// One parsed sample.
+#[derive(Debug)]
+struct Family {
+    kind: String,
+    help: bool,
+    samples: HashMap<String, f64>,
+}
+
+/// Parses the text exposition format, checking what a scraper relies on:
+/// HELP and TYPE before samples, names with the prefix, counters ending in
+/// `_total`, numbers that parse.
+fn parse(text: &str) -> HashMap<String, Family> {
+    let mut families: HashMap<String, Family> = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP has text");
+            assert!(!help.is_empty(), "{line}");
+            families
+                .entry(name.to_string())
+                .or_insert_with(|| Family {
+                    kind: String::new(),
+                    help: false,
+                    samples: HashMap::new(),
+                })
+                .help = true;
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE has a type");
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            let f = families.get_mut(name).expect("HELP before TYPE");
+            f.kind = kind.to_string();
+        } else if !line.is_empty() {
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let name = series.split('{').next().unwrap_or_default();
+            assert!(name.starts_with("echo_reactor_"), "{line}");
+            let f = families
+                .get_mut(name)
+                .unwrap_or_else(|| panic!("sample before HELP/TYPE: {line}"));
+            assert!(!f.kind.is_empty(), "sample before TYPE: {line}");
+            if f.kind == "counter" {
+                assert!(name.ends_with("_total"), "counter without _total: {line}");
+            }
+            let v: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value: {line}"));
+            f.samples.insert(series.to_string(), v);
+        }
+    }
+    for (name, f) in &families {
+        assert!(
+            f.help && !f.kind.is_empty() && !f.samples.is_empty(),
+            "{name}: {f:?}"
+        );
+    }
+    families
+}
+
+fn value(f: &HashMap<String, Family>, series: &str) -> f64 {
+    let name = series.split('{').next().unwrap_or_default();
+    f.get(name)
+        .and_then(|fam| fam.samples.get(series))
+        .copied()
+        .unwrap_or_else(|| panic!("no {series}"))
+}
+
+#[test]
+fn metrics_are_valid_prometheus_text_and_counters_only_grow() {
+    let server = start_server(&["--metrics", "127.0.0.1:0"]);
+    let url = metrics_url(&server);
+    let (code, first) = curl(&url);
+    assert_eq!(code, 200, "{first}");
+    let before = parse(&first);
+    // Traffic between the scrapes.
+    let mut c = connect(server.tcp_addr());
+    for _ in 0..10 {
+        roundtrip(&mut c, b"0123456789");
+    }
+    let u = udp_client(server.udp_addr());
+    u.send_to(b"ping", server.udp_addr()).expect("send");
+    let mut buf = [0u8; 16];
+    let _ = u.recv_from(&mut buf);
+    let (code, second) = curl(&url);
+    assert_eq!(code, 200);
+    let after = parse(&second);
+    for (name, fam) in &after {
+        if fam.kind != "counter" {
+            continue;
+        }
+        for (series, v) in &fam.samples {
+            let old = before[name].samples[series];
+            assert!(*v >= old, "{series} went from {old} to {v}");
+        }
+    }
+    assert_eq!(
+        value(&after, "echo_reactor_tcp_received_bytes_total"),
+        100.0
+    );
+    assert_eq!(value(&after, "echo_reactor_tcp_sent_bytes_total"), 100.0);
+    assert_eq!(value(&after, "echo_reactor_tcp_connections_open"), 1.0);
+    assert_eq!(
+        value(&after, "echo_reactor_udp_received_datagrams_total"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "echo_reactor_tcp_connections_closed_abnormally_total{reason=\"reset\"}"
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn other_paths_methods_and_garbage_get_http_errors() {
+    let server = start_server(&["--metrics", "127.0.0.1:0"]);
+    let url = metrics_url(&server);
+    let base = url.trim_end_matches("/metrics");
+    assert_eq!(curl(&format!("{base}/")).0, 404);
+    assert_eq!(curl(&format!("{base}/metricsx")).0, 404);
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            &url,
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "405");
+    // Garbage and an oversized head, by hand.
+    let addr: SocketAddr = base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("metrics addr");
+    assert!(raw(addr, b"\x16\x03\x01hello\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+    huge.extend(std::iter::repeat(b'a').take(20_000));
+    assert!(raw(addr, &huge).starts_with("HTTP/1.1 431"));
+}
+
+/// Sends `request` and reads the answer until the server closes.
+fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    // The server may answer and close before taking all of a huge head.
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn silent_scrapers_do_not_slow_the_echo_traffic() {
+    let server = start_server(&["--metrics", "127.0.0.1:0"]);
+    let url = metrics_url(&server);
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .expect("addr");
+    // More silent connections than the endpoint serves, and a slow one
+    // dribbling its request byte by byte.
+    let silent: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let mut c = connect(server.tcp_addr());
+    let mut worst = Duration::ZERO;
+    for i in 0..200 {
+        let started = Instant::now();
+        let msg = format!("msg {i}");
+        assert_eq!(roundtrip(&mut c, msg.as_bytes()), msg.as_bytes());
+        worst = worst.max(started.elapsed());
+    }
+    assert!(
+        worst < Duration::from_millis(100),
+        "echo round trip took {worst:?}"
+    );
+    drop(silent);
+    // And the endpoint answers again once they are gone.
+    assert!(wait_until(Duration::from_secs(3), || curl(&url).0 == 200));
+}
+
+#[test]
+fn with_two_loops_the_metrics_cover_both() {
+    let server = start_server(&["--metrics", "127.0.0.1:0", "--threads", "2"]);
+    let url = metrics_url(&server);
+    let mut conns: Vec<TcpStream> = (0..40).map(|_| connect(server.tcp_addr())).collect();
+    for c in &mut conns {
+        roundtrip(c, b"x");
+    }
+    // The other loop publishes once a second.
+    let all_seen = wait_until(Duration::from_secs(4), || {
+        let (_, body) = curl(&url);
+        let f = parse(&body);
+        value(&f, "echo_reactor_tcp_connections_accepted_total") == 40.0
+            && value(&f, "echo_reactor_loops") == 2.0
+    });
+    assert!(
+        all_seen,
+        "the totals never covered all 40 connections:\n{}",
+        curl(&url).1
+    );
+}
+
+#[test]
+fn stats_line_reports_connections_and_rates() {
+    let server = start_server(&["--stats", "0.5"]);
+    let mut c = connect(server.tcp_addr());
+    for _ in 0..50 {
+        roundtrip(&mut c, &[b'z'; 1000]);
+    }
+    assert!(
+        wait_until(Duration::from_secs(3), || server
+            .stderr()
+            .contains("stats: conns 1 open, 1 accepted, 0 closed, 0 rejected")),
+        "{}",
+        server.stderr()
+    );
+    drop(c);
+    let log = server.stop();
+    let line = log
+        .lines()
+        .find(|l| l.contains("stats: conns 1 open"))
+        .expect("a stats line");
+    assert!(
+        line.contains("tcp in ") && line.contains("B/s") && line.contains("accepting"),
+        "{line}"
+    );
+}
+
+#[test]
+fn metrics_port_in_use_fails_loudly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = run_binary(
+        &["serve", "--tcp", "127.0.0.1:0", "--metrics", &addr],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.code(), 1);
+    assert!(
+        out.stderr.contains(&format!("cannot bind http://{addr}")),
+        "{}",
+        out.stderr
+    );
+}
