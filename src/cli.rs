@@ -2,6 +2,7 @@
 //! durations into plain config structs. No IO happens here.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,16 @@ pub enum Command {
     Load(LoadArgs),
     /// Type lines, see the replies: an interactive client for any echo server.
     Client(ClientArgs),
+    /// Put two or more `load --json` results side by side, with ratios to the first.
+    Compare(CompareArgs),
+}
+
+/// `echo-reactor compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// JSON reports saved from `echo-reactor load --json`; the first is the baseline
+    #[arg(value_name = "FILE.json", required = true, num_args = 2..)]
+    pub files: Vec<PathBuf>,
 }
 
 /// `echo-reactor client`.
@@ -257,6 +268,15 @@ pub struct LoadArgs {
     /// UDP: the highest loss (percent) that still passes
     #[arg(long, value_name = "PERCENT", default_value = "1", value_parser = parse_percent)]
     pub max_loss: f64,
+
+    /// Write the latency as an HdrHistogram interval log, one interval a
+    /// second (values in microseconds)
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+
+    /// Draw the latency percentile curve and msgs/s over time into an SVG
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 impl LoadArgs {
@@ -275,6 +295,7 @@ impl LoadArgs {
             warmup: self.warmup,
             threads: to_usize(self.threads),
             max_loss_percent: self.max_loss,
+            record_intervals: self.hdr_log.is_some() || self.plot.is_some(),
             ..LoadConfig::new(self.url)
         }
     }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use log::info;
 
-use echo_reactor::cli::{Cli, Command, LoadArgs, ServeArgs};
+use echo_reactor::cli::{Cli, Command, CompareArgs, LoadArgs, ServeArgs};
 use echo_reactor::load::{self, Progress, Report};
 use echo_reactor::server::cluster::Cluster;
 
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => run_load(&args),
+        Command::Compare(args) => compare(&args),
         Command::Client(args) => match echo_reactor::client::run(&args.to_config()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
 /// object), the reason for a failure on stderr, exit 0 only without errors.
 fn run_load(args: &LoadArgs) -> ExitCode {
     let config = args.to_config();
+    let started = std::time::SystemTime::now();
     let result = if std::io::stderr().is_terminal() {
         load::run_with_progress(&config, &mut print_progress)
     } else {
@@ -77,7 +79,60 @@ fn run_load(args: &LoadArgs) -> ExitCode {
     if let Some(why) = report.failure_summary() {
         eprintln!("echo-reactor load: {why}");
     }
+    if report.failure.is_none() && !save_run(args, &config, &report, started) {
+        return ExitCode::FAILURE;
+    }
     code
+}
+
+/// Writes `--hdr-log` and `--plot`; false (after saying why) if one failed.
+fn save_run(
+    args: &LoadArgs,
+    config: &load::LoadConfig,
+    report: &Report,
+    started: std::time::SystemTime,
+) -> bool {
+    let title = load::output::describe(config);
+    let mut ok = true;
+    if let Some(path) = &args.hdr_log {
+        let written = std::fs::File::create(path).and_then(|f| {
+            let mut w = std::io::BufWriter::new(f);
+            load::output::write_hdr_log(report, &title, started, &mut w)?;
+            w.flush()
+        });
+        if let Err(e) = written {
+            eprintln!("echo-reactor load: cannot write {}: {e}", path.display());
+            ok = false;
+        }
+    }
+    if let Some(path) = &args.plot {
+        if let Err(e) = load::output::plot_svg(report, &title, path) {
+            eprintln!("echo-reactor load: cannot write {}: {e}", path.display());
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// Runs `echo-reactor compare`: the table on stdout, exit 1 if a file
+/// cannot be read.
+fn compare(args: &CompareArgs) -> ExitCode {
+    let mut runs = Vec::new();
+    for path in &args.files {
+        let name = path.display().to_string();
+        let parsed = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {name}: {e}"))
+            .and_then(|json| load::output::parse_summary(&name, &json));
+        match parsed {
+            Ok(run) => runs.push(run),
+            Err(e) => {
+                eprintln!("echo-reactor compare: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    print!("{}", load::output::compare_table(&runs));
+    ExitCode::SUCCESS
 }
 
 fn print_progress(p: &Progress) {

@@ -14,6 +14,7 @@
 
 pub mod conn;
 mod event_loop;
+pub mod output;
 pub mod payload;
 pub mod report;
 #[cfg(target_os = "linux")]
@@ -31,7 +32,7 @@ use log::info;
 
 use crate::mode::Mode;
 use event_loop::Loop;
-pub use report::Report;
+pub use report::{Interval, Report};
 
 /// Most TCP handshakes one loop has in progress at once. Keeps a ramp of
 /// thousands of connections from overflowing the server's accept backlog.
@@ -106,6 +107,8 @@ pub struct LoadConfig {
     pub drain_timeout: Duration,
     /// How long a UDP request waits for its reply before it is lost.
     pub udp_reply_timeout: Duration,
+    /// Keep the run second by second in [`Report::intervals`].
+    pub record_intervals: bool,
 }
 
 impl LoadConfig {
@@ -126,6 +129,7 @@ impl LoadConfig {
             max_loss_percent: 1.0,
             drain_timeout: Duration::from_secs(2),
             udp_reply_timeout: Duration::from_millis(500),
+            record_intervals: false,
         }
     }
 
@@ -271,7 +275,8 @@ fn run_inner(
     config.validate()?;
     let started = Instant::now();
     let threads = config.threads;
-    let live: Option<Live> = on_progress.as_ref().map(|_| {
+    let wants_live = on_progress.is_some() || config.record_intervals;
+    let live: Option<Live> = wants_live.then(|| {
         Arc::new(Mutex::new(
             (0..threads)
                 .map(|_| LiveSlot {
@@ -313,6 +318,7 @@ fn run_inner(
         let mut first_failure = None;
         let mut finished = 0;
         let mut last_report = Instant::now();
+        let mut intervals = Vec::new();
         while finished < threads {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(Ok(r)) => {
@@ -324,9 +330,16 @@ fn run_inner(
                     finished += 1;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let (Some(cb), Some(live)) = (on_progress.as_mut(), &live) {
+                    if let Some(live) = &live {
                         let now = Instant::now();
-                        cb(&take_progress(live, now - started, now - last_report));
+                        let (progress, interval) =
+                            take_progress(live, now - started, now - last_report);
+                        if let Some(cb) = on_progress.as_mut() {
+                            cb(&progress);
+                        }
+                        if config.record_intervals {
+                            intervals.push(interval);
+                        }
                         last_report = now;
                     }
                 }
@@ -337,6 +350,12 @@ fn run_inner(
                 }
             }
         }
+        if let (Some(live), true) = (&live, config.record_intervals) {
+            // The last, partial interval: what completed since the last tick.
+            let now = Instant::now();
+            intervals.push(take_progress(live, now - started, now - last_report).1);
+        }
+        merged.intervals = intervals;
         match first_failure {
             Some(e) => Err(e),
             None => Ok(merged),
@@ -344,7 +363,9 @@ fn run_inner(
     })
 }
 
-fn take_progress(live: &Live, elapsed: Duration, since_last: Duration) -> Progress {
+/// The figures since the last call, for the progress line and as one
+/// interval of the run; resets the loops' recent counters.
+fn take_progress(live: &Live, elapsed: Duration, since_last: Duration) -> (Progress, Interval) {
     let mut p = Progress {
         elapsed,
         connections_up: 0,
@@ -352,23 +373,27 @@ fn take_progress(live: &Live, elapsed: Duration, since_last: Duration) -> Progre
         p99_us: 0,
         errors: 0,
     };
-    let Ok(mut slots) = live.lock() else {
-        return p;
+    let mut interval = Interval {
+        start: elapsed.saturating_sub(since_last),
+        length: since_last,
+        messages: 0,
+        latency: report::new_histogram(),
     };
-    let mut hist = report::new_histogram();
-    let mut messages = 0;
+    let Ok(mut slots) = live.lock() else {
+        return (p, interval);
+    };
     for s in slots.iter_mut() {
         p.connections_up += s.up;
         p.errors += s.errors;
-        messages += std::mem::take(&mut s.recent_messages);
-        let _ = hist.add(&s.recent_latency);
+        interval.messages += std::mem::take(&mut s.recent_messages);
+        let _ = interval.latency.add(&s.recent_latency);
         s.recent_latency.reset();
     }
-    p.msgs_per_sec = messages as f64 / since_last.as_secs_f64().max(1e-3);
-    p.p99_us = if hist.is_empty() {
+    p.msgs_per_sec = interval.msgs_per_sec();
+    p.p99_us = if interval.latency.is_empty() {
         0
     } else {
-        hist.value_at_quantile(0.99)
+        interval.latency.value_at_quantile(0.99)
     };
-    p
+    (p, interval)
 }

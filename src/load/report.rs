@@ -99,6 +99,30 @@ pub struct Report {
     pub first_error: Option<String>,
     /// Set when the run could not happen at all; the counters are then empty.
     pub failure: Option<String>,
+    /// The run second by second (warmup and drain included), when the
+    /// configuration asked for them (`--hdr-log`, `--plot`).
+    pub intervals: Vec<Interval>,
+}
+
+/// About one second of a run: when it began, how long it was, the replies
+/// that completed in it and their latencies.
+#[derive(Debug, Clone)]
+pub struct Interval {
+    /// From the start of the run.
+    pub start: Duration,
+    /// Its length (about a second).
+    pub length: Duration,
+    /// Replies completed.
+    pub messages: u64,
+    /// Their latencies, in microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl Interval {
+    /// Replies per second in this interval.
+    pub fn msgs_per_sec(&self) -> f64 {
+        per_sec(self.messages, self.length)
+    }
 }
 
 impl Report {
@@ -119,6 +143,7 @@ impl Report {
             max_loss_percent: 1.0,
             first_error: None,
             failure: None,
+            intervals: Vec::new(),
         }
     }
 

@@ -1,0 +1,288 @@
+//! What a load run leaves behind besides its report: the HdrHistogram
+//! interval log (`--hdr-log`), an SVG picture (`--plot`), and the side by
+//! side comparison of saved JSON reports (`echo-reactor compare`).
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use plotters::prelude::*;
+
+use super::{LoadConfig, Report};
+
+/// Writes the run's intervals as an HdrHistogram interval log: a comment
+/// naming the run, a start time, and one compressed histogram per
+/// interval (values in microseconds; the max column in milliseconds), the
+/// format `HistogramLogProcessor` and the other HdrHistogram tools read
+/// and merge.
+///
+/// # Errors
+///
+/// Writing or encoding failed.
+pub fn write_hdr_log(
+    report: &Report,
+    title: &str,
+    started: SystemTime,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let mut serializer = V2DeflateSerializer::new();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder
+        .add_comment(&format!("echo-reactor load: {title}"))
+        .add_comment("values in microseconds")
+        .with_start_time(started)
+        .with_base_time(started)
+        .with_max_value_divisor(1000.0);
+    let mut log = builder.begin_log_with(out, &mut serializer)?;
+    for iv in &report.intervals {
+        log.write_histogram(&iv.latency, iv.start, iv.length, None)
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+    }
+    Ok(())
+}
+
+/// A one-line description of a run's settings, for titles.
+pub fn describe(config: &LoadConfig) -> String {
+    let pace = match config.rate {
+        Some(r) => format!("open loop {r} msgs/s"),
+        None => format!("closed loop, pipeline {}", config.pipeline),
+    };
+    format!(
+        "{}: {} conns, {} B, {pace}, {} s",
+        config.target,
+        config.connections,
+        config.size,
+        config.duration.as_secs_f64()
+    )
+}
+
+/// The percentile a position on the plot's x axis stands for:
+/// `x = log10(1 / (1 - p))`, so 0 is the median's left (0%), 1 is 90%,
+/// 2 is 99%, 3 is 99.9%: each tail decade gets the same width, as
+/// HdrHistogram's plots draw it.
+fn percentile_label(x: f64) -> String {
+    let p = 100.0 * (1.0 - 10f64.powf(-x));
+    let s = format!("{p:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}%")
+}
+
+/// Draws the latency percentile curve and the rate over time into an SVG.
+///
+/// # Errors
+///
+/// The file could not be written.
+pub fn plot_svg(report: &Report, title: &str, path: &Path) -> io::Result<()> {
+    let err = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
+    let root = SVGBackend::new(path, (1000, 860)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let root = root
+        .titled(&format!("echo-reactor load {title}"), ("sans-serif", 20))
+        .map_err(|e| err(&e))?;
+    let (upper, lower) = root.split_vertically(430);
+
+    // Latency by percentile: x = log10(1/(1-p)) up to the last recorded one.
+    let mut points: Vec<(f64, f64)> = Vec::new();
+    for v in report.latency.iter_quantiles(2) {
+        let q = v.quantile_iterated_to();
+        let x = if q >= 1.0 {
+            6.0
+        } else {
+            (-(1.0 - q).log10()).min(6.0)
+        };
+        points.push((x, v.value_iterated_to() as f64 / 1000.0));
+    }
+    let x_max = points.iter().map(|p| p.0).fold(2.0, f64::max).ceil();
+    let y_max = points.iter().map(|p| p.1).fold(0.001, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&upper)
+        .caption(
+            format!(
+                "latency by percentile ({} replies, max {:.2} ms)",
+                report.latency.len(),
+                report.latency.max() as f64 / 1000.0
+            ),
+            ("sans-serif", 16),
+        )
+        .margin(15)
+        .margin_right(45)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_labels(x_max as usize + 1)
+        .x_label_formatter(&|x| percentile_label(*x))
+        .x_desc("percentile (log scale of 1/(1-p))")
+        .y_desc("latency (ms)")
+        .draw()
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(LineSeries::new(points, BLUE.stroke_width(2)))
+        .map_err(|e| err(&e))?;
+
+    // Rate over time, one point per interval at its end. The last, partial
+    // interval (the drain) is too short for a meaningful rate.
+    let rates: Vec<(f64, f64)> = report
+        .intervals
+        .iter()
+        .filter(|iv| iv.length.as_secs_f64() >= 0.5)
+        .map(|iv| ((iv.start + iv.length).as_secs_f64(), iv.msgs_per_sec()))
+        .collect();
+    let t_max = rates.iter().map(|p| p.0).fold(1.0, f64::max);
+    let r_max = rates.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&lower)
+        .caption(
+            format!(
+                "replies per second (run average {:.0})",
+                report.msgs_per_sec()
+            ),
+            ("sans-serif", 16),
+        )
+        .margin(15)
+        .margin_right(45)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..t_max, 0f64..r_max)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s)")
+        .y_desc("msgs/s")
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(LineSeries::new(rates, RED.stroke_width(2)))
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// The figures `compare` reads from a saved `--json` report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Where it came from.
+    pub name: String,
+    /// msgs/s, p50, p90, p99, p99.9, max (µs), errors.
+    pub figures: [f64; 7],
+}
+
+const ROWS: [&str; 7] = [
+    "msgs/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "errors",
+];
+
+/// Reads the figures from one JSON report of ours.
+///
+/// # Errors
+///
+/// A message naming what is missing.
+pub fn parse_summary(name: &str, json: &str) -> Result<Summary, String> {
+    let number = |scope: &str, key: &str| -> Result<f64, String> {
+        let pat = format!("\"{key}\":");
+        let at = scope
+            .find(&pat)
+            .ok_or_else(|| format!("{name}: no \"{key}\" (is this `load --json` output?)"))?;
+        let rest = &scope[at + pat.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+            .unwrap_or(rest.len());
+        rest[..end]
+            .parse()
+            .map_err(|_| format!("{name}: \"{key}\" is not a number"))
+    };
+    let section = |key: &str| -> Result<&str, String> {
+        let pat = format!("\"{key}\":{{");
+        let at = json.find(&pat).ok_or_else(|| {
+            format!("{name}: no \"{key}\" object (is this `load --json` output?)")
+        })?;
+        let rest = &json[at + pat.len()..];
+        Ok(&rest[..rest.find('}').unwrap_or(rest.len())])
+    };
+    let latency = section("latency_us")?;
+    let errors = section("errors")?;
+    let error_total: f64 = [
+        "connect", "reset", "timeout", "mismatch", "lost", "closed", "io",
+    ]
+    .iter()
+    .filter_map(|k| number(errors, k).ok())
+    .sum();
+    Ok(Summary {
+        name: name.to_string(),
+        figures: [
+            number(json, "msgs_per_sec")?,
+            number(latency, "p50")?,
+            number(latency, "p90")?,
+            number(latency, "p99")?,
+            number(latency, "p999")?,
+            number(latency, "max")?,
+            error_total,
+        ],
+    })
+}
+
+/// Runs side by side, each with its ratio to the first.
+pub fn compare_table(runs: &[Summary]) -> String {
+    let mut out = String::new();
+    let width = runs.iter().map(|r| r.name.len()).max().unwrap_or(0).max(12);
+    let _ = write!(out, "{:<10}", "");
+    for r in runs {
+        let _ = write!(out, "  {:>width$}", r.name);
+    }
+    out.push('\n');
+    for (i, row) in ROWS.iter().enumerate() {
+        let _ = write!(out, "{row:<10}");
+        let base = runs.first().map_or(0.0, |r| r.figures[i]);
+        for (j, r) in runs.iter().enumerate() {
+            let v = r.figures[i];
+            let cell = if j == 0 || base == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.0} ({:.2}x)", v / base)
+            };
+            let _ = write!(out, "  {cell:>width$}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = r#"{"proto":"tcp","target":"127.0.0.1:7007","connections":10,"messages":100,"msgs_per_sec":1000,"latency_us":{"p50":10,"p90":20,"p99":40,"p999":80,"max":100,"mean":12.5},"errors":{"connect":0,"reset":1,"timeout":0,"mismatch":0,"lost":2,"closed":0,"io":0},"ok":false,"error":null}"#;
+
+    #[test]
+    fn reads_the_figures_of_a_json_report() {
+        let s = parse_summary("a.json", A).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.figures, [1000.0, 10.0, 20.0, 40.0, 80.0, 100.0, 3.0]);
+        assert!(parse_summary("x", "{}").is_err());
+        assert!(parse_summary("x", "not json")
+            .unwrap_err()
+            .contains("load --json"));
+    }
+
+    #[test]
+    fn the_table_gives_ratios_to_the_first_run() {
+        let a = parse_summary("before", A).unwrap_or_else(|e| panic!("{e}"));
+        let mut b = a.clone();
+        b.name = "after".into();
+        b.figures[0] = 1500.0;
+        b.figures[3] = 20.0;
+        let t = compare_table(&[a, b]);
+        assert!(t.contains("1500 (1.50x)"), "{t}");
+        assert!(t.contains("20 (0.50x)"), "{t}");
+        assert_eq!(t.lines().count(), 8);
+    }
+
+    #[test]
+    fn percentile_labels_read_as_percent() {
+        assert_eq!(percentile_label(0.0), "0%");
+        assert_eq!(percentile_label(1.0), "90%");
+        assert_eq!(percentile_label(3.0), "99.9%");
+    }
+}

@@ -1,0 +1,202 @@
+//! What a load run leaves behind: the HdrHistogram interval log read back
+//! with the hdrhistogram crate's own parser, the SVG plot, and `compare`
+//! over saved JSON reports.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::Histogram;
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("echo-reactor-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A number field from our JSON report.
+fn json_number(json: &str, key: &str) -> f64 {
+    let pat = format!("\"{key}\":");
+    let rest = &json[json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + pat.len()..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().expect("number")
+}
+
+fn load(server: &ServerProcess, extra: &[&str]) -> Finished {
+    let url = format!("tcp://{}", server.tcp_addr());
+    let mut argv = vec!["load", &url, "-c", "20", "-d", "2", "--json"];
+    argv.extend_from_slice(extra);
+    run_binary(&argv, Duration::from_secs(30))
+}
+
+#[test]
+fn hdr_log_reads_back_with_the_standard_parser() {
+    let dir = scratch("hdrlog");
+    let log_path = dir.join("run.hlog");
+    let server = start_server(&[]);
+    let out = load(&server, &["--hdr-log", log_path.to_str().expect("utf-8")]);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let sent = json_number(&out.stdout, "sent");
+    let measured = json_number(&out.stdout, "messages");
+
+    let text = std::fs::read(&log_path).expect("the log was written");
+    let mut deserializer = Deserializer::new();
+    let mut total: Histogram<u64> = Histogram::new(3).expect("histogram");
+    let mut intervals = 0;
+    let mut last_start = -1.0;
+    for entry in IntervalLogIterator::new(&text) {
+        match entry.expect("a well-formed log line") {
+            LogEntry::Interval(iv) => {
+                intervals += 1;
+                let start = iv.start_timestamp().as_secs_f64();
+                assert!(start > last_start, "intervals in order");
+                last_start = start;
+                assert!((0.5..=1.5).contains(&iv.duration().as_secs_f64()) || intervals > 2);
+                let bytes = base64_decode(iv.encoded_histogram());
+                let h: Histogram<u64> = deserializer
+                    .deserialize(&mut bytes.as_slice())
+                    .expect("a histogram the crate can read");
+                total.add(&h).expect("add");
+            }
+            LogEntry::StartTime(_) | LogEntry::BaseTime(_) => {}
+        }
+    }
+    assert!(intervals >= 2, "one interval a second: {intervals}");
+    // Every reply of the run, warmup and drain included: at least the
+    // measured ones, at most every message sent.
+    let count = total.len() as f64;
+    assert!(
+        count >= measured && count <= sent,
+        "log {count}, measured {measured}, sent {sent}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Standard base64, as the interval log encodes histograms.
+fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn plot_is_an_svg_naming_the_target_and_settings() {
+    let dir = scratch("plot");
+    let svg = dir.join("run.svg");
+    let server = start_server(&[]);
+    let out = load(&server, &["--plot", svg.to_str().expect("utf-8")]);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&svg).expect("the plot was written");
+    assert!(
+        text.trim_start().starts_with("<svg"),
+        "{}",
+        &text[..100.min(text.len())]
+    );
+    assert!(text.trim_end().ends_with("</svg>"));
+    let target = format!("tcp://{}", server.tcp_addr());
+    for needle in [
+        target.as_str(),
+        "20 conns",
+        "latency by percentile",
+        "latency (ms)",
+        "replies per second",
+        "msgs/s",
+        "99.9%",
+        "<polyline",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in the SVG");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unwritable_plot_path_fails_the_run_with_a_message() {
+    let server = start_server(&[]);
+    let out = load(&server, &["--plot", "/nonexistent-dir/x.svg"]);
+    assert_eq!(out.code(), 1);
+    assert!(
+        out.stderr.contains("cannot write /nonexistent-dir/x.svg"),
+        "{}",
+        out.stderr
+    );
+}
+
+fn save(dir: &Path, name: &str, json: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, json).expect("write json");
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn compare_puts_runs_side_by_side_with_ratios() {
+    let dir = scratch("compare");
+    let server = start_server(&[]);
+    let a = load(&server, &[]);
+    let b = load(&server, &["--rate", "1000"]);
+    assert_eq!((a.code(), b.code()), (0, 0));
+    let (pa, pb) = (
+        save(&dir, "a.json", &a.stdout),
+        save(&dir, "b.json", &b.stdout),
+    );
+    let out = run_binary(&["compare", &pa, &pb], Duration::from_secs(10));
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let rate_line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("msgs/s"))
+        .expect("a msgs/s row");
+    // "msgs/s  A  B (R.RRx)": B ran at 1,000 msgs/s, and R is B / A.
+    let cells: Vec<&str> = rate_line.split_whitespace().collect();
+    let (ra, rb): (f64, f64) = (
+        cells[1].parse().expect("a's rate"),
+        cells[2].parse().expect("b's rate"),
+    );
+    assert!((950.0..=1050.0).contains(&rb), "{rate_line}");
+    assert_eq!(cells[3], format!("({:.2}x)", rb / ra), "{rate_line}");
+    for row in ["p50 us", "p99 us", "p99.9 us", "max us", "errors"] {
+        assert!(out.stdout.contains(row), "no {row} row:\n{}", out.stdout);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compare_rejects_missing_and_foreign_files() {
+    let dir = scratch("compare-bad");
+    let good = save(
+        &dir,
+        "good.json",
+        r#"{"msgs_per_sec":1,"latency_us":{"p50":1,"p90":1,"p99":1,"p999":1,"max":1},"errors":{"connect":0}}"#,
+    );
+    let foreign = save(&dir, "foreign.json", r#"{"hello": "world"}"#);
+    let missing = dir.join("missing.json").to_string_lossy().into_owned();
+    let out = run_binary(&["compare", &good, &missing], Duration::from_secs(10));
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr.contains("cannot read"), "{}", out.stderr);
+    let out = run_binary(&["compare", &good, &foreign], Duration::from_secs(10));
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr.contains("load --json"), "{}", out.stderr);
+    let out = run_binary(&["compare", &good], Duration::from_secs(10));
+    assert_eq!(out.code(), 2, "one file is a usage error");
+    let _ = std::fs::remove_dir_all(&dir);
+}
