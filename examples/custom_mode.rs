@@ -15,6 +15,7 @@
 //! speaks first or streams; see `on_connect` and `fill` in `src/mode/mod.rs`,
 //! and the chargen, daytime and time modes that use them.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -67,12 +68,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Like the real binary: a closed stdout must not stop the server.
+    let mut out = std::io::stdout().lock();
     for a in server.tcp_addrs() {
-        println!("listening on tcp://{a}");
+        let _ = writeln!(out, "listening on tcp://{a}");
     }
     for a in server.udp_addrs() {
-        println!("listening on udp://{a}");
+        let _ = writeln!(out, "listening on udp://{a}");
     }
+    let _ = out.flush();
+    drop(out);
     match server.run() {
         Ok(stats) => {
             eprintln!("final stats: {stats}");

@@ -318,8 +318,9 @@ fn the_custom_mode_example_plugs_rot13_into_the_library() {
         .expect("spawn the example");
     let stdout = child.stdout.take().expect("piped");
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-        .expect("listening line");
+    // Kept open until the end: the example prints a second line (UDP).
+    let mut lines = std::io::BufReader::new(stdout);
+    std::io::BufRead::read_line(&mut lines, &mut line).expect("listening line");
     let addr = line
         .trim()
         .strip_prefix("listening on tcp://")
