@@ -151,3 +151,62 @@ fn chat_relays_a_line_to_the_others_but_not_back() {
     let mut buf = [0u8; 32];
     assert!(alice.read(&mut buf).is_err(), "the sender got its own line");
 }
+
+#[test]
+fn chat_disconnects_a_client_that_stops_reading_and_serves_the_rest() {
+    let ex = start("chat");
+    let slow = connect(ex.addr);
+    let fast = connect(ex.addr);
+    let mut talker = connect(ex.addr);
+    // The fast reader counts every line it hears from the room.
+    let reader = {
+        let fast = fast.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(fast);
+            let mut lines = 0;
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line.contains("] line ") {
+                    lines += 1;
+                }
+                if line.contains("] done") {
+                    break;
+                }
+                line.clear();
+            }
+            lines
+        })
+    };
+    // Make sure all three are in the room before the flood.
+    (&fast).write_all(b"hello\n").expect("write");
+    let mut t_in = BufReader::new(talker.try_clone().expect("clone"));
+    assert!(read_line(&mut t_in).ends_with("] hello\n"));
+    // 5,000 lines of 4,000 bytes: far more than the slow client's kernel
+    // buffers and its 64 KiB allowance.
+    let filler = "x".repeat(4000);
+    for i in 0..5000 {
+        talker
+            .write_all(format!("line {i} {filler}\n").as_bytes())
+            .expect("the room keeps taking lines");
+    }
+    talker.write_all(b"done\n").expect("write");
+    assert_eq!(
+        reader.join().expect("reader"),
+        5000,
+        "the fast client heard every line"
+    );
+    // The slow client was cut off: reading what it was sent ends, with EOF
+    // or a reset, instead of waiting forever.
+    let mut slow = slow;
+    slow.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut buf = vec![0u8; 1 << 20];
+    let ended = loop {
+        match slow.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(ended, "the slow client was never disconnected");
+}
