@@ -57,9 +57,14 @@ fn without_the_shortcut_the_drain_ends_on_would_block() {
     let server = traced_server(&["--short-read", "false"]);
     let mut s = connect(server.tcp_addr());
     assert_eq!(roundtrip(&mut s, b"hello"), b"hello");
+    // Keep the connection open until the server has made its extra read:
+    // closing now could let that read see our FIN (0 B) instead of an
+    // empty queue, and the trace would tell a different, also true, story.
+    let needle = "conn 0: read would block, drain done";
+    let seen = wait_until(Duration::from_secs(5), || server.stderr().contains(needle));
     drop(s);
     let log = server.stop();
-    assert_has(&log, &["conn 0: read would block, drain done"]);
+    assert!(seen, "no {needle:?} in the trace:\n{log}");
 }
 
 #[test]
@@ -101,8 +106,15 @@ fn backpressure_pause_and_resume_are_narrated() {
             "backpressure: reading paused",
             "reading resumed",
             "write would block, waiting for writable",
-            "event writable",
         ],
+    );
+    // The writable edge that lets the server flush may arrive alone or
+    // together with a readable one ("event readable writable"), depending
+    // on how our reads and writes interleave.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("conn 0: event") && l.contains(" writable")),
+        "no writable event in the trace:\n{log}"
     );
 }
 
