@@ -29,7 +29,7 @@ mod support;
 
 use echo_reactor::load::{self, LoadConfig, Proto, Target};
 use echo_reactor::Mode;
-use support::rss_bytes;
+use support::procfs::rss_bytes;
 
 const MODELS: [&str; 3] = ["blocking", "threaded", "reactor"];
 const SIZES: [usize; 3] = [10, 100, 1000];

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 mod support;
 
-use support::{cpu_ns, rss_bytes};
+use support::cpu_ns;
+use support::procfs::rss_bytes;
 
 const OURS: &str = env!("CARGO_BIN_EXE_echo-reactor");
 
@@ -247,19 +248,9 @@ struct Load {
     gen_cpu_ns: u64,
 }
 
-/// A number field from the load generator's JSON (flat names are unique
-/// enough: `"msgs_per_sec":`, `"p99":`).
+/// A number field from the load generator's JSON, NaN when missing.
 fn json_number(json: &str, key: &str) -> f64 {
-    let pat = format!("\"{key}\":");
-    json.find(&pat)
-        .map(|i| &json[i + pat.len()..])
-        .and_then(|rest| {
-            let end = rest
-                .find(|c: char| !(c.is_ascii_digit() || ".-+eE ".contains(c)))
-                .unwrap_or(rest.len());
-            rest[..end].trim().parse().ok()
-        })
-        .unwrap_or(f64::NAN)
+    echo_reactor::load::output::json_number(json, key).unwrap_or(f64::NAN)
 }
 
 fn load(url: &str, args: &[&str]) -> Load {
@@ -680,7 +671,7 @@ fn scenario_many() {
         std::thread::spawn(move || {
             let (mut fds, mut rss) = (0, 0);
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                fds = fds.max(support::fd_count(pid));
+                fds = fds.max(support::procfs::fd_count(pid));
                 rss = rss.max(rss_bytes(pid));
                 std::thread::sleep(Duration::from_millis(500));
             }

@@ -20,7 +20,8 @@ use std::time::Duration;
 mod support;
 
 use echo_reactor::load::{self, LoadConfig, Proto, Target};
-use support::{fd_count, rss_bytes, ServerChild};
+use support::procfs::{fd_count, rss_bytes};
+use support::ServerChild;
 
 /// What the first minutes are allowed to do before drift is measured.
 const SETTLE: Duration = Duration::from_secs(120);

@@ -22,15 +22,8 @@ fn scratch(name: &str) -> PathBuf {
 
 /// A number field from our JSON report.
 fn json_number(json: &str, key: &str) -> f64 {
-    let pat = format!("\"{key}\":");
-    let rest = &json[json
-        .find(&pat)
+    echo_reactor::load::output::json_number(json, key)
         .unwrap_or_else(|| panic!("no {key} in {json}"))
-        + pat.len()..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(rest.len());
-    rest[..end].parse().expect("number")
 }
 
 fn load(server: &ServerProcess, extra: &[&str]) -> Finished {

@@ -175,6 +175,18 @@ const ROWS: [&str; 7] = [
     "msgs/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "errors",
 ];
 
+/// The first number after `"key":` in `json`. Our reports use each field
+/// name once per object, so this reads them without a JSON library; pass
+/// the text of one object to read a nested field.
+pub fn json_number(json: &str, key: &str) -> Option<f64> {
+    let pat = format!("\"{key}\":");
+    let rest = &json[json.find(&pat)? + pat.len()..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 /// Reads the figures from one JSON report of ours.
 ///
 /// # Errors
@@ -182,17 +194,8 @@ const ROWS: [&str; 7] = [
 /// A message naming what is missing.
 pub fn parse_summary(name: &str, json: &str) -> Result<Summary, String> {
     let number = |scope: &str, key: &str| -> Result<f64, String> {
-        let pat = format!("\"{key}\":");
-        let at = scope
-            .find(&pat)
-            .ok_or_else(|| format!("{name}: no \"{key}\" (is this `load --json` output?)"))?;
-        let rest = &scope[at + pat.len()..];
-        let end = rest
-            .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
-            .unwrap_or(rest.len());
-        rest[..end]
-            .parse()
-            .map_err(|_| format!("{name}: \"{key}\" is not a number"))
+        json_number(scope, key)
+            .ok_or_else(|| format!("{name}: no number \"{key}\" (is this `load --json` output?)"))
     };
     let section = |key: &str| -> Result<&str, String> {
         let pat = format!("\"{key}\":{{");

@@ -222,6 +222,8 @@ pub struct Server {
     udp_guard: UdpGuard,
     /// `--udp-allow-amplification`.
     udp_allow_amplification: bool,
+    /// The service's `udp_reply_floor`, asked once instead of per datagram.
+    udp_reply_floor: usize,
     /// Live figures: the shared slots, this loop's slot, and when to
     /// publish next (`None` when neither stats nor metrics are on).
     live: Option<Arc<live::Live>>,
@@ -294,14 +296,10 @@ impl Server {
             )?),
             None => None,
         };
-        let observed =
-            config.stats_interval.is_some() || metrics.is_some() || config.live.is_some();
-        let live = match config.live {
-            Some(live) => Some(live),
-            None if observed => Some(live::Live::new(1)),
-            None => None,
-        };
+        let observed = config.stats_interval.is_some() || metrics.is_some();
+        let live = config.live.or_else(|| observed.then(|| live::Live::new(1)));
         let started = Instant::now();
+        let udp_reply_floor = config.service.udp_reply_floor();
         let waker = Waker::new(poll.registry(), token::WAKER)
             .map_err(|e| ServerError::Setup("waker", e))?;
         let signals = if config.handle_signals {
@@ -338,6 +336,7 @@ impl Server {
             sweep: Sweep::new(Timeouts::new(config.idle_timeout, config.write_timeout)),
             udp_guard: UdpGuard::new(config.udp_rate_limit),
             udp_allow_amplification: config.udp_allow_amplification,
+            udp_reply_floor,
             // A lone loop publishes right before it reports or answers a
             // scrape; only a cluster's loops need to publish on their own.
             publish_at: live
@@ -357,7 +356,7 @@ impl Server {
             signals,
             waker: Arc::new(waker),
             stop: Arc::new(AtomicBool::new(false)),
-            epoch: Instant::now(),
+            epoch: started,
             now: 0,
         })
     }
@@ -483,11 +482,6 @@ impl Server {
     }
 
     fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool, hangup: bool) {
-        if !self.conns.contains(key) {
-            // Closed earlier in this batch: a spurious event.
-            trace!("conn {key}: event for a closed connection, skipped");
-            return;
-        }
         trace!(
             "conn {key}: event{}{}{}",
             if readable { " readable" } else { "" },
@@ -512,13 +506,14 @@ impl Server {
 
     /// Runs a handler on connection `key` with what it borrows from the
     /// loop, then carries out the `Progress` it returns. Nothing happens
-    /// for a key with no connection.
+    /// for a key with no connection (closed earlier in this batch).
     fn drive(
         &mut self,
         key: usize,
         handler: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> Progress,
     ) {
         let Some(conn) = self.conns.get_mut(key) else {
+            trace!("conn {key}: closed earlier in this batch, skipped");
             return;
         };
         let mut cx = Ctx {
@@ -610,32 +605,28 @@ impl Server {
         }
     }
 
-    /// This loop's figures now: counters, open connections, pending bytes.
-    fn snapshot(&self) -> live::Snapshot {
-        live::Snapshot {
-            stats: self.stats,
-            open: self.conns.len() as u64,
-            pending_bytes: self.conns.iter().map(|(_, c)| c.pending_len() as u64).sum(),
-            accept_paused: self.accept.is_paused(),
-        }
-    }
-
+    /// Copies this loop's figures into its slot for the other loops.
     fn publish(&self) {
         if let Some(live) = &self.live {
-            live.publish(self.loop_index, self.snapshot());
+            let now = snapshot(&self.conns, self.stats, self.accept.is_paused());
+            live.publish(self.loop_index, now);
         }
     }
 
-    /// A scraper's socket is ready: answer it with fresh totals.
+    /// A scraper's socket is ready: once its request is complete, answer
+    /// it with fresh totals (this loop's published first).
     fn on_metrics_client(&mut self, i: usize) {
-        self.publish();
         let Some(m) = &mut self.metrics else {
             return;
         };
-        let live = self.live.clone();
-        m.on_client_ready(i, || match live {
-            Some(live) => metrics::render(&live.total(), live.loops(), live.uptime()),
-            None => String::new(),
+        let (conns, stats, paused) = (&self.conns, self.stats, self.accept.is_paused());
+        let (live, index) = (&self.live, self.loop_index);
+        m.on_client_ready(i, || {
+            let Some(live) = live else {
+                return String::new();
+            };
+            live.publish(index, snapshot(conns, stats, paused));
+            metrics::render(&live.total(), live.loops(), live.uptime())
         });
     }
 
@@ -669,6 +660,18 @@ impl Server {
         if self.stop.load(Ordering::SeqCst) {
             self.begin_shutdown("stop requested", Instant::now());
         }
+    }
+}
+
+/// One loop's figures from its parts: counters, open connections, the
+/// output they all still owe (summed here, once per report or scrape,
+/// rather than tracked on every write), and whether accepting is paused.
+fn snapshot(conns: &Slab<Connection>, stats: Stats, accept_paused: bool) -> live::Snapshot {
+    live::Snapshot {
+        stats,
+        open: conns.len() as u64,
+        pending_bytes: conns.iter().map(|(_, c)| c.pending_len() as u64).sum(),
+        accept_paused,
     }
 }
 

@@ -77,7 +77,7 @@ impl Server {
         let room = if self.udp_allow_amplification {
             buf.len()
         } else {
-            len.max(self.service.udp_reply_floor()).min(buf.len())
+            len.max(self.udp_reply_floor).min(buf.len())
         };
         let reply_len = self.service.on_datagram(&mut buf[..room], len)?;
         if reply_len > room {

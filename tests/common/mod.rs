@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use echo_reactor::server::{Server, ServerConfig, ServerHandle};
 use echo_reactor::Stats;
 
+mod procfs;
+pub use procfs::{fd_count, rss_bytes};
+
 /// How long any single network wait in a test may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -312,23 +315,6 @@ pub fn udp_client(server: SocketAddr) -> UdpSocket {
     let s = UdpSocket::bind(local).expect("bind udp client");
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     s
-}
-
-/// Open descriptors of process `pid`.
-pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// Resident set size of process `pid`, in bytes.
-pub fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// User + system CPU time of process `pid`, in clock ticks (see /proc/PID/stat).
