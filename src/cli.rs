@@ -269,6 +269,15 @@ pub struct LoadArgs {
     #[arg(long, value_name = "PERCENT", default_value = "1", value_parser = parse_percent)]
     pub max_loss: f64,
 
+    /// After the window, how long to wait for the replies still in flight;
+    /// any still missing then count as `timeout` errors
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_secs)]
+    pub drain_timeout: Duration,
+
+    /// UDP: how long a request waits for its reply before it counts as lost
+    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_secs)]
+    pub udp_timeout: Duration,
+
     /// Write the latency as an HdrHistogram interval log, one interval a
     /// second (values in microseconds)
     #[arg(long, value_name = "FILE")]
@@ -295,6 +304,8 @@ impl LoadArgs {
             warmup: self.warmup,
             threads: to_usize(self.threads),
             max_loss_percent: self.max_loss,
+            drain_timeout: self.drain_timeout,
+            udp_reply_timeout: self.udp_timeout,
             record_intervals: self.hdr_log.is_some() || self.plot.is_some(),
             ..LoadConfig::new(self.url)
         }
@@ -458,6 +469,8 @@ mod tests {
             (c.rate, c.expect, c.max_loss_percent),
             (None, Mode::Echo, 1.0)
         );
+        assert_eq!(c.drain_timeout, Duration::from_secs(2));
+        assert_eq!(c.udp_reply_timeout, Duration::from_millis(500));
         assert!(c.validate().is_ok());
     }
 
@@ -487,6 +500,10 @@ mod tests {
             "--latency",
             "--max-loss",
             "5",
+            "--drain-timeout",
+            "3",
+            "--udp-timeout",
+            "0.25",
         ])
         .unwrap();
         assert!(a.json && a.latency);
@@ -500,6 +517,8 @@ mod tests {
         assert_eq!(c.warmup, Duration::from_millis(500));
         assert_eq!((c.rate, c.connect_rate), (Some(200.0), Some(50.0)));
         assert_eq!((c.expect, c.max_loss_percent), (Mode::Upper, 5.0));
+        assert_eq!(c.drain_timeout, Duration::from_secs(3));
+        assert_eq!(c.udp_reply_timeout, Duration::from_millis(250));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use echo_reactor::load::{self, LoadConfig, Proto, Report, Target};
@@ -412,6 +412,39 @@ fn unreachable_server_fails_cleanly_with_json_anyway() {
 }
 
 #[test]
+fn replies_that_never_come_end_the_run_after_the_drain_timeout() {
+    // A server that accepts and reads but never answers: each connection's
+    // one message stays in flight until the drain gives up on it.
+    let hole = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("tcp://{}", hole.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hole.incoming().flatten() {
+            held.push(stream); // kept open, never read nor written
+        }
+    });
+    let started = Instant::now();
+    let out = load_bin(&[
+        &url,
+        "-c",
+        "2",
+        "-d",
+        "0.3",
+        "--drain-timeout",
+        "0.2",
+        "--json",
+    ]);
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let j = json::parse(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(j.at(&["errors", "timeout"]), Some(2.0), "{stdout}");
+    assert_eq!(j.get("messages").and_then(json::Value::num), Some(0.0));
+    // The default drain alone would take 2 s after the window.
+    assert!(elapsed < Duration::from_millis(1800), "took {elapsed:?}");
+}
+
+#[test]
 fn bad_urls_and_options_fail_cleanly() {
     for args in [
         &["tcp//127.0.0.1:7"][..],
@@ -424,6 +457,8 @@ fn bad_urls_and_options_fail_cleanly() {
         &["udp://127.0.0.1:7", "--size", "4"],
         &["tcp://127.0.0.1:7", "--duration", "0"],
         &["tcp://127.0.0.1:7", "-c", "2", "--threads", "3"],
+        &["tcp://127.0.0.1:7", "--drain-timeout", "-1"],
+        &["udp://127.0.0.1:7", "--udp-timeout", "0"],
     ] {
         let out = load_bin(args);
         let stderr = String::from_utf8_lossy(&out.stderr);

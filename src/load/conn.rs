@@ -207,7 +207,9 @@ impl fmt::Display for End {
             End::Reset => f.write_str("reset by server"),
             End::Eof => f.write_str("closed by server with replies outstanding"),
             End::Excess => f.write_str("server sent more bytes than it was sent"),
-            End::Timeout => f.write_str("replies still outstanding after the drain grace period"),
+            End::Timeout => {
+                f.write_str("replies still outstanding when the drain timed out (--drain-timeout)")
+            }
             End::Io(kind) => write!(f, "io error: {kind}"),
         }
     }

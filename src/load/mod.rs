@@ -182,6 +182,9 @@ impl LoadConfig {
         if !(0.0..=100.0).contains(&self.max_loss_percent) {
             return bad("max loss must be between 0 and 100 percent".into());
         }
+        if self.udp_reply_timeout < Duration::from_millis(1) {
+            return bad("udp timeout must be at least 0.001 seconds".into());
+        }
         Ok(())
     }
 }
