@@ -278,6 +278,11 @@ pub struct LoadArgs {
     #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_secs)]
     pub udp_timeout: Duration,
 
+    /// Open a new connection in place of one that ended in error, so the
+    /// load holds; the error still counts
+    #[arg(long)]
+    pub reconnect: bool,
+
     /// Write the latency as an HdrHistogram interval log, one interval a
     /// second (values in microseconds)
     #[arg(long, value_name = "FILE")]
@@ -306,6 +311,7 @@ impl LoadArgs {
             max_loss_percent: self.max_loss,
             drain_timeout: self.drain_timeout,
             udp_reply_timeout: self.udp_timeout,
+            reconnect: self.reconnect,
             record_intervals: self.hdr_log.is_some() || self.plot.is_some(),
             ..LoadConfig::new(self.url)
         }
@@ -471,6 +477,7 @@ mod tests {
         );
         assert_eq!(c.drain_timeout, Duration::from_secs(2));
         assert_eq!(c.udp_reply_timeout, Duration::from_millis(500));
+        assert!(!c.reconnect);
         assert!(c.validate().is_ok());
     }
 
@@ -504,6 +511,7 @@ mod tests {
             "3",
             "--udp-timeout",
             "0.25",
+            "--reconnect",
         ])
         .unwrap();
         assert!(a.json && a.latency);
@@ -519,6 +527,7 @@ mod tests {
         assert_eq!((c.expect, c.max_loss_percent), (Mode::Upper, 5.0));
         assert_eq!(c.drain_timeout, Duration::from_secs(3));
         assert_eq!(c.udp_reply_timeout, Duration::from_millis(250));
+        assert!(c.reconnect);
     }
 
     #[test]

@@ -175,6 +175,27 @@ fn connections_reset_mid_run_are_counted_as_resets() {
 }
 
 #[test]
+fn reconnect_replaces_reset_connections_and_the_load_goes_on() {
+    // Each connection is reset after 50 replies: without --reconnect the
+    // 10 clients could get at most 500 replies in all.
+    let addr = start_resetting_server(64 * 50);
+    let config = LoadConfig {
+        connections: 10,
+        reconnect: true,
+        ..tcp(addr)
+    };
+    let r = run(&config);
+    assert_eq!(r.connected, 10, "a replacement is not a new client: {r}");
+    assert!(r.reconnects >= 10, "{r}");
+    assert!(r.messages > 500, "{r}");
+    // Every reset before the drain was replaced; one per client may come
+    // in the drain, when nothing new is opened.
+    let resets = r.errors.reset;
+    assert!(r.reconnects <= resets && resets <= r.reconnects + 10, "{r}");
+    assert!(!r.is_ok(), "the resets still fail the run");
+}
+
+#[test]
 fn open_loop_at_200_per_second_for_2_seconds_sends_about_400() {
     let server = start_in_process(loopback_config());
     let config = LoadConfig {
@@ -356,6 +377,7 @@ fn binary_prints_one_json_object_with_every_field() {
     for key in [
         "connections",
         "connected",
+        "reconnects",
         "ramp_s",
         "sent",
         "duration_s",

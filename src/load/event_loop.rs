@@ -8,7 +8,7 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::{debug, info, trace};
 use mio::net::TcpStream;
 use mio::{Events, Poll, Token};
 use slab::Slab;
@@ -41,6 +41,10 @@ const EVENTS_CAPACITY: usize = 1024;
 
 /// The open-loop timer's token; slab keys never come near it.
 const TIMER: Token = Token(usize::MAX);
+
+/// How long a connection that ended in error waits before `--reconnect`
+/// opens it again: enough that a server refusing everyone is not hammered.
+const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 
 /// Where a loop is in the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,9 +119,16 @@ pub(super) struct Loop {
     drain_timeout: Duration,
     window: Window,
     tally: Tally,
-    /// Clients established over the run, and those up now.
+    /// Clients established over the run (each once), and those up now.
     connected: u64,
     up: u64,
+    /// `--reconnect`; the connections replaced so far; which clients have
+    /// been up before (by position in `ids`), so a replacement is not
+    /// counted as connected twice.
+    reconnect: bool,
+    reconnects: u64,
+    been_up: Vec<bool>,
+    threads: usize,
     next_sweep: Instant,
     live: Option<(Live, usize)>,
     next_publish: Instant,
@@ -139,6 +150,7 @@ impl Loop {
             .step_by(threads)
             .map(|i| i as u64)
             .collect();
+        let mine = ids.len();
         let now = Instant::now();
         #[cfg(target_os = "linux")]
         let timer = match config.rate {
@@ -185,6 +197,10 @@ impl Loop {
             tally: Tally::new(live.is_some()),
             connected: 0,
             up: 0,
+            reconnect: config.reconnect,
+            reconnects: 0,
+            been_up: vec![false; mine],
+            threads,
             next_sweep: now + SWEEP_EVERY,
             live,
             next_publish: now,
@@ -220,6 +236,7 @@ impl Loop {
     fn report(&mut self) -> Report {
         let mut r = Report::new(self.target.proto, self.target.addr, self.ids.len());
         r.connected = self.connected;
+        r.reconnects = self.reconnects;
         r.ramp = self.ramp;
         r.duration = match (self.window.start, self.window.end) {
             (Some(s), Some(e)) => e.saturating_duration_since(s),
@@ -338,6 +355,29 @@ impl Loop {
         }
         count_end(&mut self.tally, end, in_flight, &who);
         // Dropping the socket closes it and takes it out of the epoll set.
+        let sending = matches!(
+            self.phase,
+            Phase::Ramp | Phase::Warmup { .. } | Phase::Measure { .. }
+        );
+        if self.reconnect && sending && end != End::Done {
+            trace!("{who}: reconnecting in {RECONNECT_DELAY:?}");
+            self.reconnects += 1;
+            self.retries.push(Retry {
+                at: Instant::now() + RECONNECT_DELAY,
+                id: slot.id(),
+                attempt: 0,
+            });
+        }
+    }
+
+    /// Notes that client `id` is up; true the first time, false when it
+    /// is a replacement (`--reconnect`).
+    fn first_time_up(&mut self, id: u64) -> bool {
+        let at = usize::try_from(id).unwrap_or(usize::MAX) / self.threads;
+        match self.been_up.get_mut(at) {
+            Some(seen) => !std::mem::replace(seen, true),
+            None => true,
+        }
     }
 
     /// The pace of a new client: closed loop, or its own share of `--rate`,
@@ -483,9 +523,11 @@ impl Loop {
                     until: now + self.duration,
                 });
             }
-            // All clients gone early (the server closed them): nothing left
-            // to measure.
-            Phase::Measure { until } if now >= until || self.slots.is_empty() => {
+            // All clients gone early (the server closed them) and none to
+            // open again: nothing left to measure.
+            Phase::Measure { until }
+                if now >= until || (self.slots.is_empty() && self.retries.is_empty()) =>
+            {
                 self.window.end = Some(now);
                 self.begin_drain(now);
             }
@@ -508,6 +550,9 @@ impl Loop {
             until: now + self.drain_timeout,
         });
         self.due.clear();
+        // No new connections in the drain: a pending retry would only keep
+        // the poll timeout at zero.
+        self.retries.clear();
         let size = self.settings.size;
         let mut steps = Vec::new();
         for (key, slot) in self.slots.iter_mut() {

@@ -109,6 +109,9 @@ pub struct LoadConfig {
     pub udp_reply_timeout: Duration,
     /// Keep the run second by second in [`Report::intervals`].
     pub record_intervals: bool,
+    /// Replace a connection that ended in error (reset, closed, mismatch)
+    /// with a new one, so the offered load holds; the error still counts.
+    pub reconnect: bool,
 }
 
 impl LoadConfig {
@@ -130,6 +133,7 @@ impl LoadConfig {
             drain_timeout: Duration::from_secs(2),
             udp_reply_timeout: Duration::from_millis(500),
             record_intervals: false,
+            reconnect: false,
         }
     }
 

@@ -75,8 +75,11 @@ pub struct Report {
     pub target: SocketAddr,
     /// Connections asked for.
     pub connections: usize,
-    /// Connections that came up (UDP: sockets opened).
+    /// Connections that came up (UDP: sockets opened), each counted once
+    /// however often it was replaced.
     pub connected: u64,
+    /// Connections opened again after one ended in error (`--reconnect`).
+    pub reconnects: u64,
     /// Length of the measured window (warmup and drain excluded).
     pub duration: Duration,
     /// Time from the start until every connection was up or had failed
@@ -133,6 +136,7 @@ impl Report {
             target,
             connections,
             connected: 0,
+            reconnects: 0,
             duration: Duration::ZERO,
             ramp: Duration::ZERO,
             messages: 0,
@@ -151,6 +155,7 @@ impl Report {
     /// longest of the loops' windows (they run side by side).
     pub fn merge(&mut self, o: &Report) {
         self.connected += o.connected;
+        self.reconnects += o.reconnects;
         self.duration = self.duration.max(o.duration);
         self.ramp = self.ramp.max(o.ramp);
         self.messages += o.messages;
@@ -244,7 +249,7 @@ impl Report {
 
     /// The report as one JSON object on one line (no trailing newline).
     ///
-    /// Fields: `proto, target, connections, connected, ramp_s, duration_s,
+    /// Fields: `proto, target, connections, connected, reconnects, ramp_s, duration_s,
     /// messages, bytes, sent, msgs_per_sec, bytes_per_sec, loss_percent,
     /// latency_us {p50, p90, p99, p999, max, mean}, errors {connect, reset,
     /// timeout, mismatch, lost, closed, io}, ok`, and `error` (a string,
@@ -262,7 +267,8 @@ impl Report {
             .map_or_else(|| "null".to_string(), |s| json_string(&s));
         format!(
             concat!(
-                "{{\"proto\":\"{}\",\"target\":{},\"connections\":{},\"connected\":{},\"ramp_s\":{},",
+                "{{\"proto\":\"{}\",\"target\":{},\"connections\":{},\"connected\":{},",
+                "\"reconnects\":{},\"ramp_s\":{},",
                 "\"duration_s\":{},\"messages\":{},\"bytes\":{},\"sent\":{},",
                 "\"msgs_per_sec\":{},\"bytes_per_sec\":{},\"loss_percent\":{},",
                 "\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"mean\":{}}},",
@@ -273,6 +279,7 @@ impl Report {
             json_string(&self.target.to_string()),
             self.connections,
             self.connected,
+            self.reconnects,
             json_number(self.ramp.as_secs_f64()),
             json_number(self.duration.as_secs_f64()),
             self.messages,
@@ -320,6 +327,13 @@ impl fmt::Display for Report {
             self.connections,
             self.ramp.as_secs_f64()
         )?;
+        if self.reconnects > 0 {
+            writeln!(
+                f,
+                "reconnect  {} connections replaced after an error",
+                self.reconnects
+            )?;
+        }
         writeln!(
             f,
             "measured   {:.2} s: {} messages, {} bytes",

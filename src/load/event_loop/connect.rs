@@ -93,7 +93,9 @@ impl Loop {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         entry.insert(Slot::Udp(UdpClient::new(socket, id, pace)));
-        self.connected += 1;
+        if self.first_time_up(id) {
+            self.connected += 1;
+        }
         self.up += 1;
         self.kick(key, now);
         Ok(())
@@ -155,7 +157,9 @@ impl Loop {
             }
         }
         entry.insert(Slot::Tcp(client));
-        self.connected += 1;
+        if self.first_time_up(id) {
+            self.connected += 1;
+        }
         self.up += 1;
         trace!("tcp conn {id}: established");
         self.kick(new_key, now);
