@@ -190,7 +190,8 @@ fn reconnect_replaces_reset_connections_and_the_load_goes_on() {
     assert!(r.messages > 500, "{r}");
     // Every reset before the drain was replaced; one per client may come
     // in the drain, when nothing new is opened.
-    let resets = r.errors.reset;
+    let e = &r.errors;
+    let resets = e.reset + e.closed + e.io; // how a reset may be seen
     assert!(r.reconnects <= resets && resets <= r.reconnects + 10, "{r}");
     assert!(!r.is_ok(), "the resets still fail the run");
 }
