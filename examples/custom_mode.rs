@@ -12,7 +12,7 @@
 //! server does the IO, the backpressure, the limits and the shutdown
 //! (Ctrl-C). ROT13 maps each byte to one byte, so `on_data` transforms in
 //! place and the defaults cover UDP. What this leaves out: anything that
-//! speaks first or streams; see `on_connect` and `fill` in `src/mode/mod.rs`,
+//! speaks first or streams; see `on_connect`, `streams` and `fill` in `src/mode/mod.rs`,
 //! and the chargen, daytime and time modes that use them.
 
 use std::io::Write;

@@ -33,6 +33,8 @@ use std::io::{self, BufRead, ErrorKind, IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::net;
+
 /// After the first bytes of a reply, this long without more ends it.
 pub const QUIET: Duration = Duration::from_millis(200);
 
@@ -84,11 +86,10 @@ impl std::error::Error for ClientError {}
 
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
-        match e.kind() {
-            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
-                ClientError::Reset
-            }
-            _ => ClientError::Io(e),
+        if net::is_peer_gone(&e) {
+            ClientError::Reset
+        } else {
+            ClientError::Io(e)
         }
     }
 }
@@ -222,7 +223,7 @@ impl Exchange for Tcp {
                 }
                 Ok(n) => reply.extend_from_slice(&buf[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if net::is_interrupted(&e) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -238,14 +239,8 @@ struct Udp {
 
 impl Udp {
     fn connect(config: &ClientConfig) -> Result<Udp, ClientError> {
-        let local: SocketAddr = if config.addr.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        }
-        .parse()
-        .map_err(|_| ClientError::Io(ErrorKind::InvalidInput.into()))?;
-        let socket = UdpSocket::bind(local).map_err(|e| ClientError::Connect(config.addr, e))?;
+        let socket = UdpSocket::bind(net::unspecified_for(config.addr))
+            .map_err(|e| ClientError::Connect(config.addr, e))?;
         // Connected: only the server's datagrams arrive, and ICMP "port
         // unreachable" comes back as an error instead of silence.
         socket
@@ -277,7 +272,7 @@ impl Exchange for Udp {
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     Ok(None)
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if net::is_interrupted(&e) => continue,
                 Err(e) if refused(&e) => Err(ClientError::Unreachable(self.addr)),
                 Err(e) => Err(e.into()),
             };

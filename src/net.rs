@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -111,6 +111,16 @@ pub fn udp_socket(addr: SocketAddr, opts: BindOptions) -> Result<mio::net::UdpSo
         addr,
         source,
     })
+}
+
+/// The wildcard address of `peer`'s family, port 0: where a client socket
+/// binds before it connects to `peer`.
+pub fn unspecified_for(peer: SocketAddr) -> SocketAddr {
+    if peer.is_ipv6() {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    }
 }
 
 /// The socket's queue is empty (read) or full (write): wait for the next edge.

@@ -56,6 +56,17 @@ enum Phase {
     Done,
 }
 
+impl Phase {
+    /// Clients send, and lost ones may be (re)connected, only before the
+    /// drain.
+    fn is_sending(self) -> bool {
+        matches!(
+            self,
+            Phase::Ramp | Phase::Warmup { .. } | Phase::Measure { .. }
+        )
+    }
+}
+
 /// What a slab entry holds.
 #[derive(Debug)]
 enum Slot {
@@ -128,7 +139,6 @@ pub(super) struct Loop {
     reconnect: bool,
     reconnects: u64,
     been_up: Vec<bool>,
-    threads: usize,
     next_sweep: Instant,
     live: Option<(Live, usize)>,
     next_publish: Instant,
@@ -200,7 +210,6 @@ impl Loop {
             reconnect: config.reconnect,
             reconnects: 0,
             been_up: vec![false; mine],
-            threads,
             next_sweep: now + SWEEP_EVERY,
             live,
             next_publish: now,
@@ -355,11 +364,7 @@ impl Loop {
         }
         count_end(&mut self.tally, end, in_flight, &who);
         // Dropping the socket closes it and takes it out of the epoll set.
-        let sending = matches!(
-            self.phase,
-            Phase::Ramp | Phase::Warmup { .. } | Phase::Measure { .. }
-        );
-        if self.reconnect && sending && end != End::Done {
+        if self.reconnect && self.phase.is_sending() && end != End::Done {
             trace!("{who}: reconnecting in {RECONNECT_DELAY:?}");
             self.reconnects += 1;
             self.retries.push(Retry {
@@ -373,10 +378,9 @@ impl Loop {
     /// Notes that client `id` is up; true the first time, false when it
     /// is a replacement (`--reconnect`).
     fn first_time_up(&mut self, id: u64) -> bool {
-        let at = usize::try_from(id).unwrap_or(usize::MAX) / self.threads;
-        match self.been_up.get_mut(at) {
-            Some(seen) => !std::mem::replace(seen, true),
-            None => true,
+        match self.ids.binary_search(&id) {
+            Ok(at) => !std::mem::replace(&mut self.been_up[at], true),
+            Err(_) => true,
         }
     }
 
@@ -428,10 +432,7 @@ impl Loop {
     // ---- timers ----
 
     fn on_timers(&mut self, now: Instant) {
-        if matches!(
-            self.phase,
-            Phase::Ramp | Phase::Warmup { .. } | Phase::Measure { .. }
-        ) {
+        if self.phase.is_sending() {
             self.start_connects(now);
         }
         while let Some(&Reverse((at, key, id))) = self.due.peek() {

@@ -97,19 +97,12 @@ pub fn plot_svg(report: &Report, title: &str, path: &Path) -> io::Result<()> {
     }
     let x_max = points.iter().map(|p| p.0).fold(2.0, f64::max).ceil();
     let y_max = points.iter().map(|p| p.1).fold(0.001, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(&upper)
-        .caption(
-            format!(
-                "latency by percentile ({} replies, max {:.2} ms)",
-                report.latency.len(),
-                report.latency.max() as f64 / 1000.0
-            ),
-            ("sans-serif", 16),
-        )
-        .margin(15)
-        .margin_right(45)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
+    let caption = format!(
+        "latency by percentile ({} replies, max {:.2} ms)",
+        report.latency.len(),
+        report.latency.max() as f64 / 1000.0
+    );
+    let mut chart = panel(&upper, caption)
         .build_cartesian_2d(0f64..x_max, 0f64..y_max)
         .map_err(|e| err(&e))?;
     chart
@@ -134,18 +127,11 @@ pub fn plot_svg(report: &Report, title: &str, path: &Path) -> io::Result<()> {
         .collect();
     let t_max = rates.iter().map(|p| p.0).fold(1.0, f64::max);
     let r_max = rates.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(&lower)
-        .caption(
-            format!(
-                "replies per second (run average {:.0})",
-                report.msgs_per_sec()
-            ),
-            ("sans-serif", 16),
-        )
-        .margin(15)
-        .margin_right(45)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
+    let caption = format!(
+        "replies per second (run average {:.0})",
+        report.msgs_per_sec()
+    );
+    let mut chart = panel(&lower, caption)
         .build_cartesian_2d(0f64..t_max, 0f64..r_max)
         .map_err(|e| err(&e))?;
     chart
@@ -160,6 +146,22 @@ pub fn plot_svg(report: &Report, title: &str, path: &Path) -> io::Result<()> {
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+/// One of the picture's two panels: its caption, margins and room for the
+/// axis labels, the same for both.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: String,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, ("sans-serif", 16))
+        .margin(15)
+        .margin_right(45)
+        .x_label_area_size(40)
+        .y_label_area_size(70);
+    builder
 }
 
 /// The figures `compare` reads from a saved `--json` report.

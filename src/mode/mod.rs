@@ -65,14 +65,21 @@ pub trait Service: Send + Sync + fmt::Debug {
         Opening::Listen
     }
 
-    /// For a service that streams (chargen): the socket can take more and
-    /// nothing is pending. Fill `out` with the stream from byte `offset`
-    /// (what this connection has sent so far) and return how many bytes
-    /// are ready; 0 means the service has nothing to stream, which is the
-    /// default. The server calls this again as the peer reads, within the
-    /// loop's fairness budget, and keeps nothing the kernel refused: it
-    /// asks again from the new offset. A stream is therefore exactly as
-    /// fast as its reader and costs no memory while the reader is slow.
+    /// Whether this service streams with [`Service::fill`]. The server
+    /// asks once, when it starts, and calls `fill` only if so: the
+    /// writable events of every other service cost nothing extra.
+    fn streams(&self) -> bool {
+        false
+    }
+
+    /// For a service that [`streams`](Service::streams) (chargen): the
+    /// socket can take more and nothing is pending. Fill `out` with the
+    /// stream from byte `offset` (what this connection has sent so far) and
+    /// return how many bytes are ready; 0 means nothing to stream now. The
+    /// server calls this again as the peer reads, within the loop's
+    /// fairness budget, and keeps nothing the kernel refused: it asks again
+    /// from the new offset. A stream is therefore exactly as fast as its
+    /// reader and costs no memory while the reader is slow.
     fn fill(&self, offset: u64, out: &mut [u8]) -> usize {
         let _ = (offset, out);
         0
@@ -87,10 +94,7 @@ pub trait Service: Send + Sync + fmt::Debug {
     ///
     /// The default treats a datagram like TCP data.
     fn on_datagram(&self, buf: &mut [u8], len: usize) -> Option<usize> {
-        match self.on_data(&mut buf[..len]) {
-            Reply::Same => Some(len),
-            Reply::Nothing => None,
-        }
+        datagram_as_data(self, &mut buf[..len])
     }
 
     /// A reply this short may answer even a shorter request, amplification
@@ -214,6 +218,10 @@ impl Service for Mode {
         }
     }
 
+    fn streams(&self) -> bool {
+        *self == Mode::Chargen
+    }
+
     fn fill(&self, offset: u64, out: &mut [u8]) -> usize {
         match self {
             Mode::Chargen => chargen::fill(offset, out),
@@ -223,10 +231,7 @@ impl Service for Mode {
 
     fn on_datagram(&self, buf: &mut [u8], len: usize) -> Option<usize> {
         match self {
-            Mode::Echo | Mode::Upper => match self.on_data(&mut buf[..len]) {
-                Reply::Same => Some(len),
-                Reply::Nothing => None,
-            },
+            Mode::Echo | Mode::Upper => datagram_as_data(self, &mut buf[..len]),
             Mode::Discard => None,
             // `buf.len()` is the room the server allows: the request's
             // length, or everything with --udp-allow-amplification.
@@ -252,6 +257,15 @@ impl Service for Mode {
             Mode::Time => 4,
             _ => 0,
         }
+    }
+}
+
+/// A datagram answered the way `service` answers TCP data: transformed in
+/// place and sent back whole, or not at all.
+fn datagram_as_data<S: Service + ?Sized>(service: &S, request: &mut [u8]) -> Option<usize> {
+    match service.on_data(request) {
+        Reply::Same => Some(request.len()),
+        Reply::Nothing => None,
     }
 }
 

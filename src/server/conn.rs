@@ -146,6 +146,8 @@ pub struct Ctx<'a> {
     pub scratch: &'a mut [u8],
     /// The protocol being spoken.
     pub service: &'a dyn Service,
+    /// `service.streams()`, asked once when the server started.
+    pub streams: bool,
     /// Budgets and watermarks.
     pub limits: &'a Limits,
     /// The loop's counters.
@@ -309,6 +311,12 @@ impl<S: Stream> Connection<S> {
             // The rest goes out on writable edges; then on_writable finishes.
             return Progress::Wait;
         }
+        self.finish_saying(cx)
+    }
+
+    /// The service's last byte is written: drop what the peer sent
+    /// meanwhile, then FIN and close.
+    fn finish_saying(&mut self, cx: &mut Ctx<'_>) -> Progress {
         self.discard_input(cx);
         self.finish(cx.key, CloseReason::Done)
     }
@@ -414,7 +422,7 @@ impl<S: Stream> Connection<S> {
                 }
                 Progress::Wait
             }
-            ConnState::Open if self.pending.is_empty() => self.stream_more(cx),
+            ConnState::Open if cx.streams && self.pending.is_empty() => self.stream_more(cx),
             ConnState::Open => Progress::Wait,
             ConnState::ReadClosed if self.pending.is_empty() => {
                 self.finish(cx.key, CloseReason::PeerClosed)
@@ -422,10 +430,7 @@ impl<S: Stream> Connection<S> {
             ConnState::Draining if self.pending.is_empty() => {
                 self.finish(cx.key, CloseReason::Shutdown)
             }
-            ConnState::Closing if self.pending.is_empty() => {
-                self.discard_input(cx);
-                self.finish(cx.key, CloseReason::Done)
-            }
+            ConnState::Closing if self.pending.is_empty() => self.finish_saying(cx),
             ConnState::ReadClosed | ConnState::Draining | ConnState::Closing => Progress::Wait,
         }
     }
@@ -433,8 +438,7 @@ impl<S: Stream> Connection<S> {
     /// A streaming service (chargen) writes as long as the socket takes
     /// bytes, within the fairness budget. Nothing the kernel refuses is
     /// kept: the service regenerates the stream from the new offset on the
-    /// next writable edge. For every other service `fill` returns 0 and
-    /// this costs one call and no syscall.
+    /// next writable edge.
     ///
     /// The budget is one scratch buffer (64 KiB) per turn, a quarter of a
     /// reader's: a stream never runs dry, so with a thousand of them every
@@ -660,6 +664,7 @@ pub(crate) mod tests {
                 key: 1,
                 scratch: &mut self.scratch,
                 service: &self.mode,
+                streams: self.mode.streams(),
                 limits: &self.limits,
                 stats: &mut self.stats,
                 now: 0,

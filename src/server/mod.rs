@@ -222,8 +222,10 @@ pub struct Server {
     udp_guard: UdpGuard,
     /// `--udp-allow-amplification`.
     udp_allow_amplification: bool,
-    /// The service's `udp_reply_floor`, asked once instead of per datagram.
+    /// The service's `udp_reply_floor` and `streams`, asked once instead
+    /// of per datagram or per writable event.
     udp_reply_floor: usize,
+    service_streams: bool,
     /// Live figures: the shared slots, this loop's slot, and when to
     /// publish next (`None` when neither stats nor metrics are on).
     live: Option<Arc<live::Live>>,
@@ -300,6 +302,7 @@ impl Server {
         let live = config.live.or_else(|| observed.then(|| live::Live::new(1)));
         let started = Instant::now();
         let udp_reply_floor = config.service.udp_reply_floor();
+        let service_streams = config.service.streams();
         let waker = Waker::new(poll.registry(), token::WAKER)
             .map_err(|e| ServerError::Setup("waker", e))?;
         let signals = if config.handle_signals {
@@ -337,6 +340,7 @@ impl Server {
             udp_guard: UdpGuard::new(config.udp_rate_limit),
             udp_allow_amplification: config.udp_allow_amplification,
             udp_reply_floor,
+            service_streams,
             // A lone loop publishes right before it reports or answers a
             // scrape; only a cluster's loops need to publish on their own.
             publish_at: live
@@ -520,6 +524,7 @@ impl Server {
             key,
             scratch: &mut self.scratch,
             service: &*self.service,
+            streams: self.service_streams,
             limits: &self.limits,
             stats: &mut self.stats,
             now: self.now,

@@ -4,7 +4,6 @@
 //! they count as connect errors.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{debug, trace};
@@ -15,6 +14,7 @@ use super::{Loop, Retry, Slot};
 use crate::load::conn::{count_end, End, TcpClient};
 use crate::load::udp::UdpClient;
 use crate::load::{Proto, MAX_HANDSHAKES};
+use crate::net;
 
 /// Attempts per connection before it counts as a connect error.
 const CONNECT_ATTEMPTS: u32 = 3;
@@ -77,12 +77,7 @@ impl Loop {
     }
 
     pub(super) fn start_udp(&mut self, id: u64, now: Instant) -> io::Result<()> {
-        let local: SocketAddr = if self.target.addr.is_ipv6() {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        let mut socket = UdpSocket::bind(local)?;
+        let mut socket = UdpSocket::bind(net::unspecified_for(self.target.addr))?;
         socket.connect(self.target.addr)?;
         let pace = self.pace(id, now);
         let entry = self.slots.vacant_entry();
