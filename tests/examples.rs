@@ -8,7 +8,9 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -159,8 +161,10 @@ fn chat_disconnects_a_client_that_stops_reading_and_serves_the_rest() {
     let fast = connect(ex.addr);
     let mut talker = connect(ex.addr);
     // The fast reader counts every line it hears from the room.
+    let heard = Arc::new(AtomicUsize::new(0));
     let reader = {
         let fast = fast.try_clone().expect("clone");
+        let heard = Arc::clone(&heard);
         std::thread::spawn(move || {
             let mut r = BufReader::new(fast);
             let mut lines = 0;
@@ -168,6 +172,7 @@ fn chat_disconnects_a_client_that_stops_reading_and_serves_the_rest() {
             while r.read_line(&mut line).is_ok_and(|n| n > 0) {
                 if line.contains("] line ") {
                     lines += 1;
+                    heard.store(lines, Ordering::Relaxed);
                 }
                 if line.contains("] done") {
                     break;
@@ -185,6 +190,18 @@ fn chat_disconnects_a_client_that_stops_reading_and_serves_the_rest() {
     // buffers and its 64 KiB allowance.
     let filler = "x".repeat(4000);
     for i in 0..5000 {
+        // Stay at most 16 lines (64 KB, within the room's 64 KiB allowance
+        // plus the kernel's buffers) ahead of the fast reader, so a busy
+        // machine that starves its thread cannot make it look slow; the
+        // slow client reads nothing at all.
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while heard.load(Ordering::Relaxed) + 16 < i {
+            assert!(
+                Instant::now() < deadline,
+                "the fast client stopped hearing lines at {i}"
+            );
+            std::thread::yield_now();
+        }
         talker
             .write_all(format!("line {i} {filler}\n").as_bytes())
             .expect("the room keeps taking lines");
