@@ -14,8 +14,7 @@
 //! Syscalls are counted with `perf stat -e raw_syscalls:sys_enter` when perf
 //! is installed and allowed; otherwise that column says so. CPU time comes
 //! from `/proc/PID/task/*/schedstat` (nanoseconds on CPU). The C baseline is
-//! compiled from `../shared/peers/c-epoll/echo.c` with `cc -O2` (set
-//! `ECHO_REACTOR_SHARED` when `shared/` is elsewhere).
+//! `benches/c/epoll_echo.c`, compiled here with `cc -O2`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -145,19 +144,15 @@ fn start_ours(name: &str, extra: &[&str]) -> Sut {
     }
 }
 
-/// Builds the C baseline once into target/bench-bin; `None` if there is no
-/// source or no C compiler (the tables then leave it out).
+/// Builds the C baseline once beside the bench's own executable; `None`
+/// without a C compiler (the tables then leave it out).
 fn build_c_baseline() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // shared/ sits beside the checkout; ECHO_REACTOR_SHARED overrides that.
-    let shared = std::env::var_os("ECHO_REACTOR_SHARED")
-        .map_or_else(|| root.join("../shared"), PathBuf::from);
-    let src = shared.join("peers/c-epoll/echo.c");
-    if !src.exists() {
-        println!("(C baseline not found at {}: left out)", src.display());
-        return None;
-    }
-    let out_dir = root.join("target/bench-bin");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c/epoll_echo.c");
+    // Beside the bench binary, so CARGO_TARGET_DIR is honoured.
+    let out_dir = std::env::current_exe()
+        .ok()?
+        .parent()?
+        .join("bench-bin");
     std::fs::create_dir_all(&out_dir).ok()?;
     let out = out_dir.join("c-epoll");
     let ok = Command::new("cc")
