@@ -149,10 +149,7 @@ fn start_ours(name: &str, extra: &[&str]) -> Sut {
 fn build_c_baseline() -> Option<PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c/epoll_echo.c");
     // Beside the bench binary, so CARGO_TARGET_DIR is honoured.
-    let out_dir = std::env::current_exe()
-        .ok()?
-        .parent()?
-        .join("bench-bin");
+    let out_dir = std::env::current_exe().ok()?.parent()?.join("bench-bin");
     std::fs::create_dir_all(&out_dir).ok()?;
     let out = out_dir.join("c-epoll");
     let ok = Command::new("cc")

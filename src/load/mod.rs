@@ -14,9 +14,11 @@
 
 pub mod conn;
 mod event_loop;
+pub mod hdr_v2;
 pub mod output;
 pub mod payload;
 pub mod report;
+pub mod split;
 #[cfg(target_os = "linux")]
 pub mod timer;
 pub mod udp;
