@@ -41,8 +41,9 @@ pub struct Stats {
     pub udp_replies_dropped: u64,
     /// UDP receive or send errors.
     pub udp_errors: u64,
-    /// UDP datagrams dropped unanswered because their source port is 0 or a
-    /// simple-service port (7, 9, 13, 19, 37): loop and reflection guard.
+    /// UDP datagrams dropped unanswered because their source port is 0, a
+    /// simple-service port (7, 9, 13, 19, 37) or one of the server's own
+    /// UDP ports: loop and reflection guard.
     pub udp_refused_ports: u64,
     /// UDP datagrams dropped unanswered by `--udp-rate-limit`.
     pub udp_rate_limited: u64,

@@ -58,6 +58,10 @@ impl Server {
             // The timer or the next close resumes; accepting now would fail.
             return;
         }
+        if self.listener_deferred.get(i) == Some(&true) {
+            // Its turn on the ready list comes before the loop blocks.
+            return;
+        }
         for _ in 0..ACCEPT_BATCH {
             let Some(listener) = self.listeners.get(i) else {
                 return; // shut down meanwhile
@@ -80,7 +84,7 @@ impl Server {
             }
         }
         // More may wait: come back after the others had their turn.
-        self.ready.push(token::listener(i));
+        self.defer_fixed(token::listener(i));
     }
 
     fn on_accepted(&mut self, mut stream: TcpStream, peer: SocketAddr) {

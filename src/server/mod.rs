@@ -211,6 +211,12 @@ pub struct Server {
     ready: Vec<Token>,
     /// The list being served right now (swapped with `ready`).
     ready_now: Vec<Token>,
+    /// Which listeners and UDP sockets are on the ready list (connections
+    /// carry their own flag). A source is queued at most once, so the list
+    /// is bounded by the number of sources, and one that never drains (a
+    /// UDP flood) gets one budget per turn, not one per event as well.
+    listener_deferred: Vec<bool>,
+    udp_deferred: Vec<bool>,
     limits: Limits,
     service: Arc<dyn Service>,
     max_connections: usize,
@@ -310,10 +316,13 @@ impl Server {
         } else {
             None
         };
+        let own_ports = udp_addrs.iter().map(SocketAddr::port).collect();
         let max_connections = config
             .max_connections
             .unwrap_or_else(default_max_connections);
         Ok(Server {
+            listener_deferred: vec![false; listeners.len()],
+            udp_deferred: vec![false; udp.len()],
             poll,
             tcp_addrs: listeners.iter().map(|l| l.addr).collect(),
             listeners,
@@ -337,7 +346,7 @@ impl Server {
             stats: Stats::default(),
             accept: AcceptState::default(),
             sweep: Sweep::new(Timeouts::new(config.idle_timeout, config.write_timeout)),
-            udp_guard: UdpGuard::new(config.udp_rate_limit),
+            udp_guard: UdpGuard::new(config.udp_rate_limit, own_ports),
             udp_allow_amplification: config.udp_allow_amplification,
             udp_reply_floor,
             service_streams,
@@ -571,13 +580,34 @@ impl Server {
                     }
                     conn.on_writable(cx)
                 }),
-                Source::Listener(i) => self.on_accept_ready(i),
-                Source::Udp(i) => self.on_udp_ready(i),
+                Source::Listener(i) => {
+                    set_flag(&mut self.listener_deferred, i, false);
+                    self.on_accept_ready(i);
+                }
+                Source::Udp(i) => {
+                    set_flag(&mut self.udp_deferred, i, false);
+                    self.on_udp_ready(i);
+                }
                 _ => {}
             }
         }
         batch.clear();
         self.ready_now = batch;
+    }
+
+    /// Puts a listener or UDP socket that used up its budget on the ready
+    /// list, unless it is there already.
+    fn defer_fixed(&mut self, token: Token) {
+        let flag = match token::classify(token) {
+            Source::Listener(i) => self.listener_deferred.get_mut(i),
+            Source::Udp(i) => self.udp_deferred.get_mut(i),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            if !std::mem::replace(flag, true) {
+                self.ready.push(token);
+            }
+        }
     }
 
     fn on_timers(&mut self, now: Instant) {
@@ -665,6 +695,12 @@ impl Server {
         if self.stop.load(Ordering::SeqCst) {
             self.begin_shutdown("stop requested", Instant::now());
         }
+    }
+}
+
+fn set_flag(flags: &mut [bool], i: usize, to: bool) {
+    if let Some(flag) = flags.get_mut(i) {
+        *flag = to;
     }
 }
 
