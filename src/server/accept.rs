@@ -121,7 +121,10 @@ impl Server {
             debug!("{peer}: cannot register: {e}");
             return;
         }
-        entry.insert(Connection::new(stream, self.now));
+        let conn = entry.insert(Connection::new(stream, self.now));
+        if log::log_enabled!(log::Level::Debug) {
+            conn.remember_peer(peer);
+        }
         self.stats.tcp_accepted += 1;
         debug!("conn {key} {peer}: accepted");
         trace!("conn {key}: registered READABLE | WRITABLE once, edge-triggered (token {key})");

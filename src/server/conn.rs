@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 
 use log::trace;
 
@@ -182,6 +182,10 @@ pub struct Connection<S = mio::net::TcpStream> {
     /// may still find data before the EOF or error, and no new edge will
     /// announce what follows it.
     is_hangup_reported: bool,
+    /// The peer's address from accept, kept only while debug logging is on
+    /// (for the `closed` line: `peer_addr()` fails once the peer is gone).
+    /// Boxed so it costs one pointer when off.
+    peer: Option<Box<SocketAddr>>,
 }
 
 impl<S: Stream> Connection<S> {
@@ -200,7 +204,18 @@ impl<S: Stream> Connection<S> {
             is_deferred: false,
             is_write_blocked: false,
             is_hangup_reported: false,
+            peer: None,
         }
+    }
+
+    /// Keeps the peer's address for the log lines.
+    pub fn remember_peer(&mut self, peer: SocketAddr) {
+        self.peer = Some(Box::new(peer));
+    }
+
+    /// The peer's address, if it was kept.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer.as_deref().copied()
     }
 
     /// The socket.

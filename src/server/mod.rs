@@ -446,7 +446,10 @@ impl Server {
             self.serve_ready();
             self.on_timers(now);
         }
-        info!("shutdown done: {}", self.stats);
+        // The totals are the caller's to report (the binary logs one
+        // `final stats` line, summed over a cluster's loops): logging them
+        // here too would print the same figures twice.
+        info!("shutdown done");
         Ok(self.stats)
     }
 
@@ -674,10 +677,11 @@ impl Server {
         self.stats.record_close(&reason);
         if log::log_enabled!(log::Level::Debug) {
             let (bytes_in, bytes_out) = conn.bytes();
+            // The address from accept: asking the socket fails once the
+            // peer has gone, which is exactly when this line matters.
             let peer = conn
-                .stream()
-                .peer_addr()
-                .map_or_else(|_| "-".to_string(), |a| a.to_string());
+                .peer()
+                .map_or_else(|| "-".to_string(), |a| a.to_string());
             debug!(
                 "conn {key} {peer}: closed: {reason} (in {bytes_in} B, out {bytes_out} B, {:.1} s)",
                 f64::from(conn.age(self.now)) / 10.0

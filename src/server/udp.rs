@@ -84,7 +84,17 @@ impl Server {
         } else {
             len.max(self.udp_reply_floor).min(buf.len())
         };
-        let reply_len = self.service.on_datagram(&mut buf[..room], len)?;
+        let Some(reply_len) = self.service.on_datagram(&mut buf[..room], len) else {
+            if room < buf.len() && self.service.on_datagram(buf, len).is_some() {
+                // Silent only for want of room (daytime's line to a short
+                // datagram): the amplification rule at work, counted so the
+                // operator can see it. Asked again with all the room only
+                // on this unanswered path, so answers cost one call.
+                self.stats.udp_refused_size += 1;
+                debug!("udp {i}: {len} B from {from}: no reply: it would be longer");
+            }
+            return None;
+        };
         if reply_len > room {
             // A service that claims more than it was given room for.
             self.stats.udp_replies_dropped += 1;
