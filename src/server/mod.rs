@@ -226,6 +226,9 @@ pub struct Server {
     /// Idle and write timeouts, swept about once a second.
     sweep: Sweep,
     udp_guard: UdpGuard,
+    /// `--write-timeout`, handed to the kernel for each connection
+    /// (`TCP_USER_TIMEOUT`) so output stuck in its send queue times out too.
+    kernel_write_timeout: Option<Duration>,
     /// `--udp-allow-amplification`.
     udp_allow_amplification: bool,
     /// The service's `udp_reply_floor` and `streams`, asked once instead
@@ -346,6 +349,7 @@ impl Server {
             stats: Stats::default(),
             accept: AcceptState::default(),
             sweep: Sweep::new(Timeouts::new(config.idle_timeout, config.write_timeout)),
+            kernel_write_timeout: config.write_timeout.filter(|d| !d.is_zero()),
             udp_guard: UdpGuard::new(config.udp_rate_limit, own_ports),
             udp_allow_amplification: config.udp_allow_amplification,
             udp_reply_floor,
