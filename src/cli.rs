@@ -141,9 +141,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..))]
     pub udp_rate_limit: Option<u32>,
 
-    /// Log one statistics line every SECS: connections, bytes and
-    /// datagrams per second, pending output, accepting or paused
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    /// Log one statistics line every SECS (at least 0.1; 0: off):
+    /// connections, bytes and datagrams per second, pending output,
+    /// accepting or paused
+    #[arg(long, value_name = "SECS", value_parser = parse_interval)]
     pub stats: Option<Duration>,
 
     /// Serve Prometheus metrics over HTTP at ADDR (GET /metrics), on the
@@ -440,6 +441,28 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid seconds '{s}': must be between 0 and one year"))
 }
 
+/// The shortest period a repeating flag accepts: anything shorter turns a
+/// report into a busy loop (`--stats 1e-9` logged 270,000 lines a second).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Parses the period of something that repeats (`--stats`): seconds as
+/// [`parse_secs`] reads them, 0 for off, otherwise at least
+/// [`MIN_INTERVAL`].
+///
+/// # Errors
+///
+/// What `parse_secs` refuses, and periods between 0 and 0.1 s.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_secs(s)?;
+    if !d.is_zero() && d < MIN_INTERVAL {
+        return Err(format!(
+            "interval '{s}' is too short: must be 0 (off) or at least {} s",
+            MIN_INTERVAL.as_secs_f64()
+        ));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,6 +677,18 @@ mod tests {
             let err = serve(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_stats_interval_under_a_tenth_of_a_second_is_a_usage_error() {
+        for bad in ["1e-9", "0.05", "0.0999"] {
+            let err = serve(&["--stats", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            assert!(err.to_string().contains("too short"), "{err}");
+        }
+        let ok = |s| serve(&["--stats", s]).unwrap().to_config().stats_interval;
+        assert_eq!(ok("0.1"), Some(Duration::from_millis(100)));
+        assert_eq!(ok("0"), None, "0 turns the line off");
     }
 
     #[test]

@@ -143,6 +143,13 @@ pub fn is_peer_gone(e: &io::Error) -> bool {
     )
 }
 
+/// The kernel gave up on the peer: our output went unacknowledged (or
+/// the peer's window stayed shut) past `TCP_USER_TIMEOUT` or the
+/// retransmission limit (`ETIMEDOUT`). The peer is not taking what we send.
+pub fn is_output_timed_out(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ETIMEDOUT)
+}
+
 /// The process or the system ran out of file descriptors (`EMFILE`, `ENFILE`).
 pub fn is_fd_exhausted(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))

@@ -41,11 +41,16 @@ pub struct Stats {
     pub udp_replies_dropped: u64,
     /// UDP receive or send errors.
     pub udp_errors: u64,
-    /// UDP datagrams dropped unanswered because their source port is 0 or a
-    /// simple-service port (7, 9, 13, 19, 37): loop and reflection guard.
+    /// UDP datagrams dropped unanswered because their source port is 0, a
+    /// simple-service port (7, 9, 13, 19, 37) or one of the server's own
+    /// UDP ports: loop and reflection guard.
     pub udp_refused_ports: u64,
     /// UDP datagrams dropped unanswered by `--udp-rate-limit`.
     pub udp_rate_limited: u64,
+    /// UDP datagrams left unanswered because the answer would be longer
+    /// than the request (daytime to a short datagram) and amplification is
+    /// not allowed.
+    pub udp_refused_size: u64,
 }
 
 impl Stats {
@@ -82,6 +87,7 @@ impl Stats {
             udp_errors,
             udp_refused_ports,
             udp_rate_limited,
+            udp_refused_size,
         } = *other;
         self.tcp_accepted += tcp_accepted;
         self.tcp_closed += tcp_closed;
@@ -100,20 +106,23 @@ impl Stats {
         self.udp_errors += udp_errors;
         self.udp_refused_ports += udp_refused_ports;
         self.udp_rate_limited += udp_rate_limited;
+        self.udp_refused_size += udp_refused_size;
     }
 }
 
 impl fmt::Display for Stats {
     /// One line, grep-friendly: `tcp accepted 3 closed 3 (reset 0, error 0,
     /// forced 0, idle 0, stalled 0) rejected 0, bytes in 12 out 12; udp in 2
-    /// out 2 dropped 0 errors 0 refused-port 0 rate-limited 0`. Every
+    /// out 2 dropped 0 errors 0 refused-port 0 rate-limited 0
+    /// refused-size 0`. Every
     /// rejection, drop and forced close has its place here.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "tcp accepted {} closed {} (reset {}, error {}, forced {}, idle {}, stalled {}) \
              rejected {}, bytes in {} out {}; \
-             udp in {} out {} dropped {} errors {} refused-port {} rate-limited {}",
+             udp in {} out {} dropped {} errors {} refused-port {} rate-limited {} \
+             refused-size {}",
             self.tcp_accepted,
             self.tcp_closed,
             self.tcp_resets,
@@ -130,6 +139,7 @@ impl fmt::Display for Stats {
             self.udp_errors,
             self.udp_refused_ports,
             self.udp_rate_limited,
+            self.udp_refused_size,
         )
     }
 }
@@ -170,6 +180,7 @@ mod tests {
             udp_replies_dropped: 15,
             udp_refused_ports: 16,
             udp_rate_limited: 17,
+            udp_refused_size: 18,
             ..Stats::default()
         };
         let line = s.to_string();
@@ -181,6 +192,7 @@ mod tests {
             "dropped 15",
             "refused-port 16",
             "rate-limited 17",
+            "refused-size 18",
         ] {
             assert!(line.contains(needle), "{needle} missing from: {line}");
         }

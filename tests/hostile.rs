@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
+use echo_reactor::ServerConfig;
 
 /// Tests that load the machine (floods, churn) or measure timing or CPU
 /// take turns: on a 2-core box, one's flood is another's latency spike.
@@ -599,4 +600,39 @@ fn udp_rate_limit_drops_the_excess_per_source() {
         stats.contains(&format!("rate-limited {}", 50 - replies)),
         "{replies} replies; {stats}"
     );
+}
+
+#[test]
+fn write_timeout_also_ends_a_peer_whose_echo_sits_in_the_kernels_send_queue() {
+    // 256 KiB sent, then never a read: the kernel takes the whole echo into
+    // the server's send queue, so nothing is pending in the server itself.
+    const SENT: usize = 256 * 1024;
+    let server = start_in_process(ServerConfig {
+        write_timeout: Some(Duration::from_secs(1)),
+        ..loopback_config()
+    });
+    let addr = server.tcp[0];
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    let mut s: TcpStream = socket.into();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(&pattern(2, SENT)).expect("send");
+    let ports = (addr.port(), s.local_addr().unwrap().port());
+    assert!(
+        wait_until(IO_TIMEOUT, || tcp_queues(ports.0, ports.1)
+            .is_some_and(|(unacked, unread)| unread == 0 && unacked > 0)),
+        "the echo never backed up in the server's send queue"
+    );
+    let stuck = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(8), || tcp_queues(ports.0, ports.1)
+            .is_none()),
+        "the server still holds the connection and its send queue after {:?}",
+        stuck.elapsed()
+    );
+    let stats = server.stop();
+    assert_eq!(stats.tcp_write_timeouts, 1, "{stats}");
+    drop(s);
 }

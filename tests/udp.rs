@@ -136,3 +136,29 @@ fn batched_path_answers_bursts_from_many_clients_one_reply_each() {
     let stats = server.stop();
     assert_eq!((stats.udp_datagrams_in, stats.udp_datagrams_out), (64, 64));
 }
+
+#[test]
+fn a_datagram_from_the_servers_own_port_on_another_address_is_dropped_and_counted() {
+    // Another reflector on the same port (127.0.0.2:P against our
+    // 127.0.0.1:P) would bounce each answer back forever: a socket bound
+    // there stands in for it.
+    let server = start_in_process(loopback_config());
+    let addr = server.udp[0];
+    let twin = UdpSocket::bind(("127.0.0.2", addr.port())).expect("bind 127.0.0.2 on the port");
+    twin.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    twin.send_to(b"ping", addr).expect("send");
+    // The server still answers an ordinary client, so it has seen the
+    // forged datagram (sent first) by the time this reply arrives.
+    let u = udp_client(addr);
+    assert_eq!(exchange(&u, addr, b"ordinary"), b"ordinary");
+    let mut buf = [0u8; 64];
+    assert!(
+        twin.recv_from(&mut buf).is_err(),
+        "the server answered its own port"
+    );
+    let stats = server.stop();
+    assert_eq!(stats.udp_datagrams_in, 2, "{stats}");
+    assert_eq!(stats.udp_datagrams_out, 1, "{stats}");
+    assert_eq!(stats.udp_refused_ports, 1, "{stats}");
+}

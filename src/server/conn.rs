@@ -8,13 +8,13 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 
 use log::trace;
 
 use crate::buffer::{PendingOutput, Watermarks};
 use crate::mode::{Opening, Reply, Service};
-use crate::net::{is_interrupted, is_peer_gone, is_would_block};
+use crate::net::{is_interrupted, is_output_timed_out, is_peer_gone, is_would_block};
 use crate::stats::Stats;
 
 /// Coarse time: tenths of a second since the server started. Four bytes
@@ -78,8 +78,10 @@ pub enum CloseReason {
     ShutdownDeadline,
     /// No bytes moved either way for `--idle-timeout`; closed with FIN.
     IdleTimeout,
-    /// Pending output did not move for `--write-timeout` (a peer that does
-    /// not read); closed with a reset, dropping what it never took.
+    /// Output did not move for `--write-timeout` (a peer that does not
+    /// read): our pending output, found by the sweep, or the kernel's send
+    /// queue, found by the kernel (`TCP_USER_TIMEOUT`, `ETIMEDOUT`); closed
+    /// with a reset, dropping what it never took.
     WriteTimeout,
     /// The service had said all it had to say (daytime, time).
     Done,
@@ -182,6 +184,10 @@ pub struct Connection<S = mio::net::TcpStream> {
     /// may still find data before the EOF or error, and no new edge will
     /// announce what follows it.
     is_hangup_reported: bool,
+    /// The peer's address from accept, kept only while debug logging is on
+    /// (for the `closed` line: `peer_addr()` fails once the peer is gone).
+    /// Boxed so it costs one pointer when off.
+    peer: Option<Box<SocketAddr>>,
 }
 
 impl<S: Stream> Connection<S> {
@@ -200,7 +206,18 @@ impl<S: Stream> Connection<S> {
             is_deferred: false,
             is_write_blocked: false,
             is_hangup_reported: false,
+            peer: None,
         }
+    }
+
+    /// Keeps the peer's address for the log lines.
+    pub fn remember_peer(&mut self, peer: SocketAddr) {
+        self.peer = Some(Box::new(peer));
+    }
+
+    /// The peer's address, if it was kept.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer.as_deref().copied()
     }
 
     /// The socket.
@@ -366,8 +383,7 @@ impl<S: Stream> Connection<S> {
                 }
                 // Interrupted: a signal landed mid-call; nothing was read.
                 Err(e) if is_interrupted(&e) => continue,
-                Err(e) if is_peer_gone(&e) => return Progress::Close(CloseReason::Reset),
-                Err(e) => return Progress::Close(CloseReason::Io(e.kind())),
+                Err(e) => return Progress::Close(close_reason(&e)),
             };
             trace!("conn {}: read {n} B", cx.key);
             budget_bytes = budget_bytes.saturating_sub(n);
@@ -567,10 +583,22 @@ impl<S: Stream> Connection<S> {
                     Ok(None)
                 }
                 Err(e) if is_interrupted(&e) => continue,
-                Err(e) if is_peer_gone(&e) => Err(CloseReason::Reset),
-                Err(e) => Err(CloseReason::Io(e.kind())),
+                Err(e) => Err(close_reason(&e)),
             };
         }
+    }
+}
+
+/// Why a read or write error ends a connection.
+fn close_reason(e: &io::Error) -> CloseReason {
+    if is_peer_gone(e) {
+        CloseReason::Reset
+    } else if is_output_timed_out(e) {
+        // The kernel's write timeout (TCP_USER_TIMEOUT, set at accept to
+        // --write-timeout) fired: output sat unread in its send queue.
+        CloseReason::WriteTimeout
+    } else {
+        CloseReason::Io(e.kind())
     }
 }
 

@@ -144,6 +144,11 @@ impl Sweep {
 #[derive(Debug, Default)]
 pub struct UdpGuard {
     limiter: Option<RateLimiter>,
+    /// The ports this server's UDP sockets are bound to. A datagram from
+    /// one of them, on any address, is this server talking to itself, or a
+    /// reflector like it on the same port (both on 7007, both on 7): the
+    /// answer would come straight back, forever.
+    own_ports: Vec<u16>,
     /// Warned about refused source ports already.
     warned_port: bool,
     /// Warned about rate-limited sources already.
@@ -151,12 +156,21 @@ pub struct UdpGuard {
 }
 
 impl UdpGuard {
-    /// A guard limiting each source to `per_sec` datagrams, if given.
-    pub fn new(per_sec: Option<u32>) -> Self {
+    /// A guard for sockets bound to `own_ports`, limiting each source to
+    /// `per_sec` datagrams, if given.
+    pub fn new(per_sec: Option<u32>, own_ports: Vec<u16>) -> Self {
         UdpGuard {
             limiter: per_sec.map(|r| RateLimiter::new(r, DEFAULT_MAX_SOURCES)),
+            own_ports,
             ..UdpGuard::default()
         }
+    }
+
+    /// True when a datagram from source port `port` must be dropped: port
+    /// 0, a simple-service port, or one of this server's own ports (which
+    /// covers its own socket's address too).
+    pub fn refuses_port(&self, port: u16) -> bool {
+        is_refused_source_port(port) || self.own_ports.contains(&port)
     }
 }
 
@@ -220,12 +234,13 @@ impl Server {
     /// Whether datagram from `from` on UDP socket `i` may be answered; a
     /// refused one is counted here.
     pub(super) fn admit_datagram(&mut self, i: usize, from: SocketAddr) -> bool {
-        if is_refused_source_port(from.port()) {
+        if self.udp_guard.refuses_port(from.port()) {
             self.stats.udp_refused_ports += 1;
             if !std::mem::replace(&mut self.udp_guard.warned_port, true) {
                 warn!(
-                    "udp {i}: dropping datagrams from source port {} (port 0 or a simple \
-                     service: loop guard); further drops counted as refused-port",
+                    "udp {i}: dropping datagrams from source port {} (port 0, a simple \
+                     service or one of our own ports: loop guard); further drops counted \
+                     as refused-port",
                     from.port()
                 );
             }
@@ -337,6 +352,13 @@ mod tests {
         assert_eq!(sweep(30.0).sweep_interval(), SWEEP_INTERVAL);
         assert_eq!(sweep(1.0).sweep_interval(), Duration::from_millis(500));
         assert_eq!(sweep(0.1).sweep_interval(), MIN_SWEEP_INTERVAL);
+    }
+
+    #[test]
+    fn the_guard_also_refuses_the_servers_own_ports_and_nothing_else() {
+        let guard = UdpGuard::new(None, vec![7007, 40_001]);
+        let refused: Vec<u16> = (0..=u16::MAX).filter(|&p| guard.refuses_port(p)).collect();
+        assert_eq!(refused, [0, 7, 9, 13, 19, 37, 7007, 40_001]);
     }
 
     #[test]

@@ -151,7 +151,7 @@ pub fn stats_line(now: &Snapshot, last: &Snapshot, secs: f64) -> String {
 
 /// Every UDP datagram that got no reply for a reason of ours.
 fn dropped(s: &Stats) -> u64 {
-    s.udp_replies_dropped + s.udp_refused_ports + s.udp_rate_limited
+    s.udp_replies_dropped + s.udp_refused_ports + s.udp_rate_limited + s.udp_refused_size
 }
 
 fn bytes_per_sec(v: f64) -> String {

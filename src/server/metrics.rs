@@ -334,6 +334,7 @@ pub fn render(t: &Snapshot, loops: usize, uptime: Duration) -> String {
             ("{reason=\"reply_dropped\"}", s.udp_replies_dropped),
             ("{reason=\"refused_port\"}", s.udp_refused_ports),
             ("{reason=\"rate_limited\"}", s.udp_rate_limited),
+            ("{reason=\"refused_size\"}", s.udp_refused_size),
         ],
     );
     metric(

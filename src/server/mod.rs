@@ -211,6 +211,12 @@ pub struct Server {
     ready: Vec<Token>,
     /// The list being served right now (swapped with `ready`).
     ready_now: Vec<Token>,
+    /// Which listeners and UDP sockets are on the ready list (connections
+    /// carry their own flag). A source is queued at most once, so the list
+    /// is bounded by the number of sources, and one that never drains (a
+    /// UDP flood) gets one budget per turn, not one per event as well.
+    listener_deferred: Vec<bool>,
+    udp_deferred: Vec<bool>,
     limits: Limits,
     service: Arc<dyn Service>,
     max_connections: usize,
@@ -220,6 +226,9 @@ pub struct Server {
     /// Idle and write timeouts, swept about once a second.
     sweep: Sweep,
     udp_guard: UdpGuard,
+    /// `--write-timeout`, handed to the kernel for each connection
+    /// (`TCP_USER_TIMEOUT`) so output stuck in its send queue times out too.
+    kernel_write_timeout: Option<Duration>,
     /// `--udp-allow-amplification`.
     udp_allow_amplification: bool,
     /// The service's `udp_reply_floor` and `streams`, asked once instead
@@ -310,10 +319,13 @@ impl Server {
         } else {
             None
         };
+        let own_ports = udp_addrs.iter().map(SocketAddr::port).collect();
         let max_connections = config
             .max_connections
             .unwrap_or_else(default_max_connections);
         Ok(Server {
+            listener_deferred: vec![false; listeners.len()],
+            udp_deferred: vec![false; udp.len()],
             poll,
             tcp_addrs: listeners.iter().map(|l| l.addr).collect(),
             listeners,
@@ -337,7 +349,8 @@ impl Server {
             stats: Stats::default(),
             accept: AcceptState::default(),
             sweep: Sweep::new(Timeouts::new(config.idle_timeout, config.write_timeout)),
-            udp_guard: UdpGuard::new(config.udp_rate_limit),
+            kernel_write_timeout: config.write_timeout.filter(|d| !d.is_zero()),
+            udp_guard: UdpGuard::new(config.udp_rate_limit, own_ports),
             udp_allow_amplification: config.udp_allow_amplification,
             udp_reply_floor,
             service_streams,
@@ -437,7 +450,10 @@ impl Server {
             self.serve_ready();
             self.on_timers(now);
         }
-        info!("shutdown done: {}", self.stats);
+        // The totals are the caller's to report (the binary logs one
+        // `final stats` line, summed over a cluster's loops): logging them
+        // here too would print the same figures twice.
+        info!("shutdown done");
         Ok(self.stats)
     }
 
@@ -571,13 +587,34 @@ impl Server {
                     }
                     conn.on_writable(cx)
                 }),
-                Source::Listener(i) => self.on_accept_ready(i),
-                Source::Udp(i) => self.on_udp_ready(i),
+                Source::Listener(i) => {
+                    set_flag(&mut self.listener_deferred, i, false);
+                    self.on_accept_ready(i);
+                }
+                Source::Udp(i) => {
+                    set_flag(&mut self.udp_deferred, i, false);
+                    self.on_udp_ready(i);
+                }
                 _ => {}
             }
         }
         batch.clear();
         self.ready_now = batch;
+    }
+
+    /// Puts a listener or UDP socket that used up its budget on the ready
+    /// list, unless it is there already.
+    fn defer_fixed(&mut self, token: Token) {
+        let flag = match token::classify(token) {
+            Source::Listener(i) => self.listener_deferred.get_mut(i),
+            Source::Udp(i) => self.udp_deferred.get_mut(i),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            if !std::mem::replace(flag, true) {
+                self.ready.push(token);
+            }
+        }
     }
 
     fn on_timers(&mut self, now: Instant) {
@@ -644,10 +681,11 @@ impl Server {
         self.stats.record_close(&reason);
         if log::log_enabled!(log::Level::Debug) {
             let (bytes_in, bytes_out) = conn.bytes();
+            // The address from accept: asking the socket fails once the
+            // peer has gone, which is exactly when this line matters.
             let peer = conn
-                .stream()
-                .peer_addr()
-                .map_or_else(|_| "-".to_string(), |a| a.to_string());
+                .peer()
+                .map_or_else(|| "-".to_string(), |a| a.to_string());
             debug!(
                 "conn {key} {peer}: closed: {reason} (in {bytes_in} B, out {bytes_out} B, {:.1} s)",
                 f64::from(conn.age(self.now)) / 10.0
@@ -665,6 +703,12 @@ impl Server {
         if self.stop.load(Ordering::SeqCst) {
             self.begin_shutdown("stop requested", Instant::now());
         }
+    }
+}
+
+fn set_flag(flags: &mut [bool], i: usize, to: bool) {
+    if let Some(flag) = flags.get_mut(i) {
+        *flag = to;
     }
 }
 
