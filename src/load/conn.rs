@@ -112,6 +112,10 @@ pub struct Tally {
     pub sent: u64,
     /// Errors by kind.
     pub errors: Errors,
+    /// UDP replies that overtook the reply to a later request (not errors).
+    pub reordered: u64,
+    /// UDP replies to requests already counted lost (not errors).
+    pub late: u64,
     /// Latency of each measured message, in microseconds.
     pub latency: Histogram<u64>,
     /// Replies completed since the last progress report (measured or not).
@@ -130,6 +134,8 @@ impl Tally {
             bytes: 0,
             sent: 0,
             errors: Errors::default(),
+            reordered: 0,
+            late: 0,
             latency: super::report::new_histogram(),
             recent_messages: 0,
             recent_latency: with_recent.then(super::report::new_histogram),

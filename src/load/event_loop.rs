@@ -255,6 +255,8 @@ impl Loop {
         r.bytes = self.tally.bytes;
         r.sent = self.tally.sent;
         r.errors = self.tally.errors;
+        r.reordered = self.tally.reordered;
+        r.late = self.tally.late;
         r.latency = std::mem::replace(&mut self.tally.latency, report::new_histogram());
         r.max_loss_percent = self.max_loss_percent;
         r.first_error = self.tally.first_error.clone();

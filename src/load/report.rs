@@ -41,12 +41,21 @@ pub struct Errors {
     pub closed: u64,
     /// Connections ended by any other IO error.
     pub io: u64,
+    /// UDP: a second reply to a request already answered. A server fault
+    /// (and an amplification), so it fails the run.
+    pub duplicate: u64,
 }
 
 impl Errors {
     /// All errors except `lost`, which UDP tolerates up to `--max-loss`.
     pub fn hard(&self) -> u64 {
-        self.connect + self.reset + self.timeout + self.mismatch + self.closed + self.io
+        self.connect
+            + self.reset
+            + self.timeout
+            + self.mismatch
+            + self.closed
+            + self.io
+            + self.duplicate
     }
 
     /// Every error of every kind.
@@ -63,6 +72,7 @@ impl Errors {
         self.lost += o.lost;
         self.closed += o.closed;
         self.io += o.io;
+        self.duplicate += o.duplicate;
     }
 }
 
@@ -94,6 +104,12 @@ pub struct Report {
     pub sent: u64,
     /// Errors by kind, over the whole run.
     pub errors: Errors,
+    /// UDP: replies that came after the reply to a later request of the
+    /// same socket. UDP may reorder, so these are counted, not errors.
+    pub reordered: u64,
+    /// UDP: replies that came after their request had been counted
+    /// `lost`; they stay lost (the verdict was given) and are counted here.
+    pub late: u64,
     /// Latency of each counted message, in microseconds.
     pub latency: Histogram<u64>,
     /// The loss rate (percent) UDP may have and still pass.
@@ -143,6 +159,8 @@ impl Report {
             bytes: 0,
             sent: 0,
             errors: Errors::default(),
+            reordered: 0,
+            late: 0,
             latency: new_histogram(),
             max_loss_percent: 1.0,
             first_error: None,
@@ -162,6 +180,8 @@ impl Report {
         self.bytes += o.bytes;
         self.sent += o.sent;
         self.errors.merge(&o.errors);
+        self.reordered += o.reordered;
+        self.late += o.late;
         // Same bounds on both sides, so adding cannot fail; saturate anyway.
         if self.latency.add(&o.latency).is_err() {
             for v in o.latency.iter_recorded() {
@@ -226,6 +246,9 @@ impl Report {
             "{url}: errors: connect {}, reset {}, timeout {}, mismatch {}, lost {} ({:.2}%), closed {}, io {}",
             e.connect, e.reset, e.timeout, e.mismatch, e.lost, self.loss_percent(), e.closed, e.io
         );
+        if e.duplicate > 0 {
+            let _ = write!(s, ", duplicate {}", e.duplicate);
+        }
         if let Some(first) = &self.first_error {
             let _ = write!(s, "; first: {first}");
         }
@@ -252,8 +275,8 @@ impl Report {
     /// Fields: `proto, target, connections, connected, reconnects, ramp_s, duration_s,
     /// messages, bytes, sent, msgs_per_sec, bytes_per_sec, loss_percent,
     /// latency_us {p50, p90, p99, p999, max, mean}, errors {connect, reset,
-    /// timeout, mismatch, lost, closed, io}, ok`, and `error` (a string,
-    /// or null).
+    /// timeout, mismatch, lost, closed, io, duplicate}, reordered, late, ok`,
+    /// and `error` (a string, or null).
     pub fn to_json(&self) -> String {
         let [p50, p90, p99, p999, max] = self.percentiles_us();
         let mean = if self.latency.is_empty() {
@@ -273,7 +296,8 @@ impl Report {
                 "\"msgs_per_sec\":{},\"bytes_per_sec\":{},\"loss_percent\":{},",
                 "\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"mean\":{}}},",
                 "\"errors\":{{\"connect\":{},\"reset\":{},\"timeout\":{},\"mismatch\":{},",
-                "\"lost\":{},\"closed\":{},\"io\":{}}},\"ok\":{},\"error\":{}}}"
+                "\"lost\":{},\"closed\":{},\"io\":{},\"duplicate\":{}}},",
+                "\"reordered\":{},\"late\":{},\"ok\":{},\"error\":{}}}"
             ),
             self.proto,
             json_string(&self.target.to_string()),
@@ -301,6 +325,9 @@ impl Report {
             e.lost,
             e.closed,
             e.io,
+            e.duplicate,
+            self.reordered,
+            self.late,
             self.is_ok(),
             error,
         )
@@ -357,6 +384,13 @@ impl fmt::Display for Report {
             "errors     connect {}, reset {}, timeout {}, mismatch {}, lost {} ({:.2}% of {} sent), closed {}, io {}",
             e.connect, e.reset, e.timeout, e.mismatch, e.lost, self.loss_percent(), self.sent, e.closed, e.io
         )?;
+        if self.proto == Proto::Udp {
+            writeln!(
+                f,
+                "udp        duplicate {} (an error), reordered {}, late {} (not errors)",
+                e.duplicate, self.reordered, self.late
+            )?;
+        }
         write!(
             f,
             "result     {}",
