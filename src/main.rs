@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use log::info;
 
 use echo_reactor::cli::{Cli, Command, CompareArgs, LoadArgs, ServeArgs};
@@ -35,6 +35,15 @@ fn main() -> ExitCode {
 /// object), the reason for a failure on stderr, exit 0 only without errors.
 fn run_load(args: &LoadArgs) -> ExitCode {
     let config = args.to_config();
+    // Settings that only make no run together (threads above connections,
+    // a UDP size, the open-file limit) are usage errors too: exit 2 like
+    // clap's own, before anything starts.
+    if let Err(e) = config.validate() {
+        let mut cli = Cli::command();
+        cli.build();
+        let mut cmd = cli.find_subcommand("load").cloned().unwrap_or(cli);
+        cmd.error(clap::error::ErrorKind::ValueValidation, e).exit();
+    }
     let started = std::time::SystemTime::now();
     let result = if std::io::stderr().is_terminal() {
         load::run_with_progress(&config, &mut print_progress)

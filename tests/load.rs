@@ -482,6 +482,12 @@ fn bad_urls_and_options_fail_cleanly() {
         &["tcp://127.0.0.1:7", "-c", "2", "--threads", "3"],
         &["tcp://127.0.0.1:7", "--drain-timeout", "-1"],
         &["udp://127.0.0.1:7", "--udp-timeout", "0"],
+        &["tcp://127.0.0.1:7", "--pipeline", "18446744073709551615"],
+        &["tcp://127.0.0.1:7", "--connections", "18446744073709551615"],
+        &["tcp://127.0.0.1:7", "--connect-rate", "1e-300"],
+        &["tcp://127.0.0.1:7", "--rate", "1e10"],
+        &["tcp://127.0.0.1:7", "--duration", "1e-300"],
+        &["tcp://127.0.0.1:7", "--drain-timeout", "1e300"],
     ] {
         let out = load_bin(args);
         let stderr = String::from_utf8_lossy(&out.stderr);

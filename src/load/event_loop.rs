@@ -185,14 +185,11 @@ impl Loop {
             target: config.target,
             total_connections: config.connections,
             pipeline: config.pipeline,
-            interval: config
-                .rate
-                .map(|r| Duration::from_secs_f64(config.connections as f64 / r)),
+            // Validated: in range, so these are some (and never zero).
+            interval: config.message_interval(),
             ids,
             next: 0,
-            connect_every: config
-                .connect_rate
-                .map(|r| Duration::from_secs_f64(threads as f64 / r)),
+            connect_every: config.connect_interval(),
             next_connect_at: now,
             handshakes: 0,
             retries: Vec::new(),
