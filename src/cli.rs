@@ -282,6 +282,13 @@ pub struct LoadArgs {
     #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_nonzero_timeout)]
     pub udp_timeout: Duration,
 
+    /// How long a connection may take to come up, retries included (0.001
+    /// to 3600); then it counts as a `connect` error. The run ends within
+    /// this + --warmup + --duration + --drain-timeout + 1 s (plus the
+    /// ramp's pacing with --connect-rate)
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_nonzero_timeout)]
+    pub connect_timeout: Duration,
+
     /// Open a new connection in place of one that ended in error, so the
     /// load holds; the error still counts
     #[arg(long)]
@@ -315,6 +322,7 @@ impl LoadArgs {
             max_loss_percent: self.max_loss,
             drain_timeout: self.drain_timeout,
             udp_reply_timeout: self.udp_timeout,
+            connect_timeout: self.connect_timeout,
             reconnect: self.reconnect,
             record_intervals: self.hdr_log.is_some() || self.plot.is_some(),
             ..LoadConfig::new(self.url)
@@ -662,6 +670,7 @@ mod tests {
         "--max-loss",
         "--drain-timeout",
         "--udp-timeout",
+        "--connect-timeout",
     ];
 
     /// Parses, builds and validates `args` against an open-file limit of

@@ -22,9 +22,6 @@ use crate::net::is_interrupted;
 
 mod connect;
 
-/// How long one connect attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// How often the loop sweeps its clients for timeouts.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
@@ -74,7 +71,8 @@ enum Slot {
     Connecting {
         stream: TcpStream,
         id: u64,
-        since: Instant,
+        /// When this connection counts as a connect error, retries and all.
+        deadline: Instant,
         attempt: u32,
     },
     Tcp(TcpClient),
@@ -97,6 +95,8 @@ struct Retry {
     at: Instant,
     id: u64,
     attempt: u32,
+    /// The connection's deadline, carried over from its first attempt.
+    deadline: Instant,
 }
 
 /// One poll loop and its share of the clients.
@@ -128,6 +128,8 @@ pub(super) struct Loop {
     warmup: Duration,
     duration: Duration,
     drain_timeout: Duration,
+    /// How long a connection may take to come up, all attempts together.
+    connect_timeout: Duration,
     window: Window,
     tally: Tally,
     /// Clients established over the run (each once), and those up now.
@@ -200,6 +202,7 @@ impl Loop {
             warmup: config.warmup,
             duration: config.duration,
             drain_timeout: config.drain_timeout,
+            connect_timeout: config.connect_timeout,
             window: Window::default(),
             tally: Tally::new(live.is_some()),
             connected: 0,
@@ -366,10 +369,12 @@ impl Loop {
         if self.reconnect && self.phase.is_sending() && end != End::Done {
             trace!("{who}: reconnecting in {RECONNECT_DELAY:?}");
             self.reconnects += 1;
+            let at = Instant::now() + RECONNECT_DELAY;
             self.retries.push(Retry {
-                at: Instant::now() + RECONNECT_DELAY,
+                at,
                 id: slot.id(),
                 attempt: 0,
+                deadline: at + self.connect_timeout,
             });
         }
     }
@@ -460,8 +465,8 @@ impl Loop {
         let mut steps = Vec::new();
         for (key, slot) in self.slots.iter_mut() {
             match slot {
-                Slot::Connecting { since, .. } => {
-                    if now.saturating_duration_since(*since) >= CONNECT_TIMEOUT {
+                Slot::Connecting { deadline, .. } => {
+                    if now >= *deadline {
                         expired.push(key);
                     }
                 }
@@ -481,10 +486,13 @@ impl Loop {
             }
         }
         for key in expired {
-            if let Some(Slot::Connecting { id, attempt, .. }) = self.slots.try_remove(key) {
+            if let Some(Slot::Connecting { id, .. }) = self.slots.try_remove(key) {
                 self.handshakes -= 1;
-                let e = io::Error::new(io::ErrorKind::TimedOut, "handshake timed out");
-                self.connect_failed(id, attempt, &e, now);
+                let e = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no handshake within the connect timeout (--connect-timeout)",
+                );
+                self.connect_gave_up(id, &e);
             }
         }
         for (key, step) in steps {

@@ -144,6 +144,9 @@ pub struct LoadConfig {
     pub drain_timeout: Duration,
     /// How long a UDP request waits for its reply before it is lost.
     pub udp_reply_timeout: Duration,
+    /// How long a TCP connection may take to come up, retries included,
+    /// counted from its turn in the ramp; then it is a connect error.
+    pub connect_timeout: Duration,
     /// Keep the run second by second in [`Report::intervals`].
     pub record_intervals: bool,
     /// Replace a connection that ended in error (reset, closed, mismatch)
@@ -169,6 +172,7 @@ impl LoadConfig {
             max_loss_percent: 1.0,
             drain_timeout: Duration::from_secs(2),
             udp_reply_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(3),
             record_intervals: false,
             reconnect: false,
         }
@@ -260,6 +264,7 @@ impl LoadConfig {
         }
         for (name, d, min) in [
             ("udp timeout", self.udp_reply_timeout, MIN_TIMEOUT),
+            ("connect timeout", self.connect_timeout, MIN_TIMEOUT),
             ("drain timeout", self.drain_timeout, Duration::ZERO),
         ] {
             if d < min || d > MAX_TIMEOUT {
