@@ -6,7 +6,11 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use log::info;
+use log::{info, warn};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::flag;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use echo_reactor::cli::{Cli, Command, CompareArgs, LoadArgs, ServeArgs};
 use echo_reactor::load::{self, Progress, Report};
@@ -45,12 +49,22 @@ fn run_load(args: &LoadArgs) -> ExitCode {
         cmd.error(clap::error::ErrorKind::ValueValidation, e).exit();
     }
     let started = std::time::SystemTime::now();
-    let result = if std::io::stderr().is_terminal() {
-        load::run_with_progress(&config, &mut print_progress)
+    let (stop, signal) = stop_on_signals();
+    let is_live = std::io::stderr().is_terminal();
+    let result = if is_live {
+        let result = load::run_until(&config, &stop, Some(&mut print_progress));
+        // The report starts on a clean line.
+        eprint!("\r\x1b[K");
+        result
     } else {
-        load::run(&config)
+        load::run_until(&config, &stop, None)
     };
     let (report, code) = match result {
+        Ok(report) if report.interrupted => {
+            // The shell's convention: 128 + the signal's number.
+            let signal = u8::try_from(signal.load(Ordering::Relaxed)).unwrap_or(2);
+            (report, ExitCode::from(128u8.saturating_add(signal)))
+        }
         Ok(report) => {
             let code = if report.is_ok() {
                 ExitCode::SUCCESS
@@ -144,9 +158,29 @@ fn compare(args: &CompareArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// SIGINT and SIGTERM set the returned flag (and record which signal
+/// came) so the run ends with its report; a second one exits at once,
+/// with 128 + its number.
+fn stop_on_signals() -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as the previous signal
+        // left it: set means this is the second.
+        let second = flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&stop));
+        let first = flag::register_usize(sig, Arc::clone(&which), sig as usize)
+            .and_then(|_| flag::register(sig, Arc::clone(&stop)));
+        if let Err(e) = second.and(first) {
+            warn!("load: cannot handle signal {sig}: {e}; it will end the run without a report");
+        }
+    }
+    (stop, which)
+}
+
+/// The live progress line: one line on the terminal, rewritten in place.
 fn print_progress(p: &Progress) {
-    eprintln!(
-        "load: {:5.1} s  {} up  {:.0} msgs/s  p99 {} us  errors {}",
+    eprint!(
+        "\r\x1b[Kload: {:5.1} s  {} up  {:.0} msgs/s  p99 {} us  errors {}",
         p.elapsed.as_secs_f64(),
         p.connections_up,
         p.msgs_per_sec,

@@ -6,6 +6,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, trace};
@@ -38,6 +39,10 @@ const EVENTS_CAPACITY: usize = 1024;
 
 /// The open-loop timer's token; slab keys never come near it.
 const TIMER: Token = Token(usize::MAX);
+
+/// After an interrupt (SIGINT, SIGTERM), how long at most the replies in
+/// flight are awaited before the report is made.
+const INTERRUPT_DRAIN: Duration = Duration::from_secs(1);
 
 /// How long a connection that ended in error waits before `--reconnect`
 /// opens it again: enough that a server refusing everyone is not hammered.
@@ -145,6 +150,8 @@ pub(super) struct Loop {
     live: Option<(Live, usize)>,
     next_publish: Instant,
     max_loss_percent: f64,
+    /// A stop was asked for (SIGINT, SIGTERM) and the run is ending early.
+    is_interrupted: bool,
     /// Open loop on Linux: wakes the poll at the next due time exactly.
     #[cfg(target_os = "linux")]
     timer: Option<timer::Timer>,
@@ -214,11 +221,13 @@ impl Loop {
             live,
             next_publish: now,
             max_loss_percent: config.max_loss_percent,
+            is_interrupted: false,
         })
     }
 
-    /// The loop: poll, hand events to clients, run timers, until `Done`.
-    pub(super) fn run(&mut self) -> Result<Report, LoadError> {
+    /// The loop: poll, hand events to clients, run timers, until `Done`;
+    /// once `stop` is set, stop sending and drain for a short while.
+    pub(super) fn run(&mut self, stop: &AtomicBool) -> Result<Report, LoadError> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         self.on_timers(Instant::now());
         while self.phase != Phase::Done {
@@ -237,6 +246,11 @@ impl Loop {
                 self.on_event(event.token().0, readable, writable, now);
             }
             self.on_timers(now);
+            // The poll wakes at least every SWEEP_EVERY: a stop is seen
+            // within that.
+            if !self.is_interrupted && stop.load(Ordering::Relaxed) {
+                self.on_interrupt(now);
+            }
         }
         self.publish();
         Ok(self.report())
@@ -260,7 +274,28 @@ impl Loop {
         r.latency = std::mem::replace(&mut self.tally.latency, report::new_histogram());
         r.max_loss_percent = self.max_loss_percent;
         r.first_error = self.tally.first_error.clone();
+        r.interrupted = self.is_interrupted;
         r
+    }
+
+    /// Interrupted: end the window now and give the replies in flight a
+    /// short drain, so the report covers the run so far.
+    fn on_interrupt(&mut self, now: Instant) {
+        self.is_interrupted = true;
+        debug!("load: interrupted; draining for at most {INTERRUPT_DRAIN:?}");
+        let grace = self.drain_timeout.min(INTERRUPT_DRAIN);
+        match self.phase {
+            Phase::Ramp | Phase::Warmup { .. } | Phase::Measure { .. } => {
+                if self.window.start.is_some() {
+                    self.window.end = Some(now);
+                }
+                self.begin_drain(now, grace);
+            }
+            Phase::Drain { until } => self.set_phase(Phase::Drain {
+                until: until.min(now + grace),
+            }),
+            Phase::Done => {}
+        }
     }
 
     /// When the poll must return for a message due at `due`: then, or,
@@ -526,6 +561,7 @@ impl Loop {
                 }
             }
             Phase::Warmup { until } if now >= until => {
+                debug!("load: measuring for {} s", self.duration.as_secs_f64());
                 self.window.start = Some(now);
                 self.set_phase(Phase::Measure {
                     until: now + self.duration,
@@ -537,7 +573,7 @@ impl Loop {
                 if now >= until || (self.slots.is_empty() && self.retries.is_empty()) =>
             {
                 self.window.end = Some(now);
-                self.begin_drain(now);
+                self.begin_drain(now, self.drain_timeout);
             }
             Phase::Drain { .. } if self.slots.is_empty() => self.set_phase(Phase::Done),
             Phase::Drain { until } if now >= until => {
@@ -553,10 +589,8 @@ impl Loop {
     }
 
     /// Stops every client sending; those with nothing in flight end now.
-    fn begin_drain(&mut self, now: Instant) {
-        self.set_phase(Phase::Drain {
-            until: now + self.drain_timeout,
-        });
+    fn begin_drain(&mut self, now: Instant, grace: Duration) {
+        self.set_phase(Phase::Drain { until: now + grace });
         self.due.clear();
         // No new connections in the drain: a pending retry would only keep
         // the poll timeout at zero.

@@ -24,6 +24,7 @@ pub mod udp;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -349,7 +350,7 @@ pub struct Progress {
 /// [`LoadError::Invalid`] for a configuration that makes no run; the
 /// others when the loop itself cannot run.
 pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
-    run_inner(config, None)
+    run_inner(config, &AtomicBool::new(false), None)
 }
 
 /// Like [`run`], calling `on_progress` about once a second while it runs.
@@ -361,7 +362,23 @@ pub fn run_with_progress(
     config: &LoadConfig,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Report, LoadError> {
-    run_inner(config, Some(on_progress))
+    run_inner(config, &AtomicBool::new(false), Some(on_progress))
+}
+
+/// Like [`run`], stopping early once `stop` is set (by a signal handler,
+/// say): sending stops, replies in flight get at most a second, and the
+/// report of the run so far comes back with [`Report::interrupted`] set.
+/// Calls `on_progress`, if given, about once a second.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_until(
+    config: &LoadConfig,
+    stop: &AtomicBool,
+    on_progress: Option<&mut dyn FnMut(&Progress)>,
+) -> Result<Report, LoadError> {
+    run_inner(config, stop, on_progress)
 }
 
 /// What one loop publishes for the progress line.
@@ -377,6 +394,7 @@ type Live = Arc<Mutex<Vec<LiveSlot>>>;
 
 fn run_inner(
     config: &LoadConfig,
+    stop: &AtomicBool,
     mut on_progress: Option<&mut dyn FnMut(&Progress)>,
 ) -> Result<Report, LoadError> {
     config.validate()?;
@@ -414,7 +432,7 @@ fn run_inner(
             std::thread::Builder::new()
                 .name(format!("load-{index}"))
                 .spawn_scoped(scope, move || {
-                    let result = Loop::new(config, index, live).and_then(|mut l| l.run());
+                    let result = Loop::new(config, index, live).and_then(|mut l| l.run(stop));
                     let _ = tx.send(result);
                 })
                 .map_err(|e| LoadError::Setup("load thread", e))?;

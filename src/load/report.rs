@@ -118,6 +118,9 @@ pub struct Report {
     pub first_error: Option<String>,
     /// Set when the run could not happen at all; the counters are then empty.
     pub failure: Option<String>,
+    /// The run was stopped early (SIGINT, SIGTERM): the figures cover the
+    /// window so far, and the run does not pass.
+    pub interrupted: bool,
     /// The run second by second (warmup and drain included), when the
     /// configuration asked for them (`--hdr-log`, `--plot`).
     pub intervals: Vec<Interval>,
@@ -165,6 +168,7 @@ impl Report {
             max_loss_percent: 1.0,
             first_error: None,
             failure: None,
+            interrupted: false,
             intervals: Vec::new(),
         }
     }
@@ -182,6 +186,7 @@ impl Report {
         self.errors.merge(&o.errors);
         self.reordered += o.reordered;
         self.late += o.late;
+        self.interrupted |= o.interrupted;
         // Same bounds on both sides, so adding cannot fail; saturate anyway.
         if self.latency.add(&o.latency).is_err() {
             for v in o.latency.iter_recorded() {
@@ -216,7 +221,11 @@ impl Report {
     /// True when the run passes: it happened, no hard errors, and loss is
     /// zero for TCP or within `max_loss_percent` for UDP.
     pub fn is_ok(&self) -> bool {
-        if self.failure.is_some() || self.errors.hard() > 0 || self.connected == 0 {
+        if self.failure.is_some()
+            || self.interrupted
+            || self.errors.hard() > 0
+            || self.connected == 0
+        {
             return false;
         }
         match self.proto {
@@ -234,6 +243,12 @@ impl Report {
             return Some(f.clone());
         }
         let url = format!("{}://{}", self.proto, self.target);
+        if self.interrupted {
+            return Some(format!(
+                "{url}: interrupted after {:.2} s of measuring; the report covers the run so far",
+                self.duration.as_secs_f64()
+            ));
+        }
         if self.connected == 0 {
             let why = self
                 .first_error
@@ -275,7 +290,8 @@ impl Report {
     /// Fields: `proto, target, connections, connected, reconnects, ramp_s, duration_s,
     /// messages, bytes, sent, msgs_per_sec, bytes_per_sec, loss_percent,
     /// latency_us {p50, p90, p99, p999, max, mean}, errors {connect, reset,
-    /// timeout, mismatch, lost, closed, io, duplicate}, reordered, late, ok`,
+    /// timeout, mismatch, lost, closed, io, duplicate}, reordered, late,
+    /// interrupted, ok`,
     /// and `error` (a string, or null).
     pub fn to_json(&self) -> String {
         let [p50, p90, p99, p999, max] = self.percentiles_us();
@@ -297,7 +313,7 @@ impl Report {
                 "\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"mean\":{}}},",
                 "\"errors\":{{\"connect\":{},\"reset\":{},\"timeout\":{},\"mismatch\":{},",
                 "\"lost\":{},\"closed\":{},\"io\":{},\"duplicate\":{}}},",
-                "\"reordered\":{},\"late\":{},\"ok\":{},\"error\":{}}}"
+                "\"reordered\":{},\"late\":{},\"interrupted\":{},\"ok\":{},\"error\":{}}}"
             ),
             self.proto,
             json_string(&self.target.to_string()),
@@ -328,6 +344,7 @@ impl Report {
             e.duplicate,
             self.reordered,
             self.late,
+            self.interrupted,
             self.is_ok(),
             error,
         )
@@ -391,11 +408,14 @@ impl fmt::Display for Report {
                 e.duplicate, self.reordered, self.late
             )?;
         }
-        write!(
-            f,
-            "result     {}",
-            if self.is_ok() { "ok" } else { "FAILED" }
-        )
+        let result = if self.interrupted {
+            "INTERRUPTED (the figures cover the run so far)"
+        } else if self.is_ok() {
+            "ok"
+        } else {
+            "FAILED"
+        };
+        write!(f, "result     {result}")
     }
 }
 
