@@ -35,6 +35,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// Above the `--latency` table: its values are in the report's unit.
+const LATENCY_HEADING: &str = "latency distribution, values in microseconds (us):";
+
 /// Runs `echo-reactor load`: the report on stdout (text or one JSON
 /// object), the reason for a failure on stderr, exit 0 only without errors.
 fn run_load(args: &LoadArgs) -> ExitCode {
@@ -90,12 +93,16 @@ fn run_load(args: &LoadArgs) -> ExitCode {
         let _ = writeln!(out, "{}", report.to_json());
         if args.latency {
             // stdout holds exactly one JSON object; the table goes aside.
-            eprint!("{}", report.percentile_distribution());
+            eprint!("{LATENCY_HEADING}\n{}", report.percentile_distribution());
         }
     } else if report.failure.is_none() {
         let _ = writeln!(out, "{report}");
         if args.latency {
-            let _ = write!(out, "\n{}", report.percentile_distribution());
+            let _ = write!(
+                out,
+                "\n{LATENCY_HEADING}\n{}",
+                report.percentile_distribution()
+            );
         }
     }
     let _ = out.flush();

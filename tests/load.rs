@@ -273,10 +273,9 @@ fn several_loops_share_the_connections() {
     let r = run(&config);
     assert!(r.is_ok(), "{r}");
     assert_eq!(r.connected, 9);
-    assert!(
-        r.sent > r.messages,
-        "warmup traffic is sent but not counted"
-    );
+    // Warm-up traffic counts in neither: sent and messages cover the
+    // same window, apart from the few in flight at its end.
+    assert!(r.sent >= r.messages && r.sent <= r.messages + 9, "{r}");
     let d = r.duration.as_secs_f64();
     assert!((0.95..1.5).contains(&d), "window {d} s");
 }

@@ -271,6 +271,7 @@ impl Loop {
         r.errors = self.tally.errors;
         r.reordered = self.tally.reordered;
         r.late = self.tally.late;
+        r.mismatch_upper = self.tally.mismatch_upper;
         r.latency = std::mem::replace(&mut self.tally.latency, report::new_histogram());
         r.max_loss_percent = self.max_loss_percent;
         r.first_error = self.tally.first_error.clone();

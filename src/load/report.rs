@@ -99,8 +99,8 @@ pub struct Report {
     pub messages: u64,
     /// Reply bytes of those messages.
     pub bytes: u64,
-    /// Messages sent over the whole run (warmup included), the base of
-    /// the loss rate.
+    /// Messages sent in the measured window (warmup and drain excluded,
+    /// like `messages`), the base of the loss rate.
     pub sent: u64,
     /// Errors by kind, over the whole run.
     pub errors: Errors,
@@ -110,6 +110,8 @@ pub struct Report {
     /// UDP: replies that came after their request had been counted
     /// `lost`; they stay lost (the verdict was given) and are counted here.
     pub late: u64,
+    /// Mismatches that were exactly the ASCII uppercase of what was sent.
+    pub mismatch_upper: u64,
     /// Latency of each counted message, in microseconds.
     pub latency: Histogram<u64>,
     /// The loss rate (percent) UDP may have and still pass.
@@ -164,6 +166,7 @@ impl Report {
             errors: Errors::default(),
             reordered: 0,
             late: 0,
+            mismatch_upper: 0,
             latency: new_histogram(),
             max_loss_percent: 1.0,
             first_error: None,
@@ -186,6 +189,7 @@ impl Report {
         self.errors.merge(&o.errors);
         self.reordered += o.reordered;
         self.late += o.late;
+        self.mismatch_upper += o.mismatch_upper;
         self.interrupted |= o.interrupted;
         // Same bounds on both sides, so adding cannot fail; saturate anyway.
         if self.latency.add(&o.latency).is_err() {
@@ -249,6 +253,14 @@ impl Report {
                 self.duration.as_secs_f64()
             ));
         }
+        let is_udp_unreachable =
+            self.proto == Proto::Udp && self.connected > 0 && self.errors.connect >= self.connected;
+        if is_udp_unreachable && self.messages == 0 {
+            return Some(format!(
+                "cannot reach {url}: port unreachable (ICMP) on all {} sockets",
+                self.connected
+            ));
+        }
         if self.connected == 0 {
             let why = self
                 .first_error
@@ -266,6 +278,9 @@ impl Report {
         }
         if let Some(first) = &self.first_error {
             let _ = write!(s, "; first: {first}");
+        }
+        if e.mismatch > 0 && self.mismatch_upper == e.mismatch {
+            s.push_str("; the server seems to uppercase: try --expect upper");
         }
         Some(s)
     }
@@ -352,9 +367,9 @@ impl Report {
 
     /// The full latency distribution in HdrHistogram's standard text
     /// format (`Value Percentile TotalCount 1/(1-Percentile)`, the one its
-    /// plotters read), values in milliseconds.
+    /// plotters read), values in microseconds like the rest of the report.
     pub fn percentile_distribution(&self) -> String {
-        percentile_distribution(&self.latency, 1000.0)
+        percentile_distribution(&self.latency, 1.0)
     }
 }
 
@@ -362,15 +377,23 @@ impl fmt::Display for Report {
     /// A few readable lines: rate, latency percentiles, errors.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [p50, p90, p99, p999, max] = self.percentiles_us();
-        writeln!(
-            f,
-            "target     {}://{} ({} of {} connections up in {:.2} s)",
-            self.proto,
-            self.target,
-            self.connected,
-            self.connections,
-            self.ramp.as_secs_f64()
-        )?;
+        match self.proto {
+            Proto::Tcp => writeln!(
+                f,
+                "target     tcp://{} ({} of {} connections up in {:.2} s)",
+                self.target,
+                self.connected,
+                self.connections,
+                self.ramp.as_secs_f64()
+            )?,
+            // UDP has no connections: sockets open, and some may hear
+            // "port unreachable" back.
+            Proto::Udp => writeln!(
+                f,
+                "target     udp://{} ({} of {} sockets open, {} of them told port unreachable)",
+                self.target, self.connected, self.connections, self.errors.connect
+            )?,
+        }
         if self.reconnects > 0 {
             writeln!(
                 f,
@@ -396,9 +419,13 @@ impl fmt::Display for Report {
             "latency us p50 {p50}, p90 {p90}, p99 {p99}, p99.9 {p999}, max {max}"
         )?;
         let e = &self.errors;
+        let connect = match self.proto {
+            Proto::Tcp => "connect",
+            Proto::Udp => "unreachable",
+        };
         writeln!(
             f,
-            "errors     connect {}, reset {}, timeout {}, mismatch {}, lost {} ({:.2}% of {} sent), closed {}, io {}",
+            "errors     {connect} {}, reset {}, timeout {}, mismatch {}, lost {} ({:.2}% of {} sent in the window), closed {}, io {}",
             e.connect, e.reset, e.timeout, e.mismatch, e.lost, self.loss_percent(), self.sent, e.closed, e.io
         )?;
         if self.proto == Proto::Udp {

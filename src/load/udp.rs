@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::conn::{ClientState, Ctx, End, Pace, Step, OPEN_LOOP_MAX_IN_FLIGHT};
 use super::payload::{decode_seq, Message};
+use crate::mode::Mode;
 use crate::net::{is_interrupted, is_would_block};
 
 /// How many lost sequence numbers a socket remembers, to tell a late reply
@@ -115,7 +116,9 @@ impl UdpClient {
                         sent_at: cx.now,
                     });
                     self.next_seq += 1;
-                    cx.tally.sent += 1;
+                    if cx.window.contains(stamp) {
+                        cx.tally.sent += 1;
+                    }
                 }
                 // Send buffer full: the writable edge resumes us.
                 Err(e) if is_would_block(&e) => return Step::Wait,
@@ -162,8 +165,11 @@ impl UdpClient {
                     self.given_up.pop_front();
                 }
                 self.given_up.push_back(f.seq);
+                // Like `sent`, only the measured window counts.
+                if cx.window.contains(f.stamp) {
+                    cx.tally.errors.lost += 1;
+                }
             }
-            cx.tally.errors.lost += 1;
         }
         self.pump(scratch, cx)
     }
@@ -185,6 +191,9 @@ impl UdpClient {
         let expect = cx.settings.expect;
         let size = cx.settings.size;
         let Some(seq) = decode_seq(expect, reply) else {
+            if self.is_uppercased_reply(reply, cx) {
+                return;
+            }
             cx.tally.errors.mismatch += 1;
             cx.tally
                 .note(|| format!("udp socket {}: reply without a sequence number", self.id));
@@ -216,6 +225,31 @@ impl UdpClient {
         } else {
             cx.tally.complete(flight.stamp, cx.now, &cx.window, size);
         }
+    }
+
+    /// Expecting echo, a reply that is exactly the uppercase of a request
+    /// in flight: a mismatch, and a hint that the server uppercases.
+    fn is_uppercased_reply(&mut self, reply: &[u8], cx: &mut Ctx<'_>) -> bool {
+        if cx.settings.expect != Mode::Echo || reply.len() != cx.settings.size {
+            return false;
+        }
+        let Some(seq) = decode_seq(Mode::Upper, reply) else {
+            return false;
+        };
+        let Some(i) = self.in_flight.iter().position(|f| f.seq == seq) else {
+            return false;
+        };
+        let msg = Message { conn: self.id, seq };
+        if msg.check(Mode::Upper, 0, reply).is_some() {
+            return false;
+        }
+        self.in_flight.remove(i);
+        cx.tally.errors.mismatch += 1;
+        cx.tally.mismatch_upper += 1;
+        let id = self.id;
+        cx.tally
+            .note(|| format!("udp socket {id}: reply to message {seq} is uppercased"));
+        true
     }
 
     /// A reply to no request in flight: never sent (a mismatch), late
