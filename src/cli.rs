@@ -56,7 +56,8 @@ prints replies only. A TCP reply is complete once it is as long as the request, 
 unreachable, closes or resets, or a request got no reply."
 )]
 pub struct ClientArgs {
-    /// Send each line as one UDP datagram instead of over one TCP connection
+    /// Send each line as one UDP datagram instead of over one TCP
+    /// connection (a udp:// address implies it)
     #[arg(long)]
     pub udp: bool,
 
@@ -64,20 +65,59 @@ pub struct ClientArgs {
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_nonzero_timeout)]
     pub timeout: Duration,
 
-    /// The server, like 127.0.0.1:7007, [::1]:7007 or localhost:7007
-    #[arg(value_name = "ADDR", value_parser = parse_addr)]
+    /// The server, like 127.0.0.1:7007, [::1]:7007, localhost:7007,
+    /// tcp://127.0.0.1:7007 or udp://127.0.0.1:7007
+    #[arg(value_name = "ADDR", value_parser = parse_client_addr)]
+    pub addr: ClientAddr,
+}
+
+/// The client's server address, with the protocol if a URL named one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr {
+    /// `Some` for a `tcp://` or `udp://` URL, `None` for a bare address.
+    pub proto: Option<Proto>,
+    /// The server.
     pub addr: SocketAddr,
+}
+
+/// Parses the client's ADDR: `IP:PORT`, `localhost:PORT`, or one of them
+/// behind `tcp://` or `udp://`.
+///
+/// # Errors
+///
+/// A message naming the bad input and the forms accepted.
+pub fn parse_client_addr(s: &str) -> Result<ClientAddr, String> {
+    if s.contains("://") {
+        let target = parse_url(s)?;
+        return Ok(ClientAddr {
+            proto: Some(target.proto),
+            addr: target.addr,
+        });
+    }
+    parse_addr(s).map(|addr| ClientAddr { proto: None, addr })
 }
 
 impl ClientArgs {
     /// The session these arguments describe.
-    pub fn to_config(&self) -> crate::client::ClientConfig {
-        crate::client::ClientConfig {
-            addr: self.addr,
-            udp: self.udp,
-            // A zero timeout would mean "block forever" to the socket.
-            timeout: self.timeout.max(Duration::from_millis(1)),
-        }
+    ///
+    /// # Errors
+    ///
+    /// A `tcp://` address together with `--udp`.
+    pub fn to_config(&self) -> Result<crate::client::ClientConfig, String> {
+        let udp = match self.addr.proto {
+            Some(Proto::Tcp) if self.udp => {
+                return Err("a tcp:// address and --udp contradict each other".into())
+            }
+            Some(Proto::Tcp) => false,
+            Some(Proto::Udp) => true,
+            None => self.udp,
+        };
+        Ok(crate::client::ClientConfig {
+            addr: self.addr.addr,
+            udp,
+            // Parsed as at least a millisecond: never "block forever".
+            timeout: self.timeout,
+        })
     }
 }
 

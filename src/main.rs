@@ -12,7 +12,7 @@ use signal_hook::flag;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use echo_reactor::cli::{Cli, Command, CompareArgs, LoadArgs, ServeArgs};
+use echo_reactor::cli::{Cli, ClientArgs, Command, CompareArgs, LoadArgs, ServeArgs};
 use echo_reactor::load::{self, Progress, Report};
 use echo_reactor::server::cluster::Cluster;
 
@@ -25,13 +25,27 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => run_load(&args),
         Command::Compare(args) => compare(&args),
-        Command::Client(args) => match echo_reactor::client::run(&args.to_config()) {
+        Command::Client(args) => match echo_reactor::client::run(&client_config(&args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("echo-reactor client: {e}");
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// The client's settings, or a usage error (exit 2) for ones that clash.
+fn client_config(args: &ClientArgs) -> echo_reactor::client::ClientConfig {
+    match args.to_config() {
+        Ok(config) => config,
+        Err(e) => {
+            let mut cli = Cli::command();
+            cli.build();
+            let mut cmd = cli.find_subcommand("client").cloned().unwrap_or(cli);
+            cmd.error(clap::error::ErrorKind::ArgumentConflict, e)
+                .exit()
+        }
     }
 }
 
