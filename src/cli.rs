@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::buffer::Watermarks;
-use crate::load::{LoadConfig, Proto, Target};
+use crate::load::{self, LoadConfig, Proto, Target};
 use crate::mode::Mode;
 use crate::server::ServerConfig;
 
@@ -56,28 +56,68 @@ prints replies only. A TCP reply is complete once it is as long as the request, 
 unreachable, closes or resets, or a request got no reply."
 )]
 pub struct ClientArgs {
-    /// Send each line as one UDP datagram instead of over one TCP connection
+    /// Send each line as one UDP datagram instead of over one TCP
+    /// connection (a udp:// address implies it)
     #[arg(long)]
     pub udp: bool,
 
-    /// Seconds to wait for a reply (TCP: for its first byte)
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    /// Seconds to wait for a reply (TCP: for its first byte), 0.001 to 3600
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_nonzero_timeout)]
     pub timeout: Duration,
 
-    /// The server, like 127.0.0.1:7007, [::1]:7007 or localhost:7007
-    #[arg(value_name = "ADDR", value_parser = parse_addr)]
+    /// The server, like 127.0.0.1:7007, [::1]:7007, localhost:7007,
+    /// tcp://127.0.0.1:7007 or udp://127.0.0.1:7007
+    #[arg(value_name = "ADDR", value_parser = parse_client_addr)]
+    pub addr: ClientAddr,
+}
+
+/// The client's server address, with the protocol if a URL named one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr {
+    /// `Some` for a `tcp://` or `udp://` URL, `None` for a bare address.
+    pub proto: Option<Proto>,
+    /// The server.
     pub addr: SocketAddr,
+}
+
+/// Parses the client's ADDR: `IP:PORT`, `localhost:PORT`, or one of them
+/// behind `tcp://` or `udp://`.
+///
+/// # Errors
+///
+/// A message naming the bad input and the forms accepted.
+pub fn parse_client_addr(s: &str) -> Result<ClientAddr, String> {
+    if s.contains("://") {
+        let target = parse_url(s)?;
+        return Ok(ClientAddr {
+            proto: Some(target.proto),
+            addr: target.addr,
+        });
+    }
+    parse_addr(s).map(|addr| ClientAddr { proto: None, addr })
 }
 
 impl ClientArgs {
     /// The session these arguments describe.
-    pub fn to_config(&self) -> crate::client::ClientConfig {
-        crate::client::ClientConfig {
-            addr: self.addr,
-            udp: self.udp,
-            // A zero timeout would mean "block forever" to the socket.
-            timeout: self.timeout.max(Duration::from_millis(1)),
-        }
+    ///
+    /// # Errors
+    ///
+    /// A `tcp://` address together with `--udp`.
+    pub fn to_config(&self) -> Result<crate::client::ClientConfig, String> {
+        let udp = match self.addr.proto {
+            Some(Proto::Tcp) if self.udp => {
+                return Err("a tcp:// address and --udp contradict each other".into())
+            }
+            Some(Proto::Tcp) => false,
+            Some(Proto::Udp) => true,
+            None => self.udp,
+        };
+        Ok(crate::client::ClientConfig {
+            addr: self.addr.addr,
+            udp,
+            // Parsed as at least a millisecond: never "block forever".
+            timeout: self.timeout,
+        })
     }
 }
 
@@ -216,46 +256,49 @@ pub struct LoadArgs {
     #[arg(value_name = "URL", value_parser = parse_url)]
     pub url: Target,
 
-    /// Client connections (UDP: sockets)
+    /// Client connections (UDP: sockets), 1 to 1000000 and within the
+    /// open-file limit
     #[arg(long, short = 'c', value_name = "N", default_value_t = 100,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=load::MAX_CONNECTIONS as u64))]
     pub connections: u64,
 
-    /// Seconds to measure
-    #[arg(long, short = 'd', value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    /// Seconds to measure, more than 0 and at most a year
+    #[arg(long, short = 'd', value_name = "SECS", default_value = "10", value_parser = parse_window)]
     pub duration: Duration,
 
-    /// Bytes per message
+    /// Bytes per message: TCP 1 to 16777216, UDP 8 to 65507
     #[arg(long, value_name = "BYTES", default_value_t = 64,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=load::MAX_TCP_SIZE as u64))]
     pub size: u64,
 
-    /// Messages in flight per connection (closed loop)
+    /// Messages in flight per connection (closed loop), 1 to 4096
     #[arg(long, value_name = "K", default_value_t = 1,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=load::MAX_PIPELINE as u64))]
     pub pipeline: u64,
 
-    /// Open loop: total messages per second over all connections; latency
-    /// counts from each message's due time [default: closed loop]
-    #[arg(long, value_name = "MSGS_PER_SEC", value_parser = parse_positive)]
+    /// Open loop: total messages per second over all connections (0.001
+    /// to 10000000); latency counts from each message's due time
+    /// [default: closed loop]
+    #[arg(long, value_name = "MSGS_PER_SEC", value_parser = parse_rate)]
     pub rate: Option<f64>,
 
     /// What the server should answer: echo or upper
     #[arg(long, value_name = "MODE", default_value = "echo", value_parser = parse_expect)]
     pub expect: Mode,
 
-    /// New connections per second [default: as fast as the loop can, a
-    /// bounded number of handshakes at a time]
-    #[arg(long, value_name = "CONNS_PER_SEC", value_parser = parse_positive)]
+    /// New connections per second, 0.001 to 1000000 [default: as fast as
+    /// the loop can, a bounded number of handshakes at a time]
+    #[arg(long, value_name = "CONNS_PER_SEC", value_parser = parse_connect_rate)]
     pub connect_rate: Option<f64>,
 
-    /// Seconds of traffic before measuring, not counted
+    /// Seconds of traffic before measuring, not counted (at most a year)
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
     pub warmup: Duration,
 
-    /// Poll loops, each driving its share of the connections
+    /// Poll loops, each driving its share of the connections (1 to 256,
+    /// at most the connections)
     #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u64).range(1..=256))]
+          value_parser = clap::value_parser!(u64).range(1..=load::MAX_THREADS as u64))]
     pub threads: u64,
 
     /// Print one JSON object on stdout instead of the text report
@@ -266,18 +309,26 @@ pub struct LoadArgs {
     #[arg(long)]
     pub latency: bool,
 
-    /// UDP: the highest loss (percent) that still passes
+    /// UDP: the highest loss (percent, 0 to 100) that still passes
     #[arg(long, value_name = "PERCENT", default_value = "1", value_parser = parse_percent)]
     pub max_loss: f64,
 
-    /// After the window, how long to wait for the replies still in flight;
-    /// any still missing then count as `timeout` errors
-    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_secs)]
+    /// After the window, how long to wait for the replies still in flight
+    /// (0 to 3600); any still missing then count as `timeout` errors
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_timeout)]
     pub drain_timeout: Duration,
 
-    /// UDP: how long a request waits for its reply before it counts as lost
-    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_secs)]
+    /// UDP: how long a request waits for its reply before it counts as
+    /// lost (0.001 to 3600)
+    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_nonzero_timeout)]
     pub udp_timeout: Duration,
+
+    /// How long a connection may take to come up, retries included (0.001
+    /// to 3600); then it counts as a `connect` error. The run ends within
+    /// this + --warmup + --duration + --drain-timeout + 1 s (plus the
+    /// ramp's pacing with --connect-rate)
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_nonzero_timeout)]
+    pub connect_timeout: Duration,
 
     /// Open a new connection in place of one that ended in error, so the
     /// load holds; the error still counts
@@ -312,6 +363,7 @@ impl LoadArgs {
             max_loss_percent: self.max_loss,
             drain_timeout: self.drain_timeout,
             udp_reply_timeout: self.udp_timeout,
+            connect_timeout: self.connect_timeout,
             reconnect: self.reconnect,
             record_intervals: self.hdr_log.is_some() || self.plot.is_some(),
             ..LoadConfig::new(self.url)
@@ -319,8 +371,9 @@ impl LoadArgs {
     }
 }
 
-/// Parses a load target: `tcp://HOST:PORT` or `udp://HOST:PORT`, where
-/// HOST is an IP address (`[::1]` for IPv6) or `localhost`.
+/// Parses a load target: `tcp://HOST:PORT`, `udp://HOST:PORT`, or a bare
+/// `HOST:PORT` (TCP), where HOST is an IP address (`[::1]` for IPv6) or
+/// `localhost`.
 ///
 /// # Errors
 ///
@@ -330,38 +383,100 @@ impl LoadArgs {
 /// use echo_reactor::cli::parse_url;
 /// assert_eq!(parse_url("tcp://[::1]:7007").unwrap().to_string(), "tcp://[::1]:7007");
 /// assert_eq!(parse_url("udp://localhost:9").unwrap().addr.port(), 9);
+/// assert_eq!(parse_url("127.0.0.1:7007").unwrap().to_string(), "tcp://127.0.0.1:7007");
 /// assert!(parse_url("http://127.0.0.1:80").is_err());
 /// assert!(parse_url("tcp://127.0.0.1").is_err());
 /// ```
 pub fn parse_url(s: &str) -> Result<Target, String> {
+    const FORMS: &str = "expected tcp://HOST:PORT, udp://HOST:PORT or HOST:PORT (TCP), \
+where HOST is an IP address or localhost, like tcp://127.0.0.1:7007, udp://[::1]:7007 \
+or localhost:7007";
     let (proto, rest) = if let Some(rest) = s.strip_prefix("tcp://") {
         (Proto::Tcp, rest)
     } else if let Some(rest) = s.strip_prefix("udp://") {
         (Proto::Udp, rest)
+    } else if s.contains("://") {
+        return Err(format!("invalid URL '{s}': {FORMS}"));
     } else {
-        return Err(format!(
-            "invalid URL '{s}': expected tcp://HOST:PORT or udp://HOST:PORT"
-        ));
+        (Proto::Tcp, s)
     };
-    let addr = parse_addr(rest.trim_end_matches('/')).map_err(|_| {
-        format!("invalid URL '{s}': expected tcp://HOST:PORT or udp://HOST:PORT, like tcp://127.0.0.1:7007 or tcp://[::1]:7007")
-    })?;
+    let addr = parse_addr(rest.trim_end_matches('/'))
+        .map_err(|_| format!("invalid URL '{s}': {FORMS}"))?;
     if addr.port() == 0 {
         return Err(format!("invalid URL '{s}': port 0 is not a server's port"));
     }
     Ok(Target { proto, addr })
 }
 
-/// Parses a positive, finite number (`--rate`, `--connect-rate`).
+/// Parses a number within `min..=max`.
+fn parse_in(s: &str, min: f64, max: f64, what: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|x| (min..=max).contains(x))
+        .ok_or_else(|| format!("invalid {what} '{s}': expected a number from {min} to {max}"))
+}
+
+/// Parses `--rate`: messages per second, `MIN_RATE..=MAX_RATE`.
 ///
 /// # Errors
 ///
-/// Not a number, zero, negative or infinite.
-pub fn parse_positive(s: &str) -> Result<f64, String> {
-    s.parse::<f64>()
+/// Not a number, or out of that range.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    parse_in(s, load::MIN_RATE, load::MAX_RATE, "rate")
+}
+
+/// Parses `--connect-rate`: connections per second,
+/// `MIN_RATE..=MAX_CONNECT_RATE`.
+///
+/// # Errors
+///
+/// Not a number, or out of that range.
+pub fn parse_connect_rate(s: &str) -> Result<f64, String> {
+    parse_in(s, load::MIN_RATE, load::MAX_CONNECT_RATE, "connect rate")
+}
+
+/// Parses a measured window (`--duration`): more than 0 s, at most a year.
+///
+/// # Errors
+///
+/// Not a number, zero (or rounding to zero), negative, or too long.
+pub fn parse_window(s: &str) -> Result<Duration, String> {
+    parse_secs(s)
         .ok()
-        .filter(|x| x.is_finite() && *x > 0.0)
-        .ok_or_else(|| format!("invalid value '{s}': expected a positive number"))
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("invalid seconds '{s}': expected more than 0 and at most a year"))
+}
+
+/// Parses a timeout that may be 0 (`--drain-timeout`): 0 to 3600 s.
+///
+/// # Errors
+///
+/// Not a number, negative, or over an hour.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    parse_secs_in(s, Duration::ZERO, load::MAX_TIMEOUT)
+}
+
+/// Parses a timeout that must not be 0 (`--udp-timeout`,
+/// `--connect-timeout`, the client's `--timeout`): 0.001 to 3600 s.
+///
+/// # Errors
+///
+/// Not a number, under a millisecond, or over an hour.
+pub fn parse_nonzero_timeout(s: &str) -> Result<Duration, String> {
+    parse_secs_in(s, load::MIN_TIMEOUT, load::MAX_TIMEOUT)
+}
+
+fn parse_secs_in(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    parse_secs(s)
+        .ok()
+        .filter(|d| (min..=max).contains(d))
+        .ok_or_else(|| {
+            format!(
+                "invalid seconds '{s}': expected {} to {}",
+                min.as_secs_f64(),
+                max.as_secs_f64()
+            )
+        })
 }
 
 /// Parses a percentage from 0 to 100.
@@ -403,7 +518,8 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         }
     }
     Err(format!(
-        "invalid address '{s}': expected IP:PORT, like 127.0.0.1:7007 or [::1]:7007"
+        "invalid address '{s}': expected IP:PORT or localhost:PORT, like 127.0.0.1:7007, \
+[::1]:7007 or localhost:7007"
     ))
 }
 
@@ -557,7 +673,6 @@ mod tests {
     fn bad_load_input_is_a_usage_error() {
         for bad in [
             &[][..],
-            &["127.0.0.1:7007"],
             &["http://127.0.0.1:7007"],
             &["tcp://127.0.0.1"],
             &["tcp://nowhere:7"],
@@ -574,6 +689,140 @@ mod tests {
             let err = load(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
         }
+    }
+
+    /// Values at and past every edge a number can have.
+    const EXTREMES: &[&str] = &[
+        "0",
+        "-0",
+        "-1",
+        "1",
+        "0.0001",
+        "1e-300",
+        "5e-324",
+        "1e300",
+        "1e10",
+        "1.7976931348623157e308",
+        "nan",
+        "inf",
+        "-inf",
+        "4096",
+        "4097",
+        "65507",
+        "65508",
+        "1000000",
+        "1000001",
+        "4294967296",
+        "9223372036854775807",
+        "18446744073709551615",
+        "18446744073709551616",
+        "",
+        "0x10",
+        "1,5",
+    ];
+
+    const NUMERIC_LOAD_FLAGS: &[&str] = &[
+        "--connections",
+        "--duration",
+        "--size",
+        "--pipeline",
+        "--rate",
+        "--connect-rate",
+        "--warmup",
+        "--threads",
+        "--max-loss",
+        "--drain-timeout",
+        "--udp-timeout",
+        "--connect-timeout",
+    ];
+
+    /// Parses, builds and validates `args` against an open-file limit of
+    /// 20000; a value either is refused with exit 2 or makes a config
+    /// whose schedule can be computed. Nothing may panic.
+    fn parse_and_validate(args: &[&str]) -> Result<LoadConfig, i32> {
+        let a = load(args).map_err(|e| e.exit_code())?;
+        let c = a.to_config();
+        match c.validate_with_fd_limit(Some(20_000)) {
+            Ok(()) => {
+                if c.rate.is_some() {
+                    let every = c.message_interval().expect("a valid rate has an interval");
+                    assert!(!every.is_zero(), "{args:?}");
+                }
+                if c.connect_rate.is_some() {
+                    assert!(c.connect_interval().is_some(), "{args:?}");
+                }
+                Ok(c)
+            }
+            Err(_) => Err(2),
+        }
+    }
+
+    #[test]
+    fn extreme_values_of_every_numeric_load_flag_are_refused_or_run() {
+        for proto in ["tcp://127.0.0.1:7", "udp://127.0.0.1:7"] {
+            for flag in NUMERIC_LOAD_FLAGS {
+                for value in EXTREMES {
+                    let args = [proto, flag, value];
+                    match parse_and_validate(&args) {
+                        Ok(c) => {
+                            assert!((1..=load::MAX_CONNECTIONS).contains(&c.connections));
+                            assert!((1..=load::MAX_PIPELINE).contains(&c.pipeline));
+                            assert!(c.rate.map_or(true, |r| r <= load::MAX_RATE));
+                        }
+                        Err(code) => assert_eq!(code, 2, "{args:?}"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_values_the_issue_found_are_usage_errors() {
+        for args in [
+            &["tcp://127.0.0.1:7", "--pipeline", "18446744073709551615"][..],
+            &["tcp://127.0.0.1:7", "--connections", "18446744073709551615"],
+            &["tcp://127.0.0.1:7", "--connect-rate", "1e-300"],
+            &["tcp://127.0.0.1:7", "--rate", "1e10"],
+            &["tcp://127.0.0.1:7", "--connections", "19990"],
+            &["tcp://127.0.0.1:7", "--duration", "1e-300"],
+        ] {
+            assert_eq!(parse_and_validate(args).err(), Some(2), "{args:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_rates_and_durations_are_refused_or_run(
+            rate in proptest::num::f64::ANY,
+            connect_rate in proptest::num::f64::ANY,
+            secs in proptest::num::f64::ANY,
+            connections in 1u64..=2_000_000,
+            threads in 1u64..=300,
+        ) {
+            let (rate, connect_rate, secs) =
+                (rate.to_string(), connect_rate.to_string(), secs.to_string());
+            let (connections, threads) = (connections.to_string(), threads.to_string());
+            let args = [
+                "tcp://127.0.0.1:7", "--rate", &rate, "--connect-rate", &connect_rate,
+                "-d", &secs, "--warmup", &secs, "--drain-timeout", &secs,
+                "-c", &connections, "--threads", &threads,
+            ];
+            if let Err(code) = parse_and_validate(&args) {
+                proptest::prop_assert_eq!(code, 2);
+            }
+        }
+    }
+
+    #[test]
+    fn a_bare_address_is_a_tcp_target_and_errors_mention_localhost() {
+        let c = load(&["127.0.0.1:7007"]).unwrap().to_config();
+        assert_eq!(c.target.to_string(), "tcp://127.0.0.1:7007");
+        let c = load(&["localhost:9"]).unwrap().to_config();
+        assert_eq!(c.target.to_string(), "tcp://127.0.0.1:9");
+        let err = load(&["nowhere:7"]).unwrap_err().to_string();
+        assert!(err.contains("localhost:7007"), "{err}");
+        let err = parse_addr("nowhere").unwrap_err();
+        assert!(err.contains("localhost:PORT"), "{err}");
     }
 
     #[test]

@@ -25,7 +25,10 @@
 //! **Errors.** An unreachable server, a server that closes or resets the
 //! connection, or a UDP port with nothing behind it ends the session with
 //! one line on stderr and exit status 1 (a server that sends its last
-//! reply and then FIN is fine as long as no line is left to send). This is
+//! reply and then FIN is fine as long as no line is left to send). Errors
+//! name their side: the socket, stdin or stdout. A closed stdout (the
+//! reader went away, as `| head -1` does) ends the session quietly with
+//! exit status 0, like other line tools. This is
 //! a blocking client on purpose: one conversation, one socket, nothing to
 //! multiplex.
 
@@ -62,9 +65,12 @@ pub enum ClientError {
     Unreachable(SocketAddr),
     /// At least one request got no reply at all.
     NoReply(u64),
-    /// Reading the terminal or writing the output failed, or another
-    /// socket error.
-    Io(io::Error),
+    /// Reading stdin failed.
+    Stdin(io::Error),
+    /// Writing stdout failed (other than its reader going away).
+    Stdout(io::Error),
+    /// Another socket error.
+    Socket(io::Error),
 }
 
 impl std::fmt::Display for ClientError {
@@ -77,19 +83,24 @@ impl std::fmt::Display for ClientError {
                 write!(f, "nothing answers on udp://{addr} (port unreachable)")
             }
             ClientError::NoReply(n) => write!(f, "{n} request(s) got no reply"),
-            ClientError::Io(e) => write!(f, "{e}"),
+            ClientError::Stdin(e) => write!(f, "cannot read stdin: {e}"),
+            ClientError::Stdout(e) => write!(f, "cannot write stdout: {e}"),
+            ClientError::Socket(e) => write!(f, "socket error: {e}"),
         }
     }
 }
 
 impl std::error::Error for ClientError {}
 
+/// Only socket errors convert: stdin and stdout errors are named where
+/// they happen, so a broken pipe on stdout is never taken for the server's
+/// reset.
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
         if net::is_peer_gone(&e) {
             ClientError::Reset
         } else {
-            ClientError::Io(e)
+            ClientError::Socket(e)
         }
     }
 }
@@ -111,7 +122,7 @@ pub fn run(config: &ClientConfig) -> Result<(), ClientError> {
     let prompt = stdin.is_terminal();
     let mut input = stdin.lock();
     let mut output = io::stdout().lock();
-    if config.udp {
+    let result = if config.udp {
         let mut udp = Udp::connect(config)?;
         session(&mut udp, &mut input, &mut output, prompt)
     } else {
@@ -120,6 +131,11 @@ pub fn run(config: &ClientConfig) -> Result<(), ClientError> {
         // End of input: tell the server we are done (FIN, not a reset).
         let _ = tcp.stream.shutdown(std::net::Shutdown::Write);
         result
+    };
+    match result {
+        // Whoever read our output has gone (`| head -1`): nothing left to do.
+        Err(ClientError::Stdout(e)) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 
@@ -132,15 +148,19 @@ fn session(
 ) -> Result<(), ClientError> {
     let mut unanswered = 0;
     let mut line = Vec::new();
+    let out = |r: io::Result<()>| r.map_err(ClientError::Stdout);
     loop {
         if prompt {
-            output.write_all(b">>: ")?;
-            output.flush()?;
+            out(output.write_all(b">>: ").and_then(|()| output.flush()))?;
         }
         line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
+        if input
+            .read_until(b'\n', &mut line)
+            .map_err(ClientError::Stdin)?
+            == 0
+        {
             if prompt {
-                output.write_all(b"\n")?;
+                out(output.write_all(b"\n"))?;
             }
             break;
         }
@@ -149,11 +169,10 @@ fn session(
             continue;
         }
         match transport.exchange(request)? {
-            Some(reply) => {
-                output.write_all(&reply)?;
-                output.write_all(b"\n")?;
-                output.flush()?;
-            }
+            Some(reply) => out(output
+                .write_all(&reply)
+                .and_then(|()| output.write_all(b"\n"))
+                .and_then(|()| output.flush()))?,
             None => {
                 unanswered += 1;
                 eprintln!("no reply");
@@ -313,6 +332,52 @@ mod tests {
     fn prompts_only_on_a_terminal() {
         let (_, out, _) = run_session("hi\n", true);
         assert_eq!(out, ">>: HI\n>>: \n");
+    }
+
+    /// A stdin or stdout that fails with `kind`.
+    struct Failing(ErrorKind);
+
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(self.0.into())
+        }
+    }
+
+    impl BufRead for Failing {
+        fn fill_buf(&mut self) -> io::Result<&[u8]> {
+            Err(self.0.into())
+        }
+        fn consume(&mut self, _: usize) {}
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(self.0.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn stdin_stdout_and_socket_errors_name_their_side() {
+        let mut t = Upper(Vec::new());
+        let mut out = Vec::new();
+        let r = session(&mut t, &mut Failing(ErrorKind::Other), &mut out, false);
+        let e = r.unwrap_err();
+        assert!(matches!(e, ClientError::Stdin(_)), "{e:?}");
+        assert!(e.to_string().contains("stdin"), "{e}");
+        let r = session(
+            &mut t,
+            &mut &b"hi\n"[..],
+            &mut Failing(ErrorKind::BrokenPipe),
+            false,
+        );
+        let e = r.unwrap_err();
+        assert!(matches!(e, ClientError::Stdout(_)), "{e:?}");
+        assert!(e.to_string().contains("stdout"), "{e}");
+        let e = ClientError::from(io::Error::from(ErrorKind::ConnectionReset));
+        assert!(matches!(e, ClientError::Reset), "{e:?}");
     }
 
     #[test]

@@ -5,10 +5,14 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
-use log::info;
+use clap::{CommandFactory, Parser};
+use log::{info, warn};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::flag;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use echo_reactor::cli::{Cli, Command, CompareArgs, LoadArgs, ServeArgs};
+use echo_reactor::cli::{Cli, ClientArgs, Command, CompareArgs, LoadArgs, ServeArgs};
 use echo_reactor::load::{self, Progress, Report};
 use echo_reactor::server::cluster::Cluster;
 
@@ -21,7 +25,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => run_load(&args),
         Command::Compare(args) => compare(&args),
-        Command::Client(args) => match echo_reactor::client::run(&args.to_config()) {
+        Command::Client(args) => match echo_reactor::client::run(&client_config(&args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("echo-reactor client: {e}");
@@ -31,17 +35,53 @@ fn main() -> ExitCode {
     }
 }
 
+/// The client's settings, or a usage error (exit 2) for ones that clash.
+fn client_config(args: &ClientArgs) -> echo_reactor::client::ClientConfig {
+    match args.to_config() {
+        Ok(config) => config,
+        Err(e) => {
+            let mut cli = Cli::command();
+            cli.build();
+            let mut cmd = cli.find_subcommand("client").cloned().unwrap_or(cli);
+            cmd.error(clap::error::ErrorKind::ArgumentConflict, e)
+                .exit()
+        }
+    }
+}
+
+/// Above the `--latency` table: its values are in the report's unit.
+const LATENCY_HEADING: &str = "latency distribution, values in microseconds (us):";
+
 /// Runs `echo-reactor load`: the report on stdout (text or one JSON
 /// object), the reason for a failure on stderr, exit 0 only without errors.
 fn run_load(args: &LoadArgs) -> ExitCode {
     let config = args.to_config();
+    // Settings that only make no run together (threads above connections,
+    // a UDP size, the open-file limit) are usage errors too: exit 2 like
+    // clap's own, before anything starts.
+    if let Err(e) = config.validate() {
+        let mut cli = Cli::command();
+        cli.build();
+        let mut cmd = cli.find_subcommand("load").cloned().unwrap_or(cli);
+        cmd.error(clap::error::ErrorKind::ValueValidation, e).exit();
+    }
     let started = std::time::SystemTime::now();
-    let result = if std::io::stderr().is_terminal() {
-        load::run_with_progress(&config, &mut print_progress)
+    let (stop, signal) = stop_on_signals();
+    let is_live = std::io::stderr().is_terminal();
+    let result = if is_live {
+        let result = load::run_until(&config, &stop, Some(&mut print_progress));
+        // The report starts on a clean line.
+        eprint!("\r\x1b[K");
+        result
     } else {
-        load::run(&config)
+        load::run_until(&config, &stop, None)
     };
     let (report, code) = match result {
+        Ok(report) if report.interrupted => {
+            // The shell's convention: 128 + the signal's number.
+            let signal = u8::try_from(signal.load(Ordering::Relaxed)).unwrap_or(2);
+            (report, ExitCode::from(128u8.saturating_add(signal)))
+        }
         Ok(report) => {
             let code = if report.is_ok() {
                 ExitCode::SUCCESS
@@ -67,12 +107,16 @@ fn run_load(args: &LoadArgs) -> ExitCode {
         let _ = writeln!(out, "{}", report.to_json());
         if args.latency {
             // stdout holds exactly one JSON object; the table goes aside.
-            eprint!("{}", report.percentile_distribution());
+            eprint!("{LATENCY_HEADING}\n{}", report.percentile_distribution());
         }
     } else if report.failure.is_none() {
         let _ = writeln!(out, "{report}");
         if args.latency {
-            let _ = write!(out, "\n{}", report.percentile_distribution());
+            let _ = write!(
+                out,
+                "\n{LATENCY_HEADING}\n{}",
+                report.percentile_distribution()
+            );
         }
     }
     let _ = out.flush();
@@ -135,9 +179,29 @@ fn compare(args: &CompareArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// SIGINT and SIGTERM set the returned flag (and record which signal
+/// came) so the run ends with its report; a second one exits at once,
+/// with 128 + its number.
+fn stop_on_signals() -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as the previous signal
+        // left it: set means this is the second.
+        let second = flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&stop));
+        let first = flag::register_usize(sig, Arc::clone(&which), sig as usize)
+            .and_then(|_| flag::register(sig, Arc::clone(&stop)));
+        if let Err(e) = second.and(first) {
+            warn!("load: cannot handle signal {sig}: {e}; it will end the run without a report");
+        }
+    }
+    (stop, which)
+}
+
+/// The live progress line: one line on the terminal, rewritten in place.
 fn print_progress(p: &Progress) {
-    eprintln!(
-        "load: {:5.1} s  {} up  {:.0} msgs/s  p99 {} us  errors {}",
+    eprint!(
+        "\r\x1b[Kload: {:5.1} s  {} up  {:.0} msgs/s  p99 {} us  errors {}",
         p.elapsed.as_secs_f64(),
         p.connections_up,
         p.msgs_per_sec,

@@ -184,3 +184,59 @@ fn a_server_that_never_answers_is_reported_not_waited_for_forever() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_closed_stdout_ends_the_client_quietly_with_exit_0() {
+    // `yes hello | head -20000 | echo-reactor client ADDR | head -1`
+    let server = start_server(&["--mode", "upper"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .args(["client", &server.tcp_addr().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let mut stdin = child.stdin.take().expect("piped");
+    let feeder = std::thread::spawn(move || {
+        // The client may be gone before all of it is read: that is the test.
+        let _ = stdin.write_all("hello\n".repeat(20_000).as_bytes());
+    });
+    let mut first = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    std::io::BufRead::read_line(&mut stdout, &mut first).expect("first reply");
+    assert_eq!(first, "HELLO\n");
+    drop(stdout); // the reader goes away, as `head -1` does
+    let out = child.wait_with_output().expect("client exits");
+    let _ = feeder.join();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("reset"), "{stderr}");
+}
+
+#[test]
+fn tcp_and_udp_urls_choose_the_protocol() {
+    let server = start_server(&["--mode", "upper"]);
+    let tcp = format!("tcp://{}", server.tcp_addr());
+    let out = client(&[&tcp], "hello\n");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "HELLO\n");
+    let udp = format!("udp://{}", server.udp_addr());
+    let out = client(&[&udp], "hello\n");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "HELLO\n");
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "udp in"), Some(1), "{stderr}");
+}
+
+#[test]
+fn a_tcp_url_with_udp_is_a_usage_error_and_bad_addresses_name_localhost() {
+    let out = client(&["--udp", "tcp://127.0.0.1:7"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = client(&["nowhere:7"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("localhost:PORT"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -95,9 +95,11 @@ pub struct Window {
 }
 
 impl Window {
-    /// True if a message stamped `at` (sent, or due) is measured.
+    /// True if a message stamped `at` (sent, or due) is measured. The
+    /// start is exclusive: a message stamped in the very batch that opened
+    /// the window went out before it did.
     pub fn contains(&self, at: Instant) -> bool {
-        self.start.is_some_and(|s| at >= s) && self.end.map_or(true, |e| at < e)
+        self.start.is_some_and(|s| at > s) && self.end.map_or(true, |e| at < e)
     }
 }
 
@@ -108,10 +110,17 @@ pub struct Tally {
     pub messages: u64,
     /// Reply bytes of those messages.
     pub bytes: u64,
-    /// Messages sent, measured or not.
+    /// Messages sent in the measured window (stamped in it), the base of
+    /// the loss rate.
     pub sent: u64,
     /// Errors by kind.
     pub errors: Errors,
+    /// UDP replies that overtook the reply to a later request (not errors).
+    pub reordered: u64,
+    /// UDP replies to requests already counted lost (not errors).
+    pub late: u64,
+    /// Mismatches that were exactly the ASCII uppercase of what was sent.
+    pub mismatch_upper: u64,
     /// Latency of each measured message, in microseconds.
     pub latency: Histogram<u64>,
     /// Replies completed since the last progress report (measured or not).
@@ -130,6 +139,9 @@ impl Tally {
             bytes: 0,
             sent: 0,
             errors: Errors::default(),
+            reordered: 0,
+            late: 0,
+            mismatch_upper: 0,
             latency: super::report::new_histogram(),
             recent_messages: 0,
             recent_latency: with_recent.then(super::report::new_histogram),
@@ -239,6 +251,15 @@ pub fn count_end(tally: &mut Tally, end: End, in_flight: u64, who: &dyn fmt::Dis
     tally.note(|| format!("{who}: {end}"));
 }
 
+/// A byte for a message: `'a'` when printable ASCII, else `0x07`.
+pub(crate) fn show_byte(b: u8) -> String {
+    if b.is_ascii_graphic() || b == b' ' {
+        format!("'{}'", b as char)
+    } else {
+        format!("0x{b:02x}")
+    }
+}
+
 /// One TCP connection to the server, past its handshake.
 #[derive(Debug)]
 pub struct TcpClient<S = mio::net::TcpStream> {
@@ -259,6 +280,8 @@ pub struct TcpClient<S = mio::net::TcpStream> {
     stamps: VecDeque<Instant>,
     /// The reply being read has a wrong byte already.
     is_recv_bad: bool,
+    /// ... and so far it is exactly the uppercase of what was sent.
+    is_recv_upper: bool,
 }
 
 impl<S: Read + Write> TcpClient<S> {
@@ -279,6 +302,7 @@ impl<S: Read + Write> TcpClient<S> {
             recv_off: 0,
             stamps: VecDeque::with_capacity(cap),
             is_recv_bad: false,
+            is_recv_upper: false,
         }
     }
 
@@ -425,7 +449,9 @@ impl<S: Read + Write> TcpClient<S> {
             if self.send_off == 0 {
                 let stamp = self.pace.due(self.send_seq).unwrap_or(cx.now);
                 self.stamps.push_back(stamp);
-                cx.tally.sent += 1;
+                if cx.window.contains(stamp) {
+                    cx.tally.sent += 1;
+                }
             }
             let take = (size - self.send_off).min(n);
             self.send_off += take;
@@ -455,16 +481,24 @@ impl<S: Read + Write> TcpClient<S> {
                 if let Some(i) = msg.check(cx.settings.expect, self.recv_off, &data[..take]) {
                     self.is_recv_bad = true;
                     let (off, got) = (self.recv_off + i, data[i]);
+                    // Payload bytes are all lowercase letters, so a reply
+                    // that is all uppercase goes wrong at its first byte.
+                    self.is_recv_upper = off == 0 && cx.settings.expect == Mode::Echo;
                     cx.tally.note(|| {
                         format!(
-                            "conn {} message {} byte {off}: got {:?}, expected {:?}",
+                            "conn {} message {} byte {off}: got {}, expected {}",
                             msg.conn,
                             msg.seq,
-                            got as char,
-                            super::payload::transform(cx.settings.expect, msg.byte(off)) as char
+                            show_byte(got),
+                            show_byte(super::payload::transform(cx.settings.expect, msg.byte(off)))
                         )
                     });
                 }
+            }
+            if self.is_recv_bad && self.is_recv_upper {
+                self.is_recv_upper = msg
+                    .check(Mode::Upper, self.recv_off, &data[..take])
+                    .is_none();
             }
             self.recv_off += take;
             data = &data[take..];
@@ -473,6 +507,9 @@ impl<S: Read + Write> TcpClient<S> {
                 let stamp = self.stamps.pop_front().unwrap_or(cx.now);
                 if self.is_recv_bad {
                     cx.tally.errors.mismatch += 1;
+                    if self.is_recv_upper {
+                        cx.tally.mismatch_upper += 1;
+                    }
                 } else {
                     cx.tally.complete(stamp, cx.now, &cx.window, size);
                 }

@@ -6,6 +6,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, trace};
@@ -21,9 +22,6 @@ use super::{report, Live, LoadConfig, LoadError, Report, Target, MAX_HANDSHAKES}
 use crate::net::is_interrupted;
 
 mod connect;
-
-/// How long one connect attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How often the loop sweeps its clients for timeouts.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
@@ -41,6 +39,10 @@ const EVENTS_CAPACITY: usize = 1024;
 
 /// The open-loop timer's token; slab keys never come near it.
 const TIMER: Token = Token(usize::MAX);
+
+/// After an interrupt (SIGINT, SIGTERM), how long at most the replies in
+/// flight are awaited before the report is made.
+const INTERRUPT_DRAIN: Duration = Duration::from_secs(1);
 
 /// How long a connection that ended in error waits before `--reconnect`
 /// opens it again: enough that a server refusing everyone is not hammered.
@@ -74,7 +76,8 @@ enum Slot {
     Connecting {
         stream: TcpStream,
         id: u64,
-        since: Instant,
+        /// When this connection counts as a connect error, retries and all.
+        deadline: Instant,
         attempt: u32,
     },
     Tcp(TcpClient),
@@ -97,6 +100,8 @@ struct Retry {
     at: Instant,
     id: u64,
     attempt: u32,
+    /// The connection's deadline, carried over from its first attempt.
+    deadline: Instant,
 }
 
 /// One poll loop and its share of the clients.
@@ -128,6 +133,8 @@ pub(super) struct Loop {
     warmup: Duration,
     duration: Duration,
     drain_timeout: Duration,
+    /// How long a connection may take to come up, all attempts together.
+    connect_timeout: Duration,
     window: Window,
     tally: Tally,
     /// Clients established over the run (each once), and those up now.
@@ -143,6 +150,8 @@ pub(super) struct Loop {
     live: Option<(Live, usize)>,
     next_publish: Instant,
     max_loss_percent: f64,
+    /// A stop was asked for (SIGINT, SIGTERM) and the run is ending early.
+    is_interrupted: bool,
     /// Open loop on Linux: wakes the poll at the next due time exactly.
     #[cfg(target_os = "linux")]
     timer: Option<timer::Timer>,
@@ -185,14 +194,11 @@ impl Loop {
             target: config.target,
             total_connections: config.connections,
             pipeline: config.pipeline,
-            interval: config
-                .rate
-                .map(|r| Duration::from_secs_f64(config.connections as f64 / r)),
+            // Validated: in range, so these are some (and never zero).
+            interval: config.message_interval(),
             ids,
             next: 0,
-            connect_every: config
-                .connect_rate
-                .map(|r| Duration::from_secs_f64(threads as f64 / r)),
+            connect_every: config.connect_interval(),
             next_connect_at: now,
             handshakes: 0,
             retries: Vec::new(),
@@ -203,6 +209,7 @@ impl Loop {
             warmup: config.warmup,
             duration: config.duration,
             drain_timeout: config.drain_timeout,
+            connect_timeout: config.connect_timeout,
             window: Window::default(),
             tally: Tally::new(live.is_some()),
             connected: 0,
@@ -214,11 +221,13 @@ impl Loop {
             live,
             next_publish: now,
             max_loss_percent: config.max_loss_percent,
+            is_interrupted: false,
         })
     }
 
-    /// The loop: poll, hand events to clients, run timers, until `Done`.
-    pub(super) fn run(&mut self) -> Result<Report, LoadError> {
+    /// The loop: poll, hand events to clients, run timers, until `Done`;
+    /// once `stop` is set, stop sending and drain for a short while.
+    pub(super) fn run(&mut self, stop: &AtomicBool) -> Result<Report, LoadError> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         self.on_timers(Instant::now());
         while self.phase != Phase::Done {
@@ -237,6 +246,11 @@ impl Loop {
                 self.on_event(event.token().0, readable, writable, now);
             }
             self.on_timers(now);
+            // The poll wakes at least every SWEEP_EVERY: a stop is seen
+            // within that.
+            if !self.is_interrupted && stop.load(Ordering::Relaxed) {
+                self.on_interrupt(now);
+            }
         }
         self.publish();
         Ok(self.report())
@@ -255,10 +269,34 @@ impl Loop {
         r.bytes = self.tally.bytes;
         r.sent = self.tally.sent;
         r.errors = self.tally.errors;
+        r.reordered = self.tally.reordered;
+        r.late = self.tally.late;
+        r.mismatch_upper = self.tally.mismatch_upper;
         r.latency = std::mem::replace(&mut self.tally.latency, report::new_histogram());
         r.max_loss_percent = self.max_loss_percent;
         r.first_error = self.tally.first_error.clone();
+        r.interrupted = self.is_interrupted;
         r
+    }
+
+    /// Interrupted: end the window now and give the replies in flight a
+    /// short drain, so the report covers the run so far.
+    fn on_interrupt(&mut self, now: Instant) {
+        self.is_interrupted = true;
+        debug!("load: interrupted; draining for at most {INTERRUPT_DRAIN:?}");
+        let grace = self.drain_timeout.min(INTERRUPT_DRAIN);
+        match self.phase {
+            Phase::Ramp | Phase::Warmup { .. } | Phase::Measure { .. } => {
+                if self.window.start.is_some() {
+                    self.window.end = Some(now);
+                }
+                self.begin_drain(now, grace);
+            }
+            Phase::Drain { until } => self.set_phase(Phase::Drain {
+                until: until.min(now + grace),
+            }),
+            Phase::Done => {}
+        }
     }
 
     /// When the poll must return for a message due at `due`: then, or,
@@ -367,10 +405,12 @@ impl Loop {
         if self.reconnect && self.phase.is_sending() && end != End::Done {
             trace!("{who}: reconnecting in {RECONNECT_DELAY:?}");
             self.reconnects += 1;
+            let at = Instant::now() + RECONNECT_DELAY;
             self.retries.push(Retry {
-                at: Instant::now() + RECONNECT_DELAY,
+                at,
                 id: slot.id(),
                 attempt: 0,
+                deadline: at + self.connect_timeout,
             });
         }
     }
@@ -461,8 +501,8 @@ impl Loop {
         let mut steps = Vec::new();
         for (key, slot) in self.slots.iter_mut() {
             match slot {
-                Slot::Connecting { since, .. } => {
-                    if now.saturating_duration_since(*since) >= CONNECT_TIMEOUT {
+                Slot::Connecting { deadline, .. } => {
+                    if now >= *deadline {
                         expired.push(key);
                     }
                 }
@@ -482,10 +522,13 @@ impl Loop {
             }
         }
         for key in expired {
-            if let Some(Slot::Connecting { id, attempt, .. }) = self.slots.try_remove(key) {
+            if let Some(Slot::Connecting { id, .. }) = self.slots.try_remove(key) {
                 self.handshakes -= 1;
-                let e = io::Error::new(io::ErrorKind::TimedOut, "handshake timed out");
-                self.connect_failed(id, attempt, &e, now);
+                let e = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no handshake within the connect timeout (--connect-timeout)",
+                );
+                self.connect_gave_up(id, &e);
             }
         }
         for (key, step) in steps {
@@ -519,6 +562,7 @@ impl Loop {
                 }
             }
             Phase::Warmup { until } if now >= until => {
+                debug!("load: measuring for {} s", self.duration.as_secs_f64());
                 self.window.start = Some(now);
                 self.set_phase(Phase::Measure {
                     until: now + self.duration,
@@ -530,7 +574,7 @@ impl Loop {
                 if now >= until || (self.slots.is_empty() && self.retries.is_empty()) =>
             {
                 self.window.end = Some(now);
-                self.begin_drain(now);
+                self.begin_drain(now, self.drain_timeout);
             }
             Phase::Drain { .. } if self.slots.is_empty() => self.set_phase(Phase::Done),
             Phase::Drain { until } if now >= until => {
@@ -546,10 +590,8 @@ impl Loop {
     }
 
     /// Stops every client sending; those with nothing in flight end now.
-    fn begin_drain(&mut self, now: Instant) {
-        self.set_phase(Phase::Drain {
-            until: now + self.drain_timeout,
-        });
+    fn begin_drain(&mut self, now: Instant, grace: Duration) {
+        self.set_phase(Phase::Drain { until: now + grace });
         self.due.clear();
         // No new connections in the drain: a pending retry would only keep
         // the poll timeout at zero.

@@ -26,6 +26,7 @@ pub mod udp;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,43 @@ pub const MAX_UDP_SIZE: usize = 65_507;
 
 /// The largest TCP message.
 pub const MAX_TCP_SIZE: usize = 16 << 20;
+
+/// Most connections (UDP: sockets) in one run: beyond what ephemeral ports
+/// allow towards one server anyway. The open-file limit usually binds first.
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// Descriptors a run needs besides its connections: stdio, one poll and one
+/// timer per loop, the log, the output files. Connections get the rest of
+/// the open-file limit.
+pub const RESERVED_FDS: u64 = 32 + 2 * MAX_THREADS as u64;
+
+/// Most messages in flight per connection (`--pipeline`): as many as the
+/// open loop allows, and far more than a connection's socket buffers hold
+/// at the smallest message size.
+pub const MAX_PIPELINE: usize = conn::OPEN_LOOP_MAX_IN_FLIGHT;
+
+/// The highest `--rate`: several times what one process sends, so it
+/// never binds a real run, while the schedule stays in whole nanoseconds.
+pub const MAX_RATE: f64 = 10_000_000.0;
+
+/// The lowest `--rate` and `--connect-rate`: one a quarter hour.
+pub const MIN_RATE: f64 = 0.001;
+
+/// The highest `--connect-rate`.
+pub const MAX_CONNECT_RATE: f64 = 1_000_000.0;
+
+/// Most poll loops (`--threads`).
+pub const MAX_THREADS: usize = 256;
+
+/// The longest `--duration` and `--warmup`: a year keeps every deadline
+/// far inside what `Instant` can hold.
+pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The longest `--connect-timeout`, `--drain-timeout` and `--udp-timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The shortest `--udp-timeout` and `--connect-timeout`.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// TCP or UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +147,9 @@ pub struct LoadConfig {
     pub drain_timeout: Duration,
     /// How long a UDP request waits for its reply before it is lost.
     pub udp_reply_timeout: Duration,
+    /// How long a TCP connection may take to come up, retries included,
+    /// counted from its turn in the ramp; then it is a connect error.
+    pub connect_timeout: Duration,
     /// Keep the run second by second in [`Report::intervals`].
     pub record_intervals: bool,
     /// Replace a connection that ended in error (reset, closed, mismatch)
@@ -134,20 +175,42 @@ impl LoadConfig {
             max_loss_percent: 1.0,
             drain_timeout: Duration::from_secs(2),
             udp_reply_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(3),
             record_intervals: false,
             reconnect: false,
         }
     }
 
-    /// Checks that the numbers make a run.
+    /// Checks that the numbers make a run: every setting within its
+    /// documented range (the constants of this module), and the
+    /// connections within the open-file limit.
     ///
     /// # Errors
     ///
     /// [`LoadError::Invalid`] naming the first bad setting.
     pub fn validate(&self) -> Result<(), LoadError> {
+        self.validate_with_fd_limit(crate::net::open_file_limit())
+    }
+
+    /// [`validate`](Self::validate) against a given open-file limit
+    /// (`None`: unlimited).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Invalid`] naming the first bad setting.
+    pub fn validate_with_fd_limit(&self, fd_limit: Option<u64>) -> Result<(), LoadError> {
         let bad = |s: String| Err(LoadError::Invalid(s));
-        if self.connections == 0 {
-            return bad("connections must be at least 1".into());
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            return bad(format!("connections must be 1 to {MAX_CONNECTIONS}"));
+        }
+        if let Some(limit) = fd_limit {
+            let room = limit.saturating_sub(RESERVED_FDS);
+            if self.connections as u64 > room {
+                return bad(format!(
+                    "{} connections need more descriptors than the open-file limit ({limit}) allows: at most {room} (raise it with ulimit -n)",
+                    self.connections
+                ));
+            }
         }
         if self.size == 0 {
             return bad("size must be at least 1 byte".into());
@@ -171,27 +234,65 @@ impl LoadConfig {
                 self.expect
             ));
         }
-        if self.pipeline == 0 {
-            return bad("pipeline must be at least 1".into());
+        if !(1..=MAX_PIPELINE).contains(&self.pipeline) {
+            return bad(format!("pipeline must be 1 to {MAX_PIPELINE}"));
         }
-        if self.threads == 0 || self.threads > self.connections {
-            return bad("threads must be between 1 and the number of connections".into());
+        if self.threads == 0 || self.threads > MAX_THREADS.min(self.connections) {
+            return bad(format!(
+                "threads must be 1 to {MAX_THREADS}, and at most the number of connections"
+            ));
         }
-        if self.duration.is_zero() {
-            return bad("duration must be more than 0 seconds".into());
+        if self.duration.is_zero() || self.duration > MAX_WINDOW {
+            return bad("duration must be more than 0 seconds and at most a year".into());
         }
-        for (name, v) in [("rate", self.rate), ("connect rate", self.connect_rate)] {
-            if v.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-                return bad(format!("{name} must be a positive number"));
+        if self.warmup > MAX_WINDOW {
+            return bad("warmup must be at most a year".into());
+        }
+        if let Some(r) = self.rate {
+            if !(MIN_RATE..=MAX_RATE).contains(&r) {
+                return bad(format!(
+                    "rate must be {MIN_RATE} to {MAX_RATE} messages per second"
+                ));
+            }
+        }
+        if let Some(r) = self.connect_rate {
+            if !(MIN_RATE..=MAX_CONNECT_RATE).contains(&r) {
+                return bad(format!(
+                    "connect rate must be {MIN_RATE} to {MAX_CONNECT_RATE} connections per second"
+                ));
             }
         }
         if !(0.0..=100.0).contains(&self.max_loss_percent) {
             return bad("max loss must be between 0 and 100 percent".into());
         }
-        if self.udp_reply_timeout < Duration::from_millis(1) {
-            return bad("udp timeout must be at least 0.001 seconds".into());
+        for (name, d, min) in [
+            ("udp timeout", self.udp_reply_timeout, MIN_TIMEOUT),
+            ("connect timeout", self.connect_timeout, MIN_TIMEOUT),
+            ("drain timeout", self.drain_timeout, Duration::ZERO),
+        ] {
+            if d < min || d > MAX_TIMEOUT {
+                return bad(format!(
+                    "{name} must be {} to {} seconds",
+                    min.as_secs_f64(),
+                    MAX_TIMEOUT.as_secs()
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// Open loop: the time between two messages of one connection.
+    /// `None` in closed loop, or for a rate out of range.
+    pub fn message_interval(&self) -> Option<Duration> {
+        let rate = self.rate?;
+        Duration::try_from_secs_f64(self.connections as f64 / rate).ok()
+    }
+
+    /// `--connect-rate`: the time between two connects of one loop.
+    /// `None` without a connect rate, or for one out of range.
+    pub fn connect_interval(&self) -> Option<Duration> {
+        let rate = self.connect_rate?;
+        Duration::try_from_secs_f64(self.threads as f64 / rate).ok()
     }
 }
 
@@ -251,7 +352,7 @@ pub struct Progress {
 /// [`LoadError::Invalid`] for a configuration that makes no run; the
 /// others when the loop itself cannot run.
 pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
-    run_inner(config, None)
+    run_inner(config, &AtomicBool::new(false), None)
 }
 
 /// Like [`run`], calling `on_progress` about once a second while it runs.
@@ -263,7 +364,23 @@ pub fn run_with_progress(
     config: &LoadConfig,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Report, LoadError> {
-    run_inner(config, Some(on_progress))
+    run_inner(config, &AtomicBool::new(false), Some(on_progress))
+}
+
+/// Like [`run`], stopping early once `stop` is set (by a signal handler,
+/// say): sending stops, replies in flight get at most a second, and the
+/// report of the run so far comes back with [`Report::interrupted`] set.
+/// Calls `on_progress`, if given, about once a second.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_until(
+    config: &LoadConfig,
+    stop: &AtomicBool,
+    on_progress: Option<&mut dyn FnMut(&Progress)>,
+) -> Result<Report, LoadError> {
+    run_inner(config, stop, on_progress)
 }
 
 /// What one loop publishes for the progress line.
@@ -279,6 +396,7 @@ type Live = Arc<Mutex<Vec<LiveSlot>>>;
 
 fn run_inner(
     config: &LoadConfig,
+    stop: &AtomicBool,
     mut on_progress: Option<&mut dyn FnMut(&Progress)>,
 ) -> Result<Report, LoadError> {
     config.validate()?;
@@ -316,7 +434,7 @@ fn run_inner(
             std::thread::Builder::new()
                 .name(format!("load-{index}"))
                 .spawn_scoped(scope, move || {
-                    let result = Loop::new(config, index, live).and_then(|mut l| l.run());
+                    let result = Loop::new(config, index, live).and_then(|mut l| l.run(stop));
                     let _ = tx.send(result);
                 })
                 .map_err(|e| LoadError::Setup("load thread", e))?;

@@ -41,12 +41,21 @@ pub struct Errors {
     pub closed: u64,
     /// Connections ended by any other IO error.
     pub io: u64,
+    /// UDP: a second reply to a request already answered. A server fault
+    /// (and an amplification), so it fails the run.
+    pub duplicate: u64,
 }
 
 impl Errors {
     /// All errors except `lost`, which UDP tolerates up to `--max-loss`.
     pub fn hard(&self) -> u64 {
-        self.connect + self.reset + self.timeout + self.mismatch + self.closed + self.io
+        self.connect
+            + self.reset
+            + self.timeout
+            + self.mismatch
+            + self.closed
+            + self.io
+            + self.duplicate
     }
 
     /// Every error of every kind.
@@ -63,6 +72,7 @@ impl Errors {
         self.lost += o.lost;
         self.closed += o.closed;
         self.io += o.io;
+        self.duplicate += o.duplicate;
     }
 }
 
@@ -89,11 +99,19 @@ pub struct Report {
     pub messages: u64,
     /// Reply bytes of those messages.
     pub bytes: u64,
-    /// Messages sent over the whole run (warmup included), the base of
-    /// the loss rate.
+    /// Messages sent in the measured window (warmup and drain excluded,
+    /// like `messages`), the base of the loss rate.
     pub sent: u64,
     /// Errors by kind, over the whole run.
     pub errors: Errors,
+    /// UDP: replies that came after the reply to a later request of the
+    /// same socket. UDP may reorder, so these are counted, not errors.
+    pub reordered: u64,
+    /// UDP: replies that came after their request had been counted
+    /// `lost`; they stay lost (the verdict was given) and are counted here.
+    pub late: u64,
+    /// Mismatches that were exactly the ASCII uppercase of what was sent.
+    pub mismatch_upper: u64,
     /// Latency of each counted message, in microseconds.
     pub latency: Histogram<u64>,
     /// The loss rate (percent) UDP may have and still pass.
@@ -102,6 +120,9 @@ pub struct Report {
     pub first_error: Option<String>,
     /// Set when the run could not happen at all; the counters are then empty.
     pub failure: Option<String>,
+    /// The run was stopped early (SIGINT, SIGTERM): the figures cover the
+    /// window so far, and the run does not pass.
+    pub interrupted: bool,
     /// The run second by second (warmup and drain included), when the
     /// configuration asked for them (`--hdr-log`, `--plot`).
     pub intervals: Vec<Interval>,
@@ -143,10 +164,14 @@ impl Report {
             bytes: 0,
             sent: 0,
             errors: Errors::default(),
+            reordered: 0,
+            late: 0,
+            mismatch_upper: 0,
             latency: new_histogram(),
             max_loss_percent: 1.0,
             first_error: None,
             failure: None,
+            interrupted: false,
             intervals: Vec::new(),
         }
     }
@@ -162,6 +187,10 @@ impl Report {
         self.bytes += o.bytes;
         self.sent += o.sent;
         self.errors.merge(&o.errors);
+        self.reordered += o.reordered;
+        self.late += o.late;
+        self.mismatch_upper += o.mismatch_upper;
+        self.interrupted |= o.interrupted;
         // Same bounds on both sides, so adding cannot fail; saturate anyway.
         if self.latency.add(&o.latency).is_err() {
             for v in o.latency.iter_recorded() {
@@ -196,7 +225,11 @@ impl Report {
     /// True when the run passes: it happened, no hard errors, and loss is
     /// zero for TCP or within `max_loss_percent` for UDP.
     pub fn is_ok(&self) -> bool {
-        if self.failure.is_some() || self.errors.hard() > 0 || self.connected == 0 {
+        if self.failure.is_some()
+            || self.interrupted
+            || self.errors.hard() > 0
+            || self.connected == 0
+        {
             return false;
         }
         match self.proto {
@@ -214,6 +247,20 @@ impl Report {
             return Some(f.clone());
         }
         let url = format!("{}://{}", self.proto, self.target);
+        if self.interrupted {
+            return Some(format!(
+                "{url}: interrupted after {:.2} s of measuring; the report covers the run so far",
+                self.duration.as_secs_f64()
+            ));
+        }
+        let is_udp_unreachable =
+            self.proto == Proto::Udp && self.connected > 0 && self.errors.connect >= self.connected;
+        if is_udp_unreachable && self.messages == 0 {
+            return Some(format!(
+                "cannot reach {url}: port unreachable (ICMP) on all {} sockets",
+                self.connected
+            ));
+        }
         if self.connected == 0 {
             let why = self
                 .first_error
@@ -226,8 +273,14 @@ impl Report {
             "{url}: errors: connect {}, reset {}, timeout {}, mismatch {}, lost {} ({:.2}%), closed {}, io {}",
             e.connect, e.reset, e.timeout, e.mismatch, e.lost, self.loss_percent(), e.closed, e.io
         );
+        if e.duplicate > 0 {
+            let _ = write!(s, ", duplicate {}", e.duplicate);
+        }
         if let Some(first) = &self.first_error {
             let _ = write!(s, "; first: {first}");
+        }
+        if e.mismatch > 0 && self.mismatch_upper == e.mismatch {
+            s.push_str("; the server seems to uppercase: try --expect upper");
         }
         Some(s)
     }
@@ -252,8 +305,9 @@ impl Report {
     /// Fields: `proto, target, connections, connected, reconnects, ramp_s, duration_s,
     /// messages, bytes, sent, msgs_per_sec, bytes_per_sec, loss_percent,
     /// latency_us {p50, p90, p99, p999, max, mean}, errors {connect, reset,
-    /// timeout, mismatch, lost, closed, io}, ok`, and `error` (a string,
-    /// or null).
+    /// timeout, mismatch, lost, closed, io, duplicate}, reordered, late,
+    /// interrupted, ok`,
+    /// and `error` (a string, or null).
     pub fn to_json(&self) -> String {
         let [p50, p90, p99, p999, max] = self.percentiles_us();
         let mean = if self.latency.is_empty() {
@@ -273,7 +327,8 @@ impl Report {
                 "\"msgs_per_sec\":{},\"bytes_per_sec\":{},\"loss_percent\":{},",
                 "\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"mean\":{}}},",
                 "\"errors\":{{\"connect\":{},\"reset\":{},\"timeout\":{},\"mismatch\":{},",
-                "\"lost\":{},\"closed\":{},\"io\":{}}},\"ok\":{},\"error\":{}}}"
+                "\"lost\":{},\"closed\":{},\"io\":{},\"duplicate\":{}}},",
+                "\"reordered\":{},\"late\":{},\"interrupted\":{},\"ok\":{},\"error\":{}}}"
             ),
             self.proto,
             json_string(&self.target.to_string()),
@@ -301,6 +356,10 @@ impl Report {
             e.lost,
             e.closed,
             e.io,
+            e.duplicate,
+            self.reordered,
+            self.late,
+            self.interrupted,
             self.is_ok(),
             error,
         )
@@ -308,9 +367,9 @@ impl Report {
 
     /// The full latency distribution in HdrHistogram's standard text
     /// format (`Value Percentile TotalCount 1/(1-Percentile)`, the one its
-    /// plotters read), values in milliseconds.
+    /// plotters read), values in microseconds like the rest of the report.
     pub fn percentile_distribution(&self) -> String {
-        percentile_distribution(&self.latency, 1000.0)
+        percentile_distribution(&self.latency, 1.0)
     }
 }
 
@@ -318,15 +377,23 @@ impl fmt::Display for Report {
     /// A few readable lines: rate, latency percentiles, errors.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [p50, p90, p99, p999, max] = self.percentiles_us();
-        writeln!(
-            f,
-            "target     {}://{} ({} of {} connections up in {:.2} s)",
-            self.proto,
-            self.target,
-            self.connected,
-            self.connections,
-            self.ramp.as_secs_f64()
-        )?;
+        match self.proto {
+            Proto::Tcp => writeln!(
+                f,
+                "target     tcp://{} ({} of {} connections up in {:.2} s)",
+                self.target,
+                self.connected,
+                self.connections,
+                self.ramp.as_secs_f64()
+            )?,
+            // UDP has no connections: sockets open, and some may hear
+            // "port unreachable" back.
+            Proto::Udp => writeln!(
+                f,
+                "target     udp://{} ({} of {} sockets open, {} of them told port unreachable)",
+                self.target, self.connected, self.connections, self.errors.connect
+            )?,
+        }
         if self.reconnects > 0 {
             writeln!(
                 f,
@@ -352,16 +419,30 @@ impl fmt::Display for Report {
             "latency us p50 {p50}, p90 {p90}, p99 {p99}, p99.9 {p999}, max {max}"
         )?;
         let e = &self.errors;
+        let connect = match self.proto {
+            Proto::Tcp => "connect",
+            Proto::Udp => "unreachable",
+        };
         writeln!(
             f,
-            "errors     connect {}, reset {}, timeout {}, mismatch {}, lost {} ({:.2}% of {} sent), closed {}, io {}",
+            "errors     {connect} {}, reset {}, timeout {}, mismatch {}, lost {} ({:.2}% of {} sent in the window), closed {}, io {}",
             e.connect, e.reset, e.timeout, e.mismatch, e.lost, self.loss_percent(), self.sent, e.closed, e.io
         )?;
-        write!(
-            f,
-            "result     {}",
-            if self.is_ok() { "ok" } else { "FAILED" }
-        )
+        if self.proto == Proto::Udp {
+            writeln!(
+                f,
+                "udp        duplicate {} (an error), reordered {}, late {} (not errors)",
+                e.duplicate, self.reordered, self.late
+            )?;
+        }
+        let result = if self.interrupted {
+            "INTERRUPTED (the figures cover the run so far)"
+        } else if self.is_ok() {
+            "ok"
+        } else {
+            "FAILED"
+        };
+        write!(f, "result     {result}")
     }
 }
 

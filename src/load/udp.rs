@@ -1,8 +1,11 @@
 //! One UDP client of the load generator: a connected socket, a datagram
 //! per message, replies matched to requests by the sequence number at the
 //! start of the payload. A request whose reply does not come within the
-//! reply timeout is lost; a late reply to it is ignored, a wrong one is a
-//! mismatch. Like the TCP client, it never sees the `Poll`.
+//! reply timeout is lost; a reply that comes after that is `late` (it stays
+//! lost, and is not a mismatch). A second reply to a request is a
+//! `duplicate`, an error; a reply that overtakes the reply to a later
+//! request is `reordered`, which UDP allows, so it is only counted. A
+//! wrong reply is a mismatch. Like the TCP client, it never sees the `Poll`.
 
 use std::collections::VecDeque;
 use std::io;
@@ -10,7 +13,14 @@ use std::time::Instant;
 
 use super::conn::{ClientState, Ctx, End, Pace, Step, OPEN_LOOP_MAX_IN_FLIGHT};
 use super::payload::{decode_seq, Message};
+use crate::mode::Mode;
 use crate::net::{is_interrupted, is_would_block};
+
+/// How many lost sequence numbers a socket remembers, to tell a late reply
+/// from a duplicate. A reply to a request lost longer ago than that counts
+/// as a duplicate; at the default 0.5 s reply timeout it would have to be
+/// thousands of losses late.
+const GIVEN_UP_MEMORY: usize = 4096;
 
 /// One in-flight UDP request.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +43,12 @@ pub struct UdpClient {
     next_seq: u64,
     /// Requests waiting for replies, oldest first.
     in_flight: VecDeque<Flight>,
+    /// Requests counted lost, in increasing order, at most
+    /// `GIVEN_UP_MEMORY` of the latest.
+    given_up: VecDeque<u64>,
+    /// The highest sequence number answered so far: a reply below it
+    /// overtook another.
+    highest_answered: Option<u64>,
     /// The server's port answered with ICMP unreachable (counted once).
     is_refused: bool,
 }
@@ -47,6 +63,8 @@ impl UdpClient {
             pace,
             next_seq: 0,
             in_flight: VecDeque::new(),
+            given_up: VecDeque::new(),
+            highest_answered: None,
             is_refused: false,
         }
     }
@@ -98,7 +116,9 @@ impl UdpClient {
                         sent_at: cx.now,
                     });
                     self.next_seq += 1;
-                    cx.tally.sent += 1;
+                    if cx.window.contains(stamp) {
+                        cx.tally.sent += 1;
+                    }
                 }
                 // Send buffer full: the writable edge resumes us.
                 Err(e) if is_would_block(&e) => return Step::Wait,
@@ -139,8 +159,17 @@ impl UdpClient {
             if cx.now.saturating_duration_since(f.sent_at) < timeout {
                 break;
             }
-            self.in_flight.pop_front();
-            cx.tally.errors.lost += 1;
+            if let Some(f) = self.in_flight.pop_front() {
+                // Timeouts go oldest first, so `given_up` stays sorted.
+                if self.given_up.len() == GIVEN_UP_MEMORY {
+                    self.given_up.pop_front();
+                }
+                self.given_up.push_back(f.seq);
+                // Like `sent`, only the measured window counts.
+                if cx.window.contains(f.stamp) {
+                    cx.tally.errors.lost += 1;
+                }
+            }
         }
         self.pump(scratch, cx)
     }
@@ -162,18 +191,16 @@ impl UdpClient {
         let expect = cx.settings.expect;
         let size = cx.settings.size;
         let Some(seq) = decode_seq(expect, reply) else {
+            if self.is_uppercased_reply(reply, cx) {
+                return;
+            }
             cx.tally.errors.mismatch += 1;
             cx.tally
-                .note(|| format!("udp {}: reply without a sequence number", self.id));
+                .note(|| format!("udp socket {}: reply without a sequence number", self.id));
             return;
         };
         let Some(i) = self.in_flight.iter().position(|f| f.seq == seq) else {
-            if seq >= self.next_seq {
-                cx.tally.errors.mismatch += 1;
-                cx.tally
-                    .note(|| format!("udp {}: reply to message {seq}, never sent", self.id));
-            }
-            // Otherwise a late reply to a request already counted lost.
+            self.on_unexpected_reply(seq, cx);
             return;
         };
         let flight = self.in_flight.remove(i).unwrap_or(Flight {
@@ -181,12 +208,16 @@ impl UdpClient {
             stamp: cx.now,
             sent_at: cx.now,
         });
+        match self.highest_answered {
+            Some(h) if seq < h => cx.tally.reordered += 1,
+            _ => self.highest_answered = Some(seq),
+        }
         let msg = Message { conn: self.id, seq };
         if reply.len() != size || msg.check(expect, 0, reply).is_some() {
             cx.tally.errors.mismatch += 1;
             cx.tally.note(|| {
                 format!(
-                    "udp {}: reply to message {seq} is wrong ({} B, {size} B sent)",
+                    "udp socket {}: reply to message {seq} is wrong ({} B, {size} B sent)",
                     self.id,
                     reply.len()
                 )
@@ -196,13 +227,61 @@ impl UdpClient {
         }
     }
 
+    /// Expecting echo, a reply that is exactly the uppercase of a request
+    /// in flight: a mismatch, and a hint that the server uppercases.
+    fn is_uppercased_reply(&mut self, reply: &[u8], cx: &mut Ctx<'_>) -> bool {
+        if cx.settings.expect != Mode::Echo || reply.len() != cx.settings.size {
+            return false;
+        }
+        let Some(seq) = decode_seq(Mode::Upper, reply) else {
+            return false;
+        };
+        let Some(i) = self.in_flight.iter().position(|f| f.seq == seq) else {
+            return false;
+        };
+        let msg = Message { conn: self.id, seq };
+        if msg.check(Mode::Upper, 0, reply).is_some() {
+            return false;
+        }
+        self.in_flight.remove(i);
+        cx.tally.errors.mismatch += 1;
+        cx.tally.mismatch_upper += 1;
+        let id = self.id;
+        cx.tally
+            .note(|| format!("udp socket {id}: reply to message {seq} is uppercased"));
+        true
+    }
+
+    /// A reply to no request in flight: never sent (a mismatch), late
+    /// (its request was counted lost), or a second reply (a duplicate).
+    fn on_unexpected_reply(&mut self, seq: u64, cx: &mut Ctx<'_>) {
+        if seq >= self.next_seq {
+            cx.tally.errors.mismatch += 1;
+            cx.tally
+                .note(|| format!("udp socket {}: reply to message {seq}, never sent", self.id));
+        } else if let Ok(at) = self.given_up.binary_search(&seq) {
+            // Already lost; one late reply is told, a second is a duplicate.
+            self.given_up.remove(at);
+            cx.tally.late += 1;
+        } else {
+            cx.tally.errors.duplicate += 1;
+            cx.tally
+                .note(|| format!("udp socket {}: a second reply to message {seq}", self.id));
+        }
+    }
+
     fn on_refused(&mut self, cx: &mut Ctx<'_>) {
         if !self.is_refused {
             self.is_refused = true;
             cx.tally.errors.connect += 1;
-            let addr = self.socket.peer_addr().ok();
-            cx.tally
-                .note(|| format!("udp to {addr:?}: connection refused (ICMP port unreachable)"));
+            let id = self.id;
+            let to = match self.socket.peer_addr() {
+                Ok(addr) => format!(" to udp://{addr}"),
+                Err(_) => String::new(),
+            };
+            cx.tally.note(|| {
+                format!("udp socket {id}{to}: port unreachable (ICMP), nothing listens there")
+            });
         }
     }
 

@@ -2,6 +2,13 @@
 //! at `--connect-rate`) and UDP sockets, telling an established handshake
 //! from a failed one, and retrying failures with a doubling backoff before
 //! they count as connect errors.
+//!
+//! Each connection has one deadline for all its attempts: its place in the
+//! schedule (the start, or its turn at `--connect-rate`) plus
+//! `--connect-timeout`. A connection not up by then, whether its handshake
+//! hangs, its retries ran out or it never got a handshake slot, is a
+//! connect error; so the ramp ends by the last deadline, whatever the
+//! server does.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -28,7 +35,7 @@ impl Loop {
         while i < self.retries.len() {
             if self.retries[i].at <= now && self.handshakes < MAX_HANDSHAKES {
                 let r = self.retries.swap_remove(i);
-                self.start_one(r.id, r.attempt, now);
+                self.start_one(r.id, r.attempt, r.deadline, now);
             } else {
                 i += 1;
             }
@@ -38,26 +45,45 @@ impl Loop {
             && now >= self.next_connect_at
         {
             let id = self.ids[self.next];
+            // Its turn in the schedule, not when a handshake slot freed up:
+            // waiting for a slot eats into the connection's own time.
+            let turn = self.connect_every.map_or(Duration::ZERO, |every| {
+                every.saturating_mul(self.next as u32)
+            });
+            // A year out if the sum will not fit: validation keeps every
+            // real setting far from that.
+            let deadline = self
+                .started
+                .checked_add(turn.saturating_add(self.connect_timeout))
+                .unwrap_or(now + crate::load::MAX_WINDOW);
             self.next += 1;
             if let Some(every) = self.connect_every {
                 // Keep to the schedule, but never save up a burst.
                 self.next_connect_at = (self.next_connect_at + every).max(now);
             }
-            self.start_one(id, 0, now);
+            if now >= deadline {
+                let e = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no handshake slot free within the connect timeout (--connect-timeout)",
+                );
+                self.connect_gave_up(id, &e);
+                continue;
+            }
+            self.start_one(id, 0, deadline, now);
         }
     }
 
-    pub(super) fn start_one(&mut self, id: u64, attempt: u32, now: Instant) {
+    pub(super) fn start_one(&mut self, id: u64, attempt: u32, deadline: Instant, now: Instant) {
         let result = match self.target.proto {
-            Proto::Tcp => self.start_tcp(id, attempt, now),
+            Proto::Tcp => self.start_tcp(id, attempt, deadline),
             Proto::Udp => self.start_udp(id, now),
         };
         if let Err(e) = result {
-            self.connect_failed(id, attempt, &e, now);
+            self.connect_failed(id, attempt, deadline, &e, now);
         }
     }
 
-    pub(super) fn start_tcp(&mut self, id: u64, attempt: u32, now: Instant) -> io::Result<()> {
+    pub(super) fn start_tcp(&mut self, id: u64, attempt: u32, deadline: Instant) -> io::Result<()> {
         let mut stream = TcpStream::connect(self.target.addr)?;
         let entry = self.slots.vacant_entry();
         self.poll.registry().register(
@@ -69,7 +95,7 @@ impl Loop {
         entry.insert(Slot::Connecting {
             stream,
             id,
-            since: now,
+            deadline,
             attempt,
         });
         self.handshakes += 1;
@@ -114,9 +140,15 @@ impl Loop {
             Ok(false) => {}
             Ok(true) => self.on_established(key, now),
             Err(e) => {
-                if let Some(Slot::Connecting { id, attempt, .. }) = self.slots.try_remove(key) {
+                if let Some(Slot::Connecting {
+                    id,
+                    attempt,
+                    deadline,
+                    ..
+                }) = self.slots.try_remove(key)
+                {
                     self.handshakes -= 1;
-                    self.connect_failed(id, attempt, &e, now);
+                    self.connect_failed(id, attempt, deadline, &e, now);
                 }
             }
         }
@@ -160,19 +192,33 @@ impl Loop {
         self.kick(new_key, now);
     }
 
-    pub(super) fn connect_failed(&mut self, id: u64, attempt: u32, e: &io::Error, now: Instant) {
-        if attempt + 1 < CONNECT_ATTEMPTS {
+    pub(super) fn connect_failed(
+        &mut self,
+        id: u64,
+        attempt: u32,
+        deadline: Instant,
+        e: &io::Error,
+        now: Instant,
+    ) {
+        let at = now + RETRY_BACKOFF * 2u32.pow(attempt);
+        if attempt + 1 < CONNECT_ATTEMPTS && at < deadline {
             debug!(
                 "conn {id}: connect attempt {} failed: {e}; retrying",
                 attempt + 1
             );
             self.retries.push(Retry {
-                at: now + RETRY_BACKOFF * 2u32.pow(attempt),
+                at,
                 id,
                 attempt: attempt + 1,
+                deadline,
             });
             return;
         }
+        self.connect_gave_up(id, e);
+    }
+
+    /// Connection `id` did not come up: one connect error.
+    pub(super) fn connect_gave_up(&mut self, id: u64, e: &io::Error) {
         debug!("conn {id}: connect failed: {e}");
         self.tally.errors.connect += 1;
         let target = self.target;
