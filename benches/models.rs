@@ -68,8 +68,14 @@ fn main() {
     }
 }
 
+/// Where cargo put the examples: beside this bench's own executable
+/// (`<target>/release/deps/models-HASH` -> `<target>/release/examples`),
+/// so `CARGO_TARGET_DIR` and `--target-dir` are followed.
 fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/examples")
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("examples")))
+        .unwrap_or_else(|| PathBuf::from("target/release/examples"))
 }
 
 fn build_examples() -> bool {
@@ -121,7 +127,11 @@ fn threads(pid: u32) -> usize {
 
 fn measure(model: &str, conns: usize) {
     let Some((server, addr)) = start(model) else {
-        println!("| {model} | {conns} | could not start | | | | | |");
+        let path = examples_dir().join(model);
+        println!(
+            "| {model} | {conns} | could not start {} | | | | | |",
+            path.display()
+        );
         return;
     };
     let pid = server.0.id();

@@ -1,7 +1,7 @@
 //! The tutorials' blocking TCP server: one client at a time.
 //!
 //! ```text
-//! cargo run --example blocking -- 127.0.0.1:7001
+//! cargo run --release --example blocking -- 127.0.0.1:7001
 //! nc 127.0.0.1 7001            # type "hello" -> "HELLO"
 //! nc 127.0.0.1 7001            # a second nc waits until the first leaves
 //! ```

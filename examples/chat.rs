@@ -1,7 +1,7 @@
 //! A chat room on a reactor: each line a client sends goes to all others.
 //!
 //! ```text
-//! cargo run --example chat -- 127.0.0.1:7005
+//! cargo run --release --example chat -- 127.0.0.1:7005
 //! nc 127.0.0.1 7005            # in two or three terminals; type lines
 //! ```
 //!
@@ -10,11 +10,15 @@
 //! slab, written at once if the socket takes it, and the rest waits for
 //! that client's writable edge. So each client has its own backpressure:
 //! a slow reader's buffer grows while the others are served at full speed.
-//! It may not grow forever: past 64 KiB owed, the slow client is told so
-//! and disconnected, because one stalled reader must not make the room
-//! hold unbounded memory (the alternatives, dropping lines for it or
-//! pausing the whole room, are worse for a chat). Lines are capped too
-//! (4 KiB): a client that sends a longer one is disconnected.
+//! It may not grow forever: past 64 KiB owed, the slow client is
+//! disconnected, because one stalled reader must not make the room hold
+//! unbounded memory (the alternatives, dropping lines for it or pausing
+//! the whole room, are worse for a chat). Lines are capped too (4 KiB): a
+//! client that sends a longer one is disconnected. Either way the room
+//! tries one last line, `* disconnected: ...`, before closing; a client
+//! that sent a long line has room in its socket and reads it, but a slow
+//! one has a full socket by definition, so the notice is lost and it
+//! reads only what was already queued, then EOF.
 //!
 //! Deliberately left out: names, rooms, history, timeouts, shutdown.
 
@@ -103,6 +107,8 @@ fn main() -> std::io::Result<()> {
             .collect();
         for key in gone {
             let mut c = clients.remove(key);
+            // Best effort, never waited for: a slow client's full socket
+            // takes none of it (WouldBlock), and that is fine.
             let _ = c
                 .stream
                 .write(b"* disconnected: too slow or line too long\n");

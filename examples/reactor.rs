@@ -1,9 +1,10 @@
 //! A minimal readiness reactor: the seed of echo-reactor's server.
 //!
 //! ```text
-//! cargo run --example reactor -- 127.0.0.1:7003
+//! cargo run --release --example reactor -- 127.0.0.1:7003
 //! nc 127.0.0.1 7003            # type "hello" -> "HELLO"; many nc at once work
-//! RUST_LOG=trace cargo run --release -- serve   # the real one narrates the same steps
+//! cargo run --release --example reactor -- 127.0.0.1:7003 --read-once   # the lab below
+//! RUST_LOG=echo_reactor=trace cargo run --release -- serve   # the real one narrates the same steps
 //! ```
 //!
 //! One thread serves every client. It asks the kernel "which sockets are
@@ -15,6 +16,13 @@
 //! backpressure (here a client that never reads grows `pending` without
 //! bound), a fairness budget (here one fast client can hog a turn), limits
 //! on connections and descriptors, timeouts, graceful shutdown, UDP.
+//! It also closes as soon as a client half-closes, dropping replies still
+//! owed (the real server flushes them first).
+//!
+//! Lab: `--read-once` makes the classic edge-triggered mistake on purpose.
+//! It reads at most 16 bytes per readable event and does not drain, so a
+//! longer line leaves bytes in the kernel that raise no new edge: their
+//! reply comes only when the client sends again (docs/GUIDE.md, "Labs").
 
 use std::io::{ErrorKind, Read, Write};
 
@@ -33,8 +41,12 @@ struct Conn {
 }
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let read_once = args.iter().any(|a| a == "--read-once");
+    let addr = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .cloned()
         .unwrap_or_else(|| "127.0.0.1:7003".into());
     let addr = addr
         .parse()
@@ -47,7 +59,9 @@ fn main() -> std::io::Result<()> {
 
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; 64 * 1024];
+    // The lab's small buffer makes "more queued than one read takes" easy
+    // to see with a typed line.
+    let mut buf = vec![0u8; if read_once { 16 } else { 64 * 1024 }];
     loop {
         // Sleep until something is ready. Interrupted: a signal; poll again.
         if let Err(e) = poll.poll(&mut events, None) {
@@ -70,7 +84,8 @@ fn main() -> std::io::Result<()> {
             } else {
                 true
             };
-            let open = open && (!event.is_readable() || read_all(&poll, key, conn, &mut buf));
+            let open =
+                open && (!event.is_readable() || read_all(&poll, key, conn, &mut buf, read_once));
             if !open {
                 // Dropping the stream closes the socket and leaves epoll.
                 conns.remove(key);
@@ -105,7 +120,7 @@ fn accept_all(poll: &Poll, listener: &TcpListener, conns: &mut Slab<Conn>) -> st
 
 /// Read until WouldBlock (the kernel's queue is empty: the next data will
 /// raise a new edge), answering each read. Returns false to close.
-fn read_all(poll: &Poll, key: usize, conn: &mut Conn, buf: &mut [u8]) -> bool {
+fn read_all(poll: &Poll, key: usize, conn: &mut Conn, buf: &mut [u8], read_once: bool) -> bool {
     loop {
         let n = match conn.stream.read(buf) {
             // 0 bytes: the client closed its side. (The real server keeps
@@ -118,34 +133,44 @@ fn read_all(poll: &Poll, key: usize, conn: &mut Conn, buf: &mut [u8]) -> bool {
             // Reset or any other error: this client is gone.
             Err(_) => return false,
         };
-        buf[..n].make_ascii_uppercase();
-        if !conn.pending.is_empty() {
-            // Older bytes are still waiting: keep order, queue behind them.
-            conn.pending.extend_from_slice(&buf[..n]);
-            continue;
+        if !answer(poll, key, conn, &mut buf[..n]) {
+            return false;
         }
-        // Write straight from the read buffer; keep only what is refused.
-        let written = match write_some(&mut conn.stream, &buf[..n]) {
-            Some(w) => w,
-            None => return false,
-        };
-        if written < n {
-            conn.pending.extend_from_slice(&buf[written..n]);
-            // Ask for WRITABLE only now that something waits: otherwise
-            // every turn would wake us for a socket that is always writable.
-            if poll
-                .registry()
-                .reregister(
-                    &mut conn.stream,
-                    Token(key),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-                .is_err()
-            {
-                return false;
-            }
+        if read_once {
+            // The lab's mistake: one read per event, as if the kernel would
+            // remind us of what is left. With edges it never does.
+            return true;
         }
     }
+}
+
+/// Uppercases `data` and writes it back, keeping what the kernel refuses.
+/// Returns false to close.
+fn answer(poll: &Poll, key: usize, conn: &mut Conn, data: &mut [u8]) -> bool {
+    data.make_ascii_uppercase();
+    if !conn.pending.is_empty() {
+        // Older bytes are still waiting: keep order, queue behind them.
+        conn.pending.extend_from_slice(data);
+        return true;
+    }
+    // Write straight from the read buffer; keep only what is refused.
+    let Some(written) = write_some(&mut conn.stream, data) else {
+        return false;
+    };
+    if written < data.len() {
+        conn.pending.extend_from_slice(&data[written..]);
+        // Ask for WRITABLE only now that something waits: otherwise
+        // every turn would wake us for a socket that is always writable.
+        return poll
+            .registry()
+            .reregister(
+                &mut conn.stream,
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_ok();
+    }
+    true
 }
 
 /// The socket has room again: send what waits; once empty, stop asking

@@ -1,7 +1,7 @@
 //! A UDP upper-case echo on a poll loop.
 //!
 //! ```text
-//! cargo run --example udp -- 127.0.0.1:7004
+//! cargo run --release --example udp -- 127.0.0.1:7004
 //! nc -u 127.0.0.1 7004         # type "hello" -> "HELLO"
 //! ```
 //!

@@ -227,3 +227,17 @@ fn chat_disconnects_a_client_that_stops_reading_and_serves_the_rest() {
     };
     assert!(ended, "the slow client was never disconnected");
 }
+
+#[test]
+fn chat_tells_a_client_with_a_too_long_line_why_it_is_cut_off() {
+    let ex = start("chat");
+    let mut talker = connect(ex.addr);
+    // Past the room's 4 KiB line cap, with no newline: disconnected. Its
+    // socket has room, so the last-line notice arrives before the EOF.
+    talker.write_all(&[b'x'; 5000]).expect("write");
+    let mut heard = String::new();
+    BufReader::new(talker)
+        .read_to_string(&mut heard)
+        .expect("the notice, then EOF");
+    assert_eq!(heard, "* disconnected: too slow or line too long\n");
+}
