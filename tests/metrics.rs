@@ -279,3 +279,68 @@ fn metrics_port_in_use_fails_loudly() {
         out.stderr
     );
 }
+
+/// The metrics listener's address from its URL.
+fn metrics_addr(server: &ServerProcess) -> SocketAddr {
+    metrics_url(server)
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .expect("addr")
+}
+
+#[test]
+fn a_scraper_wins_its_slot_over_the_oldest_silent_connection() {
+    let server = start_server(&["--metrics", "127.0.0.1:0"]);
+    let addr = metrics_addr(&server);
+    // Every slot held by a connection that never speaks.
+    let silent: Vec<TcpStream> = (0..12)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let reply = raw(addr, b"GET /metrics HTTP/1.0\r\n\r\n");
+    assert!(
+        reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"),
+        "{reply}"
+    );
+    drop(silent);
+    server.stop();
+}
+
+#[test]
+fn a_scraper_waiting_while_descriptors_ran_out_is_answered_once_they_free_up() {
+    let argv: Vec<String> = [
+        "serve",
+        "--tcp",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--max-connections",
+        "1000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let server = start_binary(&argv, Some(&["prlimit", "--nofile=48", "--"]));
+    let mut clients: Vec<TcpStream> = (0..60).map(|_| connect(server.tcp_addr())).collect();
+    assert!(
+        wait_until(IO_TIMEOUT, || server
+            .stderr()
+            .contains("out of file descriptors")),
+        "{}",
+        server.stderr()
+    );
+    // The scraper waits in the metrics backlog while no descriptor is free.
+    let addr = metrics_addr(&server);
+    let scraper = std::thread::spawn(move || raw(addr, b"GET /metrics HTTP/1.0\r\n\r\n"));
+    // Once its connect waits in the listen queue (the listener's receive
+    // queue in /proc/net/tcp), free the descriptors: no new edge comes, so
+    // only a retry reaches it.
+    assert!(
+        wait_until(IO_TIMEOUT, || tcp_queues(addr.port(), 0)
+            .is_some_and(|(_, queued)| queued == 1)),
+        "the scraper never reached the listen queue"
+    );
+    clients.truncate(0);
+    let reply = scraper.join().expect("scraper thread");
+    assert!(reply.contains(" 200 "), "no answer: {reply:?}");
+    server.stop();
+}

@@ -23,9 +23,10 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
 use slab::Slab;
 
+use super::accept::ACCEPT_RETRY;
 use super::live::Snapshot;
 use super::token;
-use crate::net::{is_interrupted, is_would_block};
+use crate::net::{is_fd_exhausted, is_interrupted, is_would_block};
 
 /// The most scrapers served at once; more are accepted and closed.
 pub const MAX_CLIENTS: usize = token::MAX_METRICS_CLIENTS;
@@ -42,6 +43,8 @@ struct Client {
     response: Vec<u8>,
     sent: usize,
     deadline: Instant,
+    /// When it connected: the oldest silent client is the one evicted.
+    since: Instant,
 }
 
 /// What one turn on a client decided.
@@ -56,6 +59,9 @@ pub struct Endpoint {
     listener: TcpListener,
     addr: SocketAddr,
     clients: Slab<Client>,
+    /// Set while descriptors ran out: when to accept again. The edge that
+    /// announced the waiting scraper is spent, so nothing else would.
+    retry_at: Option<Instant>,
 }
 
 impl Endpoint {
@@ -72,6 +78,7 @@ impl Endpoint {
             listener,
             addr,
             clients: Slab::with_capacity(MAX_CLIENTS),
+            retry_at: None,
         })
     }
 
@@ -80,18 +87,54 @@ impl Endpoint {
         self.addr
     }
 
-    /// The earliest client deadline, if any client is connected.
+    /// The earliest client deadline or accept retry, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.clients.iter().map(|(_, c)| c.deadline).min()
+        self.clients
+            .iter()
+            .map(|(_, c)| c.deadline)
+            .chain(self.retry_at)
+            .min()
     }
 
-    /// Accepts until the backlog is empty; beyond [`MAX_CLIENTS`] a
-    /// connection is closed at once.
+    /// Retries accepting after descriptors ran out, when it is time.
+    pub fn on_timer(&mut self, registry: &Registry, now: Instant) {
+        if self.retry_at.is_some_and(|at| now >= at) {
+            self.retry_at = None;
+            self.on_accept_ready(registry, now);
+        }
+    }
+
+    /// Makes room for a new scraper when every slot is taken: the oldest
+    /// client that has sent nothing yet goes (otherwise silent connections
+    /// reopened every few seconds would lock scraping out for good).
+    /// False when every slot holds a client that has spoken.
+    fn evict_oldest_silent(&mut self) -> bool {
+        let oldest = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.request.is_empty())
+            .min_by_key(|(_, c)| c.since)
+            .map(|(key, _)| key);
+        match oldest {
+            Some(key) => {
+                debug!("metrics client {key}: silent, closed to make room for a new scraper");
+                self.clients.remove(key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Accepts until the backlog is empty; beyond [`MAX_CLIENTS`] the
+    /// oldest silent client makes room, or else the new one is closed.
     pub fn on_accept_ready(&mut self, registry: &Registry, now: Instant) {
+        if self.retry_at.is_some() {
+            return; // the timer retries; accepting now would fail again
+        }
         loop {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
-                    if self.clients.len() >= MAX_CLIENTS {
+                    if self.clients.len() >= MAX_CLIENTS && !self.evict_oldest_silent() {
                         debug!("metrics {peer}: too many scrapers, closed");
                         continue;
                     }
@@ -110,13 +153,19 @@ impl Endpoint {
                         response: Vec::new(),
                         sent: 0,
                         deadline: now + DEADLINE,
+                        since: now,
                     });
                 }
                 Err(e) if is_would_block(&e) => return,
                 Err(e) if is_interrupted(&e) => {}
-                // Out of descriptors or a client gone before accept: the
-                // echo side handles descriptor exhaustion; here we simply
-                // try again on the next edge.
+                // Out of descriptors: like the echo listener, try again on
+                // a timer, since no new edge will announce this backlog.
+                Err(e) if is_fd_exhausted(&e) => {
+                    debug!("metrics: accept failed: {e}; retrying in {ACCEPT_RETRY:?}");
+                    self.retry_at = Some(now + ACCEPT_RETRY);
+                    return;
+                }
+                // A client gone before accept: the next edge brings the rest.
                 Err(e) => {
                     debug!("metrics: accept failed: {e}");
                     return;

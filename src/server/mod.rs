@@ -644,6 +644,7 @@ impl Server {
         }
         if let Some(m) = &mut self.metrics {
             m.expire(now);
+            m.on_timer(self.poll.registry(), now);
         }
     }
 
