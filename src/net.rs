@@ -155,6 +155,42 @@ pub fn is_fd_exhausted(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
+/// What the kernel still holds for one TCP socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KernelQueues {
+    /// Bytes received that the process has not read (`FIONREAD`). Closing
+    /// a socket while this is not zero makes the kernel send a reset and
+    /// drop the send queue.
+    pub unread: usize,
+    /// Bytes written that the peer has not acknowledged yet (`SIOCOUTQ`).
+    pub unsent: usize,
+}
+
+/// The kernel's receive and send queue lengths of a connected TCP socket,
+/// or `None` where they cannot be read (not Linux, or the ioctl failed).
+/// Two ioctls: for shutdown and rare checks, never per message.
+pub fn kernel_queues(fd: std::os::fd::RawFd) -> Option<KernelQueues> {
+    #[cfg(target_os = "linux")]
+    {
+        let (mut unread, mut unsent): (libc::c_int, libc::c_int) = (0, 0);
+        // SAFETY: both ioctls write one c_int through the pointer we pass,
+        // which points at a live local; a bad fd only makes them fail.
+        let ok = unsafe {
+            libc::ioctl(fd, libc::FIONREAD, &mut unread) == 0
+                && libc::ioctl(fd, libc::TIOCOUTQ, &mut unsent) == 0
+        };
+        ok.then(|| KernelQueues {
+            unread: usize::try_from(unread).unwrap_or(0),
+            unsent: usize::try_from(unsent).unwrap_or(0),
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        None
+    }
+}
+
 /// The per-process open-file limit (`RLIMIT_NOFILE`, soft), if it can be read.
 pub fn open_file_limit() -> Option<u64> {
     let mut rl = libc::rlimit {

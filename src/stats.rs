@@ -19,8 +19,13 @@ pub struct Stats {
     pub tcp_resets: u64,
     /// Of those closed: an IO error other than a reset.
     pub tcp_io_errors: u64,
-    /// Of those closed: still open when shutdown ran out of time.
+    /// Of those closed: still open when shutdown ran out of time (cut).
     pub tcp_forced_closes: u64,
+    /// Bytes owed to peers that the shutdown deadline threw away: output
+    /// still in our buffers when it passed, and the kernel's unsent output
+    /// where the final close had to be a reset. Not part of `bytes_out`,
+    /// which counts only what the kernel accepted.
+    pub tcp_cut_bytes: u64,
     /// Of those closed: no traffic either way for `--idle-timeout`.
     pub tcp_idle_timeouts: u64,
     /// Of those closed: pending output did not move for `--write-timeout`.
@@ -75,6 +80,7 @@ impl Stats {
             tcp_resets,
             tcp_io_errors,
             tcp_forced_closes,
+            tcp_cut_bytes,
             tcp_idle_timeouts,
             tcp_write_timeouts,
             tcp_rejected,
@@ -94,6 +100,7 @@ impl Stats {
         self.tcp_resets += tcp_resets;
         self.tcp_io_errors += tcp_io_errors;
         self.tcp_forced_closes += tcp_forced_closes;
+        self.tcp_cut_bytes += tcp_cut_bytes;
         self.tcp_idle_timeouts += tcp_idle_timeouts;
         self.tcp_write_timeouts += tcp_write_timeouts;
         self.tcp_rejected += tcp_rejected;
@@ -119,7 +126,7 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "tcp accepted {} closed {} (reset {}, error {}, forced {}, idle {}, stalled {}) \
+            "tcp accepted {} closed {} (reset {}, error {}, forced {}, cut {} B, idle {}, stalled {}) \
              rejected {}, bytes in {} out {}; \
              udp in {} out {} dropped {} errors {} refused-port {} rate-limited {} \
              refused-size {}",
@@ -128,6 +135,7 @@ impl fmt::Display for Stats {
             self.tcp_resets,
             self.tcp_io_errors,
             self.tcp_forced_closes,
+            self.tcp_cut_bytes,
             self.tcp_idle_timeouts,
             self.tcp_write_timeouts,
             self.tcp_rejected,

@@ -155,3 +155,149 @@ fn restart_on_the_same_port_works_while_old_connections_sit_in_time_wait() {
     drop(s);
     second.stop();
 }
+
+/// Writes `data` from a thread, then half-closes; returns the thread.
+fn send_then_half_close(s: &TcpStream, data: Vec<u8>) -> thread::JoinHandle<std::io::Result<()>> {
+    let mut w = s.try_clone().expect("clone");
+    thread::spawn(move || {
+        w.write_all(&data)?;
+        w.shutdown(std::net::Shutdown::Write)
+    })
+}
+
+#[test]
+fn sigterm_still_echoes_the_whole_stream_of_clients_that_finish_sending_during_the_drain() {
+    // Clients still handing their stream over when SIGTERM lands: the
+    // server must keep reading, echo every byte, then FIN. Before, the
+    // drain stopped reading and the close with unread input reset them
+    // after about a megabyte.
+    const CLIENTS: usize = 4;
+    const TOTAL: usize = 4 << 20;
+    let mut server = start_server(&["--tcp", "127.0.0.1:0", "--shutdown-timeout", "20"]);
+    let addr = server.tcp_addr();
+    let streams: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(addr)).collect();
+    let sent: Vec<Vec<u8>> = (0..CLIENTS)
+        .map(|i| pattern(40 + i as u64, TOTAL))
+        .collect();
+    let writers: Vec<_> = streams
+        .iter()
+        .zip(&sent)
+        .map(|(s, data)| send_then_half_close(s, data.clone()))
+        .collect();
+    // Each client has its echo flowing, and reads no more for now, so
+    // output is owed and input is waiting when the signal comes.
+    let mut got: Vec<Vec<u8>> = vec![vec![0u8; 64 * 1024]; CLIENTS];
+    for (s, buf) in streams.iter().zip(got.iter_mut()) {
+        (&mut &*s).read_exact(buf).expect("first echo");
+    }
+    server.signal(libc::SIGTERM);
+    assert!(
+        wait_until(IO_TIMEOUT, || server.stderr().contains("shutdown begun")),
+        "{}",
+        server.stderr()
+    );
+    for (i, (s, buf)) in streams.iter().zip(got.iter_mut()).enumerate() {
+        let outcome = (&mut &*s).read_to_end(buf);
+        assert!(
+            outcome.is_ok(),
+            "client {i}: {outcome:?} after {} B instead of FIN; stderr:\n{}",
+            buf.len(),
+            server.stderr()
+        );
+        assert_eq!(buf.len(), TOTAL, "client {i}: echo length before FIN");
+        assert!(
+            *buf == sent[i],
+            "client {i}: the echo differs from the stream"
+        );
+    }
+    for w in writers {
+        w.join()
+            .expect("writer")
+            .expect("the whole stream was sent");
+    }
+    let status = server.wait_timeout(IO_TIMEOUT);
+    let stderr = server.final_stderr();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{stderr}");
+    assert_eq!(final_stat(&stderr, "forced"), Some(0), "{stderr}");
+    assert_eq!(
+        final_stat(&stderr, "out"),
+        Some((CLIENTS * TOTAL) as u64),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_client_still_sending_at_the_deadline_gets_a_prefix_then_fin_and_is_counted_as_cut() {
+    let mut server = start_server(&["--tcp", "127.0.0.1:0", "--shutdown-timeout", "0.5"]);
+    let s = connect(server.tcp_addr());
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let mut w = s.try_clone().expect("clone");
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let chunk = pattern(7, 64 * 1024);
+            // Sends the same chunk over and over until the server is gone.
+            while !stop.load(Ordering::SeqCst) && w.write_all(&chunk).is_ok() {}
+        })
+    };
+    let chunk = pattern(7, 64 * 1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    (&mut &s).read_exact(&mut buf).expect("first echo");
+    assert!(buf == chunk);
+    server.signal(libc::SIGTERM);
+    // Read as fast as possible: a verified prefix, then a clean FIN.
+    let mut total = buf.len();
+    let end = loop {
+        match (&mut &s).read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                for (j, b) in buf[..n].iter().enumerate() {
+                    assert_eq!(*b, chunk[(total + j) % chunk.len()], "byte {}", total + j);
+                }
+                total += n;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    stop.store(true, Ordering::SeqCst);
+    drop(s);
+    writer.join().expect("writer");
+    let status = server.wait_timeout(IO_TIMEOUT);
+    let stderr = server.final_stderr();
+    assert!(
+        end.is_ok(),
+        "{end:?} after {total} B instead of FIN\n{stderr}"
+    );
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{stderr}");
+    assert_eq!(final_stat(&stderr, "forced"), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("drain deadline passed: cut 1 connections"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("connections cut by the deadline"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_idle_server_with_open_connections_stops_in_milliseconds() {
+    let mut server = start_server(&["--tcp", "127.0.0.1:0", "--shutdown-timeout", "30"]);
+    let mut clients: Vec<TcpStream> = (0..50).map(|_| connect(server.tcp_addr())).collect();
+    for c in &mut clients {
+        assert_eq!(roundtrip(c, b"ping\n"), b"ping\n");
+    }
+    let signalled = Instant::now();
+    server.signal(libc::SIGTERM);
+    let status = server.wait_timeout(IO_TIMEOUT);
+    let took = signalled.elapsed();
+    let stderr = server.final_stderr();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{stderr}");
+    assert!(took < Duration::from_secs(2), "took {took:?}\n{stderr}");
+    assert_eq!(final_stat(&stderr, "forced"), Some(0), "{stderr}");
+    for mut c in clients {
+        let mut rest = Vec::new();
+        assert!(c.read_to_end(&mut rest).is_ok(), "FIN, not a reset");
+        assert!(rest.is_empty());
+    }
+}

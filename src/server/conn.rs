@@ -14,7 +14,7 @@ use log::trace;
 
 use crate::buffer::{PendingOutput, Watermarks};
 use crate::mode::{Opening, Reply, Service};
-use crate::net::{is_interrupted, is_output_timed_out, is_peer_gone, is_would_block};
+use crate::net::{is_interrupted, is_output_timed_out, is_peer_gone, is_would_block, KernelQueues};
 use crate::stats::Stats;
 
 /// Coarse time: tenths of a second since the server started. Four bytes
@@ -40,6 +40,12 @@ pub trait Stream: Read + Write {
     fn reset_on_close(&self) -> io::Result<()> {
         Ok(())
     }
+
+    /// What the kernel still holds for this socket; `None` if unknown,
+    /// which callers treat as "maybe something".
+    fn kernel_queues(&self) -> Option<KernelQueues> {
+        Some(KernelQueues::default())
+    }
 }
 
 impl Stream for mio::net::TcpStream {
@@ -50,6 +56,11 @@ impl Stream for mio::net::TcpStream {
     fn reset_on_close(&self) -> io::Result<()> {
         socket2::SockRef::from(self).set_linger(Some(std::time::Duration::ZERO))
     }
+
+    fn kernel_queues(&self) -> Option<KernelQueues> {
+        use std::os::fd::AsRawFd;
+        crate::net::kernel_queues(self.as_raw_fd())
+    }
 }
 
 /// Where a connection is in its life.
@@ -59,8 +70,11 @@ pub enum ConnState {
     Open,
     /// The peer sent FIN: flushing what is pending, then FIN back and close.
     ReadClosed,
-    /// The server is shutting down: no more reading, flush, then close.
-    Draining,
+    /// Cut by the shutdown deadline: FIN sent after what the kernel took;
+    /// input is read and dropped until the peer closes, because closing
+    /// with unread input would make the kernel reset the connection and
+    /// throw away the echo still on its way (a lingering close).
+    Lingering,
     /// The service said its piece (daytime, time): flush, then FIN and close.
     Closing,
 }
@@ -358,6 +372,9 @@ impl<S: Stream> Connection<S> {
     /// The socket has input (or an error, or EOF): read until the queue is
     /// drained, the budget is spent, or backpressure says stop.
     pub fn on_readable(&mut self, cx: &mut Ctx<'_>) -> Progress {
+        if self.state == ConnState::Lingering {
+            return self.linger(cx);
+        }
         if self.state != ConnState::Open || self.is_paused {
             return Progress::Wait;
         }
@@ -443,11 +460,8 @@ impl<S: Stream> Connection<S> {
             ConnState::ReadClosed if self.pending.is_empty() => {
                 self.finish(cx.key, CloseReason::PeerClosed)
             }
-            ConnState::Draining if self.pending.is_empty() => {
-                self.finish(cx.key, CloseReason::Shutdown)
-            }
             ConnState::Closing if self.pending.is_empty() => self.finish_saying(cx),
-            ConnState::ReadClosed | ConnState::Draining | ConnState::Closing => Progress::Wait,
+            ConnState::ReadClosed | ConnState::Lingering | ConnState::Closing => Progress::Wait,
         }
     }
 
@@ -485,20 +499,77 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// The server is shutting down: read nothing more, flush what is
-    /// pending, then close.
-    pub fn begin_drain(&mut self, key: usize) -> Progress {
-        if self.state == ConnState::Open {
-            self.set_state(key, ConnState::Draining);
+    /// During a shutdown: closes an open connection that is at rest (no
+    /// output pending here or unacknowledged in the kernel, no input
+    /// waiting) with FIN, since nothing can be lost. A connection with
+    /// bytes moving either way keeps being served: its client may still be
+    /// sending, and gets its echo until it half-closes or the deadline.
+    pub fn close_if_at_rest(&mut self, key: usize) -> Progress {
+        if self.state != ConnState::Open
+            || !self.pending.is_empty()
+            || self.is_write_blocked
+            || self.is_deferred
+        {
+            return Progress::Wait;
         }
-        if self.pending.is_empty() {
-            let reason = match self.state {
-                ConnState::ReadClosed => CloseReason::PeerClosed,
-                _ => CloseReason::Shutdown,
-            };
-            return self.finish(key, reason);
+        match self.stream.kernel_queues() {
+            Some(q) if q.unread == 0 && q.unsent == 0 => self.finish(key, CloseReason::Shutdown),
+            _ => Progress::Wait,
         }
-        Progress::Wait
+    }
+
+    /// The shutdown deadline passed: one last flush, then FIN after what
+    /// the kernel took, and linger (drop input until the peer closes) so
+    /// that the close is not a reset. Returns the bytes that never reached
+    /// the kernel, and what to do next.
+    pub fn cut(&mut self, cx: &mut Ctx<'_>) -> (u64, Progress) {
+        if self.state == ConnState::Lingering {
+            return (0, Progress::Wait);
+        }
+        // A failed flush means the peer is gone: nothing more can reach it.
+        let flushed = self.flush(cx.key, cx.stats);
+        let left = self.pending.len() as u64;
+        self.pending = PendingOutput::new();
+        if flushed.is_err() {
+            return (left, Progress::Close(CloseReason::ShutdownDeadline));
+        }
+        let _ = self.stream.shutdown_write();
+        trace!(
+            "conn {}: cut by the shutdown deadline ({left} B never sent): FIN sent, lingering",
+            cx.key
+        );
+        self.set_state(cx.key, ConnState::Lingering);
+        (left, self.linger(cx))
+    }
+
+    /// Reads and drops input after our FIN, until the peer closes.
+    fn linger(&mut self, cx: &mut Ctx<'_>) -> Progress {
+        loop {
+            match self.stream.read(cx.scratch) {
+                // EOF: the peer closed too; the close is clean now.
+                Ok(0) => return Progress::Close(CloseReason::ShutdownDeadline),
+                Ok(n) => {
+                    self.bytes_in += n as u64;
+                    cx.stats.bytes_in += n as u64;
+                }
+                // WouldBlock: dropped all there was; the next edge brings more.
+                Err(e) if is_would_block(&e) => return Progress::Wait,
+                Err(e) if is_interrupted(&e) => {}
+                Err(_) => return Progress::Close(CloseReason::ShutdownDeadline),
+            }
+        }
+    }
+
+    /// Bytes a close now would lose: our pending output, and the kernel's
+    /// unacknowledged output when unread input will turn the close into a
+    /// reset (or when the queues cannot be read).
+    pub fn undelivered_at_close(&self) -> u64 {
+        let kernel = match self.stream.kernel_queues() {
+            Some(q) if q.unread == 0 => 0,
+            Some(q) => q.unsent,
+            None => 0,
+        };
+        (self.pending.len() + kernel) as u64
     }
 
     fn on_read_closed(&mut self, key: usize) -> Progress {
@@ -665,6 +736,13 @@ pub(crate) mod tests {
     impl Stream for FakeStream {
         fn shutdown_write(&self) -> io::Result<()> {
             Ok(())
+        }
+
+        fn kernel_queues(&self) -> Option<KernelQueues> {
+            Some(KernelQueues {
+                unread: self.input.len() - self.read_pos,
+                unsent: 0,
+            })
         }
     }
 
@@ -940,23 +1018,55 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn drain_closes_idle_connections_and_flushes_busy_ones() {
+    fn shutdown_closes_a_connection_at_rest_and_keeps_serving_a_busy_one() {
         let mut c = conn(b"", 8, 100);
-        assert_eq!(c.begin_drain(1), Progress::Close(CloseReason::Shutdown));
+        assert_eq!(
+            c.close_if_at_rest(1),
+            Progress::Close(CloseReason::Shutdown)
+        );
 
+        // Input waiting in the kernel: its client is still sending.
         let mut h = Harness::new(8);
+        let mut c = conn(b"abc", 8, 100);
+        assert_eq!(c.close_if_at_rest(1), Progress::Wait);
+        // Output pending here: the echo is still owed.
         let mut c = conn(b"abcdefgh", 8, 3);
         c.on_readable(&mut h.cx());
-        assert_eq!(c.begin_drain(1), Progress::Wait);
+        assert_eq!(c.close_if_at_rest(1), Progress::Wait);
+        // It keeps reading and answering during the drain, and a
+        // half-close still ends it cleanly once everything is delivered.
         c.stream.input.extend_from_slice(b"more");
+        c.stream.eof = true;
         c.stream.write_room = 100;
         assert_eq!(
             c.on_writable(&mut h.cx()),
-            Progress::Close(CloseReason::Shutdown)
+            Progress::Close(CloseReason::PeerClosed)
         );
+        assert_eq!(c.stream.written, b"abcdefghmore");
+    }
+
+    #[test]
+    fn the_deadline_cut_flushes_once_sends_fin_and_lingers_until_the_peer_closes() {
+        let mut h = Harness::new(8);
+        let mut c = conn(b"abcdefgh", 8, 3);
+        c.on_readable(&mut h.cx());
+        assert_eq!(c.pending_len(), 5);
+        c.stream.write_room = 2;
+        c.stream.input.extend_from_slice(b"late");
+        let (left, progress) = c.cut(&mut h.cx());
+        assert_eq!((left, progress), (3, Progress::Wait), "3 B never sent");
+        assert_eq!(c.state(), ConnState::Lingering);
+        assert_eq!(c.stream.written, b"abcde", "a prefix, nothing after it");
+        // More input is dropped, not answered; the peer's EOF ends it.
+        c.stream.input.extend_from_slice(b"even later");
+        c.stream.write_room = 100;
+        assert_eq!(c.on_readable(&mut h.cx()), Progress::Wait);
+        c.stream.eof = true;
         assert_eq!(
-            c.stream.written, b"abcdefgh",
-            "nothing read after drain began"
+            c.on_readable(&mut h.cx()),
+            Progress::Close(CloseReason::ShutdownDeadline)
         );
+        assert_eq!(c.stream.written, b"abcde");
+        assert_eq!(c.undelivered_at_close(), 0);
     }
 }

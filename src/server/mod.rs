@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace};
+use log::{debug, info, trace, warn};
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -453,7 +453,14 @@ impl Server {
         // The totals are the caller's to report (the binary logs one
         // `final stats` line, summed over a cluster's loops): logging them
         // here too would print the same figures twice.
-        info!("shutdown done");
+        if self.stats.tcp_forced_closes > 0 {
+            warn!(
+                "shutdown done: {} connections cut by the deadline, {} B of echo undelivered",
+                self.stats.tcp_forced_closes, self.stats.tcp_cut_bytes
+            );
+        } else {
+            info!("shutdown done: every connection closed cleanly");
+        }
         Ok(self.stats)
     }
 
@@ -470,7 +477,7 @@ impl Server {
         }
         [
             self.accept.resume_at(),
-            self.drain.as_ref().map(Drain::deadline),
+            self.drain.as_ref().map(Drain::next_at),
             self.sweep.next_at(),
             self.publish_at,
             self.reporter.as_ref().map(live::Reporter::next_at),

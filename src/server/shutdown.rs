@@ -2,13 +2,18 @@
 //! pending output for a bounded time before everything is closed.
 //!
 //! Sequence: stop accepting (the listeners close, so new connects are
-//! refused) and stop serving UDP; connections stop reading; those with
-//! nothing pending get FIN at once; the rest are flushed as their peers
-//! read; at the deadline whatever remains is closed. A second signal ends
-//! the wait at once.
+//! refused) and stop serving UDP. Connections at rest (nothing owed,
+//! nothing unacknowledged, no input waiting) get FIN and close at once, so
+//! an idle server stops in milliseconds. The others are served as usual,
+//! reading and answering, so a client that half-closes gets its whole echo
+//! then FIN; every 100 ms those that came to rest are closed. At the
+//! deadline the rest are cut: one last flush, FIN, and a lingering close
+//! (input read and dropped until the peer closes, at most a second), since
+//! closing a socket with unread input makes the kernel reset it and throw
+//! away the echo still on its way. A second signal ends it all at once.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use mio::Poll;
@@ -30,16 +35,29 @@ pub fn register_signals(poll: &Poll) -> io::Result<Signals> {
     Ok(signals)
 }
 
+/// How often a drain looks for connections that have come to rest.
+const REST_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// How long connections cut by the deadline may linger (FIN sent, input
+/// dropped) for their peers to close, before the last close.
+const FINAL_LINGER: Duration = Duration::from_secs(1);
+
 /// A shutdown under way.
 #[derive(Debug)]
 pub struct Drain {
+    /// When the connections still busy are cut.
     deadline: Instant,
+    /// Set once they are cut: when the lingering ones are closed regardless.
+    linger_until: Option<Instant>,
+    /// The next look for connections at rest.
+    next_check: Instant,
 }
 
 impl Drain {
-    /// When the remaining connections are closed regardless.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
+    /// The drain's next timer.
+    pub fn next_at(&self) -> Instant {
+        self.next_check
+            .min(self.linger_until.unwrap_or(self.deadline))
     }
 }
 
@@ -67,10 +85,13 @@ impl Server {
         if let Some(drain) = &mut self.drain {
             info!("{why} again: closing remaining connections now");
             drain.deadline = now;
+            drain.linger_until = Some(now);
+            self.cut_busy();
+            self.close_all_lingering();
             return;
         }
         info!(
-            "shutdown begun ({why}): not accepting; flushing {} connections for up to {:.1} s",
+            "shutdown begun ({why}): not accepting; serving {} connections until their clients finish, for up to {:.1} s",
             self.conns.len(),
             self.shutdown_timeout.as_secs_f64()
         );
@@ -82,34 +103,88 @@ impl Server {
         }
         // Scrapers get no answer from a server on its way out.
         self.metrics = None;
-        let mut finished = Vec::new();
-        for (key, conn) in self.conns.iter_mut() {
-            if let Progress::Close(reason) = conn.begin_drain(key) {
-                finished.push((key, reason));
-            }
-        }
-        for (key, reason) in finished {
-            self.close(key, reason);
-        }
         self.drain = Some(Drain {
             deadline: now + self.shutdown_timeout,
+            linger_until: None,
+            next_check: now + REST_CHECK_EVERY,
         });
+        // Idle connections end now, so an idle server stops at once.
+        self.close_those_at_rest();
     }
 
+    /// The drain's timer: closes connections that have come to rest, cuts
+    /// the busy ones at the deadline, and ends the lingering ones after it.
     pub(super) fn on_drain_timer(&mut self, now: Instant) {
-        let Some(drain) = &self.drain else {
+        let Some(drain) = &mut self.drain else {
             return;
         };
-        if now < drain.deadline || self.conns.is_empty() {
+        if let Some(until) = drain.linger_until {
+            if now >= until {
+                self.close_all_lingering();
+            }
             return;
         }
-        let unsent: usize = self.conns.iter().map(|(_, c)| c.pending_len()).sum();
+        if now >= drain.deadline {
+            drain.linger_until = Some(now + FINAL_LINGER);
+            self.cut_busy();
+            return;
+        }
+        if now >= drain.next_check {
+            drain.next_check = now + REST_CHECK_EVERY;
+            self.close_those_at_rest();
+        }
+    }
+
+    /// FIN and close for every open connection with nothing moving: no
+    /// output owed, none unacknowledged in the kernel, no input waiting.
+    /// The others are still being served (their clients keep sending, or
+    /// read their echo) until they half-close or the deadline passes.
+    fn close_those_at_rest(&mut self) {
+        let at_rest: Vec<(usize, CloseReason)> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(key, conn)| match conn.close_if_at_rest(key) {
+                Progress::Close(reason) => Some((key, reason)),
+                _ => None,
+            })
+            .collect();
+        for (key, reason) in at_rest {
+            self.close(key, reason);
+        }
+    }
+
+    /// The deadline passed: every connection still busy gets one last
+    /// flush and a FIN, and lingers until its peer closes.
+    fn cut_busy(&mut self) {
+        if self.conns.is_empty() {
+            return;
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        let mut never_sent = 0;
+        for &key in &keys {
+            self.drive(key, |conn, cx| {
+                let (left, progress) = conn.cut(cx);
+                cx.stats.tcp_cut_bytes += left;
+                never_sent += left;
+                progress
+            });
+        }
         warn!(
-            "drain deadline passed: closing {} connections with {unsent} B unsent",
-            self.conns.len()
+            "drain deadline passed: cut {} connections ({never_sent} B of echo never sent); \
+             FIN sent, waiting up to {:.1} s for their peers to close",
+            keys.len(),
+            FINAL_LINGER.as_secs_f64()
         );
+    }
+
+    /// The linger is over: closes what is left, counting as cut what the
+    /// kernel will now throw away with the reset.
+    fn close_all_lingering(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
+            if let Some(conn) = self.conns.get(key) {
+                self.stats.tcp_cut_bytes += conn.undelivered_at_close();
+            }
             self.close(key, CloseReason::ShutdownDeadline);
         }
     }
