@@ -650,3 +650,21 @@ fn section_10_two_loops_listen_on_one_port() {
     assert_eq!(sockets_in_state(port, "0A"), 2, "two LISTEN sockets");
     server.stop();
 }
+
+/// "Watching it": plain `RUST_LOG=trace` adds mio's own lines, such as
+/// each registration with its token and interests.
+#[test]
+fn watching_it_plain_trace_also_shows_mios_registrations() {
+    let argv: Vec<String> = ["serve", "--tcp", "127.0.0.1:0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let server = start_binary_logged(&argv, None, Some("trace"));
+    let s = connect(server.tcp_addr());
+    wait_log(
+        &server,
+        "registering event source with poller: token=Token(0), interests=READABLE | WRITABLE",
+    );
+    drop(s);
+    server.stop();
+}
