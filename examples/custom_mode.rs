@@ -3,7 +3,7 @@
 //! Run it, then poke it with `nc` from another terminal:
 //!
 //! ```text
-//! cargo run --example custom_mode -- 127.0.0.1:7010
+//! cargo run --release --example custom_mode -- 127.0.0.1:7010
 //! nc 127.0.0.1 7010          # type "Hello" -> "Uryyb"
 //! nc -u 127.0.0.1 7010       # the same, one datagram per line
 //! ```
