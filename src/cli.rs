@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::buffer::Watermarks;
 use crate::load::{self, LoadConfig, Proto, Target};
 use crate::mode::Mode;
 use crate::server::ServerConfig;
+use crate::server::Watermarks;
 
 /// The address used when neither `--tcp` nor `--udp` is given.
 pub const DEFAULT_ADDR: SocketAddr =
@@ -236,11 +236,8 @@ impl ServeArgs {
             udp_allow_amplification: self.udp_allow_amplification,
             stats_interval: self.stats.filter(|d| !d.is_zero()),
             metrics: self.metrics,
-            live: None,
-            loop_index: 0,
             udp_batch: self.udp_batch,
             handle_signals: true,
-            reuse_port: false,
         }
     }
 }

@@ -46,16 +46,12 @@
 
 #![warn(missing_docs)]
 
-pub mod buffer;
 pub mod cli;
 pub mod client;
 pub mod load;
 pub mod mode;
 pub mod net;
-pub mod ratelimit;
 pub mod server;
-pub mod stats;
 
 pub use mode::{Mode, Opening, Reply, Service};
-pub use server::{Server, ServerConfig, ServerError, ServerHandle};
-pub use stats::Stats;
+pub use server::{Server, ServerConfig, ServerError, ServerHandle, Stats, Watermarks};

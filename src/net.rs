@@ -243,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn issue_2_second_udp_socket_on_a_used_port_fails_with_its_address() {
+    fn a_second_udp_socket_on_a_used_port_fails_with_its_address() {
         let opts = BindOptions {
             backlog: 16,
             reuse_port: false,

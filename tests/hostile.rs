@@ -1,4 +1,4 @@
-//! Hostile clients and hard limits (issue 4), black-box against the real
+//! Hostile clients and hard limits, black-box against the real
 //! binary: the connection cap, descriptor exhaustion, clients that never
 //! read, idle and write timeouts, floods, connect/reset churn, UDP abuse.
 //!

@@ -1,7 +1,8 @@
-//! Accepting connections: accept until the backlog is empty or a batch
-//! limit, enforce the connection cap, and pause when descriptors run out.
+//! The acceptor: the TCP listeners, the connection cap, and the pause when
+//! descriptors run out. It hands each accepted socket to the connection
+//! table and never touches a connection itself.
 //!
-//! Two kinds of "too many", handled differently (DESIGN.md item 8):
+//! Two kinds of "too many", handled differently:
 //! - the `--max-connections` cap: descriptors remain, so the extra
 //!   connection is accepted and closed at once, and its client learns
 //!   immediately instead of hanging in the kernel backlog;
@@ -15,22 +16,38 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, trace, warn};
-use mio::net::TcpStream;
-use mio::Interest;
+use mio::net::TcpListener;
+use mio::{Interest, Registry};
 
-use super::conn::Connection;
-use super::{token, Server};
-use crate::net::{is_fd_exhausted, is_interrupted, is_peer_gone, is_would_block};
+use super::config::{ServerConfig, ServerError};
+use super::table::ConnTable;
+use super::{token, LoopCtx};
+use crate::net::{
+    self, is_fd_exhausted, is_interrupted, is_peer_gone, is_would_block, BindError, BindOptions,
+};
 
 /// Connections accepted per listener event before other sources get a turn.
 const ACCEPT_BATCH: usize = 256;
 
 /// How long accepting stays paused after the descriptors ran out.
-pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-/// Whether accepting is paused, and which warnings this episode has given.
-#[derive(Debug, Default)]
-pub struct AcceptState {
+/// Descriptors kept back from `--max-connections`' default for the server's
+/// own sockets, the poll, logging, and the accept-and-close of rejects.
+const FD_RESERVE: u64 = 32;
+
+/// The listeners and what limits accepting.
+#[derive(Debug)]
+pub(crate) struct Acceptor {
+    /// Emptied when shutdown begins, so new connects are refused.
+    listeners: Vec<TcpListener>,
+    /// The addresses really bound, kept after the listeners close.
+    addrs: Vec<SocketAddr>,
+    /// Open connections at most.
+    max_connections: usize,
+    /// `--write-timeout`, handed to the kernel for each connection
+    /// (`TCP_USER_TIMEOUT`) so output stuck in its send queue times out too.
+    kernel_write_timeout: Option<Duration>,
     /// Set while descriptors are exhausted: when to try again.
     paused_until: Option<Instant>,
     /// A fd-exhaustion episode is under way (warned once).
@@ -39,26 +56,73 @@ pub struct AcceptState {
     in_cap_episode: bool,
 }
 
-impl AcceptState {
+impl Acceptor {
+    /// Binds and registers a listener for each `--tcp` address.
+    pub fn bind(
+        config: &ServerConfig,
+        reuse_port: bool,
+        registry: &Registry,
+    ) -> Result<Acceptor, ServerError> {
+        let opts = BindOptions {
+            backlog: config.backlog,
+            reuse_port,
+        };
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for (i, &addr) in config.tcp.iter().enumerate() {
+            let mut socket = net::tcp_listener(addr, opts)?;
+            let bound = socket.local_addr().map_err(|source| BindError {
+                proto: "tcp",
+                addr,
+                source,
+            })?;
+            registry
+                .register(&mut socket, token::listener(i), Interest::READABLE)
+                .map_err(|e| ServerError::Setup("listener registration", e))?;
+            listeners.push(socket);
+            addrs.push(bound);
+        }
+        Ok(Acceptor {
+            listeners,
+            addrs,
+            max_connections: config
+                .max_connections
+                .unwrap_or_else(default_max_connections),
+            kernel_write_timeout: config.write_timeout.filter(|d| !d.is_zero()),
+            paused_until: None,
+            in_fd_episode: false,
+            in_cap_episode: false,
+        })
+    }
+
+    /// The addresses really bound, in `--tcp` order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The connection cap.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
     /// True while accepting waits for descriptors.
     pub fn is_paused(&self) -> bool {
         self.paused_until.is_some()
     }
 
-    /// When the loop should try accepting again.
-    pub fn resume_at(&self) -> Option<Instant> {
+    /// When accepting is retried after running out of descriptors.
+    pub fn next_deadline(&self) -> Option<Instant> {
         self.paused_until
     }
-}
 
-impl Server {
-    /// Listener `i` is readable: accept what waits, up to a batch.
-    pub(super) fn on_accept_ready(&mut self, i: usize) {
-        if self.accept.is_paused() {
+    /// Listener `i` is readable: accept what waits, up to a batch, handing
+    /// each new connection to `table`.
+    pub fn on_ready(&mut self, i: usize, table: &mut ConnTable, cx: &mut LoopCtx<'_>) {
+        if self.is_paused() {
             // The timer or the next close resumes; accepting now would fail.
             return;
         }
-        if self.listener_deferred.get(i) == Some(&true) {
+        if cx.ready.holds_fixed(token::listener(i)) {
             // Its turn on the ready list comes before the loop blocks.
             return;
         }
@@ -66,36 +130,42 @@ impl Server {
             let Some(listener) = self.listeners.get(i) else {
                 return; // shut down meanwhile
             };
-            match listener.socket.accept() {
-                Ok((stream, peer)) => self.on_accepted(stream, peer),
+            match listener.accept() {
+                Ok((stream, peer)) => self.on_accepted(stream, peer, table, cx),
                 // Backlog empty: the next connect raises a new edge.
                 Err(e) if is_would_block(&e) => {
-                    self.end_episodes();
+                    trace!("accept: backlog empty (would block)");
+                    self.end_episodes(table.len());
                     return;
                 }
                 Err(e) if is_interrupted(&e) => continue,
                 // The client gave up while waiting in the backlog.
                 Err(e) if is_peer_gone(&e) => continue,
                 Err(e) => {
-                    self.stats.accept_errors += 1;
-                    self.pause_accepting(&e);
+                    cx.stats.accept_errors += 1;
+                    self.pause(&e, table.len(), cx.now);
                     return;
                 }
             }
         }
         // More may wait: come back after the others had their turn.
-        self.defer_fixed(token::listener(i));
+        cx.ready.push_fixed(token::listener(i));
     }
 
-    fn on_accepted(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        if self.conns.len() >= self.max_connections || self.conns.vacant_key() > token::MAX_CONN_KEY
-        {
-            self.stats.tcp_rejected += 1;
-            if !self.accept.in_cap_episode {
-                self.accept.in_cap_episode = true;
+    fn on_accepted(
+        &mut self,
+        stream: mio::net::TcpStream,
+        peer: SocketAddr,
+        table: &mut ConnTable,
+        cx: &mut LoopCtx<'_>,
+    ) {
+        if !table.has_room(self.max_connections) {
+            cx.stats.tcp_rejected += 1;
+            if !self.in_cap_episode {
+                self.in_cap_episode = true;
                 warn!(
                     "connection cap reached ({} open): closing new connections at once",
-                    self.conns.len()
+                    table.len()
                 );
             }
             debug!("{peer}: rejected: connection cap");
@@ -106,7 +176,7 @@ impl Server {
         if let Err(e) = stream.set_nodelay(true) {
             debug!("{peer}: cannot set TCP_NODELAY: {e}");
         }
-        // The write timeout for output the kernel has already taken: our
+        // The write timeout for output the kernel has already taken: the
         // sweep sees only our own pending bytes, so a peer that stopped
         // reading after the kernel swallowed the whole echo (a megabyte of
         // send queue) would pin that memory forever. TCP_USER_TIMEOUT makes
@@ -122,58 +192,31 @@ impl Server {
                 debug!("{peer}: cannot set TCP_USER_TIMEOUT: {e}");
             }
         }
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        // Both interests once: with edge triggering, a writable edge comes
-        // only after a write hit WouldBlock, so it costs nothing while no
-        // output is pending and saves an epoll_ctl per partial write.
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, token::from_key(key), interest)
-        {
-            self.stats.accept_errors += 1;
-            debug!("{peer}: cannot register: {e}");
-            return;
-        }
-        let conn = entry.insert(Connection::new(stream, self.now));
-        if log::log_enabled!(log::Level::Debug) {
-            conn.remember_peer(peer);
-        }
-        self.stats.tcp_accepted += 1;
-        debug!("conn {key} {peer}: accepted");
-        trace!("conn {key}: registered READABLE | WRITABLE once, edge-triggered (token {key})");
-        // The service may speak first (daytime, time).
-        self.drive(key, Connection::on_open);
+        table.open(stream, peer, cx);
     }
 
     /// The backlog is drained: an episode of running out (descriptors, or
     /// room under the cap) is over. Ending it here, not at the first
     /// successful accept, keeps a full backlog that is served one close at
     /// a time to one warning instead of one per close.
-    fn end_episodes(&mut self) {
-        if std::mem::take(&mut self.accept.in_fd_episode) {
-            info!(
-                "accepting resumed: backlog drained ({} open)",
-                self.conns.len()
-            );
+    fn end_episodes(&mut self, open: usize) {
+        if std::mem::take(&mut self.in_fd_episode) {
+            info!("accepting resumed: backlog drained ({open} open)");
         }
-        if self.accept.in_cap_episode && self.conns.len() < self.max_connections {
-            self.accept.in_cap_episode = false;
-            info!("below the connection cap again ({} open)", self.conns.len());
+        if self.in_cap_episode && open < self.max_connections {
+            self.in_cap_episode = false;
+            info!("below the connection cap again ({open} open)");
         }
     }
 
-    fn pause_accepting(&mut self, e: &io::Error) {
-        self.accept.paused_until = Some(Instant::now() + ACCEPT_RETRY);
-        if !self.accept.in_fd_episode {
-            self.accept.in_fd_episode = true;
+    fn pause(&mut self, e: &io::Error, open: usize, now: Instant) {
+        self.paused_until = Some(now + ACCEPT_RETRY);
+        if !self.in_fd_episode {
+            self.in_fd_episode = true;
             if is_fd_exhausted(e) {
                 warn!(
-                    "accepting paused: out of file descriptors ({e}) with {} connections open; \
+                    "accepting paused: out of file descriptors ({e}) with {open} connections open; \
                      retrying every {} ms",
-                    self.conns.len(),
                     ACCEPT_RETRY.as_millis()
                 );
             } else {
@@ -185,12 +228,36 @@ impl Server {
         }
     }
 
-    /// Tries every listener again after a pause.
-    pub(super) fn resume_accepting(&mut self) {
+    /// Retries every listener when the pause is over, or at once when a
+    /// connection has closed since (`freed`), which freed a descriptor.
+    pub fn on_timer(&mut self, freed: bool, table: &mut ConnTable, cx: &mut LoopCtx<'_>) {
+        let Some(until) = self.paused_until else {
+            return;
+        };
+        if !freed && cx.now < until {
+            return;
+        }
         trace!("accept: retrying after pause");
-        self.accept.paused_until = None;
+        self.paused_until = None;
         for i in 0..self.listeners.len() {
-            self.on_accept_ready(i);
+            self.on_ready(i, table, cx);
         }
     }
+
+    /// Closes the listeners (shutdown): new connects are refused.
+    pub fn close(&mut self, registry: &Registry) {
+        for mut listener in self.listeners.drain(..) {
+            let _ = registry.deregister(&mut listener);
+        }
+        self.paused_until = None;
+    }
+}
+
+/// The open-file limit minus a reserve, or effectively no cap if the limit
+/// is unknown.
+fn default_max_connections() -> usize {
+    net::open_file_limit()
+        .map(|n| n.saturating_sub(FD_RESERVE).max(1))
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(usize::MAX)
 }

@@ -18,10 +18,11 @@ use std::thread;
 
 use log::info;
 
-use super::live::Live;
+use super::config::Placement;
+use super::observe::live::Live;
+use super::observe::Stats;
 use super::{Server, ServerConfig, ServerError, ServerHandle};
 use crate::net::{self, BindError, BindOptions};
-use crate::stats::Stats;
 
 /// One or more loops bound to the same addresses.
 pub struct Cluster {
@@ -54,20 +55,22 @@ impl Cluster {
             net::udp_socket(a, probe_opts).and_then(|s| local_addr("udp", a, s.local_addr()))
         })?;
         // The probes are closed now; every loop binds the concrete ports.
-        shared.reuse_port = true;
-        if shared.stats_interval.is_some() || shared.metrics.is_some() {
-            shared.live = Some(Live::new(loops));
-        }
+        let live =
+            (shared.stats_interval.is_some() || shared.metrics.is_some()).then(|| Live::new(loops));
         let servers = (0..loops)
             .map(|i| {
                 let mut config = shared.clone();
-                config.loop_index = i;
                 // Loop 0 reports and serves metrics for all of them.
                 if i > 0 {
                     config.stats_interval = None;
                     config.metrics = None;
                 }
-                Server::bind(config)
+                let placement = Placement {
+                    live: live.clone(),
+                    loop_index: i,
+                    reuse_port: true,
+                };
+                Server::bind_placed(config, placement)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Cluster { servers })

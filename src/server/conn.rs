@@ -12,15 +12,19 @@ use std::net::{Shutdown, SocketAddr};
 
 use log::trace;
 
-use crate::buffer::{PendingOutput, Watermarks};
+use super::buffer::{PendingOutput, Watermarks};
+use super::observe::Stats;
 use crate::mode::{Opening, Reply, Service};
 use crate::net::{is_interrupted, is_output_timed_out, is_peer_gone, is_would_block, KernelQueues};
-use crate::stats::Stats;
 
 /// Coarse time: tenths of a second since the server started. Four bytes
 /// per connection instead of a sixteen-byte `Instant`, and fine enough for
 /// idle timeouts and log lines.
 pub type Tick = u32;
+
+/// How long a connection must have moved no bytes before a shutdown
+/// takes it for at rest: two ticks, 0.1 to 0.2 s.
+pub const QUIET_TICKS: Tick = 2;
 
 /// What a connection needs from a socket.
 pub trait Stream: Read + Write {
@@ -101,6 +105,21 @@ pub enum CloseReason {
     Done,
     /// Any other IO error.
     Io(io::ErrorKind),
+}
+
+impl CloseReason {
+    /// Counts one closed connection under this reason.
+    pub fn count_in(&self, stats: &mut Stats) {
+        stats.tcp_closed += 1;
+        match self {
+            CloseReason::Reset => stats.tcp_resets += 1,
+            CloseReason::Io(_) => stats.tcp_io_errors += 1,
+            CloseReason::ShutdownDeadline => stats.tcp_forced_closes += 1,
+            CloseReason::IdleTimeout => stats.tcp_idle_timeouts += 1,
+            CloseReason::WriteTimeout => stats.tcp_write_timeouts += 1,
+            CloseReason::PeerClosed | CloseReason::Shutdown | CloseReason::Done => {}
+        }
+    }
 }
 
 impl fmt::Display for CloseReason {
@@ -234,11 +253,13 @@ impl<S: Stream> Connection<S> {
         self.peer.as_deref().copied()
     }
 
+    #[cfg(test)]
     /// The socket.
     pub fn stream(&self) -> &S {
         &self.stream
     }
 
+    #[cfg(test)]
     /// Where the connection is in its life.
     pub fn state(&self) -> ConnState {
         self.state
@@ -254,6 +275,7 @@ impl<S: Stream> Connection<S> {
         self.pending.len()
     }
 
+    #[cfg(test)]
     /// True while reading is stopped by backpressure.
     pub fn is_paused(&self) -> bool {
         self.is_paused
@@ -499,13 +521,16 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// During a shutdown: closes an open connection that is at rest (no
-    /// output pending here or unacknowledged in the kernel, no input
-    /// waiting) with FIN, since nothing can be lost. A connection with
-    /// bytes moving either way keeps being served: its client may still be
-    /// sending, and gets its echo until it half-closes or the deadline.
-    pub fn close_if_at_rest(&mut self, key: usize) -> Progress {
+    /// During a shutdown: closes an open connection that is at rest (quiet
+    /// for [`QUIET_TICKS`], no output pending here or unacknowledged in the
+    /// kernel, no input waiting) with FIN, since nothing can be lost. A
+    /// connection with bytes moving either way keeps being served: its
+    /// client may still be sending, and gets its echo until it half-closes
+    /// or the deadline. The quiet spell keeps a sender that merely paused
+    /// between two writes from being taken for one that has finished.
+    pub fn close_if_at_rest(&mut self, key: usize, now: Tick) -> Progress {
         if self.state != ConnState::Open
+            || self.idle_for(now) < QUIET_TICKS
             || !self.pending.is_empty()
             || self.is_write_blocked
             || self.is_deferred
@@ -933,6 +958,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn closes_are_counted_by_reason() {
+        let mut s = Stats::default();
+        CloseReason::PeerClosed.count_in(&mut s);
+        CloseReason::Reset.count_in(&mut s);
+        CloseReason::Io(std::io::ErrorKind::TimedOut).count_in(&mut s);
+        CloseReason::ShutdownDeadline.count_in(&mut s);
+        CloseReason::IdleTimeout.count_in(&mut s);
+        CloseReason::WriteTimeout.count_in(&mut s);
+        assert_eq!(
+            (
+                s.tcp_closed,
+                s.tcp_resets,
+                s.tcp_io_errors,
+                s.tcp_forced_closes,
+                s.tcp_idle_timeouts,
+                s.tcp_write_timeouts,
+            ),
+            (6, 1, 1, 1, 1, 1)
+        );
+    }
+
+    #[test]
     fn eof_with_nothing_pending_closes_at_once() {
         let mut h = Harness::new(16);
         let mut c = conn(b"", 16, 100);
@@ -989,7 +1036,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn issue_2_short_read_shortcut_still_reads_the_eof_behind_a_short_read() {
+    fn short_read_shortcut_still_reads_the_eof_behind_a_short_read() {
         // Data and FIN reported in one event: the read that returns the
         // data is short, and no new edge will announce the EOF behind it.
         let mut h = Harness::new(64);
@@ -1021,18 +1068,23 @@ pub(crate) mod tests {
     fn shutdown_closes_a_connection_at_rest_and_keeps_serving_a_busy_one() {
         let mut c = conn(b"", 8, 100);
         assert_eq!(
-            c.close_if_at_rest(1),
+            c.close_if_at_rest(1, 1),
+            Progress::Wait,
+            "not quiet long enough"
+        );
+        assert_eq!(
+            c.close_if_at_rest(1, QUIET_TICKS),
             Progress::Close(CloseReason::Shutdown)
         );
 
         // Input waiting in the kernel: its client is still sending.
         let mut h = Harness::new(8);
         let mut c = conn(b"abc", 8, 100);
-        assert_eq!(c.close_if_at_rest(1), Progress::Wait);
+        assert_eq!(c.close_if_at_rest(1, 100), Progress::Wait);
         // Output pending here: the echo is still owed.
         let mut c = conn(b"abcdefgh", 8, 3);
         c.on_readable(&mut h.cx());
-        assert_eq!(c.close_if_at_rest(1), Progress::Wait);
+        assert_eq!(c.close_if_at_rest(1, 100), Progress::Wait);
         // It keeps reading and answering during the drain, and a
         // half-close still ends it cleanly once everything is delivered.
         c.stream.input.extend_from_slice(b"more");

@@ -11,9 +11,9 @@
 
 use proptest::prelude::*;
 
+use super::buffer::Watermarks;
 use super::conn::tests::{FakeStream, Harness};
 use super::conn::{CloseReason, Connection, Progress};
-use crate::buffer::Watermarks;
 use crate::mode::{Mode, Service};
 
 /// One step of the script.

@@ -1,5 +1,6 @@
-//! Graceful shutdown: the signal source, and the drain that flushes
-//! pending output for a bounded time before everything is closed.
+//! Graceful shutdown: the signal source, the stop handle, and the drain's
+//! timers. It decides *when* each step of the drain happens and returns
+//! it as a [`DrainStep`]; the loop carries the step out on the components.
 //!
 //! Sequence: stop accepting (the listeners close, so new connects are
 //! refused) and stop serving UDP. Connections at rest (nothing owed,
@@ -13,27 +14,17 @@
 //! away the echo still on its way. A second signal ends it all at once.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
-use mio::Poll;
+use log::info;
+use mio::{Registry, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use super::conn::{CloseReason, Progress};
-use super::{token, Server};
-
-/// Registers SIGINT and SIGTERM with `poll` under `token::SIGNAL`.
-///
-/// # Errors
-///
-/// Installing the handlers or registering the pipe failed.
-pub fn register_signals(poll: &Poll) -> io::Result<Signals> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    poll.registry()
-        .register(&mut signals, token::SIGNAL, mio::Interest::READABLE)?;
-    Ok(signals)
-}
+use super::config::{ServerConfig, ServerError};
+use super::token;
 
 /// How often a drain looks for connections that have come to rest.
 const REST_CHECK_EVERY: Duration = Duration::from_millis(100);
@@ -42,9 +33,45 @@ const REST_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// dropped) for their peers to close, before the last close.
 const FINAL_LINGER: Duration = Duration::from_secs(1);
 
-/// A shutdown under way.
+/// Stops a running server from another thread.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ServerHandle {
+    /// Asks the loop to shut down gracefully, as SIGTERM would.
+    ///
+    /// # Errors
+    ///
+    /// The waker's write failed (the loop is most likely gone already).
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.waker.wake()
+    }
+}
+
+/// What the loop must do next to shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DrainStep {
+    /// Close the listeners, UDP sockets and metrics, and the connections
+    /// at rest.
+    Begin,
+    /// Close the connections that came to rest since the last look.
+    CloseAtRest,
+    /// The deadline: cut the busy connections, which may linger this long.
+    Cut {
+        /// How long they may linger.
+        linger: Duration,
+    },
+    /// The linger is over: close everything left.
+    CloseAll,
+}
+
+/// The drain's timers, once it has begun.
 #[derive(Debug)]
-pub struct Drain {
+struct Drain {
     /// When the connections still busy are cut.
     deadline: Instant,
     /// Set once they are cut: when the lingering ones are closed regardless.
@@ -53,12 +80,140 @@ pub struct Drain {
     next_check: Instant,
 }
 
-impl Drain {
-    /// The drain's next timer.
-    pub fn next_at(&self) -> Instant {
-        self.next_check
-            .min(self.linger_until.unwrap_or(self.deadline))
+/// Signals, the stop handle, and the drain once it has begun.
+pub(crate) struct Shutdown {
+    signals: Option<Signals>,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    /// `--shutdown-timeout`.
+    timeout: Duration,
+    /// Why the drain began, for the log.
+    reason: &'static str,
+    drain: Option<Drain>,
+}
+
+impl Shutdown {
+    /// Registers the waker, and SIGINT/SIGTERM when `config` asks for it.
+    pub fn new(config: &ServerConfig, registry: &Registry) -> Result<Shutdown, ServerError> {
+        let waker =
+            Waker::new(registry, token::WAKER).map_err(|e| ServerError::Setup("waker", e))?;
+        let signals = if config.handle_signals {
+            Some(register_signals(registry).map_err(|e| ServerError::Setup("signals", e))?)
+        } else {
+            None
+        };
+        Ok(Shutdown {
+            signals,
+            waker: Arc::new(waker),
+            stop: Arc::new(AtomicBool::new(false)),
+            timeout: config.shutdown_timeout,
+            reason: "",
+            drain: None,
+        })
     }
+
+    /// A handle that stops the loop from another thread.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            waker: Arc::clone(&self.waker),
+            stop: Arc::clone(&self.stop),
+        }
+    }
+
+    /// True once the drain has begun.
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_some()
+    }
+
+    /// Why the drain began.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+
+    /// `--shutdown-timeout`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The drain's next timer.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        // Once cut, only the end of the linger is left: the rest checks
+        // are over (a stale one would make the poll spin).
+        self.drain
+            .as_ref()
+            .map(|d| d.linger_until.unwrap_or(d.next_check.min(d.deadline)))
+    }
+
+    /// The signal source is readable: each SIGINT or SIGTERM begins the
+    /// drain, or ends it at once when it had begun.
+    pub fn on_signal(&mut self, now: Instant) -> Vec<DrainStep> {
+        let mut received = Vec::new();
+        if let Some(signals) = &mut self.signals {
+            received.extend(signals.pending());
+        }
+        received
+            .into_iter()
+            .flat_map(|sig| self.begin(signal_name(sig), now))
+            .collect()
+    }
+
+    /// The waker fired: a [`ServerHandle`] asked to stop.
+    pub fn on_wake(&mut self, now: Instant) -> Vec<DrainStep> {
+        if self.stop.load(Ordering::SeqCst) {
+            self.begin("stop requested", now)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Begins the drain, or, if one is under way, ends it now.
+    fn begin(&mut self, why: &'static str, now: Instant) -> Vec<DrainStep> {
+        if let Some(drain) = &mut self.drain {
+            info!("{why} again: closing remaining connections now");
+            drain.deadline = now;
+            drain.linger_until = Some(now);
+            return vec![
+                DrainStep::Cut {
+                    linger: Duration::ZERO,
+                },
+                DrainStep::CloseAll,
+            ];
+        }
+        self.reason = why;
+        self.drain = Some(Drain {
+            deadline: now + self.timeout,
+            linger_until: None,
+            next_check: now + REST_CHECK_EVERY,
+        });
+        vec![DrainStep::Begin]
+    }
+
+    /// The drain's timers: look for connections at rest, cut at the
+    /// deadline, close everything when the linger is over.
+    pub fn on_timer(&mut self, now: Instant) -> Option<DrainStep> {
+        let drain = self.drain.as_mut()?;
+        if let Some(until) = drain.linger_until {
+            return (now >= until).then_some(DrainStep::CloseAll);
+        }
+        if now >= drain.deadline {
+            drain.linger_until = Some(now + FINAL_LINGER);
+            return Some(DrainStep::Cut {
+                linger: FINAL_LINGER,
+            });
+        }
+        if now >= drain.next_check {
+            drain.next_check = now + REST_CHECK_EVERY;
+            return Some(DrainStep::CloseAtRest);
+        }
+        None
+    }
+}
+
+/// Registers SIGINT and SIGTERM with `registry` under `token::SIGNAL`.
+fn register_signals(registry: &Registry) -> io::Result<Signals> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    registry.register(&mut signals, token::SIGNAL, mio::Interest::READABLE)?;
+    Ok(signals)
 }
 
 fn signal_name(sig: i32) -> &'static str {
@@ -69,128 +224,60 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-impl Server {
-    pub(super) fn on_signal(&mut self) {
-        let mut received = Vec::new();
-        if let Some(signals) = &mut self.signals {
-            received.extend(signals.pending());
-        }
-        for sig in received {
-            self.begin_shutdown(signal_name(sig), Instant::now());
-        }
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// Starts the drain, or, if one is under way, ends it now.
-    pub(super) fn begin_shutdown(&mut self, why: &str, now: Instant) {
-        if let Some(drain) = &mut self.drain {
-            info!("{why} again: closing remaining connections now");
-            drain.deadline = now;
-            drain.linger_until = Some(now);
-            self.cut_busy();
-            self.close_all_lingering();
-            return;
-        }
-        info!(
-            "shutdown begun ({why}): not accepting; serving {} connections until their clients finish, for up to {:.1} s",
-            self.conns.len(),
-            self.shutdown_timeout.as_secs_f64()
-        );
-        for mut listener in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut listener.socket);
-        }
-        for mut socket in self.udp.drain(..) {
-            let _ = self.poll.registry().deregister(&mut socket);
-        }
-        // Scrapers get no answer from a server on its way out.
-        self.metrics = None;
-        self.drain = Some(Drain {
-            deadline: now + self.shutdown_timeout,
-            linger_until: None,
-            next_check: now + REST_CHECK_EVERY,
-        });
-        // Idle connections end now, so an idle server stops at once.
-        self.close_those_at_rest();
-    }
-
-    /// The drain's timer: closes connections that have come to rest, cuts
-    /// the busy ones at the deadline, and ends the lingering ones after it.
-    pub(super) fn on_drain_timer(&mut self, now: Instant) {
-        let Some(drain) = &mut self.drain else {
-            return;
+    fn shutdown(timeout: Duration) -> (mio::Poll, Shutdown) {
+        let poll = mio::Poll::new().expect("poll");
+        let config = ServerConfig {
+            shutdown_timeout: timeout,
+            ..ServerConfig::default()
         };
-        if let Some(until) = drain.linger_until {
-            if now >= until {
-                self.close_all_lingering();
-            }
-            return;
-        }
-        if now >= drain.deadline {
-            drain.linger_until = Some(now + FINAL_LINGER);
-            self.cut_busy();
-            return;
-        }
-        if now >= drain.next_check {
-            drain.next_check = now + REST_CHECK_EVERY;
-            self.close_those_at_rest();
-        }
+        let s = Shutdown::new(&config, poll.registry()).expect("shutdown");
+        (poll, s)
     }
 
-    /// FIN and close for every open connection with nothing moving: no
-    /// output owed, none unacknowledged in the kernel, no input waiting.
-    /// The others are still being served (their clients keep sending, or
-    /// read their echo) until they half-close or the deadline passes.
-    fn close_those_at_rest(&mut self) {
-        let at_rest: Vec<(usize, CloseReason)> = self
-            .conns
-            .iter_mut()
-            .filter_map(|(key, conn)| match conn.close_if_at_rest(key) {
-                Progress::Close(reason) => Some((key, reason)),
-                _ => None,
+    #[test]
+    fn the_drain_looks_for_rest_then_cuts_at_the_deadline_then_closes_after_the_linger() {
+        let (_poll, mut s) = shutdown(Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(s.on_timer(t0), None, "nothing before a stop");
+        s.stop.store(true, Ordering::SeqCst);
+        assert_eq!(s.on_wake(t0), [DrainStep::Begin]);
+        assert_eq!(s.on_timer(t0 + Duration::from_millis(50)), None);
+        assert_eq!(
+            s.on_timer(t0 + Duration::from_millis(150)),
+            Some(DrainStep::CloseAtRest)
+        );
+        let deadline = t0 + Duration::from_secs(1);
+        assert_eq!(
+            s.on_timer(deadline),
+            Some(DrainStep::Cut {
+                linger: FINAL_LINGER
             })
-            .collect();
-        for (key, reason) in at_rest {
-            self.close(key, reason);
-        }
-    }
-
-    /// The deadline passed: every connection still busy gets one last
-    /// flush and a FIN, and lingers until its peer closes.
-    fn cut_busy(&mut self) {
-        if self.conns.is_empty() {
-            return;
-        }
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        let mut never_sent = 0;
-        for &key in &keys {
-            self.drive(key, |conn, cx| {
-                let (left, progress) = conn.cut(cx);
-                cx.stats.tcp_cut_bytes += left;
-                never_sent += left;
-                progress
-            });
-        }
-        warn!(
-            "drain deadline passed: cut {} connections ({never_sent} B of echo never sent); \
-             FIN sent, waiting up to {:.1} s for their peers to close",
-            keys.len(),
-            FINAL_LINGER.as_secs_f64()
+        );
+        assert_eq!(s.next_deadline(), Some(deadline + FINAL_LINGER));
+        assert_eq!(
+            s.on_timer(deadline + FINAL_LINGER),
+            Some(DrainStep::CloseAll)
         );
     }
 
-    /// The linger is over: closes what is left, counting as cut what the
-    /// kernel will now throw away with the reset.
-    fn close_all_lingering(&mut self) {
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            if let Some(conn) = self.conns.get(key) {
-                self.stats.tcp_cut_bytes += conn.undelivered_at_close();
-            }
-            self.close(key, CloseReason::ShutdownDeadline);
-        }
-    }
-
-    /// True once shutdown has begun and every connection is closed.
-    pub(super) fn is_finished(&self) -> bool {
-        self.drain.is_some() && self.conns.is_empty()
+    #[test]
+    fn a_second_stop_cuts_and_closes_at_once() {
+        let (_poll, mut s) = shutdown(Duration::from_secs(30));
+        let t0 = Instant::now();
+        s.stop.store(true, Ordering::SeqCst);
+        assert_eq!(s.on_wake(t0), [DrainStep::Begin]);
+        assert_eq!(
+            s.on_wake(t0),
+            [
+                DrainStep::Cut {
+                    linger: Duration::ZERO
+                },
+                DrainStep::CloseAll
+            ]
+        );
     }
 }

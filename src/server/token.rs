@@ -80,12 +80,6 @@ pub fn metrics_client(i: usize) -> Token {
 }
 
 /// Names the source behind `token`.
-///
-/// ```
-/// use echo_reactor::server::token::{self, Source};
-/// assert_eq!(token::classify(token::from_key(17)), Source::Conn(17));
-/// assert_eq!(token::classify(token::listener(2)), Source::Listener(2));
-/// ```
 pub fn classify(token: Token) -> Source {
     match token.0 {
         k if k <= MAX_CONN_KEY => Source::Conn(k),

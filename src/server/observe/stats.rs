@@ -6,8 +6,6 @@
 
 use std::fmt;
 
-use crate::server::conn::CloseReason;
-
 /// What one server loop has done since it started.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
@@ -59,19 +57,6 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Counts one closed connection under its reason.
-    pub fn record_close(&mut self, reason: &CloseReason) {
-        self.tcp_closed += 1;
-        match reason {
-            CloseReason::Reset => self.tcp_resets += 1,
-            CloseReason::Io(_) => self.tcp_io_errors += 1,
-            CloseReason::ShutdownDeadline => self.tcp_forced_closes += 1,
-            CloseReason::IdleTimeout => self.tcp_idle_timeouts += 1,
-            CloseReason::WriteTimeout => self.tcp_write_timeouts += 1,
-            CloseReason::PeerClosed | CloseReason::Shutdown | CloseReason::Done => {}
-        }
-    }
-
     /// Adds another loop's counters to these.
     pub fn merge(&mut self, other: &Stats) {
         let Stats {
@@ -155,28 +140,6 @@ impl fmt::Display for Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn closes_are_counted_by_reason() {
-        let mut s = Stats::default();
-        s.record_close(&CloseReason::PeerClosed);
-        s.record_close(&CloseReason::Reset);
-        s.record_close(&CloseReason::Io(std::io::ErrorKind::TimedOut));
-        s.record_close(&CloseReason::ShutdownDeadline);
-        s.record_close(&CloseReason::IdleTimeout);
-        s.record_close(&CloseReason::WriteTimeout);
-        assert_eq!(
-            (
-                s.tcp_closed,
-                s.tcp_resets,
-                s.tcp_io_errors,
-                s.tcp_forced_closes,
-                s.tcp_idle_timeouts,
-                s.tcp_write_timeouts,
-            ),
-            (6, 1, 1, 1, 1, 1)
-        );
-    }
 
     #[test]
     fn every_rejection_drop_and_forced_close_shows_in_the_report() {

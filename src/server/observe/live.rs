@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
-use crate::stats::Stats;
+use super::Stats;
 
 /// One loop's figures at one moment.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -23,10 +23,10 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use super::accept::ACCEPT_RETRY;
 use super::live::Snapshot;
-use super::token;
 use crate::net::{is_fd_exhausted, is_interrupted, is_would_block};
+use crate::server::accept::ACCEPT_RETRY;
+use crate::server::token;
 
 /// The most scrapers served at once; more are accepted and closed.
 pub const MAX_CLIENTS: usize = token::MAX_METRICS_CLIENTS;

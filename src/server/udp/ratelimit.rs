@@ -49,17 +49,6 @@ impl RateLimiter {
 
     /// Takes one token from `source`'s bucket at `now`; false when it is
     /// empty, meaning the datagram should be dropped.
-    ///
-    /// ```
-    /// use std::time::{Duration, Instant};
-    /// use echo_reactor::ratelimit::RateLimiter;
-    /// let mut limit = RateLimiter::new(2, 16);
-    /// let ip = "192.0.2.1".parse().unwrap();
-    /// let t0 = Instant::now();
-    /// assert!(limit.allow(ip, t0) && limit.allow(ip, t0));
-    /// assert!(!limit.allow(ip, t0), "a burst of one second's worth, no more");
-    /// assert!(limit.allow(ip, t0 + Duration::from_millis(500)), "refills at 2/s");
-    /// ```
     pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
         let source = canonical(source);
         if !self.buckets.contains_key(&source) && self.buckets.len() >= self.max_sources {
@@ -81,14 +70,10 @@ impl RateLimiter {
         }
     }
 
+    #[cfg(test)]
     /// Sources tracked now.
     pub fn len(&self) -> usize {
         self.buckets.len()
-    }
-
-    /// True when no source is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
     }
 
     /// Forgets full buckets; if the table is still above 7/8 full, forgets
@@ -126,6 +111,22 @@ fn canonical(ip: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_source_gets_a_burst_of_one_seconds_worth_then_refills() {
+        let mut limit = RateLimiter::new(2, 16);
+        let ip = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(limit.allow(ip, t0) && limit.allow(ip, t0));
+        assert!(
+            !limit.allow(ip, t0),
+            "a burst of one second's worth, no more"
+        );
+        assert!(
+            limit.allow(ip, t0 + Duration::from_millis(500)),
+            "refills at 2/s"
+        );
+    }
 
     fn ip(i: u32) -> IpAddr {
         IpAddr::V4(i.into())

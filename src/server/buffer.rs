@@ -43,22 +43,12 @@ impl PendingOutput {
     }
 
     /// Bytes of heap this buffer holds (its capacity), for statistics.
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.chunk.as_ref().map_or(0, |c| c.bytes.capacity())
     }
 
     /// Queues `data` after what is already pending.
-    ///
-    /// ```
-    /// use echo_reactor::buffer::PendingOutput;
-    /// let mut p = PendingOutput::new();
-    /// p.push(b"hello ");
-    /// p.push(b"world");
-    /// p.consume(6);
-    /// assert_eq!(p.as_slice(), b"world");
-    /// p.consume(5);
-    /// assert!(p.is_empty());
-    /// ```
     pub fn push(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
@@ -109,7 +99,7 @@ impl Watermarks {
     /// does not flap between paused and reading on every small write.
     ///
     /// ```
-    /// use echo_reactor::buffer::Watermarks;
+    /// use echo_reactor::Watermarks;
     /// let w = Watermarks::with_high(64 * 1024);
     /// assert!(w.should_pause(64 * 1024 + 1));
     /// assert!(!w.may_resume(16 * 1024 + 1));
@@ -139,7 +129,8 @@ impl Watermarks {
 impl Default for Watermarks {
     /// Stop reading while anything is pending: the kernel's socket buffers
     /// are the real queue, and a larger user-space queue only costs memory
-    /// (see DESIGN.md, backpressure).
+    /// (measured on a C server under a 500-connection flood: a 1 MiB
+    /// watermark cost 2.5 GB of RSS and half the throughput).
     fn default() -> Self {
         Watermarks::with_high(0)
     }
@@ -148,6 +139,17 @@ impl Default for Watermarks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pushed_bytes_come_out_in_order_as_they_are_consumed() {
+        let mut p = PendingOutput::new();
+        p.push(b"hello ");
+        p.push(b"world");
+        p.consume(6);
+        assert_eq!(p.as_slice(), b"world");
+        p.consume(5);
+        assert!(p.is_empty());
+    }
 
     #[test]
     fn empty_buffer_holds_no_heap() {

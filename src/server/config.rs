@@ -1,0 +1,128 @@
+//! What a server needs to know before it binds ([`ServerConfig`]), and
+//! what can go wrong while it binds ([`ServerError`]). Plain data: the
+//! loop and its components read it once, in `Server::bind`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::buffer::Watermarks;
+use super::observe::live;
+use crate::mode::{Mode, Service};
+use crate::net::BindError;
+
+/// Everything a server needs to know before it binds.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// TCP addresses to listen on.
+    pub tcp: Vec<SocketAddr>,
+    /// UDP addresses to serve.
+    pub udp: Vec<SocketAddr>,
+    /// What to answer.
+    pub service: Arc<dyn Service>,
+    /// The listen backlog.
+    pub backlog: i32,
+    /// Per-connection backpressure.
+    pub watermarks: Watermarks,
+    /// The short-read shortcut (Linux: a read that did not fill the buffer ends the drain).
+    pub short_read: bool,
+    /// Open connections at most; `None` derives it from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// How long shutdown waits for pending output to drain.
+    pub shutdown_timeout: Duration,
+    /// Close a connection with no traffic either way for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose pending output has not moved for this long.
+    pub write_timeout: Option<Duration>,
+    /// Answer each UDP source at most this many datagrams per second.
+    pub udp_rate_limit: Option<u32>,
+    /// Let UDP replies be larger than their requests (chargen's random
+    /// 0-512 characters, daytime to short requests). Off: an open port
+    /// must not be a reflection amplifier.
+    pub udp_allow_amplification: bool,
+    /// Log a statistics line this often (`--stats SECS`); only loop 0 does.
+    pub stats_interval: Option<Duration>,
+    /// Serve Prometheus metrics here (`--metrics ADDR`); only loop 0 does.
+    pub metrics: Option<SocketAddr>,
+    /// Receive and answer UDP in batches with `recvmmsg`/`sendmmsg`
+    /// (Linux; ignored elsewhere). Off by default: on the 2-core test box it
+    /// cut syscalls per datagram from 2.05 to 1.3 but did not raise
+    /// datagrams per second (see BENCHMARKS.md).
+    pub udp_batch: bool,
+    /// Listen for SIGINT and SIGTERM (the binary does; embedders may not).
+    pub handle_signals: bool,
+}
+
+/// Where one loop sits among a cluster's loops; a lone server is loop 0
+/// of 1. Only `Cluster` sets anything else.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Placement {
+    /// Where the loops publish their figures, shared by a cluster's loops;
+    /// `None` makes a slot of its own when stats or metrics are on.
+    pub live: Option<Arc<live::Live>>,
+    /// This loop's number within its cluster.
+    pub loop_index: usize,
+    /// Set `SO_REUSEPORT` so several loops can bind the same addresses;
+    /// only for more than one loop, so a second server on a used port
+    /// still fails loudly.
+    pub reuse_port: bool,
+}
+
+impl Default for ServerConfig {
+    /// No sockets yet, echo mode, backlog 1024, 5 s shutdown timeout, 60 s
+    /// write timeout, no idle timeout, no UDP rate limit.
+    fn default() -> Self {
+        ServerConfig {
+            tcp: Vec::new(),
+            udp: Vec::new(),
+            service: Arc::new(Mode::Echo),
+            backlog: 1024,
+            watermarks: Watermarks::default(),
+            short_read: cfg!(target_os = "linux"),
+            max_connections: None,
+            shutdown_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+            write_timeout: Some(Duration::from_secs(60)),
+            udp_rate_limit: None,
+            udp_allow_amplification: false,
+            stats_interval: None,
+            metrics: None,
+            udp_batch: false,
+            handle_signals: false,
+        }
+    }
+}
+
+/// Setting a server up failed.
+#[derive(Debug)]
+pub enum ServerError {
+    /// A listener or UDP socket could not be bound.
+    Bind(BindError),
+    /// The poll, waker or signal source could not be created.
+    Setup(&'static str, io::Error),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::Bind(e) => e.fmt(f),
+            ServerError::Setup(what, e) => write!(f, "cannot set up {what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerError::Bind(e) => Some(e),
+            ServerError::Setup(_, e) => Some(e),
+        }
+    }
+}
+
+impl From<BindError> for ServerError {
+    fn from(e: BindError) -> Self {
+        ServerError::Bind(e)
+    }
+}
