@@ -14,10 +14,11 @@ use mio::net::TcpStream;
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
-use super::conn::{count_end, Ctx, End, Pace, Settings, Step, Tally, TcpClient, Window};
+use super::client::contract::{count_end, Ctx, End, Pace, Settings, Step, Tally, Window};
+use super::client::tcp::TcpClient;
+use super::client::udp::UdpClient;
 #[cfg(target_os = "linux")]
 use super::timer;
-use super::udp::UdpClient;
 use super::{report, Live, LoadConfig, LoadError, Report, Target, MAX_HANDSHAKES};
 use crate::net::is_interrupted;
 

@@ -7,12 +7,12 @@
 //! [`MAX_HANDSHAKES`] at once and at `--connect-rate`, failures retried),
 //! `Warmup` (traffic not counted), `Measure`, `Drain` (nothing new is sent;
 //! replies in flight are awaited for a bounded grace period), `Done`.
-//! The loop itself is in `event_loop`; the clients in [`conn`] (TCP)
-//! and [`udp`]; payloads in [`payload`]; the figures in [`report`].
+//! The loop itself is in `event_loop`; the clients (TCP and UDP) in
+//! [`client`]; payloads in [`payload`]; the figures in [`report`].
 //!
 //! Start reading at [`run`].
 
-pub mod conn;
+pub mod client;
 mod event_loop;
 pub mod hdr_v2;
 pub mod output;
@@ -21,7 +21,6 @@ pub mod report;
 pub mod split;
 #[cfg(target_os = "linux")]
 pub mod timer;
-pub mod udp;
 
 use std::fmt;
 use std::io;
@@ -59,7 +58,7 @@ pub const RESERVED_FDS: u64 = 32 + 2 * MAX_THREADS as u64;
 /// Most messages in flight per connection (`--pipeline`): as many as the
 /// open loop allows, and far more than a connection's socket buffers hold
 /// at the smallest message size.
-pub const MAX_PIPELINE: usize = conn::OPEN_LOOP_MAX_IN_FLIGHT;
+pub const MAX_PIPELINE: usize = client::contract::OPEN_LOOP_MAX_IN_FLIGHT;
 
 /// The highest `--rate`: several times what one process sends, so it
 /// never binds a real run, while the schedule stays in whole nanoseconds.

@@ -18,8 +18,9 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Token};
 
 use super::{Loop, Retry, Slot};
-use crate::load::conn::{count_end, End, TcpClient};
-use crate::load::udp::UdpClient;
+use crate::load::client::contract::{count_end, End};
+use crate::load::client::tcp::TcpClient;
+use crate::load::client::udp::UdpClient;
 use crate::load::{Proto, MAX_HANDSHAKES};
 use crate::net;
 

@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::Instant;
 
-use super::conn::{ClientState, Ctx, End, Pace, Step, OPEN_LOOP_MAX_IN_FLIGHT};
-use super::payload::{decode_seq, Message};
+use super::contract::{ClientState, Ctx, End, Pace, Step, OPEN_LOOP_MAX_IN_FLIGHT};
+use crate::load::payload::{decode_seq, Message};
 use crate::mode::Mode;
 use crate::net::{is_interrupted, is_would_block};
 
