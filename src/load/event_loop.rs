@@ -14,12 +14,12 @@ use mio::net::TcpStream;
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
-use super::client::contract::{count_end, Ctx, End, Pace, Settings, Step, Tally, Window};
+use super::client::contract::{count_end, ClientCtx, End, Pace, Settings, Step, Tally, Window};
 use super::client::tcp::TcpClient;
 use super::client::udp::UdpClient;
 #[cfg(target_os = "linux")]
 use super::timer;
-use super::{report, Live, LoadConfig, LoadError, Report, Target, MAX_HANDSHAKES};
+use super::{report, LoadConfig, LoadError, ProgressBoard, Report, Target, MAX_HANDSHAKES};
 use crate::net::is_interrupted;
 
 mod connect;
@@ -27,12 +27,14 @@ mod connect;
 /// How often the loop sweeps its clients for timeouts.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
-/// How often a loop publishes its live figures for the progress line and
-/// the per-second intervals. The collector takes them once a second, so a
+/// How often a loop publishes its figures to the [`ProgressBoard`] for the
+/// progress line and the per-second intervals (more often than the
+/// server's `--stats` publishing, which only feeds a once-a-second line). The collector takes them once a second, so a
 /// figure lands in the wrong second by at most this much: 5% of a second.
-const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+const PROGRESS_PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
-/// The loop's read and write buffer, and the largest UDP message.
+/// The loop's read and write buffer, and the largest UDP message. The
+/// only definition on the generator's side: clients borrow the loop's.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
 /// How many events one `poll` call may return.
@@ -148,7 +150,9 @@ pub(super) struct Loop {
     reconnects: u64,
     been_up: Vec<bool>,
     next_sweep: Instant,
-    live: Option<(Live, usize)>,
+    /// Where this loop publishes its figures, and its slot there; `None`
+    /// when nobody reads them (no progress line, no intervals).
+    board: Option<(ProgressBoard, usize)>,
     next_publish: Instant,
     max_loss_percent: f64,
     /// A stop was asked for (SIGINT, SIGTERM) and the run is ending early.
@@ -162,7 +166,7 @@ impl Loop {
     pub(super) fn new(
         config: &LoadConfig,
         index: usize,
-        live: Option<(Live, usize)>,
+        board: Option<(ProgressBoard, usize)>,
     ) -> Result<Loop, LoadError> {
         let poll = Poll::new().map_err(|e| LoadError::Setup("poll", e))?;
         let threads = config.threads;
@@ -212,14 +216,14 @@ impl Loop {
             drain_timeout: config.drain_timeout,
             connect_timeout: config.connect_timeout,
             window: Window::default(),
-            tally: Tally::new(live.is_some()),
+            tally: Tally::new(board.is_some()),
             connected: 0,
             up: 0,
             reconnect: config.reconnect,
             reconnects: 0,
             been_up: vec![false; mine],
             next_sweep: now + SWEEP_EVERY,
-            live,
+            board,
             next_publish: now,
             max_loss_percent: config.max_loss_percent,
             is_interrupted: false,
@@ -349,7 +353,7 @@ impl Loop {
             // Closed earlier in this batch: a spurious event.
             return;
         };
-        let mut cx = Ctx {
+        let mut cx = ClientCtx {
             settings: &self.settings,
             now,
             window: self.window,
@@ -449,7 +453,7 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        let mut cx = Ctx {
+        let mut cx = ClientCtx {
             settings: &self.settings,
             now,
             window: self.window,
@@ -490,9 +494,9 @@ impl Loop {
             self.next_sweep = now + SWEEP_EVERY;
         }
         self.advance_phase(now);
-        if self.live.is_some() && now >= self.next_publish {
+        if self.board.is_some() && now >= self.next_publish {
             self.publish();
-            self.next_publish = now + PUBLISH_EVERY;
+            self.next_publish = now + PROGRESS_PUBLISH_EVERY;
         }
     }
 
@@ -508,7 +512,7 @@ impl Loop {
                     }
                 }
                 Slot::Udp(c) => {
-                    let mut cx = Ctx {
+                    let mut cx = ClientCtx {
                         settings: &self.settings,
                         now,
                         window: self.window,
@@ -627,12 +631,12 @@ impl Loop {
         }
     }
 
-    /// Hands this loop's live figures to the progress line.
+    /// Hands this loop's figures to the progress board.
     fn publish(&mut self) {
-        let Some((live, index)) = &self.live else {
+        let Some((board, index)) = &self.board else {
             return;
         };
-        let Ok(mut slots) = live.lock() else {
+        let Ok(mut slots) = board.lock() else {
             return;
         };
         let Some(slot) = slots.get_mut(*index) else {

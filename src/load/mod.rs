@@ -330,7 +330,7 @@ impl std::error::Error for LoadError {
 
 /// Figures for the live progress line, about once a second.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
+pub struct ProgressLine {
     /// Time since the run began.
     pub elapsed: Duration,
     /// Connections established and not yet ended.
@@ -361,7 +361,7 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
 /// As [`run`].
 pub fn run_with_progress(
     config: &LoadConfig,
-    on_progress: &mut dyn FnMut(&Progress),
+    on_progress: &mut dyn FnMut(&ProgressLine),
 ) -> Result<Report, LoadError> {
     run_inner(config, &AtomicBool::new(false), Some(on_progress))
 }
@@ -377,35 +377,39 @@ pub fn run_with_progress(
 pub fn run_until(
     config: &LoadConfig,
     stop: &AtomicBool,
-    on_progress: Option<&mut dyn FnMut(&Progress)>,
+    on_progress: Option<&mut dyn FnMut(&ProgressLine)>,
 ) -> Result<Report, LoadError> {
     run_inner(config, stop, on_progress)
 }
 
 /// What one loop publishes for the progress line.
 #[derive(Debug)]
-struct LiveSlot {
+struct LoopFigures {
     up: u64,
     errors: u64,
     recent_messages: u64,
     recent_latency: Histogram<u64>,
 }
 
-type Live = Arc<Mutex<Vec<LiveSlot>>>;
+/// Where the loops publish their recent figures, one slot per loop; the
+/// collector in `run_inner` takes them once a second for the progress line
+/// and the intervals. Shared across threads, so behind a mutex; a loop
+/// touches it only every `PROGRESS_PUBLISH_EVERY`, never per message.
+type ProgressBoard = Arc<Mutex<Vec<LoopFigures>>>;
 
 fn run_inner(
     config: &LoadConfig,
     stop: &AtomicBool,
-    mut on_progress: Option<&mut dyn FnMut(&Progress)>,
+    mut on_progress: Option<&mut dyn FnMut(&ProgressLine)>,
 ) -> Result<Report, LoadError> {
     config.validate()?;
     let started = Instant::now();
     let threads = config.threads;
-    let wants_live = on_progress.is_some() || config.record_intervals;
-    let live: Option<Live> = wants_live.then(|| {
+    let wants_board = on_progress.is_some() || config.record_intervals;
+    let board: Option<ProgressBoard> = wants_board.then(|| {
         Arc::new(Mutex::new(
             (0..threads)
-                .map(|_| LiveSlot {
+                .map(|_| LoopFigures {
                     up: 0,
                     errors: 0,
                     recent_messages: 0,
@@ -429,11 +433,11 @@ fn run_inner(
     std::thread::scope(|scope| {
         for index in 0..threads {
             let tx = tx.clone();
-            let live = live.clone().map(|l| (l, index));
+            let board = board.clone().map(|b| (b, index));
             std::thread::Builder::new()
                 .name(format!("load-{index}"))
                 .spawn_scoped(scope, move || {
-                    let result = Loop::new(config, index, live).and_then(|mut l| l.run(stop));
+                    let result = Loop::new(config, index, board).and_then(|mut l| l.run(stop));
                     let _ = tx.send(result);
                 })
                 .map_err(|e| LoadError::Setup("load thread", e))?;
@@ -456,10 +460,10 @@ fn run_inner(
                     finished += 1;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Some(live) = &live {
+                    if let Some(board) = &board {
                         let now = Instant::now();
                         let (progress, interval) =
-                            take_progress(live, now - started, now - last_report);
+                            take_progress(board, now - started, now - last_report);
                         if let Some(cb) = on_progress.as_mut() {
                             cb(&progress);
                         }
@@ -476,10 +480,10 @@ fn run_inner(
                 }
             }
         }
-        if let (Some(live), true) = (&live, config.record_intervals) {
+        if let (Some(board), true) = (&board, config.record_intervals) {
             // The last, partial interval: what completed since the last tick.
             let now = Instant::now();
-            intervals.push(take_progress(live, now - started, now - last_report).1);
+            intervals.push(take_progress(board, now - started, now - last_report).1);
         }
         merged.intervals = intervals;
         match first_failure {
@@ -491,8 +495,12 @@ fn run_inner(
 
 /// The figures since the last call, for the progress line and as one
 /// interval of the run; resets the loops' recent counters.
-fn take_progress(live: &Live, elapsed: Duration, since_last: Duration) -> (Progress, Interval) {
-    let mut p = Progress {
+fn take_progress(
+    board: &ProgressBoard,
+    elapsed: Duration,
+    since_last: Duration,
+) -> (ProgressLine, Interval) {
+    let mut p = ProgressLine {
         elapsed,
         connections_up: 0,
         msgs_per_sec: 0.0,
@@ -505,7 +513,7 @@ fn take_progress(live: &Live, elapsed: Duration, since_last: Duration) -> (Progr
         messages: 0,
         latency: report::new_histogram(),
     };
-    let Ok(mut slots) = live.lock() else {
+    let Ok(mut slots) = board.lock() else {
         return (p, interval);
     };
     for s in slots.iter_mut() {

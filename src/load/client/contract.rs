@@ -1,6 +1,6 @@
 //! What every client of the load generator shares with the loop: the
 //! run's [`Settings`], a client's [`Pace`], the measured [`Window`], the
-//! loop's [`Tally`], the context a handler borrows ([`Ctx`]) and the
+//! loop's [`Tally`], the context a handler borrows ([`ClientCtx`]) and the
 //! [`Step`] it hands back, with the [`End`] that closes it. The clients
 //! themselves live in `tcp` and `udp`; the loop, the `Poll` and
 //! connecting are the loop's.
@@ -168,7 +168,7 @@ impl Tally {
 }
 
 /// What a handler borrows from the loop for one call.
-pub struct Ctx<'a> {
+pub struct ClientCtx<'a> {
     /// The run's settings.
     pub settings: &'a Settings,
     /// The time of this batch of events.

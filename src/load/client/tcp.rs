@@ -11,7 +11,9 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-use super::contract::{show_byte, ClientState, Ctx, End, Pace, Step, OPEN_LOOP_MAX_IN_FLIGHT};
+use super::contract::{
+    show_byte, ClientCtx, ClientState, End, Pace, Step, OPEN_LOOP_MAX_IN_FLIGHT,
+};
 use crate::load::payload::Message;
 use crate::mode::Mode;
 use crate::net::{is_interrupted, is_peer_gone, is_would_block};
@@ -102,13 +104,13 @@ impl<S: Read + Write> TcpClient<S> {
     }
 
     /// The socket has room again: send what the pace allows.
-    pub fn on_writable(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+    pub fn on_writable(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         self.pump(scratch, cx)
     }
 
     /// Replies arrived: read until the socket is empty, check every byte,
     /// then send what the completed replies allow.
-    pub fn on_readable(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+    pub fn on_readable(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         loop {
             match self.stream.read(scratch) {
                 // EOF: fine only if nothing more was owed to us.
@@ -154,7 +156,7 @@ impl<S: Read + Write> TcpClient<S> {
     }
 
     /// Writes what the pace allows until done or the kernel pushes back.
-    fn pump(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+    fn pump(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         let size = cx.settings.size;
         loop {
             let limit = self.send_limit(cx.now);
@@ -199,7 +201,7 @@ impl<S: Read + Write> TcpClient<S> {
 
     /// The kernel took `n` more bytes: move the send position, stamping
     /// each message whose first byte just went out.
-    fn advance(&mut self, mut n: usize, cx: &mut Ctx<'_>) {
+    fn advance(&mut self, mut n: usize, cx: &mut ClientCtx<'_>) {
         let size = cx.settings.size;
         while n > 0 {
             if self.send_off == 0 {
@@ -220,7 +222,7 @@ impl<S: Read + Write> TcpClient<S> {
     }
 
     /// Checks reply bytes against what was sent, completing messages.
-    fn consume(&mut self, mut data: &[u8], cx: &mut Ctx<'_>) -> Result<(), End> {
+    fn consume(&mut self, mut data: &[u8], cx: &mut ClientCtx<'_>) -> Result<(), End> {
         let size = cx.settings.size;
         let sent = self.send_seq * size as u64 + self.send_off as u64;
         let received = self.recv_seq * size as u64 + self.recv_off as u64;
@@ -379,7 +381,7 @@ mod tests {
         };
         for _ in 0..rounds {
             c.stream.room += room_per_round;
-            let mut cx = Ctx {
+            let mut cx = ClientCtx {
                 settings: s,
                 now,
                 window,
@@ -424,7 +426,7 @@ mod tests {
         let mut c = TcpClient::new(fake(4, 10, None), 0, Pace::Closed { pipeline: 2 });
         let mut scratch = vec![0u8; 64];
         let now = Instant::now();
-        let mut cx = Ctx {
+        let mut cx = ClientCtx {
             settings: &s,
             now,
             window: Window::default(),

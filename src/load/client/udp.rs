@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::Instant;
 
-use super::contract::{ClientState, Ctx, End, Pace, Step, OPEN_LOOP_MAX_IN_FLIGHT};
+use super::contract::{ClientCtx, ClientState, End, Pace, Step, OPEN_LOOP_MAX_IN_FLIGHT};
 use crate::load::payload::{decode_seq, Message};
 use crate::mode::Mode;
 use crate::net::{is_interrupted, is_would_block};
@@ -99,7 +99,7 @@ impl UdpClient {
     }
 
     /// Sends what the pace allows, one datagram per message.
-    pub fn pump(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+    pub fn pump(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         let size = cx.settings.size;
         while self.may_send(cx.now) {
             let msg = Message {
@@ -137,7 +137,7 @@ impl UdpClient {
 
     /// Replies arrived: receive until the socket is empty, match each to
     /// its request, then send what the freed slots allow.
-    pub fn on_readable(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+    pub fn on_readable(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         loop {
             match self.socket.recv(scratch) {
                 Ok(n) => self.on_reply(&scratch[..n], cx),
@@ -153,7 +153,7 @@ impl UdpClient {
     }
 
     /// Requests older than the reply timeout are lost; their slots free up.
-    pub fn on_tick(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+    pub fn on_tick(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         let timeout = cx.settings.udp_reply_timeout;
         while let Some(f) = self.in_flight.front() {
             if cx.now.saturating_duration_since(f.sent_at) < timeout {
@@ -187,7 +187,7 @@ impl UdpClient {
         }
     }
 
-    fn on_reply(&mut self, reply: &[u8], cx: &mut Ctx<'_>) {
+    fn on_reply(&mut self, reply: &[u8], cx: &mut ClientCtx<'_>) {
         let expect = cx.settings.expect;
         let size = cx.settings.size;
         let Some(seq) = decode_seq(expect, reply) else {
@@ -229,7 +229,7 @@ impl UdpClient {
 
     /// Expecting echo, a reply that is exactly the uppercase of a request
     /// in flight: a mismatch, and a hint that the server uppercases.
-    fn is_uppercased_reply(&mut self, reply: &[u8], cx: &mut Ctx<'_>) -> bool {
+    fn is_uppercased_reply(&mut self, reply: &[u8], cx: &mut ClientCtx<'_>) -> bool {
         if cx.settings.expect != Mode::Echo || reply.len() != cx.settings.size {
             return false;
         }
@@ -254,7 +254,7 @@ impl UdpClient {
 
     /// A reply to no request in flight: never sent (a mismatch), late
     /// (its request was counted lost), or a second reply (a duplicate).
-    fn on_unexpected_reply(&mut self, seq: u64, cx: &mut Ctx<'_>) {
+    fn on_unexpected_reply(&mut self, seq: u64, cx: &mut ClientCtx<'_>) {
         if seq >= self.next_seq {
             cx.tally.errors.mismatch += 1;
             cx.tally
@@ -270,7 +270,7 @@ impl UdpClient {
         }
     }
 
-    fn on_refused(&mut self, cx: &mut Ctx<'_>) {
+    fn on_refused(&mut self, cx: &mut ClientCtx<'_>) {
         if !self.is_refused {
             self.is_refused = true;
             cx.tally.errors.connect += 1;
