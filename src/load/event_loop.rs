@@ -15,8 +15,7 @@ use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use super::client::contract::{count_end, ClientCtx, End, Pace, Settings, Step, Tally, Window};
-use super::client::tcp::TcpClient;
-use super::client::udp::UdpClient;
+use super::client::Client;
 #[cfg(target_os = "linux")]
 use super::timer;
 use super::{report, LoadConfig, LoadError, ProgressBoard, Report, Target, MAX_HANDSHAKES};
@@ -83,16 +82,15 @@ enum Slot {
         deadline: Instant,
         attempt: u32,
     },
-    Tcp(TcpClient),
-    Udp(UdpClient),
+    /// A client that is up: a TCP connection or a UDP socket.
+    Up(Client),
 }
 
 impl Slot {
     fn id(&self) -> u64 {
         match self {
             Slot::Connecting { id, .. } => *id,
-            Slot::Tcp(c) => c.id(),
-            Slot::Udp(c) => c.id(),
+            Slot::Up(c) => c.id(),
         }
     }
 }
@@ -169,11 +167,7 @@ impl Loop {
         board: Option<(ProgressBoard, usize)>,
     ) -> Result<Loop, LoadError> {
         let poll = Poll::new().map_err(|e| LoadError::Setup("poll", e))?;
-        let threads = config.threads;
-        let ids: Vec<u64> = (index..config.connections)
-            .step_by(threads)
-            .map(|i| i as u64)
-            .collect();
+        let ids = config.connection_ids(index);
         let mine = ids.len();
         let now = Instant::now();
         #[cfg(target_os = "linux")]
@@ -364,26 +358,7 @@ impl Loop {
                 self.on_connect_ready(key, now);
                 return;
             }
-            Slot::Tcp(c) => {
-                let mut step = Step::Wait;
-                if writable {
-                    step = c.on_writable(&mut self.scratch, &mut cx);
-                }
-                if readable && step == Step::Wait {
-                    step = c.on_readable(&mut self.scratch, &mut cx);
-                }
-                step
-            }
-            Slot::Udp(c) => {
-                let mut step = Step::Wait;
-                if readable {
-                    step = c.on_readable(&mut self.scratch, &mut cx);
-                }
-                if writable && step == Step::Wait {
-                    step = c.pump(&mut self.scratch, &mut cx);
-                }
-                step
-            }
+            Slot::Up(c) => c.on_ready(readable, writable, &mut self.scratch, &mut cx),
         };
         self.apply(key, step);
     }
@@ -396,11 +371,10 @@ impl Loop {
         let Some(slot) = self.slots.try_remove(key) else {
             return;
         };
-        let (in_flight, who) = match &slot {
-            Slot::Tcp(c) => (c.in_flight(), format!("tcp conn {}", c.id())),
-            Slot::Udp(c) => (c.in_flight(), format!("udp socket {}", c.id())),
-            Slot::Connecting { .. } => return,
+        let Slot::Up(client) = &slot else {
+            return;
         };
+        let (in_flight, who) = (client.in_flight(), client.label());
         self.up = self.up.saturating_sub(1);
         if end != End::Done {
             debug!("{who}: ended: {end} ({in_flight} in flight)");
@@ -459,15 +433,11 @@ impl Loop {
             window: self.window,
             tally: &mut self.tally,
         };
-        let (step, next_due, id) = match slot {
-            Slot::Tcp(c) => (
-                c.on_writable(&mut self.scratch, &mut cx),
-                c.next_due(now),
-                c.id(),
-            ),
-            Slot::Udp(c) => (c.pump(&mut self.scratch, &mut cx), c.next_due(now), c.id()),
-            Slot::Connecting { .. } => return,
+        let Slot::Up(c) = slot else {
+            return;
         };
+        let step = c.send(&mut self.scratch, &mut cx);
+        let (next_due, id) = (c.next_due(now), c.id());
         if let (Step::Wait, Some(at)) = (step, next_due) {
             self.due.push(Reverse((at, key, id)));
         }
@@ -511,7 +481,7 @@ impl Loop {
                         expired.push(key);
                     }
                 }
-                Slot::Udp(c) => {
+                Slot::Up(c) => {
                     let mut cx = ClientCtx {
                         settings: &self.settings,
                         now,
@@ -523,7 +493,6 @@ impl Loop {
                         steps.push((key, step));
                     }
                 }
-                Slot::Tcp(_) => {}
             }
         }
         for key in expired {
@@ -601,12 +570,20 @@ impl Loop {
         // No new connections in the drain: a pending retry would only keep
         // the poll timeout at zero.
         self.retries.clear();
-        let size = self.settings.size;
         let mut steps = Vec::new();
         for (key, slot) in self.slots.iter_mut() {
             let step = match slot {
-                Slot::Tcp(c) => c.stop_sending(size),
-                Slot::Udp(c) => c.stop_sending(),
+                Slot::Up(c) => {
+                    let mut cx = ClientCtx {
+                        settings: &self.settings,
+                        now,
+                        window: self.window,
+                        tally: &mut self.tally,
+                    };
+                    c.stop_sending(&mut self.scratch, &mut cx)
+                }
+                // A handshake still in progress is dropped, uncounted: it
+                // never carried a message.
                 Slot::Connecting { .. } => Step::Close(End::Done),
             };
             steps.push((key, step));
@@ -616,13 +593,6 @@ impl Loop {
                 self.slots.remove(key);
                 self.handshakes -= 1;
                 continue;
-            }
-            // A TCP client with a half-written message finishes it first.
-            if let Some(Slot::Tcp(_)) = self.slots.get(key) {
-                if step == Step::Wait {
-                    self.kick(key, now);
-                    continue;
-                }
             }
             self.apply(key, step);
         }

@@ -287,6 +287,17 @@ impl LoadConfig {
         Duration::try_from_secs_f64(self.connections as f64 / rate).ok()
     }
 
+    /// The connection numbers loop `index` starts, in increasing order:
+    /// every `threads`-th from `index`. The one place numbers are handed
+    /// out: a number is half of every payload's key, so no two clients of
+    /// a run may share one.
+    pub(crate) fn connection_ids(&self, index: usize) -> Vec<u64> {
+        (index..self.connections)
+            .step_by(self.threads.max(1))
+            .map(|i| i as u64)
+            .collect()
+    }
+
     /// `--connect-rate`: the time between two connects of one loop.
     /// `None` without a connect rate, or for one out of range.
     pub fn connect_interval(&self) -> Option<Duration> {
@@ -530,4 +541,23 @@ fn take_progress(
         interval.latency.value_at_quantile(0.99)
     };
     (p, interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_give_every_connection_one_loop() {
+        let mut config = LoadConfig::new(Target {
+            proto: Proto::Tcp,
+            addr: "127.0.0.1:7".parse().expect("address"),
+        });
+        config.connections = 10;
+        config.threads = 3;
+        let mut all: Vec<u64> = (0..3).flat_map(|i| config.connection_ids(i)).collect();
+        assert_eq!(config.connection_ids(1), [1, 4, 7]);
+        all.sort_unstable();
+        assert_eq!(all, (0..10).collect::<Vec<u64>>());
+    }
 }

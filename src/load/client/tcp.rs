@@ -97,15 +97,32 @@ impl<S: Read + Write> TcpClient<S> {
         self.pace.due(self.pace.due_count(now))
     }
 
-    /// The measured window ended: send nothing new, wait for replies.
-    pub fn stop_sending(&mut self, size: usize) -> Step {
+    /// The measured window ended: send nothing new but the rest of a
+    /// message already begun (the server cannot answer half of one), then
+    /// wait for the replies in flight.
+    pub fn stop_sending(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         self.state = ClientState::Draining;
-        self.drained_step(size)
+        self.send(scratch, cx)
     }
 
-    /// The socket has room again: send what the pace allows.
-    pub fn on_writable(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
-        self.pump(scratch, cx)
+    /// The socket reported readiness: room to write, replies to read.
+    pub fn on_ready(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        scratch: &mut [u8],
+        cx: &mut ClientCtx<'_>,
+    ) -> Step {
+        let mut step = Step::Wait;
+        // Write first, into the room the edge announced; reading ends
+        // with a send of its own for the slots its replies freed.
+        if writable {
+            step = self.send(scratch, cx);
+        }
+        if readable && step == Step::Wait {
+            step = self.on_readable(scratch, cx);
+        }
+        step
     }
 
     /// Replies arrived: read until the socket is empty, check every byte,
@@ -115,7 +132,7 @@ impl<S: Read + Write> TcpClient<S> {
             match self.stream.read(scratch) {
                 // EOF: fine only if nothing more was owed to us.
                 Ok(0) => {
-                    return match self.drained_step(cx.settings.size) {
+                    return match self.drained_step() {
                         Step::Close(End::Done) => Step::Close(End::Done),
                         _ => Step::Close(End::Eof),
                     }
@@ -137,7 +154,7 @@ impl<S: Read + Write> TcpClient<S> {
                 Err(e) => return Step::Close(End::Io(e.kind())),
             }
         }
-        self.pump(scratch, cx)
+        self.send(scratch, cx)
     }
 
     /// Messages that may have started sending by now.
@@ -156,13 +173,13 @@ impl<S: Read + Write> TcpClient<S> {
     }
 
     /// Writes what the pace allows until done or the kernel pushes back.
-    fn pump(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
+    pub fn send(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         let size = cx.settings.size;
         loop {
             let limit = self.send_limit(cx.now);
             let len = self.fill(scratch, limit, size);
             if len == 0 {
-                return self.drained_step(size);
+                return self.drained_step();
             }
             match self.stream.write(&scratch[..len]) {
                 Ok(0) => return Step::Close(End::Io(io::ErrorKind::WriteZero)),
@@ -283,7 +300,7 @@ impl<S: Read + Write> TcpClient<S> {
     }
 
     /// Done once draining with nothing in flight and nothing half sent.
-    fn drained_step(&self, _size: usize) -> Step {
+    fn drained_step(&self) -> Step {
         if self.state == ClientState::Draining && self.stamps.is_empty() && self.send_off == 0 {
             Step::Close(End::Done)
         } else {
@@ -387,7 +404,7 @@ mod tests {
                 window,
                 tally,
             };
-            assert_eq!(c.on_writable(&mut scratch, &mut cx), Step::Wait);
+            assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
             assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Wait);
         }
     }
@@ -432,10 +449,14 @@ mod tests {
             window: Window::default(),
             tally: &mut tally,
         };
-        assert_eq!(c.on_writable(&mut scratch, &mut cx), Step::Wait);
-        assert_eq!(c.stop_sending(10), Step::Wait, "4 of 10 bytes sent");
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(
+            c.stop_sending(&mut scratch, &mut cx),
+            Step::Wait,
+            "4 of 10 bytes sent"
+        );
         c.stream.room = 100;
-        assert_eq!(c.on_writable(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
         assert_eq!(c.stream.taken, 10, "only the begun message is finished");
         assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Close(End::Done));
         assert_eq!(cx.tally.messages, 0, "nothing measured outside the window");

@@ -92,14 +92,34 @@ impl UdpClient {
         self.pace.due(self.pace.due_count(now))
     }
 
-    /// The measured window ended: send nothing new, wait for replies.
-    pub fn stop_sending(&mut self) -> Step {
+    /// The measured window ended: send nothing new, wait for replies. A
+    /// datagram is never half sent, so nothing is left to finish.
+    pub fn stop_sending(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         self.state = ClientState::Draining;
-        self.drained_step()
+        self.send(scratch, cx)
+    }
+
+    /// The socket reported readiness: replies to read, room to send.
+    pub fn on_ready(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        scratch: &mut [u8],
+        cx: &mut ClientCtx<'_>,
+    ) -> Step {
+        let mut step = Step::Wait;
+        // Read first: each reply frees a slot the send can use at once.
+        if readable {
+            step = self.on_readable(scratch, cx);
+        }
+        if writable && step == Step::Wait {
+            step = self.send(scratch, cx);
+        }
+        step
     }
 
     /// Sends what the pace allows, one datagram per message.
-    pub fn pump(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
+    pub fn send(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         let size = cx.settings.size;
         while self.may_send(cx.now) {
             let msg = Message {
@@ -149,7 +169,7 @@ impl UdpClient {
                 Err(e) => return Step::Close(End::Io(e.kind())),
             }
         }
-        self.pump(scratch, cx)
+        self.send(scratch, cx)
     }
 
     /// Requests older than the reply timeout are lost; their slots free up.
@@ -171,7 +191,7 @@ impl UdpClient {
                 }
             }
         }
-        self.pump(scratch, cx)
+        self.send(scratch, cx)
     }
 
     fn may_send(&self, now: Instant) -> bool {
