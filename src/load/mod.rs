@@ -18,6 +18,7 @@ pub mod hdr_v2;
 pub mod output;
 pub mod payload;
 pub mod report;
+pub mod report_json;
 pub mod split;
 #[cfg(target_os = "linux")]
 pub mod timer;
@@ -83,8 +84,9 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The shortest `--udp-timeout` and `--connect-timeout`.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
-/// TCP or UDP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// TCP or UDP; in JSON `"tcp"` or `"udp"`, as in a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Proto {
     /// One stream per connection; replies may come in any chunking.
     Tcp,

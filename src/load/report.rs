@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::report_json::ReportJson;
 use super::Proto;
 
 /// Latencies are recorded in microseconds, from 1 us to one hour.
@@ -22,8 +23,9 @@ pub fn new_histogram() -> Histogram<u64> {
         .expect("constant bounds 1..1h with 3 digits are valid")
 }
 
-/// Errors by kind. Each is a count of events, not of bytes.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Errors by kind. Each is a count of events, not of bytes. The field
+/// names are the JSON report's (`errors.reset`), in this order.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Errors {
     /// Connections that never came up (refused, timed out, no address),
     /// after retries; for UDP, sockets that were refused by ICMP.
@@ -300,69 +302,24 @@ impl Report {
         ]
     }
 
-    /// The report as one JSON object on one line (no trailing newline).
-    ///
-    /// Fields: `proto, target, connections, connected, reconnects, ramp_s, duration_s,
-    /// messages, bytes, sent, msgs_per_sec, bytes_per_sec, loss_percent,
-    /// latency_us {p50, p90, p99, p999, max, mean}, errors {connect, reset,
-    /// timeout, mismatch, lost, closed, io, duplicate}, reordered, late,
-    /// interrupted, ok`,
-    /// and `error` (a string, or null).
+    /// The report as one JSON object on one line (no trailing newline);
+    /// the schema is [`ReportJson`], which [`from_json`](Self::from_json)
+    /// reads back.
     pub fn to_json(&self) -> String {
-        let [p50, p90, p99, p999, max] = self.percentiles_us();
-        let mean = if self.latency.is_empty() {
-            0.0
-        } else {
-            self.latency.mean()
-        };
-        let e = &self.errors;
-        let error = self
-            .failure_summary()
-            .map_or_else(|| "null".to_string(), |s| json_string(&s));
-        format!(
-            concat!(
-                "{{\"proto\":\"{}\",\"target\":{},\"connections\":{},\"connected\":{},",
-                "\"reconnects\":{},\"ramp_s\":{},",
-                "\"duration_s\":{},\"messages\":{},\"bytes\":{},\"sent\":{},",
-                "\"msgs_per_sec\":{},\"bytes_per_sec\":{},\"loss_percent\":{},",
-                "\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"mean\":{}}},",
-                "\"errors\":{{\"connect\":{},\"reset\":{},\"timeout\":{},\"mismatch\":{},",
-                "\"lost\":{},\"closed\":{},\"io\":{},\"duplicate\":{}}},",
-                "\"reordered\":{},\"late\":{},\"interrupted\":{},\"ok\":{},\"error\":{}}}"
-            ),
-            self.proto,
-            json_string(&self.target.to_string()),
-            self.connections,
-            self.connected,
-            self.reconnects,
-            json_number(self.ramp.as_secs_f64()),
-            json_number(self.duration.as_secs_f64()),
-            self.messages,
-            self.bytes,
-            self.sent,
-            json_number(self.msgs_per_sec()),
-            json_number(self.bytes_per_sec()),
-            json_number(self.loss_percent()),
-            p50,
-            p90,
-            p99,
-            p999,
-            max,
-            json_number(mean),
-            e.connect,
-            e.reset,
-            e.timeout,
-            e.mismatch,
-            e.lost,
-            e.closed,
-            e.io,
-            e.duplicate,
-            self.reordered,
-            self.late,
-            self.interrupted,
-            self.is_ok(),
-            error,
-        )
+        ReportJson::from(self).to_line()
+    }
+
+    /// Rebuilds a report from what [`to_json`](Self::to_json) wrote, in
+    /// any field order: the counts and the latency histogram as written,
+    /// the derived figures (rates, percentiles, verdict) worked out again.
+    /// The per-second intervals do not travel and come back empty.
+    ///
+    /// # Errors
+    ///
+    /// A message for people: not JSON, not a report, or one without its
+    /// latency histogram (`latency_us.histogram`).
+    pub fn from_json(json: &str) -> Result<Report, String> {
+        ReportJson::parse(json)?.into_report()
     }
 
     /// The full latency distribution in HdrHistogram's standard text
@@ -518,42 +475,6 @@ fn per_sec(count: u64, window: Duration) -> f64 {
     }
 }
 
-/// A JSON number: finite floats with up to three decimals; NaN and
-/// infinities (which JSON lacks) become 0.
-fn json_number(x: f64) -> String {
-    if !x.is_finite() {
-        return "0".to_string();
-    }
-    let s = format!("{x:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() || s == "-" {
-        "0".to_string()
-    } else {
-        s.to_string()
-    }
-}
-
-/// A JSON string literal with the characters JSON requires escaped.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,8 +539,6 @@ mod tests {
             assert!(j.contains(key), "{key} missing in {j}");
         }
         assert!(!j.contains('\n'));
-        assert_eq!(json_number(f64::NAN), "0");
-        assert_eq!(json_number(0.25), "0.25");
         assert_eq!(sub_buckets(3), 2048);
     }
 
