@@ -19,6 +19,7 @@ pub mod output;
 pub mod payload;
 pub mod report;
 pub mod report_json;
+pub mod report_text;
 pub mod split;
 #[cfg(target_os = "linux")]
 pub mod timer;
