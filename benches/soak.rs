@@ -97,7 +97,7 @@ fn main() {
     let mut samples: Vec<Sample> = Vec::new();
     let mut next = a.interval;
     let (mut msgs, mut secs, mut worst_p99) = (0.0, 0.0, 0u64);
-    let mut on_progress = |p: &load::Progress| {
+    let mut on_progress = |p: &load::ProgressLine| {
         msgs += p.msgs_per_sec;
         secs += 1.0;
         worst_p99 = worst_p99.max(p.p99_us);

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use echo_reactor::cli::{Cli, ClientArgs, Command, CompareArgs, LoadArgs, ServeArgs};
-use echo_reactor::load::{self, Progress, Report};
+use echo_reactor::load::{self, ProgressLine, Report};
 use echo_reactor::server::cluster::Cluster;
 
 fn main() -> ExitCode {
@@ -199,7 +199,7 @@ fn stop_on_signals() -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
 }
 
 /// The live progress line: one line on the terminal, rewritten in place.
-fn print_progress(p: &Progress) {
+fn print_progress(p: &ProgressLine) {
     eprint!(
         "\r\x1b[Kload: {:5.1} s  {} up  {:.0} msgs/s  p99 {} us  errors {}",
         p.elapsed.as_secs_f64(),

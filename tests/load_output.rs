@@ -139,6 +139,12 @@ fn an_unwritable_plot_path_fails_the_run_with_a_message() {
     );
 }
 
+/// The same JSON with every object's keys in alphabetical order.
+fn sorted_keys(json: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(json.trim()).expect("a JSON report");
+    value.to_string()
+}
+
 fn save(dir: &Path, name: &str, json: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, json).expect("write json");
@@ -154,7 +160,9 @@ fn compare_puts_runs_side_by_side_with_ratios() {
     assert_eq!((a.code(), b.code()), (0, 0));
     let (pa, pb) = (
         save(&dir, "a.json", &a.stdout),
-        save(&dir, "b.json", &b.stdout),
+        // b with its keys in another order (sorted, nested ones too):
+        // compare reads a report, not a layout.
+        save(&dir, "b.json", &sorted_keys(&b.stdout)),
     );
     let out = run_binary(&["compare", &pa, &pb], Duration::from_secs(10));
     assert_eq!(out.code(), 0, "{}", out.stderr);
@@ -183,7 +191,7 @@ fn compare_rejects_missing_and_foreign_files() {
     let good = save(
         &dir,
         "good.json",
-        r#"{"msgs_per_sec":1,"latency_us":{"p50":1,"p90":1,"p99":1,"p999":1,"max":1},"errors":{"connect":0}}"#,
+        r#"{"proto":"tcp","target":"127.0.0.1:7007","connections":1,"connected":1,"reconnects":0,"ramp_s":0,"duration_s":1,"messages":1,"bytes":64,"sent":1,"msgs_per_sec":1,"bytes_per_sec":64,"loss_percent":0,"latency_us":{"p50":1,"p90":1,"p99":1,"p999":1,"max":1,"mean":1},"errors":{"connect":0,"reset":0,"timeout":0,"mismatch":0,"lost":0,"closed":0,"io":0,"duplicate":0},"reordered":0,"late":0,"interrupted":false,"ok":true,"error":null}"#,
     );
     let foreign = save(&dir, "foreign.json", r#"{"hello": "world"}"#);
     let missing = dir.join("missing.json").to_string_lossy().into_owned();
@@ -193,6 +201,7 @@ fn compare_rejects_missing_and_foreign_files() {
     let out = run_binary(&["compare", &good, &foreign], Duration::from_secs(10));
     assert_eq!(out.code(), 1);
     assert!(out.stderr.contains("load --json"), "{}", out.stderr);
+    assert!(out.stderr.contains("foreign.json"), "{}", out.stderr);
     let out = run_binary(&["compare", &good], Duration::from_secs(10));
     assert_eq!(out.code(), 2, "one file is a usage error");
     let _ = std::fs::remove_dir_all(&dir);

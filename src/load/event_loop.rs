@@ -14,11 +14,11 @@ use mio::net::TcpStream;
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
-use super::conn::{count_end, Ctx, End, Pace, Settings, Step, Tally, TcpClient, Window};
+use super::client::contract::{count_end, ClientCtx, End, Pace, Settings, Step, Tally, Window};
+use super::client::Client;
 #[cfg(target_os = "linux")]
 use super::timer;
-use super::udp::UdpClient;
-use super::{report, Live, LoadConfig, LoadError, Report, Target, MAX_HANDSHAKES};
+use super::{report, LoadConfig, LoadError, ProgressBoard, Report, Target, MAX_HANDSHAKES};
 use crate::net::is_interrupted;
 
 mod connect;
@@ -26,12 +26,14 @@ mod connect;
 /// How often the loop sweeps its clients for timeouts.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
-/// How often a loop publishes its live figures for the progress line and
-/// the per-second intervals. The collector takes them once a second, so a
+/// How often a loop publishes its figures to the [`ProgressBoard`] for the
+/// progress line and the per-second intervals (more often than the
+/// server's `--stats` publishing, which only feeds a once-a-second line). The collector takes them once a second, so a
 /// figure lands in the wrong second by at most this much: 5% of a second.
-const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+const PROGRESS_PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
-/// The loop's read and write buffer, and the largest UDP message.
+/// The loop's read and write buffer, and the largest UDP message. The
+/// only definition on the generator's side: clients borrow the loop's.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
 /// How many events one `poll` call may return.
@@ -80,16 +82,15 @@ enum Slot {
         deadline: Instant,
         attempt: u32,
     },
-    Tcp(TcpClient),
-    Udp(UdpClient),
+    /// A client that is up: a TCP connection or a UDP socket.
+    Up(Client),
 }
 
 impl Slot {
     fn id(&self) -> u64 {
         match self {
             Slot::Connecting { id, .. } => *id,
-            Slot::Tcp(c) => c.id(),
-            Slot::Udp(c) => c.id(),
+            Slot::Up(c) => c.id(),
         }
     }
 }
@@ -147,7 +148,9 @@ pub(super) struct Loop {
     reconnects: u64,
     been_up: Vec<bool>,
     next_sweep: Instant,
-    live: Option<(Live, usize)>,
+    /// Where this loop publishes its figures, and its slot there; `None`
+    /// when nobody reads them (no progress line, no intervals).
+    board: Option<(ProgressBoard, usize)>,
     next_publish: Instant,
     max_loss_percent: f64,
     /// A stop was asked for (SIGINT, SIGTERM) and the run is ending early.
@@ -161,14 +164,10 @@ impl Loop {
     pub(super) fn new(
         config: &LoadConfig,
         index: usize,
-        live: Option<(Live, usize)>,
+        board: Option<(ProgressBoard, usize)>,
     ) -> Result<Loop, LoadError> {
         let poll = Poll::new().map_err(|e| LoadError::Setup("poll", e))?;
-        let threads = config.threads;
-        let ids: Vec<u64> = (index..config.connections)
-            .step_by(threads)
-            .map(|i| i as u64)
-            .collect();
+        let ids = config.connection_ids(index);
         let mine = ids.len();
         let now = Instant::now();
         #[cfg(target_os = "linux")]
@@ -211,14 +210,14 @@ impl Loop {
             drain_timeout: config.drain_timeout,
             connect_timeout: config.connect_timeout,
             window: Window::default(),
-            tally: Tally::new(live.is_some()),
+            tally: Tally::new(board.is_some()),
             connected: 0,
             up: 0,
             reconnect: config.reconnect,
             reconnects: 0,
             been_up: vec![false; mine],
             next_sweep: now + SWEEP_EVERY,
-            live,
+            board,
             next_publish: now,
             max_loss_percent: config.max_loss_percent,
             is_interrupted: false,
@@ -348,7 +347,7 @@ impl Loop {
             // Closed earlier in this batch: a spurious event.
             return;
         };
-        let mut cx = Ctx {
+        let mut cx = ClientCtx {
             settings: &self.settings,
             now,
             window: self.window,
@@ -359,26 +358,7 @@ impl Loop {
                 self.on_connect_ready(key, now);
                 return;
             }
-            Slot::Tcp(c) => {
-                let mut step = Step::Wait;
-                if writable {
-                    step = c.on_writable(&mut self.scratch, &mut cx);
-                }
-                if readable && step == Step::Wait {
-                    step = c.on_readable(&mut self.scratch, &mut cx);
-                }
-                step
-            }
-            Slot::Udp(c) => {
-                let mut step = Step::Wait;
-                if readable {
-                    step = c.on_readable(&mut self.scratch, &mut cx);
-                }
-                if writable && step == Step::Wait {
-                    step = c.pump(&mut self.scratch, &mut cx);
-                }
-                step
-            }
+            Slot::Up(c) => c.on_ready(readable, writable, &mut self.scratch, &mut cx),
         };
         self.apply(key, step);
     }
@@ -391,11 +371,10 @@ impl Loop {
         let Some(slot) = self.slots.try_remove(key) else {
             return;
         };
-        let (in_flight, who) = match &slot {
-            Slot::Tcp(c) => (c.in_flight(), format!("tcp conn {}", c.id())),
-            Slot::Udp(c) => (c.in_flight(), format!("udp socket {}", c.id())),
-            Slot::Connecting { .. } => return,
+        let Slot::Up(client) = &slot else {
+            return;
         };
+        let (in_flight, who) = (client.in_flight(), client.label());
         self.up = self.up.saturating_sub(1);
         if end != End::Done {
             debug!("{who}: ended: {end} ({in_flight} in flight)");
@@ -448,21 +427,17 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        let mut cx = Ctx {
+        let mut cx = ClientCtx {
             settings: &self.settings,
             now,
             window: self.window,
             tally: &mut self.tally,
         };
-        let (step, next_due, id) = match slot {
-            Slot::Tcp(c) => (
-                c.on_writable(&mut self.scratch, &mut cx),
-                c.next_due(now),
-                c.id(),
-            ),
-            Slot::Udp(c) => (c.pump(&mut self.scratch, &mut cx), c.next_due(now), c.id()),
-            Slot::Connecting { .. } => return,
+        let Slot::Up(c) = slot else {
+            return;
         };
+        let step = c.send(&mut self.scratch, &mut cx);
+        let (next_due, id) = (c.next_due(now), c.id());
         if let (Step::Wait, Some(at)) = (step, next_due) {
             self.due.push(Reverse((at, key, id)));
         }
@@ -489,9 +464,9 @@ impl Loop {
             self.next_sweep = now + SWEEP_EVERY;
         }
         self.advance_phase(now);
-        if self.live.is_some() && now >= self.next_publish {
+        if self.board.is_some() && now >= self.next_publish {
             self.publish();
-            self.next_publish = now + PUBLISH_EVERY;
+            self.next_publish = now + PROGRESS_PUBLISH_EVERY;
         }
     }
 
@@ -506,8 +481,8 @@ impl Loop {
                         expired.push(key);
                     }
                 }
-                Slot::Udp(c) => {
-                    let mut cx = Ctx {
+                Slot::Up(c) => {
+                    let mut cx = ClientCtx {
                         settings: &self.settings,
                         now,
                         window: self.window,
@@ -518,7 +493,6 @@ impl Loop {
                         steps.push((key, step));
                     }
                 }
-                Slot::Tcp(_) => {}
             }
         }
         for key in expired {
@@ -596,12 +570,20 @@ impl Loop {
         // No new connections in the drain: a pending retry would only keep
         // the poll timeout at zero.
         self.retries.clear();
-        let size = self.settings.size;
         let mut steps = Vec::new();
         for (key, slot) in self.slots.iter_mut() {
             let step = match slot {
-                Slot::Tcp(c) => c.stop_sending(size),
-                Slot::Udp(c) => c.stop_sending(),
+                Slot::Up(c) => {
+                    let mut cx = ClientCtx {
+                        settings: &self.settings,
+                        now,
+                        window: self.window,
+                        tally: &mut self.tally,
+                    };
+                    c.stop_sending(&mut self.scratch, &mut cx)
+                }
+                // A handshake still in progress is dropped, uncounted: it
+                // never carried a message.
                 Slot::Connecting { .. } => Step::Close(End::Done),
             };
             steps.push((key, step));
@@ -612,13 +594,6 @@ impl Loop {
                 self.handshakes -= 1;
                 continue;
             }
-            // A TCP client with a half-written message finishes it first.
-            if let Some(Slot::Tcp(_)) = self.slots.get(key) {
-                if step == Step::Wait {
-                    self.kick(key, now);
-                    continue;
-                }
-            }
             self.apply(key, step);
         }
         if self.slots.is_empty() {
@@ -626,12 +601,12 @@ impl Loop {
         }
     }
 
-    /// Hands this loop's live figures to the progress line.
+    /// Hands this loop's figures to the progress board.
     fn publish(&mut self) {
-        let Some((live, index)) = &self.live else {
+        let Some((board, index)) = &self.board else {
             return;
         };
-        let Ok(mut slots) = live.lock() else {
+        let Ok(mut slots) = board.lock() else {
             return;
         };
         let Some(slot) = slots.get_mut(*index) else {

@@ -7,21 +7,22 @@
 //! [`MAX_HANDSHAKES`] at once and at `--connect-rate`, failures retried),
 //! `Warmup` (traffic not counted), `Measure`, `Drain` (nothing new is sent;
 //! replies in flight are awaited for a bounded grace period), `Done`.
-//! The loop itself is in `event_loop`; the clients in [`conn`] (TCP)
-//! and [`udp`]; payloads in [`payload`]; the figures in [`report`].
+//! The loop itself is in `event_loop`; the clients (TCP and UDP) in
+//! [`client`]; payloads in [`payload`]; the figures in [`report`].
 //!
 //! Start reading at [`run`].
 
-pub mod conn;
+pub mod client;
 mod event_loop;
 pub mod hdr_v2;
 pub mod output;
 pub mod payload;
 pub mod report;
+pub mod report_json;
+pub mod report_text;
 pub mod split;
 #[cfg(target_os = "linux")]
 pub mod timer;
-pub mod udp;
 
 use std::fmt;
 use std::io;
@@ -59,7 +60,7 @@ pub const RESERVED_FDS: u64 = 32 + 2 * MAX_THREADS as u64;
 /// Most messages in flight per connection (`--pipeline`): as many as the
 /// open loop allows, and far more than a connection's socket buffers hold
 /// at the smallest message size.
-pub const MAX_PIPELINE: usize = conn::OPEN_LOOP_MAX_IN_FLIGHT;
+pub const MAX_PIPELINE: usize = client::contract::OPEN_LOOP_MAX_IN_FLIGHT;
 
 /// The highest `--rate`: several times what one process sends, so it
 /// never binds a real run, while the schedule stays in whole nanoseconds.
@@ -84,8 +85,9 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The shortest `--udp-timeout` and `--connect-timeout`.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
-/// TCP or UDP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// TCP or UDP; in JSON `"tcp"` or `"udp"`, as in a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Proto {
     /// One stream per connection; replies may come in any chunking.
     Tcp,
@@ -288,6 +290,17 @@ impl LoadConfig {
         Duration::try_from_secs_f64(self.connections as f64 / rate).ok()
     }
 
+    /// The connection numbers loop `index` starts, in increasing order:
+    /// every `threads`-th from `index`. The one place numbers are handed
+    /// out: a number is half of every payload's key, so no two clients of
+    /// a run may share one.
+    pub(crate) fn connection_ids(&self, index: usize) -> Vec<u64> {
+        (index..self.connections)
+            .step_by(self.threads.max(1))
+            .map(|i| i as u64)
+            .collect()
+    }
+
     /// `--connect-rate`: the time between two connects of one loop.
     /// `None` without a connect rate, or for one out of range.
     pub fn connect_interval(&self) -> Option<Duration> {
@@ -331,7 +344,7 @@ impl std::error::Error for LoadError {
 
 /// Figures for the live progress line, about once a second.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
+pub struct ProgressLine {
     /// Time since the run began.
     pub elapsed: Duration,
     /// Connections established and not yet ended.
@@ -362,7 +375,7 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
 /// As [`run`].
 pub fn run_with_progress(
     config: &LoadConfig,
-    on_progress: &mut dyn FnMut(&Progress),
+    on_progress: &mut dyn FnMut(&ProgressLine),
 ) -> Result<Report, LoadError> {
     run_inner(config, &AtomicBool::new(false), Some(on_progress))
 }
@@ -378,35 +391,39 @@ pub fn run_with_progress(
 pub fn run_until(
     config: &LoadConfig,
     stop: &AtomicBool,
-    on_progress: Option<&mut dyn FnMut(&Progress)>,
+    on_progress: Option<&mut dyn FnMut(&ProgressLine)>,
 ) -> Result<Report, LoadError> {
     run_inner(config, stop, on_progress)
 }
 
 /// What one loop publishes for the progress line.
 #[derive(Debug)]
-struct LiveSlot {
+struct LoopFigures {
     up: u64,
     errors: u64,
     recent_messages: u64,
     recent_latency: Histogram<u64>,
 }
 
-type Live = Arc<Mutex<Vec<LiveSlot>>>;
+/// Where the loops publish their recent figures, one slot per loop; the
+/// collector in `run_inner` takes them once a second for the progress line
+/// and the intervals. Shared across threads, so behind a mutex; a loop
+/// touches it only every `PROGRESS_PUBLISH_EVERY`, never per message.
+type ProgressBoard = Arc<Mutex<Vec<LoopFigures>>>;
 
 fn run_inner(
     config: &LoadConfig,
     stop: &AtomicBool,
-    mut on_progress: Option<&mut dyn FnMut(&Progress)>,
+    mut on_progress: Option<&mut dyn FnMut(&ProgressLine)>,
 ) -> Result<Report, LoadError> {
     config.validate()?;
     let started = Instant::now();
     let threads = config.threads;
-    let wants_live = on_progress.is_some() || config.record_intervals;
-    let live: Option<Live> = wants_live.then(|| {
+    let wants_board = on_progress.is_some() || config.record_intervals;
+    let board: Option<ProgressBoard> = wants_board.then(|| {
         Arc::new(Mutex::new(
             (0..threads)
-                .map(|_| LiveSlot {
+                .map(|_| LoopFigures {
                     up: 0,
                     errors: 0,
                     recent_messages: 0,
@@ -430,11 +447,11 @@ fn run_inner(
     std::thread::scope(|scope| {
         for index in 0..threads {
             let tx = tx.clone();
-            let live = live.clone().map(|l| (l, index));
+            let board = board.clone().map(|b| (b, index));
             std::thread::Builder::new()
                 .name(format!("load-{index}"))
                 .spawn_scoped(scope, move || {
-                    let result = Loop::new(config, index, live).and_then(|mut l| l.run(stop));
+                    let result = Loop::new(config, index, board).and_then(|mut l| l.run(stop));
                     let _ = tx.send(result);
                 })
                 .map_err(|e| LoadError::Setup("load thread", e))?;
@@ -457,10 +474,10 @@ fn run_inner(
                     finished += 1;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Some(live) = &live {
+                    if let Some(board) = &board {
                         let now = Instant::now();
                         let (progress, interval) =
-                            take_progress(live, now - started, now - last_report);
+                            take_progress(board, now - started, now - last_report);
                         if let Some(cb) = on_progress.as_mut() {
                             cb(&progress);
                         }
@@ -477,10 +494,10 @@ fn run_inner(
                 }
             }
         }
-        if let (Some(live), true) = (&live, config.record_intervals) {
+        if let (Some(board), true) = (&board, config.record_intervals) {
             // The last, partial interval: what completed since the last tick.
             let now = Instant::now();
-            intervals.push(take_progress(live, now - started, now - last_report).1);
+            intervals.push(take_progress(board, now - started, now - last_report).1);
         }
         merged.intervals = intervals;
         match first_failure {
@@ -492,8 +509,12 @@ fn run_inner(
 
 /// The figures since the last call, for the progress line and as one
 /// interval of the run; resets the loops' recent counters.
-fn take_progress(live: &Live, elapsed: Duration, since_last: Duration) -> (Progress, Interval) {
-    let mut p = Progress {
+fn take_progress(
+    board: &ProgressBoard,
+    elapsed: Duration,
+    since_last: Duration,
+) -> (ProgressLine, Interval) {
+    let mut p = ProgressLine {
         elapsed,
         connections_up: 0,
         msgs_per_sec: 0.0,
@@ -506,7 +527,7 @@ fn take_progress(live: &Live, elapsed: Duration, since_last: Duration) -> (Progr
         messages: 0,
         latency: report::new_histogram(),
     };
-    let Ok(mut slots) = live.lock() else {
+    let Ok(mut slots) = board.lock() else {
         return (p, interval);
     };
     for s in slots.iter_mut() {
@@ -523,4 +544,23 @@ fn take_progress(live: &Live, elapsed: Duration, since_last: Duration) -> (Progr
         interval.latency.value_at_quantile(0.99)
     };
     (p, interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_give_every_connection_one_loop() {
+        let mut config = LoadConfig::new(Target {
+            proto: Proto::Tcp,
+            addr: "127.0.0.1:7".parse().expect("address"),
+        });
+        config.connections = 10;
+        config.threads = 3;
+        let mut all: Vec<u64> = (0..3).flat_map(|i| config.connection_ids(i)).collect();
+        assert_eq!(config.connection_ids(1), [1, 4, 7]);
+        all.sort_unstable();
+        assert_eq!(all, (0..10).collect::<Vec<u64>>());
+    }
 }

@@ -11,6 +11,7 @@ use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use plotters::prelude::*;
 
+use super::report_json::ReportJson;
 use super::{LoadConfig, Report};
 
 /// Writes the run's intervals as an HdrHistogram interval log: a comment
@@ -177,54 +178,39 @@ const ROWS: [&str; 7] = [
     "msgs/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "errors",
 ];
 
-/// The first number after `"key":` in `json`. Our reports use each field
-/// name once per object, so this reads them without a JSON library; pass
-/// the text of one object to read a nested field.
+/// The first number named `key` in a JSON document: the object's own
+/// fields first, then inside its objects in the order they come, so
+/// `"p99"` finds `latency_us.p99`. For scripts and benches that want one
+/// figure of a report; `None` if the text is not JSON or has no such number.
 pub fn json_number(json: &str, key: &str) -> Option<f64> {
-    let pat = format!("\"{key}\":");
-    let rest = &json[json.find(&pat)? + pat.len()..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+    fn find(v: &serde_json::Value, key: &str) -> Option<f64> {
+        let obj = v.as_object()?;
+        if let Some(n) = obj.get(key).and_then(serde_json::Value::as_f64) {
+            return Some(n);
+        }
+        obj.values().find_map(|child| find(child, key))
+    }
+    find(&serde_json::from_str(json).ok()?, key)
 }
 
-/// Reads the figures from one JSON report of ours.
+/// Reads the figures from one JSON report of ours, in any field order.
 ///
 /// # Errors
 ///
-/// A message naming what is missing.
+/// A message naming the file and what is wrong with it.
 pub fn parse_summary(name: &str, json: &str) -> Result<Summary, String> {
-    let number = |scope: &str, key: &str| -> Result<f64, String> {
-        json_number(scope, key)
-            .ok_or_else(|| format!("{name}: no number \"{key}\" (is this `load --json` output?)"))
-    };
-    let section = |key: &str| -> Result<&str, String> {
-        let pat = format!("\"{key}\":{{");
-        let at = json.find(&pat).ok_or_else(|| {
-            format!("{name}: no \"{key}\" object (is this `load --json` output?)")
-        })?;
-        let rest = &json[at + pat.len()..];
-        Ok(&rest[..rest.find('}').unwrap_or(rest.len())])
-    };
-    let latency = section("latency_us")?;
-    let errors = section("errors")?;
-    let error_total: f64 = [
-        "connect", "reset", "timeout", "mismatch", "lost", "closed", "io",
-    ]
-    .iter()
-    .filter_map(|k| number(errors, k).ok())
-    .sum();
+    let r = ReportJson::parse(json).map_err(|e| format!("{name}: {e}"))?;
+    let l = &r.latency_us;
     Ok(Summary {
         name: name.to_string(),
         figures: [
-            number(json, "msgs_per_sec")?,
-            number(latency, "p50")?,
-            number(latency, "p90")?,
-            number(latency, "p99")?,
-            number(latency, "p999")?,
-            number(latency, "max")?,
-            error_total,
+            r.msgs_per_sec,
+            l.p50 as f64,
+            l.p90 as f64,
+            l.p99 as f64,
+            l.p999 as f64,
+            l.max as f64,
+            r.errors.total() as f64,
         ],
     })
 }
@@ -259,7 +245,9 @@ pub fn compare_table(runs: &[Summary]) -> String {
 mod tests {
     use super::*;
 
-    const A: &str = r#"{"proto":"tcp","target":"127.0.0.1:7007","connections":10,"messages":100,"msgs_per_sec":1000,"latency_us":{"p50":10,"p90":20,"p99":40,"p999":80,"max":100,"mean":12.5},"errors":{"connect":0,"reset":1,"timeout":0,"mismatch":0,"lost":2,"closed":0,"io":0},"ok":false,"error":null}"#;
+    /// A report as `load --json` wrote it before the histogram travelled
+    /// with it: older files still compare.
+    const A: &str = r#"{"proto":"tcp","target":"127.0.0.1:7007","connections":10,"connected":10,"reconnects":0,"ramp_s":0.002,"duration_s":0.1,"messages":100,"bytes":6400,"sent":102,"msgs_per_sec":1000,"bytes_per_sec":64000,"loss_percent":1.961,"latency_us":{"p50":10,"p90":20,"p99":40,"p999":80,"max":100,"mean":12.5},"errors":{"connect":0,"reset":1,"timeout":0,"mismatch":0,"lost":2,"closed":0,"io":0,"duplicate":0},"reordered":0,"late":0,"interrupted":false,"ok":false,"error":"tcp://127.0.0.1:7007: errors: reset 1"}"#;
 
     #[test]
     fn reads_the_figures_of_a_json_report() {
@@ -269,6 +257,38 @@ mod tests {
         assert!(parse_summary("x", "not json")
             .unwrap_err()
             .contains("load --json"));
+    }
+
+    #[test]
+    fn a_report_with_its_keys_in_another_order_reads_the_same() {
+        // serde_json's map keeps keys sorted, so this turns the order
+        // written (proto, target, ...) into alphabetical order, nested
+        // objects included.
+        let value: serde_json::Value = serde_json::from_str(A).expect("A is JSON");
+        let sorted = value.to_string();
+        assert!(sorted.starts_with(r#"{"bytes":"#), "{sorted}");
+        let a = parse_summary("a.json", A).unwrap_or_else(|e| panic!("{e}"));
+        let b = parse_summary("a.json", &sorted).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_report_is_named_with_what_is_missing() {
+        let e = parse_summary("notes.json", r#"{"hello": "world"}"#).unwrap_err();
+        assert!(
+            e.starts_with("notes.json: not a `load --json` report"),
+            "{e}"
+        );
+        assert!(e.contains("proto"), "{e}");
+    }
+
+    #[test]
+    fn json_number_finds_a_figure_at_any_depth() {
+        assert_eq!(json_number(A, "sent"), Some(102.0));
+        assert_eq!(json_number(A, "p99"), Some(40.0));
+        assert_eq!(json_number(A, "lost"), Some(2.0));
+        assert_eq!(json_number(A, "nothing"), None);
+        assert_eq!(json_number("not json", "sent"), None);
     }
 
     #[test]

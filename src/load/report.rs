@@ -1,16 +1,19 @@
 //! The result of a load run: counters, errors by kind, the latency
-//! HdrHistogram, and their renderings as text for people, JSON for scripts,
-//! and HdrHistogram's standard percentile-distribution text for plotters.
+//! HdrHistogram, merging the loops' reports, and the figures and verdict
+//! worked out from them. Its renderings live beside it: text for people in
+//! `report_text`, JSON for scripts (and reading back) in `report_json`.
 //!
 //! Nothing here does IO or looks at a clock; the loops fill a [`Report`]
 //! each and the caller merges them.
 
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::report_json::ReportJson;
+pub use super::report_text::percentile_distribution;
 use super::Proto;
 
 /// Latencies are recorded in microseconds, from 1 us to one hour.
@@ -22,8 +25,9 @@ pub fn new_histogram() -> Histogram<u64> {
         .expect("constant bounds 1..1h with 3 digits are valid")
 }
 
-/// Errors by kind. Each is a count of events, not of bytes.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Errors by kind. Each is a count of events, not of bytes. The field
+/// names are the JSON report's (`errors.reset`), in this order.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Errors {
     /// Connections that never came up (refused, timed out, no address),
     /// after retries; for UDP, sockets that were refused by ICMP.
@@ -300,69 +304,24 @@ impl Report {
         ]
     }
 
-    /// The report as one JSON object on one line (no trailing newline).
-    ///
-    /// Fields: `proto, target, connections, connected, reconnects, ramp_s, duration_s,
-    /// messages, bytes, sent, msgs_per_sec, bytes_per_sec, loss_percent,
-    /// latency_us {p50, p90, p99, p999, max, mean}, errors {connect, reset,
-    /// timeout, mismatch, lost, closed, io, duplicate}, reordered, late,
-    /// interrupted, ok`,
-    /// and `error` (a string, or null).
+    /// The report as one JSON object on one line (no trailing newline);
+    /// the schema is [`ReportJson`], which [`from_json`](Self::from_json)
+    /// reads back.
     pub fn to_json(&self) -> String {
-        let [p50, p90, p99, p999, max] = self.percentiles_us();
-        let mean = if self.latency.is_empty() {
-            0.0
-        } else {
-            self.latency.mean()
-        };
-        let e = &self.errors;
-        let error = self
-            .failure_summary()
-            .map_or_else(|| "null".to_string(), |s| json_string(&s));
-        format!(
-            concat!(
-                "{{\"proto\":\"{}\",\"target\":{},\"connections\":{},\"connected\":{},",
-                "\"reconnects\":{},\"ramp_s\":{},",
-                "\"duration_s\":{},\"messages\":{},\"bytes\":{},\"sent\":{},",
-                "\"msgs_per_sec\":{},\"bytes_per_sec\":{},\"loss_percent\":{},",
-                "\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{},\"mean\":{}}},",
-                "\"errors\":{{\"connect\":{},\"reset\":{},\"timeout\":{},\"mismatch\":{},",
-                "\"lost\":{},\"closed\":{},\"io\":{},\"duplicate\":{}}},",
-                "\"reordered\":{},\"late\":{},\"interrupted\":{},\"ok\":{},\"error\":{}}}"
-            ),
-            self.proto,
-            json_string(&self.target.to_string()),
-            self.connections,
-            self.connected,
-            self.reconnects,
-            json_number(self.ramp.as_secs_f64()),
-            json_number(self.duration.as_secs_f64()),
-            self.messages,
-            self.bytes,
-            self.sent,
-            json_number(self.msgs_per_sec()),
-            json_number(self.bytes_per_sec()),
-            json_number(self.loss_percent()),
-            p50,
-            p90,
-            p99,
-            p999,
-            max,
-            json_number(mean),
-            e.connect,
-            e.reset,
-            e.timeout,
-            e.mismatch,
-            e.lost,
-            e.closed,
-            e.io,
-            e.duplicate,
-            self.reordered,
-            self.late,
-            self.interrupted,
-            self.is_ok(),
-            error,
-        )
+        ReportJson::from(self).to_line()
+    }
+
+    /// Rebuilds a report from what [`to_json`](Self::to_json) wrote, in
+    /// any field order: the counts and the latency histogram as written,
+    /// the derived figures (rates, percentiles, verdict) worked out again.
+    /// The per-second intervals do not travel and come back empty.
+    ///
+    /// # Errors
+    ///
+    /// A message for people: not JSON, not a report, or one without its
+    /// latency histogram (`latency_us.histogram`).
+    pub fn from_json(json: &str) -> Result<Report, String> {
+        ReportJson::parse(json)?.into_report()
     }
 
     /// The full latency distribution in HdrHistogram's standard text
@@ -371,141 +330,6 @@ impl Report {
     pub fn percentile_distribution(&self) -> String {
         percentile_distribution(&self.latency, 1.0)
     }
-}
-
-impl fmt::Display for Report {
-    /// A few readable lines: rate, latency percentiles, errors.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [p50, p90, p99, p999, max] = self.percentiles_us();
-        match self.proto {
-            Proto::Tcp => writeln!(
-                f,
-                "target     tcp://{} ({} of {} connections up in {:.2} s)",
-                self.target,
-                self.connected,
-                self.connections,
-                self.ramp.as_secs_f64()
-            )?,
-            // UDP has no connections: sockets open, and some may hear
-            // "port unreachable" back.
-            Proto::Udp => writeln!(
-                f,
-                "target     udp://{} ({} of {} sockets open, {} of them told port unreachable)",
-                self.target, self.connected, self.connections, self.errors.connect
-            )?,
-        }
-        if self.reconnects > 0 {
-            writeln!(
-                f,
-                "reconnect  {} connections replaced after an error",
-                self.reconnects
-            )?;
-        }
-        writeln!(
-            f,
-            "measured   {:.2} s: {} messages, {} bytes",
-            self.duration.as_secs_f64(),
-            self.messages,
-            self.bytes
-        )?;
-        writeln!(
-            f,
-            "rate       {:.0} msgs/s, {:.2} MB/s",
-            self.msgs_per_sec(),
-            self.bytes_per_sec() / 1e6
-        )?;
-        writeln!(
-            f,
-            "latency us p50 {p50}, p90 {p90}, p99 {p99}, p99.9 {p999}, max {max}"
-        )?;
-        let e = &self.errors;
-        let connect = match self.proto {
-            Proto::Tcp => "connect",
-            Proto::Udp => "unreachable",
-        };
-        writeln!(
-            f,
-            "errors     {connect} {}, reset {}, timeout {}, mismatch {}, lost {} ({:.2}% of {} sent in the window), closed {}, io {}",
-            e.connect, e.reset, e.timeout, e.mismatch, e.lost, self.loss_percent(), self.sent, e.closed, e.io
-        )?;
-        if self.proto == Proto::Udp {
-            writeln!(
-                f,
-                "udp        duplicate {} (an error), reordered {}, late {} (not errors)",
-                e.duplicate, self.reordered, self.late
-            )?;
-        }
-        let result = if self.interrupted {
-            "INTERRUPTED (the figures cover the run so far)"
-        } else if self.is_ok() {
-            "ok"
-        } else {
-            "FAILED"
-        };
-        write!(f, "result     {result}")
-    }
-}
-
-/// HdrHistogram's `outputPercentileDistribution` text, values divided by
-/// `scale` (1000 turns recorded microseconds into milliseconds).
-///
-/// ```
-/// let mut h = echo_reactor::load::report::new_histogram();
-/// for v in 1..=100u64 { h.record(v * 10).unwrap(); }
-/// let text = echo_reactor::load::report::percentile_distribution(&h, 1000.0);
-/// assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
-/// assert!(text.contains("#[Max     =        1.000, Total count    =          100]"));
-/// ```
-pub fn percentile_distribution(h: &Histogram<u64>, scale: f64) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:>12} {:>14} {:>10} {:>14}\n",
-        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
-    );
-    let mut total = 0u64;
-    for v in h.iter_quantiles(5) {
-        total += v.count_since_last_iteration();
-        let value = v.value_iterated_to() as f64 / scale;
-        let q = v.quantile_iterated_to();
-        if q < 1.0 {
-            let _ = writeln!(
-                out,
-                "{value:12.3} {q:2.12} {total:10} {:14.2}",
-                1.0 / (1.0 - q)
-            );
-        } else {
-            let _ = writeln!(out, "{value:12.3} {q:2.12} {total:10}");
-        }
-    }
-    let (mean, stdev) = if h.is_empty() {
-        (0.0, 0.0)
-    } else {
-        (h.mean() / scale, h.stdev() / scale)
-    };
-    let _ = writeln!(
-        out,
-        "#[Mean    = {mean:12.3}, StdDeviation   = {stdev:12.3}]"
-    );
-    let _ = writeln!(
-        out,
-        "#[Max     = {:12.3}, Total count    = {:12}]",
-        h.max() as f64 / scale,
-        h.len()
-    );
-    let _ = writeln!(
-        out,
-        "#[Buckets = {:12}, SubBuckets     = {:12}]",
-        h.buckets(),
-        sub_buckets(h.sigfig())
-    );
-    out
-}
-
-/// HdrHistogram's sub-bucket count for `sigfig` significant digits: the
-/// power of two that covers 2 * 10^sigfig (2048 for 3 digits).
-fn sub_buckets(sigfig: u8) -> u64 {
-    (2 * 10u64.pow(u32::from(sigfig))).next_power_of_two()
 }
 
 /// `count` per second of `window`; 0 for an empty window.
@@ -518,45 +342,10 @@ fn per_sec(count: u64, window: Duration) -> f64 {
     }
 }
 
-/// A JSON number: finite floats with up to three decimals; NaN and
-/// infinities (which JSON lacks) become 0.
-fn json_number(x: f64) -> String {
-    if !x.is_finite() {
-        return "0".to_string();
-    }
-    let s = format!("{x:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() || s == "-" {
-        "0".to_string()
-    } else {
-        s.to_string()
-    }
-}
-
-/// A JSON string literal with the characters JSON requires escaped.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::report_text::sub_buckets;
 
     fn report() -> Report {
         let mut r = Report::new(Proto::Tcp, "127.0.0.1:7".parse().unwrap(), 2);
@@ -618,8 +407,6 @@ mod tests {
             assert!(j.contains(key), "{key} missing in {j}");
         }
         assert!(!j.contains('\n'));
-        assert_eq!(json_number(f64::NAN), "0");
-        assert_eq!(json_number(0.25), "0.25");
         assert_eq!(sub_buckets(3), 2048);
     }
 

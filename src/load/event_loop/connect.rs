@@ -18,8 +18,10 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Token};
 
 use super::{Loop, Retry, Slot};
-use crate::load::conn::{count_end, End, TcpClient};
-use crate::load::udp::UdpClient;
+use crate::load::client::contract::{count_end, End};
+use crate::load::client::tcp::TcpClient;
+use crate::load::client::udp::UdpClient;
+use crate::load::client::{Client, Label};
 use crate::load::{Proto, MAX_HANDSHAKES};
 use crate::net;
 
@@ -113,7 +115,7 @@ impl Loop {
             Token(key),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        entry.insert(Slot::Udp(UdpClient::new(socket, id, pace)));
+        entry.insert(Slot::Up(Client::Udp(UdpClient::new(socket, id, pace))));
         if self.first_time_up(id) {
             self.connected += 1;
         }
@@ -174,16 +176,11 @@ impl Loop {
                 Token(new_key),
                 Interest::READABLE | Interest::WRITABLE,
             ) {
-                count_end(
-                    &mut self.tally,
-                    End::Io(e.kind()),
-                    0,
-                    &format!("tcp conn {id}"),
-                );
+                count_end(&mut self.tally, End::Io(e.kind()), 0, &Label::tcp(id));
                 return;
             }
         }
-        entry.insert(Slot::Tcp(client));
+        entry.insert(Slot::Up(Client::Tcp(client)));
         if self.first_time_up(id) {
             self.connected += 1;
         }

@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::Instant;
 
-use super::conn::{ClientState, Ctx, End, Pace, Step, OPEN_LOOP_MAX_IN_FLIGHT};
-use super::payload::{decode_seq, Message};
+use super::contract::{ClientCtx, ClientState, End, Pace, Step, OPEN_LOOP_MAX_IN_FLIGHT};
+use crate::load::payload::{decode_seq, Message};
 use crate::mode::Mode;
 use crate::net::{is_interrupted, is_would_block};
 
@@ -92,14 +92,34 @@ impl UdpClient {
         self.pace.due(self.pace.due_count(now))
     }
 
-    /// The measured window ended: send nothing new, wait for replies.
-    pub fn stop_sending(&mut self) -> Step {
+    /// The measured window ended: send nothing new, wait for replies. A
+    /// datagram is never half sent, so nothing is left to finish.
+    pub fn stop_sending(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         self.state = ClientState::Draining;
-        self.drained_step()
+        self.send(scratch, cx)
+    }
+
+    /// The socket reported readiness: replies to read, room to send.
+    pub fn on_ready(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        scratch: &mut [u8],
+        cx: &mut ClientCtx<'_>,
+    ) -> Step {
+        let mut step = Step::Wait;
+        // Read first: each reply frees a slot the send can use at once.
+        if readable {
+            step = self.on_readable(scratch, cx);
+        }
+        if writable && step == Step::Wait {
+            step = self.send(scratch, cx);
+        }
+        step
     }
 
     /// Sends what the pace allows, one datagram per message.
-    pub fn pump(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+    pub fn send(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         let size = cx.settings.size;
         while self.may_send(cx.now) {
             let msg = Message {
@@ -137,7 +157,7 @@ impl UdpClient {
 
     /// Replies arrived: receive until the socket is empty, match each to
     /// its request, then send what the freed slots allow.
-    pub fn on_readable(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+    pub fn on_readable(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         loop {
             match self.socket.recv(scratch) {
                 Ok(n) => self.on_reply(&scratch[..n], cx),
@@ -149,11 +169,11 @@ impl UdpClient {
                 Err(e) => return Step::Close(End::Io(e.kind())),
             }
         }
-        self.pump(scratch, cx)
+        self.send(scratch, cx)
     }
 
     /// Requests older than the reply timeout are lost; their slots free up.
-    pub fn on_tick(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+    pub fn on_tick(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         let timeout = cx.settings.udp_reply_timeout;
         while let Some(f) = self.in_flight.front() {
             if cx.now.saturating_duration_since(f.sent_at) < timeout {
@@ -171,7 +191,7 @@ impl UdpClient {
                 }
             }
         }
-        self.pump(scratch, cx)
+        self.send(scratch, cx)
     }
 
     fn may_send(&self, now: Instant) -> bool {
@@ -187,7 +207,7 @@ impl UdpClient {
         }
     }
 
-    fn on_reply(&mut self, reply: &[u8], cx: &mut Ctx<'_>) {
+    fn on_reply(&mut self, reply: &[u8], cx: &mut ClientCtx<'_>) {
         let expect = cx.settings.expect;
         let size = cx.settings.size;
         let Some(seq) = decode_seq(expect, reply) else {
@@ -229,7 +249,7 @@ impl UdpClient {
 
     /// Expecting echo, a reply that is exactly the uppercase of a request
     /// in flight: a mismatch, and a hint that the server uppercases.
-    fn is_uppercased_reply(&mut self, reply: &[u8], cx: &mut Ctx<'_>) -> bool {
+    fn is_uppercased_reply(&mut self, reply: &[u8], cx: &mut ClientCtx<'_>) -> bool {
         if cx.settings.expect != Mode::Echo || reply.len() != cx.settings.size {
             return false;
         }
@@ -254,7 +274,7 @@ impl UdpClient {
 
     /// A reply to no request in flight: never sent (a mismatch), late
     /// (its request was counted lost), or a second reply (a duplicate).
-    fn on_unexpected_reply(&mut self, seq: u64, cx: &mut Ctx<'_>) {
+    fn on_unexpected_reply(&mut self, seq: u64, cx: &mut ClientCtx<'_>) {
         if seq >= self.next_seq {
             cx.tally.errors.mismatch += 1;
             cx.tally
@@ -270,7 +290,7 @@ impl UdpClient {
         }
     }
 
-    fn on_refused(&mut self, cx: &mut Ctx<'_>) {
+    fn on_refused(&mut self, cx: &mut ClientCtx<'_>) {
         if !self.is_refused {
             self.is_refused = true;
             cx.tally.errors.connect += 1;

@@ -1,264 +1,22 @@
-//! One TCP client of the load generator, and what every client shares:
-//! its pace, the measured window, the loop's [`Tally`], and the [`Step`]
-//! it hands back. A client sends messages as its pace allows, checks every
-//! reply byte, and records latency and errors; it never sees the `Poll`,
-//! the schedule heap or other clients. Connecting (and retrying) is the
-//! loop's job; UDP clients live in `udp`.
+//! One TCP client of the load generator: it sends messages as its pace
+//! allows, checks every reply byte as it arrives, and records latency and
+//! errors in the loop's tally. It never sees the `Poll`, the schedule
+//! heap or other clients; connecting (and retrying) is the loop's job,
+//! and what it shares with the UDP client is in `contract`.
 //!
-//! The TCP logic is generic over `Read + Write` so unit tests drive it
-//! with a fake stream that takes N bytes and then says `WouldBlock`.
+//! The logic is generic over `Read + Write` so unit tests drive it with a
+//! fake stream that takes N bytes and then says `WouldBlock`.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::io::{self, Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use hdrhistogram::Histogram;
-
-use super::payload::Message;
-use super::report::Errors;
+use super::contract::{
+    show_byte, ClientCtx, ClientState, End, Pace, Step, OPEN_LOOP_MAX_IN_FLIGHT,
+};
+use crate::load::payload::Message;
 use crate::mode::Mode;
 use crate::net::{is_interrupted, is_peer_gone, is_would_block};
-
-/// Most messages one open-loop client has in flight before it waits for
-/// replies. Latency still counts from each message's due time, so a stall
-/// shows; the cap only bounds memory.
-pub const OPEN_LOOP_MAX_IN_FLIGHT: usize = 4096;
-
-/// Settings every client of a run follows.
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    /// Bytes per message.
-    pub size: usize,
-    /// What the server is expected to do to each byte.
-    pub expect: Mode,
-    /// Stop reading after a read that did not fill the buffer (Linux).
-    pub short_read: bool,
-    /// How long a UDP request waits for its reply before it is lost.
-    pub udp_reply_timeout: Duration,
-}
-
-/// When a client may send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pace {
-    /// Keep this many messages in flight; send the next when one completes.
-    Closed {
-        /// Messages in flight per client.
-        pipeline: usize,
-    },
-    /// Message n is due at `first + n * interval`, sent or not.
-    Open {
-        /// When message 0 is due.
-        first: Instant,
-        /// Time between two messages of this client.
-        interval: Duration,
-    },
-}
-
-impl Pace {
-    /// When message `seq` is due (open loop only).
-    pub(crate) fn due(&self, seq: u64) -> Option<Instant> {
-        match *self {
-            Pace::Closed { .. } => None,
-            Pace::Open { first, interval } => {
-                let nanos = u64::try_from(interval.as_nanos())
-                    .unwrap_or(u64::MAX)
-                    .saturating_mul(seq);
-                first.checked_add(Duration::from_nanos(nanos))
-            }
-        }
-    }
-
-    /// How many messages are due at `now` (open loop only).
-    pub(crate) fn due_count(&self, now: Instant) -> u64 {
-        match *self {
-            Pace::Closed { .. } => 0,
-            Pace::Open { first, interval } => {
-                if now < first {
-                    return 0;
-                }
-                let since = now.duration_since(first).as_nanos();
-                let step = interval.as_nanos().max(1);
-                u64::try_from(since / step + 1).unwrap_or(u64::MAX)
-            }
-        }
-    }
-}
-
-/// The part of a run that counts: messages sent in it are measured.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Window {
-    /// Start of measuring; `None` while ramping up or warming up.
-    pub start: Option<Instant>,
-    /// End of measuring; `None` until then.
-    pub end: Option<Instant>,
-}
-
-impl Window {
-    /// True if a message stamped `at` (sent, or due) is measured. The
-    /// start is exclusive: a message stamped in the very batch that opened
-    /// the window went out before it did.
-    pub fn contains(&self, at: Instant) -> bool {
-        self.start.is_some_and(|s| at > s) && self.end.map_or(true, |e| at < e)
-    }
-}
-
-/// A loop's counters: what its clients measured and what went wrong.
-#[derive(Debug, Clone)]
-pub struct Tally {
-    /// Measured messages whose reply came back right.
-    pub messages: u64,
-    /// Reply bytes of those messages.
-    pub bytes: u64,
-    /// Messages sent in the measured window (stamped in it), the base of
-    /// the loss rate.
-    pub sent: u64,
-    /// Errors by kind.
-    pub errors: Errors,
-    /// UDP replies that overtook the reply to a later request (not errors).
-    pub reordered: u64,
-    /// UDP replies to requests already counted lost (not errors).
-    pub late: u64,
-    /// Mismatches that were exactly the ASCII uppercase of what was sent.
-    pub mismatch_upper: u64,
-    /// Latency of each measured message, in microseconds.
-    pub latency: Histogram<u64>,
-    /// Replies completed since the last progress report (measured or not).
-    pub recent_messages: u64,
-    /// Their latencies, kept only when progress is reported.
-    pub recent_latency: Option<Histogram<u64>>,
-    /// The first error, described for people.
-    pub first_error: Option<String>,
-}
-
-impl Tally {
-    /// Empty counters; `with_recent` keeps a second histogram for progress.
-    pub fn new(with_recent: bool) -> Tally {
-        Tally {
-            messages: 0,
-            bytes: 0,
-            sent: 0,
-            errors: Errors::default(),
-            reordered: 0,
-            late: 0,
-            mismatch_upper: 0,
-            latency: super::report::new_histogram(),
-            recent_messages: 0,
-            recent_latency: with_recent.then(super::report::new_histogram),
-            first_error: None,
-        }
-    }
-
-    /// A reply to a message stamped `stamp` completed correctly at `now`.
-    pub(crate) fn complete(&mut self, stamp: Instant, now: Instant, window: &Window, size: usize) {
-        let micros = u64::try_from(now.saturating_duration_since(stamp).as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        self.recent_messages += 1;
-        if let Some(h) = &mut self.recent_latency {
-            h.saturating_record(micros);
-        }
-        if window.contains(stamp) {
-            self.messages += 1;
-            self.bytes += size as u64;
-            self.latency.saturating_record(micros);
-        }
-    }
-
-    /// Remembers the first error's story; later ones only count.
-    pub fn note(&mut self, describe: impl FnOnce() -> String) {
-        if self.first_error.is_none() {
-            self.first_error = Some(describe());
-        }
-    }
-}
-
-/// What a handler borrows from the loop for one call.
-pub struct Ctx<'a> {
-    /// The run's settings.
-    pub settings: &'a Settings,
-    /// The time of this batch of events.
-    pub now: Instant,
-    /// Which messages are measured.
-    pub window: Window,
-    /// The loop's counters.
-    pub tally: &'a mut Tally,
-}
-
-/// Where a client is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientState {
-    /// Sending as the pace allows and checking replies.
-    Running,
-    /// The measured window is over: no new messages, waiting for the
-    /// replies in flight (a partly written message is finished first).
-    Draining,
-}
-
-/// Why a client ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// Drained: every reply arrived.
-    Done,
-    /// The server reset the connection.
-    Reset,
-    /// The server closed the connection while it was still needed.
-    Eof,
-    /// The server sent more bytes than it was sent.
-    Excess,
-    /// The drain grace period ended with replies still in flight.
-    Timeout,
-    /// Any other IO error.
-    Io(io::ErrorKind),
-}
-
-impl fmt::Display for End {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            End::Done => f.write_str("done"),
-            End::Reset => f.write_str("reset by server"),
-            End::Eof => f.write_str("closed by server with replies outstanding"),
-            End::Excess => f.write_str("server sent more bytes than it was sent"),
-            End::Timeout => {
-                f.write_str("replies still outstanding when the drain timed out (--drain-timeout)")
-            }
-            End::Io(kind) => write!(f, "io error: {kind}"),
-        }
-    }
-}
-
-/// What the loop should do with a client after a handler ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Nothing until the next readiness edge or due time.
-    Wait,
-    /// Close it and count `End`.
-    Close(End),
-}
-
-/// Counts a client's end under its kind, plus its messages in flight as
-/// lost when it did not end cleanly.
-pub fn count_end(tally: &mut Tally, end: End, in_flight: u64, who: &dyn fmt::Display) {
-    match end {
-        End::Done => return,
-        End::Reset => tally.errors.reset += 1,
-        End::Eof => tally.errors.closed += 1,
-        End::Excess => tally.errors.mismatch += 1,
-        End::Timeout => tally.errors.timeout += 1,
-        End::Io(_) => tally.errors.io += 1,
-    }
-    tally.errors.lost += in_flight;
-    tally.note(|| format!("{who}: {end}"));
-}
-
-/// A byte for a message: `'a'` when printable ASCII, else `0x07`.
-pub(crate) fn show_byte(b: u8) -> String {
-    if b.is_ascii_graphic() || b == b' ' {
-        format!("'{}'", b as char)
-    } else {
-        format!("0x{b:02x}")
-    }
-}
 
 /// One TCP connection to the server, past its handshake.
 #[derive(Debug)]
@@ -339,25 +97,42 @@ impl<S: Read + Write> TcpClient<S> {
         self.pace.due(self.pace.due_count(now))
     }
 
-    /// The measured window ended: send nothing new, wait for replies.
-    pub fn stop_sending(&mut self, size: usize) -> Step {
+    /// The measured window ended: send nothing new but the rest of a
+    /// message already begun (the server cannot answer half of one), then
+    /// wait for the replies in flight.
+    pub fn stop_sending(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         self.state = ClientState::Draining;
-        self.drained_step(size)
+        self.send(scratch, cx)
     }
 
-    /// The socket has room again: send what the pace allows.
-    pub fn on_writable(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
-        self.pump(scratch, cx)
+    /// The socket reported readiness: room to write, replies to read.
+    pub fn on_ready(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        scratch: &mut [u8],
+        cx: &mut ClientCtx<'_>,
+    ) -> Step {
+        let mut step = Step::Wait;
+        // Write first, into the room the edge announced; reading ends
+        // with a send of its own for the slots its replies freed.
+        if writable {
+            step = self.send(scratch, cx);
+        }
+        if readable && step == Step::Wait {
+            step = self.on_readable(scratch, cx);
+        }
+        step
     }
 
     /// Replies arrived: read until the socket is empty, check every byte,
     /// then send what the completed replies allow.
-    pub fn on_readable(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+    pub fn on_readable(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         loop {
             match self.stream.read(scratch) {
                 // EOF: fine only if nothing more was owed to us.
                 Ok(0) => {
-                    return match self.drained_step(cx.settings.size) {
+                    return match self.drained_step() {
                         Step::Close(End::Done) => Step::Close(End::Done),
                         _ => Step::Close(End::Eof),
                     }
@@ -379,7 +154,7 @@ impl<S: Read + Write> TcpClient<S> {
                 Err(e) => return Step::Close(End::Io(e.kind())),
             }
         }
-        self.pump(scratch, cx)
+        self.send(scratch, cx)
     }
 
     /// Messages that may have started sending by now.
@@ -398,13 +173,13 @@ impl<S: Read + Write> TcpClient<S> {
     }
 
     /// Writes what the pace allows until done or the kernel pushes back.
-    fn pump(&mut self, scratch: &mut [u8], cx: &mut Ctx<'_>) -> Step {
+    pub fn send(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         let size = cx.settings.size;
         loop {
             let limit = self.send_limit(cx.now);
             let len = self.fill(scratch, limit, size);
             if len == 0 {
-                return self.drained_step(size);
+                return self.drained_step();
             }
             match self.stream.write(&scratch[..len]) {
                 Ok(0) => return Step::Close(End::Io(io::ErrorKind::WriteZero)),
@@ -443,7 +218,7 @@ impl<S: Read + Write> TcpClient<S> {
 
     /// The kernel took `n` more bytes: move the send position, stamping
     /// each message whose first byte just went out.
-    fn advance(&mut self, mut n: usize, cx: &mut Ctx<'_>) {
+    fn advance(&mut self, mut n: usize, cx: &mut ClientCtx<'_>) {
         let size = cx.settings.size;
         while n > 0 {
             if self.send_off == 0 {
@@ -464,7 +239,7 @@ impl<S: Read + Write> TcpClient<S> {
     }
 
     /// Checks reply bytes against what was sent, completing messages.
-    fn consume(&mut self, mut data: &[u8], cx: &mut Ctx<'_>) -> Result<(), End> {
+    fn consume(&mut self, mut data: &[u8], cx: &mut ClientCtx<'_>) -> Result<(), End> {
         let size = cx.settings.size;
         let sent = self.send_seq * size as u64 + self.send_off as u64;
         let received = self.recv_seq * size as u64 + self.recv_off as u64;
@@ -490,7 +265,10 @@ impl<S: Read + Write> TcpClient<S> {
                             msg.conn,
                             msg.seq,
                             show_byte(got),
-                            show_byte(super::payload::transform(cx.settings.expect, msg.byte(off)))
+                            show_byte(crate::load::payload::transform(
+                                cx.settings.expect,
+                                msg.byte(off)
+                            ))
                         )
                     });
                 }
@@ -522,7 +300,7 @@ impl<S: Read + Write> TcpClient<S> {
     }
 
     /// Done once draining with nothing in flight and nothing half sent.
-    fn drained_step(&self, _size: usize) -> Step {
+    fn drained_step(&self) -> Step {
         if self.state == ClientState::Draining && self.stamps.is_empty() && self.send_off == 0 {
             Step::Close(End::Done)
         } else {
@@ -534,6 +312,9 @@ impl<S: Read + Write> TcpClient<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::client::contract::{Settings, Tally, Window};
+    use crate::load::report::Errors;
+    use std::time::Duration;
 
     /// A socket that takes at most `room` bytes per write (then says
     /// `WouldBlock` until `room` is raised) and echoes what it took,
@@ -617,13 +398,13 @@ mod tests {
         };
         for _ in 0..rounds {
             c.stream.room += room_per_round;
-            let mut cx = Ctx {
+            let mut cx = ClientCtx {
                 settings: s,
                 now,
                 window,
                 tally,
             };
-            assert_eq!(c.on_writable(&mut scratch, &mut cx), Step::Wait);
+            assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
             assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Wait);
         }
     }
@@ -662,16 +443,20 @@ mod tests {
         let mut c = TcpClient::new(fake(4, 10, None), 0, Pace::Closed { pipeline: 2 });
         let mut scratch = vec![0u8; 64];
         let now = Instant::now();
-        let mut cx = Ctx {
+        let mut cx = ClientCtx {
             settings: &s,
             now,
             window: Window::default(),
             tally: &mut tally,
         };
-        assert_eq!(c.on_writable(&mut scratch, &mut cx), Step::Wait);
-        assert_eq!(c.stop_sending(10), Step::Wait, "4 of 10 bytes sent");
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(
+            c.stop_sending(&mut scratch, &mut cx),
+            Step::Wait,
+            "4 of 10 bytes sent"
+        );
         c.stream.room = 100;
-        assert_eq!(c.on_writable(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
         assert_eq!(c.stream.taken, 10, "only the begun message is finished");
         assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Close(End::Done));
         assert_eq!(cx.tally.messages, 0, "nothing measured outside the window");

@@ -1,0 +1,131 @@
+//! The generator's clients behind one interface: [`Client`] is a TCP
+//! connection ([`tcp`]) or a connected UDP socket ([`udp`]), and the loop
+//! talks to either through the same handful of calls. What both share
+//! with the loop (settings, pace, window, tally, context, step) is in
+//! [`contract`]. A client sends as its pace allows, checks every reply and
+//! counts into the loop's tally; the `Poll`, the slab, the schedule and
+//! connecting belong to the loop.
+//!
+//! An enum rather than a trait object: two kinds, known here, so each
+//! call is one `match` and no indirection on the per-event path.
+
+pub mod contract;
+pub mod tcp;
+pub mod udp;
+
+use std::fmt;
+use std::time::Instant;
+
+use contract::{ClientCtx, Step};
+use tcp::TcpClient;
+use udp::UdpClient;
+
+/// One client of a load loop, TCP or UDP. Both kinds offer the same calls
+/// with the same meaning, so the loop never asks which one it holds.
+#[derive(Debug)]
+pub enum Client {
+    /// One TCP connection, past its handshake.
+    Tcp(TcpClient),
+    /// One connected UDP socket.
+    Udp(UdpClient),
+}
+
+/// Runs the same call on whichever client `$self` holds.
+macro_rules! each {
+    ($self:expr, $c:ident => $call:expr) => {
+        match $self {
+            Client::Tcp($c) => $call,
+            Client::Udp($c) => $call,
+        }
+    };
+}
+
+impl Client {
+    /// The client's number in the run; half of every payload's key.
+    pub fn id(&self) -> u64 {
+        each!(self, c => c.id())
+    }
+
+    /// Messages sent (at least partly) whose reply is not complete.
+    pub fn in_flight(&self) -> u64 {
+        each!(self, c => c.in_flight())
+    }
+
+    /// When the next message not yet due becomes due (open loop only).
+    pub fn next_due(&self, now: Instant) -> Option<Instant> {
+        each!(self, c => c.next_due(now))
+    }
+
+    /// Its name in logs and error stories: `tcp conn 3`, `udp socket 3`.
+    pub fn label(&self) -> Label {
+        match self {
+            Client::Tcp(c) => Label::tcp(c.id()),
+            Client::Udp(c) => Label::udp(c.id()),
+        }
+    }
+
+    /// The socket reported readiness: read replies, send what the pace
+    /// allows, in the order that suits the kind.
+    pub fn on_ready(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        scratch: &mut [u8],
+        cx: &mut ClientCtx<'_>,
+    ) -> Step {
+        each!(self, c => c.on_ready(readable, writable, scratch, cx))
+    }
+
+    /// Sends what the pace allows now (a new client, or messages due).
+    pub fn send(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
+        each!(self, c => c.send(scratch, cx))
+    }
+
+    /// The loop's periodic sweep: UDP requests whose reply is overdue are
+    /// lost. A TCP stream loses nothing on its own; the drain deadline,
+    /// the loop's, bounds it.
+    pub fn on_tick(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
+        match self {
+            Client::Tcp(_) => Step::Wait,
+            Client::Udp(c) => c.on_tick(scratch, cx),
+        }
+    }
+
+    /// The measured window ended: send nothing new, finish what was begun,
+    /// then wait for the replies in flight. `Close(Done)` if none are.
+    pub fn stop_sending(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
+        each!(self, c => c.stop_sending(scratch, cx))
+    }
+}
+
+/// A client's name in logs: its kind and its number. Made when a story is
+/// told (a client ends, a connect fails), never on the per-event path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Label {
+    kind: &'static str,
+    id: u64,
+}
+
+impl Label {
+    /// `tcp conn <id>`.
+    pub fn tcp(id: u64) -> Label {
+        Label {
+            kind: "tcp conn",
+            id,
+        }
+    }
+
+    /// `udp socket <id>`.
+    pub fn udp(id: u64) -> Label {
+        Label {
+            kind: "udp socket",
+            id,
+        }
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.id)
+    }
+}

@@ -1,0 +1,360 @@
+//! The report on the wire: [`ReportJson`] is the one place the JSON
+//! schema of `load --json` lives, written and read by serde. It holds the
+//! counts a [`Report`] is made of, the latency histogram (base64 of
+//! HdrHistogram's V2 encoding, see `hdr_v2`), and the figures derived
+//! from them (rates, loss, percentiles, the verdict) for people and
+//! scripts. Reading a report back trusts only the counts: the derived
+//! figures are worked out again.
+//!
+//! What the figures mean, and merging, are the report's (`report`); this
+//! file only maps them to and from JSON. The per-second intervals do not
+//! travel: they are for `--hdr-log` and `--plot`, written beside.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::report::{Errors, Report};
+use super::{hdr_v2, Proto};
+
+/// A load report as JSON, field for field; keys in the order written.
+///
+/// Fields added after the first reports were saved (`histogram`,
+/// `mismatch_upper`, `max_loss_percent`, `first_error`, `failure`) may be
+/// missing, so older files still `compare`; [`Report::from_json`] needs
+/// the histogram.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportJson {
+    /// `tcp` or `udp`.
+    pub proto: Proto,
+    /// The server's address, `127.0.0.1:7007`.
+    pub target: SocketAddr,
+    /// Connections asked for.
+    pub connections: usize,
+    /// Connections that came up, each counted once.
+    pub connected: u64,
+    /// Connections opened again after an error (`--reconnect`).
+    pub reconnects: u64,
+    /// Time until every connection was up or had failed, in seconds.
+    #[serde(serialize_with = "seconds")]
+    pub ramp_s: f64,
+    /// The measured window, in seconds.
+    #[serde(serialize_with = "seconds")]
+    pub duration_s: f64,
+    /// Measured messages whose reply came back right.
+    pub messages: u64,
+    /// Their reply bytes.
+    pub bytes: u64,
+    /// Messages sent in the measured window.
+    pub sent: u64,
+    /// Derived: `messages / duration_s`.
+    #[serde(serialize_with = "figure")]
+    pub msgs_per_sec: f64,
+    /// Derived: `bytes / duration_s`.
+    #[serde(serialize_with = "figure")]
+    pub bytes_per_sec: f64,
+    /// Derived: lost as a percentage of sent.
+    #[serde(serialize_with = "figure")]
+    pub loss_percent: f64,
+    /// Latency of the measured messages, in microseconds.
+    pub latency_us: LatencyJson,
+    /// Errors by kind.
+    pub errors: Errors,
+    /// UDP replies that overtook a later request's (not errors).
+    pub reordered: u64,
+    /// UDP replies to requests already counted lost (not errors).
+    pub late: u64,
+    /// Mismatches that were exactly the uppercase of what was sent.
+    #[serde(default)]
+    pub mismatch_upper: u64,
+    /// The loss (percent) UDP may have and still pass.
+    #[serde(default = "default_max_loss_percent", serialize_with = "figure")]
+    pub max_loss_percent: f64,
+    /// The run was stopped early by a signal.
+    pub interrupted: bool,
+    /// The first error seen, for people.
+    #[serde(default)]
+    pub first_error: Option<String>,
+    /// Why the run could not happen at all.
+    #[serde(default)]
+    pub failure: Option<String>,
+    /// Derived: the verdict.
+    pub ok: bool,
+    /// Derived: why the run failed, one line; `null` when it passed.
+    pub error: Option<String>,
+}
+
+/// The latency figures, in microseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LatencyJson {
+    /// Derived: median.
+    pub p50: u64,
+    /// Derived: 90th percentile.
+    pub p90: u64,
+    /// Derived: 99th percentile.
+    pub p99: u64,
+    /// Derived: 99.9th percentile.
+    pub p999: u64,
+    /// Derived: the largest.
+    pub max: u64,
+    /// Derived: the mean.
+    #[serde(serialize_with = "figure")]
+    pub mean: f64,
+    /// The whole distribution: base64 of HdrHistogram's V2 compressed
+    /// encoding ([`hdr_v2::encode`]); `null` if it could not be encoded.
+    #[serde(default)]
+    pub histogram: Option<String>,
+}
+
+/// What `--max-loss` defaults to, for reports saved without it.
+fn default_max_loss_percent() -> f64 {
+    1.0
+}
+
+impl From<&Report> for ReportJson {
+    fn from(r: &Report) -> ReportJson {
+        let [p50, p90, p99, p999, max] = r.percentiles_us();
+        ReportJson {
+            proto: r.proto,
+            target: r.target,
+            connections: r.connections,
+            connected: r.connected,
+            reconnects: r.reconnects,
+            ramp_s: r.ramp.as_secs_f64(),
+            duration_s: r.duration.as_secs_f64(),
+            messages: r.messages,
+            bytes: r.bytes,
+            sent: r.sent,
+            msgs_per_sec: r.msgs_per_sec(),
+            bytes_per_sec: r.bytes_per_sec(),
+            loss_percent: r.loss_percent(),
+            latency_us: LatencyJson {
+                p50,
+                p90,
+                p99,
+                p999,
+                max,
+                mean: if r.latency.is_empty() {
+                    0.0
+                } else {
+                    r.latency.mean()
+                },
+                // Encoding into memory fails only on an encoder bug; the
+                // report is still worth printing without the histogram.
+                histogram: hdr_v2::encode(&r.latency).ok(),
+            },
+            errors: r.errors,
+            reordered: r.reordered,
+            late: r.late,
+            mismatch_upper: r.mismatch_upper,
+            max_loss_percent: r.max_loss_percent,
+            interrupted: r.interrupted,
+            first_error: r.first_error.clone(),
+            failure: r.failure.clone(),
+            ok: r.is_ok(),
+            error: r.failure_summary(),
+        }
+    }
+}
+
+impl ReportJson {
+    /// Reads one report; the message says what is wrong, not where from.
+    ///
+    /// # Errors
+    ///
+    /// The text is not JSON, or not a `load --json` report.
+    pub fn parse(json: &str) -> Result<ReportJson, String> {
+        serde_json::from_str(json).map_err(|e| format!("not a `load --json` report: {e}"))
+    }
+
+    /// The report as one line of JSON.
+    pub fn to_line(&self) -> String {
+        // A struct of numbers, strings and options has no value JSON
+        // cannot hold, so this fails only if serde_json has a bug.
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The full report back: the counts as written, the histogram
+    /// decoded, everything derived worked out again.
+    ///
+    /// # Errors
+    ///
+    /// The histogram is missing or broken, its count disagrees with
+    /// `messages`, or a duration is negative or too long.
+    pub fn into_report(self) -> Result<Report, String> {
+        let encoded = self
+            .latency_us
+            .histogram
+            .ok_or("the report carries no latency histogram (latency_us.histogram)")?;
+        let latency = hdr_v2::decode(&encoded)?;
+        if latency.len() != self.messages {
+            return Err(format!(
+                "the latency histogram holds {} values but the report counts {} messages",
+                latency.len(),
+                self.messages
+            ));
+        }
+        let mut r = Report::new(self.proto, self.target, self.connections);
+        r.connected = self.connected;
+        r.reconnects = self.reconnects;
+        r.ramp = duration("ramp_s", self.ramp_s)?;
+        r.duration = duration("duration_s", self.duration_s)?;
+        r.messages = self.messages;
+        r.bytes = self.bytes;
+        r.sent = self.sent;
+        r.errors = self.errors;
+        r.reordered = self.reordered;
+        r.late = self.late;
+        r.mismatch_upper = self.mismatch_upper;
+        r.latency = latency;
+        r.max_loss_percent = self.max_loss_percent;
+        r.first_error = self.first_error;
+        r.failure = self.failure;
+        r.interrupted = self.interrupted;
+        Ok(r)
+    }
+}
+
+/// Seconds as written back to a `Duration`, to the nanosecond: rates are
+/// worked out again from it, so it must come back as it went out.
+fn duration(name: &str, secs: f64) -> Result<Duration, String> {
+    let nanos = (secs * 1e9).round();
+    if !(0.0..=u64::MAX as f64).contains(&nanos) {
+        return Err(format!("{name} is {secs}: not a duration"));
+    }
+    Ok(Duration::from_nanos(nanos as u64))
+}
+
+/// A duration in seconds: whole seconds as an integer (`2`), otherwise
+/// every digit, so reading it back loses nothing.
+fn seconds<S: Serializer>(secs: &f64, s: S) -> Result<S::Ok, S::Error> {
+    number(*secs, s)
+}
+
+/// A derived figure for people: three decimals at most (`500`, `0.25`);
+/// NaN and infinities, which JSON lacks, as 0.
+fn figure<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    number((x * 1000.0).round() / 1000.0, s)
+}
+
+/// A finite number, written as an integer when it is whole; 0 otherwise.
+fn number<S: Serializer>(x: f64, s: S) -> Result<S::Ok, S::Error> {
+    // Integers up to 2^53 are exact in an f64.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if !x.is_finite() {
+        s.serialize_u64(0)
+    } else if x.fract() == 0.0 && x.abs() <= EXACT {
+        s.serialize_i64(x as i64)
+    } else {
+        s.serialize_f64(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        let mut r = Report::new(Proto::Udp, "[::1]:7007".parse().expect("address"), 3);
+        r.connected = 3;
+        r.reconnects = 1;
+        r.ramp = Duration::from_micros(2_345);
+        r.duration = Duration::from_nanos(2_000_123_457);
+        r.messages = 1000;
+        r.bytes = 64_000;
+        r.sent = 1010;
+        r.errors.lost = 10;
+        r.errors.duplicate = 1;
+        r.errors.mismatch = 2;
+        r.mismatch_upper = 2;
+        r.reordered = 4;
+        r.late = 3;
+        r.max_loss_percent = 2.5;
+        r.first_error = Some("udp socket 1: a second reply to message 7 \"x\"".into());
+        for v in 1..=1000u64 {
+            r.latency.record(v * 7).expect("in range");
+        }
+        r
+    }
+
+    #[test]
+    fn a_report_survives_json_and_back_unchanged() {
+        let first = report().to_json();
+        let back = Report::from_json(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+        assert_eq!(back.to_json(), first);
+        assert_eq!(back.duration, Duration::from_nanos(2_000_123_457));
+        assert_eq!(back.latency, report().latency);
+        assert_eq!(back.errors, report().errors);
+        assert_eq!(back.failure_summary(), report().failure_summary());
+    }
+
+    #[test]
+    fn keys_come_in_the_order_of_the_schema() {
+        let j = report().to_json();
+        let at = |key: &str| {
+            j.find(&format!("\"{key}\":"))
+                .unwrap_or_else(|| panic!("{key} in {j}"))
+        };
+        let order = [
+            "proto",
+            "target",
+            "connections",
+            "duration_s",
+            "msgs_per_sec",
+            "latency_us",
+            "histogram",
+            "errors",
+            "reordered",
+            "ok",
+            "error",
+        ];
+        for pair in order.windows(2) {
+            assert!(
+                at(pair[0]) < at(pair[1]),
+                "{} before {}: {j}",
+                pair[0],
+                pair[1]
+            );
+        }
+        assert!(
+            j.starts_with(r#"{"proto":"udp","target":"[::1]:7007","#),
+            "{j}"
+        );
+    }
+
+    #[test]
+    fn derived_figures_have_three_decimals_and_whole_ones_none() {
+        let mut r = report();
+        r.duration = Duration::from_secs(2);
+        let j = r.to_json();
+        assert!(j.contains(r#""duration_s":2,"#), "{j}");
+        assert!(j.contains(r#""msgs_per_sec":500,"#), "{j}");
+        // 10 lost of 1010 sent: 0.990099...%.
+        assert!(j.contains(r#""loss_percent":0.99,"#), "{j}");
+        let nothing = Report::new(Proto::Tcp, "127.0.0.1:7".parse().expect("address"), 1);
+        assert!(nothing.to_json().contains(r#""msgs_per_sec":0,"#));
+    }
+
+    #[test]
+    fn reading_back_needs_the_histogram_and_its_count_to_agree() {
+        let mut v: serde_json::Value = serde_json::from_str(&report().to_json()).expect("JSON");
+        v["messages"] = 999.into();
+        let e = Report::from_json(&v.to_string()).unwrap_err();
+        assert!(
+            e.contains("1000 values") && e.contains("999 messages"),
+            "{e}"
+        );
+        v["latency_us"]
+            .as_object_mut()
+            .expect("an object")
+            .remove("histogram");
+        let e = Report::from_json(&v.to_string()).unwrap_err();
+        assert!(e.contains("latency_us.histogram"), "{e}");
+        v["latency_us"]["histogram"] = "not base64!".into();
+        assert!(Report::from_json(&v.to_string()).is_err());
+        assert!(Report::from_json(r#"{"hello":"world"}"#)
+            .unwrap_err()
+            .contains("load --json"));
+    }
+}
