@@ -228,6 +228,73 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A program from `examples/`, running as a child process; killed on drop.
+pub struct Example {
+    child: Child,
+    /// The address from its `listening on` line.
+    pub addr: SocketAddr,
+}
+
+impl Example {
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where cargo put the example `name`: beside this test's own directory
+/// (`cargo test` builds the examples there), so a `CARGO_TARGET_DIR` is
+/// followed.
+pub fn example_path(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join(name))
+        .expect("target dir")
+}
+
+/// Starts `examples/NAME ARGS` (usually `127.0.0.1:0`) and reads the
+/// address from its first `listening on` line. Its stdout stays open and
+/// drained to the end, so a second line (custom_mode's UDP) finds a reader.
+pub fn start_example(name: &str, args: &[&str]) -> Example {
+    let bin = example_path(name);
+    assert!(bin.exists(), "{} was not built", bin.display());
+    let mut child = Command::new(&bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn example");
+    let stdout = child.stdout.take().expect("piped");
+    // Read on a thread, so a silent example fails the test in time.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        let _ = tx.send(lines.next().unwrap_or_default());
+        lines.for_each(drop);
+    });
+    // The guard exists before any panic below, so the child is killed.
+    let mut example = Example {
+        child,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
+    let line = rx.recv_timeout(IO_TIMEOUT).unwrap_or_default();
+    example.addr = line
+        .trim()
+        .split_once("://")
+        .and_then(|(_, a)| a.parse().ok())
+        .unwrap_or_else(|| panic!("{name}: no listening line: {line:?}"));
+    example
+}
+
 /// A `Server` running on a thread of this test process.
 pub struct InProcess {
     /// Bound TCP addresses.
