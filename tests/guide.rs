@@ -405,19 +405,23 @@ fn section_4_the_pipeline_gets_every_byte_from_the_server_and_loses_some_from_th
     let server = traced(&[]);
     let mut s = connect(server.tcp_addr());
     let (sent, writer) = push(&s, TOTAL, IO_TIMEOUT);
-    // `sleep 2`: nobody reads until the writer is stuck (or done).
-    let quiet = wait_for_quiet(
-        || sent.load(Ordering::Relaxed),
-        Duration::from_millis(300),
-        IO_TIMEOUT,
-    );
-    assert!(quiet, "the writer never stalled");
+    // `sleep 2`: nobody reads until the server has stopped reading (its
+    // output to us is stuck) and the writer's bytes pile up in its Recv-Q.
     let (local, remote) = (
         server.tcp_addr().port(),
         s.local_addr().expect("local").port(),
     );
-    let unread = tcp_queues(local, remote).map_or(0, |(_, rx)| rx);
-    assert!(unread > 0, "no unread input in the server's Recv-Q");
+    let unread = || tcp_queues(local, remote).map_or(0, |(_, rx)| rx);
+    let stalled = wait_until(IO_TIMEOUT, || {
+        server.paused_connections() == 1 && unread() > 0
+    });
+    assert!(
+        stalled,
+        "the server never paused reading with input unread: {} B sent, {} B in its Recv-Q; trace tail:\n{}",
+        sent.load(Ordering::Relaxed),
+        unread(),
+        tail(&server.stderr(), 20)
+    );
     assert_eq!(count_to_eof(&mut s), TOTAL as u64, "wc -c");
     writer.join().expect("writer");
     let log = server.stop();
