@@ -6,57 +6,16 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::{TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// An example program, killed on drop.
-struct Example {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `target/<profile>/examples/NAME 127.0.0.1:0` and reads the
-/// address from its `listening on` line.
-fn start(name: &str) -> Example {
-    let exe = std::env::current_exe().expect("test exe");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("examples").join(name))
-        .expect("target dir");
-    assert!(bin.exists(), "{} was not built", bin.display());
-    let mut child = Command::new(&bin)
-        .arg("127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn example");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("piped");
-    let _ = BufReader::new(stdout).read_line(&mut line);
-    let addr = line
-        .trim()
-        .split_once("://")
-        .and_then(|(_, a)| a.parse().ok())
-        .unwrap_or_else(|| panic!("{name}: no listening line: {line:?}"));
-    Example { child, addr }
-}
-
 #[test]
 fn blocking_serves_one_client_and_makes_the_second_wait() {
-    let ex = start("blocking");
+    let ex = start_example("blocking", &["127.0.0.1:0"]);
     let mut first = connect(ex.addr);
     assert_eq!(roundtrip(&mut first, b"hello boy"), b"HELLO BOY");
     // The second connects (the kernel completes the handshake) but nobody
@@ -82,7 +41,7 @@ fn blocking_serves_one_client_and_makes_the_second_wait() {
 
 #[test]
 fn threaded_serves_clients_at_the_same_time() {
-    let ex = start("threaded");
+    let ex = start_example("threaded", &["127.0.0.1:0"]);
     let mut first = connect(ex.addr);
     let mut second = connect(ex.addr);
     assert_eq!(roundtrip(&mut second, b"second"), b"SECOND");
@@ -91,7 +50,7 @@ fn threaded_serves_clients_at_the_same_time() {
 
 #[test]
 fn reactor_serves_many_clients_on_one_thread() {
-    let ex = start("reactor");
+    let ex = start_example("reactor", &["127.0.0.1:0"]);
     let mut clients: Vec<TcpStream> = (0..50).map(|_| connect(ex.addr)).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         let msg = format!("client {i} says hi");
@@ -109,14 +68,13 @@ fn reactor_serves_many_clients_on_one_thread() {
     c.read_exact(&mut back).expect("all of it back");
     let _ = writer.join();
     assert_eq!(back, upper(&big));
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", ex.child.id())).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", ex.pid())).unwrap_or_default();
     assert!(status.contains("Threads:\t1\n"), "one thread: {status}");
 }
 
 #[test]
 fn udp_answers_each_datagram() {
-    let ex = start("udp");
+    let ex = start_example("udp", &["127.0.0.1:0"]);
     let u = UdpSocket::bind("127.0.0.1:0").expect("bind");
     u.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     for msg in [&b"hello"[..], b"", b"Mixed Case 123"] {
@@ -136,7 +94,7 @@ fn read_line(r: &mut BufReader<TcpStream>) -> String {
 
 #[test]
 fn chat_relays_a_line_to_the_others_but_not_back() {
-    let ex = start("chat");
+    let ex = start_example("chat", &["127.0.0.1:0"]);
     let mut alice = connect(ex.addr);
     let bob = connect(ex.addr);
     let mut bob_in = BufReader::new(bob.try_clone().expect("clone"));
@@ -156,7 +114,7 @@ fn chat_relays_a_line_to_the_others_but_not_back() {
 
 #[test]
 fn chat_disconnects_a_client_that_stops_reading_and_serves_the_rest() {
-    let ex = start("chat");
+    let ex = start_example("chat", &["127.0.0.1:0"]);
     let slow = connect(ex.addr);
     let fast = connect(ex.addr);
     let mut talker = connect(ex.addr);
@@ -230,7 +188,7 @@ fn chat_disconnects_a_client_that_stops_reading_and_serves_the_rest() {
 
 #[test]
 fn chat_tells_a_client_with_a_too_long_line_why_it_is_cut_off() {
-    let ex = start("chat");
+    let ex = start_example("chat", &["127.0.0.1:0"]);
     let mut talker = connect(ex.addr);
     // Past the room's 4 KiB line cap, with no newline: disconnected. Its
     // socket has room, so the last-line notice arrives before the EOF.

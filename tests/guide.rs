@@ -14,69 +14,12 @@ mod common;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A built example, started on `127.0.0.1:0` (or the given address), killed on drop.
-struct Example {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Example {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-/// Where cargo put the examples: beside this test's own directory, so a
-/// `CARGO_TARGET_DIR` is followed.
-fn example_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("examples").join(name))
-        .expect("target dir")
-}
-
-/// Starts `examples/NAME ARGS` and reads its `listening on` line.
-fn example(name: &str, args: &[&str]) -> Example {
-    let bin = example_path(name);
-    assert!(bin.exists(), "{} was not built", bin.display());
-    let mut child = Command::new(&bin)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn example");
-    let stdout = child.stdout.take().expect("piped");
-    // Read the line on a thread so a silent example fails the test in time.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(IO_TIMEOUT).unwrap_or_default();
-    let addr = line
-        .trim()
-        .split_once("://")
-        .and_then(|(_, a)| a.parse().ok())
-        .unwrap_or_else(|| panic!("{name}: no listening line: {line:?}"));
-    Example { child, addr }
-}
 
 /// The real server with the trace on, as the guide runs it.
 fn traced(extra: &[&str]) -> ServerProcess {
@@ -197,7 +140,7 @@ fn count_to_eof(s: &mut TcpStream) -> u64 {
 /// (ESTABLISHED, its bytes in the kernel's receive queue) but not served.
 #[test]
 fn section_1_the_blocking_example_leaves_the_second_client_in_the_backlog() {
-    let ex = example("blocking", &["127.0.0.1:0"]);
+    let ex = start_example("blocking", &["127.0.0.1:0"]);
     let mut first = connect(ex.addr);
     assert_eq!(roundtrip(&mut first, b"hello"), b"HELLO");
     let mut second = connect(ex.addr);
@@ -230,7 +173,7 @@ fn section_1_the_blocking_example_leaves_the_second_client_in_the_backlog() {
 /// example restarts on the same port at once.
 #[test]
 fn bridge_time_wait_blocks_a_plain_bind_but_not_a_restart() {
-    let ex = example("blocking", &["127.0.0.1:0"]);
+    let ex = start_example("blocking", &["127.0.0.1:0"]);
     let addr = ex.addr;
     let mut client = connect(addr);
     assert_eq!(roundtrip(&mut client, b"bye"), b"BYE");
@@ -249,7 +192,7 @@ fn bridge_time_wait_blocks_a_plain_bind_but_not_a_restart() {
         .bind(&addr.into())
         .expect_err("a bind without SO_REUSEADDR succeeded during TIME_WAIT");
     assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
-    let again = example("blocking", &[&addr.to_string()]);
+    let again = start_example("blocking", &[&addr.to_string()]);
     assert_eq!(again.addr, addr);
 }
 
@@ -462,19 +405,23 @@ fn section_4_the_pipeline_gets_every_byte_from_the_server_and_loses_some_from_th
     let server = traced(&[]);
     let mut s = connect(server.tcp_addr());
     let (sent, writer) = push(&s, TOTAL, IO_TIMEOUT);
-    // `sleep 2`: nobody reads until the writer is stuck (or done).
-    let quiet = wait_for_quiet(
-        || sent.load(Ordering::Relaxed),
-        Duration::from_millis(300),
-        IO_TIMEOUT,
-    );
-    assert!(quiet, "the writer never stalled");
+    // `sleep 2`: nobody reads until the server has stopped reading (its
+    // output to us is stuck) and the writer's bytes pile up in its Recv-Q.
     let (local, remote) = (
         server.tcp_addr().port(),
         s.local_addr().expect("local").port(),
     );
-    let unread = tcp_queues(local, remote).map_or(0, |(_, rx)| rx);
-    assert!(unread > 0, "no unread input in the server's Recv-Q");
+    let unread = || tcp_queues(local, remote).map_or(0, |(_, rx)| rx);
+    let stalled = wait_until(IO_TIMEOUT, || {
+        server.paused_connections() == 1 && unread() > 0
+    });
+    assert!(
+        stalled,
+        "the server never paused reading with input unread: {} B sent, {} B in its Recv-Q; trace tail:\n{}",
+        sent.load(Ordering::Relaxed),
+        unread(),
+        tail(&server.stderr(), 20)
+    );
     assert_eq!(count_to_eof(&mut s), TOTAL as u64, "wc -c");
     writer.join().expect("writer");
     let log = server.stop();
@@ -488,7 +435,7 @@ fn section_4_the_pipeline_gets_every_byte_from_the_server_and_loses_some_from_th
         assert!(log.contains(needle), "no {needle:?} in the trace");
     }
 
-    let ex = example("reactor", &["127.0.0.1:0"]);
+    let ex = start_example("reactor", &["127.0.0.1:0"]);
     let fds_before = fd_count(ex.pid());
     let mut s = connect(ex.addr);
     let (_, writer) = push(&s, TOTAL, IO_TIMEOUT);
@@ -507,7 +454,7 @@ fn section_4_the_pipeline_gets_every_byte_from_the_server_and_loses_some_from_th
 #[test]
 fn lab_1_pushing_without_reading_grows_the_example_not_the_server() {
     const TOTAL: usize = 64 << 20;
-    let ex = example("reactor", &["127.0.0.1:0"]);
+    let ex = start_example("reactor", &["127.0.0.1:0"]);
     let before = rss_bytes(ex.pid());
     let s = connect(ex.addr);
     let (_, writer) = push(&s, TOTAL, IO_TIMEOUT);
@@ -542,7 +489,7 @@ fn lab_1_pushing_without_reading_grows_the_example_not_the_server() {
 /// comes only when the client sends again.
 #[test]
 fn lab_3_a_reader_that_does_not_drain_leaves_bytes_behind() {
-    let ex = example("reactor", &["127.0.0.1:0", "--read-once"]);
+    let ex = start_example("reactor", &["127.0.0.1:0", "--read-once"]);
     let mut s = connect(ex.addr);
     let line = b"hello, edge-triggered world\n";
     s.write_all(line).expect("write");

@@ -104,6 +104,25 @@ fn main_thread_wakeups(pid: u32) -> u64 {
         .expect("voluntary_ctxt_switches in /proc status")
 }
 
+/// The timeout in ms (-1: none) of the `epoll_wait` the process's main
+/// thread is blocked in, from /proc/PID/task/PID/syscall; `None` while it
+/// is anywhere else.
+fn epoll_wait_timeout(pid: u32) -> Option<i32> {
+    let call = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/syscall")).ok()?;
+    let fields: Vec<&str> = call.split_whitespace().collect();
+    let number: libc::c_long = fields.first()?.parse().ok()?;
+    #[cfg(target_arch = "x86_64")]
+    let waits = [libc::SYS_epoll_wait, libc::SYS_epoll_pwait];
+    #[cfg(not(target_arch = "x86_64"))]
+    let waits = [libc::SYS_epoll_pwait];
+    if !waits.contains(&number) {
+        return None;
+    }
+    // epoll_wait(epfd, events, maxevents, timeout): the fourth argument.
+    let timeout = u64::from_str_radix(fields.get(4)?.trim_start_matches("0x"), 16).ok()?;
+    Some(timeout as i32)
+}
+
 fn clock_ticks_per_sec() -> u64 {
     // SAFETY: sysconf only reads a configuration value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -255,7 +274,8 @@ fn clients_that_never_read_keep_memory_bounded_and_others_fast() {
     let _turn = heavy();
     const CLIENTS: usize = 20;
     const PUSH: usize = 16 << 20;
-    let server = start_server(&["--max-pending", "262144"]);
+    // The trace says when the server stops reading a connection.
+    let server = start_server_logged(&["--max-pending", "262144"], "echo_reactor=trace");
     let addr = server.tcp_addr();
     let mut warm = connect(addr);
     assert_eq!(roundtrip(&mut warm, b"warm\n"), b"warm\n");
@@ -267,13 +287,8 @@ fn clients_that_never_read_keep_memory_bounded_and_others_fast() {
         .map(|_| never_reading_pusher(addr, PUSH, Arc::clone(&stop), Arc::clone(&pushed)))
         .collect();
     // Until every client is stuck: the server has stopped reading them.
-    let mut last = 0;
     let stuck = wait_until(Duration::from_secs(20), || {
-        let now = pushed.load(Ordering::Relaxed);
-        let settled = now == last && now > (CLIENTS as u64) << 20;
-        last = now;
-        std::thread::sleep(Duration::from_millis(200));
-        settled
+        server.paused_connections() == CLIENTS
     });
     let mut peak_rss = server.rss_bytes();
     let times = round_trips(addr, 100);
@@ -284,8 +299,10 @@ fn clients_that_never_read_keep_memory_bounded_and_others_fast() {
     }
     assert!(
         stuck,
-        "pushers never settled: {} B pushed",
-        pushed.load(Ordering::Relaxed)
+        "the server paused reading {} of {CLIENTS} pushers ({} B pushed); trace tail:\n{}",
+        server.paused_connections(),
+        pushed.load(Ordering::Relaxed),
+        tail(&server.stderr(), 20)
     );
     let growth = peak_rss.saturating_sub(rss_before);
     eprintln!(
@@ -371,6 +388,7 @@ fn idle_server_sleeps_in_poll_with_the_idle_timeout_armed() {
     let _turn = heavy();
     let server = start_server(&["--idle-timeout", "30"]);
     let pid = server.pid();
+    let no_connection = server.fd_count();
     let mut s = connect(server.tcp_addr());
     assert_eq!(roundtrip(&mut s, b"hi\n"), b"hi\n");
 
@@ -388,14 +406,21 @@ fn idle_server_sleeps_in_poll_with_the_idle_timeout_armed() {
         "{armed} wakeups in 2 s while armed"
     );
 
-    // With none, nothing is armed: no wakeups at all.
+    // With none, nothing is armed: no wakeups at all. Counted from when
+    // the server has closed its side and its loop sleeps in epoll_wait
+    // with no timeout (the sweep that was due runs once more, then disarms).
     drop(s);
-    let swept = wait_until(Duration::from_secs(5), || {
-        let w = main_thread_wakeups(pid);
-        std::thread::sleep(Duration::from_millis(1200));
-        main_thread_wakeups(pid) == w
+    let disarmed = wait_until(Duration::from_secs(5), || {
+        server.fd_count() == no_connection && epoll_wait_timeout(pid) == Some(-1)
     });
-    assert!(swept, "the loop kept waking with no connection open");
+    assert!(
+        disarmed,
+        "the loop never slept without a timeout after the last close: {} fds ({no_connection} \
+         with no connection), epoll_wait timeout {:?}; stderr:\n{}",
+        server.fd_count(),
+        epoll_wait_timeout(pid),
+        server.stderr()
+    );
     let before = main_thread_wakeups(pid);
     let cpu = cpu_share(pid, Duration::from_secs(2));
     let idle = main_thread_wakeups(pid) - before;

@@ -302,33 +302,9 @@ fn load_refuses_to_check_a_mode_that_is_not_byte_for_byte() {
 
 #[test]
 fn the_custom_mode_example_plugs_rot13_into_the_library() {
-    // `cargo test` builds the examples beside the test binaries.
-    let exe = std::env::current_exe().expect("test exe");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("examples").join("custom_mode"))
-        .expect("target dir");
-    assert!(bin.exists(), "{} not built", bin.display());
-    let mut child = std::process::Command::new(&bin)
-        .arg("127.0.0.1:0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn the example");
-    let stdout = child.stdout.take().expect("piped");
-    let mut line = String::new();
-    // Kept open until the end: the example prints a second line (UDP).
-    let mut lines = std::io::BufReader::new(stdout);
-    std::io::BufRead::read_line(&mut lines, &mut line).expect("listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on tcp://")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no listening line: {line:?}"));
-    let mut s = connect(addr);
+    // Killed on drop, also when an assertion below fails.
+    let ex = start_example("custom_mode", &["127.0.0.1:0"]);
+    let mut s = connect(ex.addr);
     let reply = roundtrip(&mut s, b"Hello, World! 123");
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(reply, b"Uryyb, Jbeyq! 123");
 }

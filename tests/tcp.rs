@@ -189,7 +189,12 @@ fn sixty_four_mib_pass_through_one_connection_with_a_concurrent_writer_and_reade
 fn half_closed_connection_delivers_16_mib_to_a_slow_late_reader_then_a_fin() {
     const TOTAL: usize = 16 * MIB;
     const SEED: u64 = 16;
-    let server = in_process(Mode::Echo);
+    // With a metrics endpoint, to see the output the server holds for us.
+    let server = start_in_process(ServerConfig {
+        metrics: Some("127.0.0.1:0".parse().unwrap()),
+        ..loopback_config()
+    });
+    let metrics = server.metrics.expect("metrics address");
     let mut reader = connect(server.tcp[0]);
     let mut writer = reader.try_clone().unwrap();
     let written = Arc::new(AtomicU64::new(0));
@@ -208,15 +213,18 @@ fn half_closed_connection_delivers_16_mib_to_a_slow_late_reader_then_a_fin() {
             finished.store(true, Ordering::SeqCst);
         })
     };
-    // Late: nothing is read until the writer is done or stuck, so the
-    // server is deep in backpressure when the reading starts.
+    // Late: nothing is read until the server holds output it cannot send
+    // (with the default watermarks it has then stopped reading), or the
+    // writer is done, so the server is deep in backpressure when the
+    // reading starts.
+    let mut pending = None;
     assert!(
-        wait_for_quiet(
-            || written.load(Ordering::SeqCst) + u64::from(finished.load(Ordering::SeqCst)),
-            Duration::from_millis(300),
-            IO_TIMEOUT,
-        ),
-        "writer never settled"
+        wait_until(IO_TIMEOUT, || {
+            pending = metric(metrics, "tcp_pending_output_bytes");
+            pending > Some(0) || finished.load(Ordering::SeqCst)
+        }),
+        "no output ever waited for the reader: {} B written, {pending:?} B pending",
+        written.load(Ordering::SeqCst)
     );
     // Slow: small reads with a pause between them for the first few MiB,
     // long enough for the FIN to reach the server while output is pending.
@@ -323,7 +331,8 @@ fn a_hundred_clients_resetting_mid_stream_leave_the_others_served_and_no_fd_behi
 fn a_client_that_sends_without_reading_cannot_grow_server_memory() {
     const CONNS: usize = 4;
     const CAP: usize = 48 * MIB;
-    let server = start_server(&[]);
+    // The trace says when the server stops reading a connection.
+    let server = start_server_logged(&[], "echo_reactor=trace");
     let addr = server.tcp_addr();
     // Warm up: one round trip, so the baseline includes what serving costs.
     let mut warm = connect(addr);
@@ -332,22 +341,23 @@ fn a_client_that_sends_without_reading_cannot_grow_server_memory() {
     let baseline = server.rss_bytes();
 
     let sent: Vec<Arc<AtomicU64>> = (0..CONNS).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let all_paused = Arc::new(AtomicBool::new(false));
     let streams: Vec<TcpStream> = (0..CONNS).map(|_| connect(addr)).collect();
     let pushers: Vec<_> = streams
         .into_iter()
         .zip(&sent)
         .enumerate()
         .map(|(i, (s, sent))| {
-            let sent = Arc::clone(sent);
+            let (sent, all_paused) = (Arc::clone(sent), Arc::clone(&all_paused));
             thread::spawn(move || {
-                // Push until the kernel stops taking bytes (the server has
-                // stopped reading) or the cap, never reading a reply.
+                // Push until the kernel stops taking bytes after the server
+                // has stopped reading every connection, or the cap, never
+                // reading a reply.
                 s.set_nonblocking(true).unwrap();
                 let mut stream = ByteStream::new(i as u64);
                 let mut chunk = vec![0u8; 256 * 1024];
                 stream.fill(&mut chunk);
                 let mut off = 0;
-                let mut idle_since = std::time::Instant::now();
                 while (sent.load(Ordering::SeqCst) as usize) < CAP {
                     match (&s).write(&chunk[off..]) {
                         Ok(n) => {
@@ -357,12 +367,13 @@ fn a_client_that_sends_without_reading_cannot_grow_server_memory() {
                                 stream.fill(&mut chunk);
                                 off = 0;
                             }
-                            idle_since = std::time::Instant::now();
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            if idle_since.elapsed() > Duration::from_millis(500) {
+                            if all_paused.load(Ordering::SeqCst) {
                                 break;
                             }
+                            // Full for now, and the server may still read:
+                            // the retry interval, not a wait for an event.
                             thread::sleep(Duration::from_millis(5));
                         }
                         Err(e) => panic!("pusher {i}: {e}"),
@@ -373,7 +384,16 @@ fn a_client_that_sends_without_reading_cannot_grow_server_memory() {
             })
         })
         .collect();
+    let paused = wait_until(IO_TIMEOUT, || server.paused_connections() == CONNS);
+    // Either way the pushers stop at their next refused write.
+    all_paused.store(true, Ordering::SeqCst);
     let streams: Vec<TcpStream> = pushers.into_iter().map(|p| p.join().unwrap()).collect();
+    assert!(
+        paused,
+        "the server paused reading {} of {CONNS} connections; trace tail:\n{}",
+        server.paused_connections(),
+        tail(&server.stderr(), 20)
+    );
     let pushed: Vec<u64> = sent.iter().map(|c| c.load(Ordering::SeqCst)).collect();
     let grown = server.rss_bytes().saturating_sub(baseline);
     assert!(

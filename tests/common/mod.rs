@@ -39,12 +39,23 @@ pub struct ServerProcess {
 /// Starts `echo-reactor serve ARGS`; with no `--tcp`/`--udp` in ARGS, adds
 /// `--tcp 127.0.0.1:0 --udp 127.0.0.1:0`. Waits for the listening lines.
 pub fn start_server(args: &[&str]) -> ServerProcess {
+    start_binary(&serve_argv(args), None)
+}
+
+/// Like [`start_server`], with `RUST_LOG` set to `log_filter` (like
+/// `echo_reactor=trace`), so a test can wait for what the server says it did.
+pub fn start_server_logged(args: &[&str], log_filter: &str) -> ServerProcess {
+    start_binary_logged(&serve_argv(args), None, Some(log_filter))
+}
+
+/// `serve ARGS`, with TCP and UDP on 127.0.0.1:0 unless ARGS name an address.
+fn serve_argv(args: &[&str]) -> Vec<String> {
     let mut argv: Vec<String> = vec!["serve".into()];
     if !args.iter().any(|a| *a == "--tcp" || *a == "--udp") {
         argv.extend(["--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"].map(String::from));
     }
     argv.extend(args.iter().map(|a| a.to_string()));
-    start_binary(&argv, None)
+    argv
 }
 
 /// Spawns the binary with `argv` (optionally through `prefix`, like
@@ -164,6 +175,34 @@ impl ServerProcess {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits up to `limit` for a line of stderr containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
+        wait_until(limit, || self.stderr.lock().unwrap().contains(needle))
+    }
+
+    /// How many connections the server has stopped reading for
+    /// backpressure, from its trace (start it with `echo_reactor=trace`):
+    /// those whose last word on the matter was "reading paused".
+    pub fn paused_connections(&self) -> usize {
+        let log = self.stderr.lock().unwrap();
+        let mut paused = std::collections::BTreeSet::new();
+        for line in log.lines() {
+            let Some((key, what)) = line
+                .split_once("conn ")
+                .and_then(|(_, rest)| rest.split_once(|c: char| !c.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if what.contains("backpressure: reading paused") {
+                paused.insert(key.to_string());
+            } else if what.contains("reading resumed") || what.contains(": accepted") {
+                // A new connection may reuse the key of a closed one.
+                paused.remove(key);
+            }
+        }
+        paused.len()
+    }
+
     /// All of stderr, once the child has exited: waits for the reader
     /// thread to reach the end of the pipe, so the last lines are there.
     pub fn final_stderr(&mut self) -> String {
@@ -228,12 +267,81 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A program from `examples/`, running as a child process; killed on drop.
+pub struct Example {
+    child: Child,
+    /// The address from its `listening on` line.
+    pub addr: SocketAddr,
+}
+
+impl Example {
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where cargo put the example `name`: beside this test's own directory
+/// (`cargo test` builds the examples there), so a `CARGO_TARGET_DIR` is
+/// followed.
+pub fn example_path(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join(name))
+        .expect("target dir")
+}
+
+/// Starts `examples/NAME ARGS` (usually `127.0.0.1:0`) and reads the
+/// address from its first `listening on` line. Its stdout stays open and
+/// drained to the end, so a second line (custom_mode's UDP) finds a reader.
+pub fn start_example(name: &str, args: &[&str]) -> Example {
+    let bin = example_path(name);
+    assert!(bin.exists(), "{} was not built", bin.display());
+    let mut child = Command::new(&bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn example");
+    let stdout = child.stdout.take().expect("piped");
+    // Read on a thread, so a silent example fails the test in time.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        let _ = tx.send(lines.next().unwrap_or_default());
+        lines.for_each(drop);
+    });
+    // The guard exists before any panic below, so the child is killed.
+    let mut example = Example {
+        child,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
+    let line = rx.recv_timeout(IO_TIMEOUT).unwrap_or_default();
+    example.addr = line
+        .trim()
+        .split_once("://")
+        .and_then(|(_, a)| a.parse().ok())
+        .unwrap_or_else(|| panic!("{name}: no listening line: {line:?}"));
+    example
+}
+
 /// A `Server` running on a thread of this test process.
 pub struct InProcess {
     /// Bound TCP addresses.
     pub tcp: Vec<SocketAddr>,
     /// Bound UDP addresses.
     pub udp: Vec<SocketAddr>,
+    /// The metrics endpoint, when the config asked for one.
+    pub metrics: Option<SocketAddr>,
     handle: ServerHandle,
     thread: Option<JoinHandle<std::io::Result<Stats>>>,
 }
@@ -243,11 +351,13 @@ pub fn start_in_process(config: ServerConfig) -> InProcess {
     let mut server = Server::bind(config).expect("bind in-process server");
     let tcp = server.tcp_addrs().to_vec();
     let udp = server.udp_addrs().to_vec();
+    let metrics = server.metrics_addr();
     let handle = server.handle();
     let thread = std::thread::spawn(move || server.run());
     InProcess {
         tcp,
         udp,
+        metrics,
         handle,
         thread: Some(thread),
     }
@@ -281,6 +391,21 @@ impl Drop for InProcess {
             let _ = thread.join();
         }
     }
+}
+
+/// The value of `echo_reactor_NAME` (a series without labels) from the
+/// metrics endpoint at `addr`, fetched with a plain GET; `None` when the
+/// endpoint does not answer or has no such series.
+pub fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
+    let mut s = connect(addr);
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let series = format!("echo_reactor_{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Connects with read and write timeouts set.
@@ -530,25 +655,10 @@ pub fn time_wait_count(port: u16) -> usize {
         .count()
 }
 
-/// Waits until `counter` has not moved for `quiet` (the other side stopped
-/// taking data), or `limit` passes. Returns false on the limit.
-pub fn wait_for_quiet(counter: impl Fn() -> u64, quiet: Duration, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    let mut last = counter();
-    let mut since = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = counter();
-        if now != last {
-            last = now;
-            since = Instant::now();
-        } else if since.elapsed() >= quiet {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-    }
+/// The last `n` lines of `text`, for a failure message about a long log.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// A counter from the server's final stats line in `stderr`: `key` is the
