@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::load::{self, LoadConfig, Proto, Target};
-use crate::mode::Mode;
-use crate::server::ServerConfig;
-use crate::server::Watermarks;
+use echo_reactor::load::{self, LoadConfig, Proto, Target};
+use echo_reactor::Mode;
+use echo_reactor::ServerConfig;
+use echo_reactor::Watermarks;
 
 /// The address used when neither `--tcp` nor `--udp` is given.
 pub const DEFAULT_ADDR: SocketAddr =
@@ -103,7 +103,7 @@ impl ClientArgs {
     /// # Errors
     ///
     /// A `tcp://` address together with `--udp`.
-    pub fn to_config(&self) -> Result<crate::client::ClientConfig, String> {
+    pub fn to_config(&self) -> Result<echo_reactor::client::ClientConfig, String> {
         let udp = match self.addr.proto {
             Some(Proto::Tcp) if self.udp => {
                 return Err("a tcp:// address and --udp contradict each other".into())
@@ -112,7 +112,7 @@ impl ClientArgs {
             Some(Proto::Udp) => true,
             None => self.udp,
         };
-        Ok(crate::client::ClientConfig {
+        Ok(echo_reactor::client::ClientConfig {
             addr: self.addr.addr,
             udp,
             // Parsed as at least a millisecond: never "block forever".
@@ -579,6 +579,39 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_subcommand_help_lists_each_flag_with_its_default() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        for sub in cmd.get_subcommands_mut() {
+            let help = sub.render_long_help().to_string();
+            for arg in sub.get_arguments() {
+                if let Some(long) = arg.get_long() {
+                    assert!(
+                        help.contains(&format!("--{long}")),
+                        "{} --help lacks --{long}:\n{help}",
+                        sub.get_name()
+                    );
+                }
+                let defaults: Vec<String> = arg
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect();
+                // A switch's implied `false` is not a default worth showing.
+                if !defaults.is_empty() && arg.get_action().takes_values() {
+                    let shown = format!("[default: {}]", defaults.join(","));
+                    assert!(
+                        help.contains(&shown),
+                        "{} --help lacks {shown} for {:?}:\n{help}",
+                        sub.get_name(),
+                        arg.get_id()
+                    );
+                }
+            }
+        }
+    }
 
     fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
         let mut argv = vec!["echo-reactor", "serve"];

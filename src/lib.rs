@@ -7,24 +7,33 @@
 //! their token. Reads land in one scratch buffer, are transformed in place
 //! and written straight back; only what the kernel refuses is kept.
 //!
-//! # Module map
+//! # The public surface
+//!
+//! Chosen on purpose; everything else is `pub(crate)` and may change.
+//!
+//! | item | for |
+//! |---|---|
+//! | [`Server`], [`ServerConfig`], [`ServerHandle`], [`ServerError`], [`BindError`] | embedding one loop: bind, run on a thread, stop |
+//! | [`Cluster`] | `--threads N`: N share-nothing loops on the same ports |
+//! | [`Stats`], [`Watermarks`] | the final counters; per-connection backpressure |
+//! | [`Service`], [`Reply`], [`Opening`], [`Mode`], [`mode`] | what the server answers: the trait and the built-in modes (pure, no IO) |
+//! | [`load`]: [`load::LoadConfig`], [`load::run`], [`load::Report`] | running a verified load against any echo server |
+//! | [`load::payload`] | the payload scheme, so another client can make and check the same bytes |
+//! | [`load::split`], [`load::hdr_v2`], [`load::output`] | one test split into segments, the histogram's V2 text form, reports as files and tables |
+//! | [`client`] | the interactive line client |
+//!
+//! The command line (clap) is the binary's (`src/main.rs`, `src/cli.rs`):
+//! the library takes configs, never arguments.
+//!
+//! # Where things live
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`server`] | the loop: `Server`, its config, handle and dispatch |
-//! | [`server::token`] | which token names which source |
-//! | [`server::accept`] | accepting, the connection cap, pausing on fd exhaustion |
-//! | [`server::conn`] | one TCP connection: read, answer, write, half-close |
-//! | [`server::limits`] | idle and write timeouts (coarse sweep), UDP admission |
-//! | [`server::udp`] | UDP: one reply per datagram, drop and count |
-//! | [`server::shutdown`] | signals and the bounded drain |
-//! | [`mode`] | the `Service` interface and the built-in modes; no IO |
-//! | [`buffer`] | bounded pending output and its watermarks; no IO |
-//! | [`net`] | socket setup and `io::Error` predicates |
-//! | [`ratelimit`] | per-source token buckets in a bounded table; no IO |
-//! | [`stats`] | the loop's counters and the final report |
-//! | [`cli`] | command-line types and parsing; no IO |
-//! | [`load`] | the load generator: its loop, clients, payloads, report |
+//! | `server` | the loop: `Server` and its components (acceptor, connection table, UDP endpoint, observers, shutdown) |
+//! | `mode` | the `Service` interface and the built-in modes; no IO |
+//! | `load` | the load generator: its loop, one client interface over TCP and UDP, payloads, the report |
+//! | `client` | the interactive client; blocking on purpose |
+//! | `net` | socket setup and `io::Error` predicates |
 //!
 //! # Embedding
 //!
@@ -46,12 +55,13 @@
 
 #![warn(missing_docs)]
 
-pub mod cli;
 pub mod client;
 pub mod load;
 pub mod mode;
-pub mod net;
+mod net;
 pub mod server;
 
 pub use mode::{Mode, Opening, Reply, Service};
+pub use net::BindError;
+pub use server::cluster::Cluster;
 pub use server::{Server, ServerConfig, ServerError, ServerHandle, Stats, Watermarks};

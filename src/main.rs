@@ -12,9 +12,11 @@ use signal_hook::flag;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use echo_reactor::cli::{Cli, ClientArgs, Command, CompareArgs, LoadArgs, ServeArgs};
+mod cli;
+
+use cli::{Cli, ClientArgs, Command, CompareArgs, LoadArgs, ServeArgs};
 use echo_reactor::load::{self, ProgressLine, Report};
-use echo_reactor::server::cluster::Cluster;
+use echo_reactor::Cluster;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

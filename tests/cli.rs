@@ -7,9 +7,7 @@ mod common;
 use std::net::{TcpListener, UdpSocket};
 use std::time::Duration;
 
-use clap::CommandFactory;
 use common::*;
-use echo_reactor::cli::Cli;
 
 /// Long enough for a loaded machine to start a process that should exit
 /// at once; a run that hits it was hanging, not slow.
@@ -112,41 +110,15 @@ fn serve_help_lists_every_flag_with_its_default() {
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag:?}:\n{help}");
     }
-    // And whatever flags exist now, each one with its default.
-    let cmd = Cli::command();
-    let serve = cmd.find_subcommand("serve").expect("serve subcommand");
-    for arg in serve.get_arguments() {
-        if let Some(long) = arg.get_long() {
-            assert!(
-                help.contains(&format!("--{long}")),
-                "serve --help lacks --{long}:\n{help}"
-            );
-        }
-        let defaults: Vec<String> = arg
-            .get_default_values()
-            .iter()
-            .map(|v| v.to_string_lossy().into_owned())
-            .collect();
-        if !defaults.is_empty() {
-            let shown = format!("[default: {}]", defaults.join(","));
-            assert!(
-                help.contains(&shown),
-                "serve --help lacks {shown} for {:?}:\n{help}",
-                arg.get_id()
-            );
-        }
-    }
 }
 
 #[test]
 fn top_level_help_lists_the_subcommands() {
     let run = run_binary(&["--help"], EXIT_LIMIT);
     assert_eq!(run.code(), 0, "{run:#?}");
-    for sub in Cli::command().get_subcommands() {
-        let name = sub.get_name();
+    for name in ["serve", "load", "client", "compare"] {
         assert!(run.stdout.contains(name), "--help lacks {name}:\n{run:#?}");
     }
-    assert!(run.stdout.contains("serve"), "{run:#?}");
 }
 
 #[test]

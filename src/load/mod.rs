@@ -8,21 +8,21 @@
 //! `Warmup` (traffic not counted), `Measure`, `Drain` (nothing new is sent;
 //! replies in flight are awaited for a bounded grace period), `Done`.
 //! The loop itself is in `event_loop`; the clients (TCP and UDP) in
-//! [`client`]; payloads in [`payload`]; the figures in [`report`].
+//! `client`; payloads in [`payload`]; the figures in [`report`].
 //!
 //! Start reading at [`run`].
 
-pub mod client;
+pub(crate) mod client;
 mod event_loop;
 pub mod hdr_v2;
 pub mod output;
 pub mod payload;
 pub mod report;
-pub mod report_json;
-pub mod report_text;
+mod report_json;
+mod report_text;
 pub mod split;
 #[cfg(target_os = "linux")]
-pub mod timer;
+pub(crate) mod timer;
 
 use std::fmt;
 use std::io;

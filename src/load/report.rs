@@ -305,7 +305,7 @@ impl Report {
     }
 
     /// The report as one JSON object on one line (no trailing newline);
-    /// the schema is [`ReportJson`], which [`from_json`](Self::from_json)
+    /// the schema is `ReportJson`, which [`from_json`](Self::from_json)
     /// reads back.
     pub fn to_json(&self) -> String {
         ReportJson::from(self).to_line()

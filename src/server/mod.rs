@@ -1,10 +1,10 @@
 //! `Server`: one readiness loop. It owns the `Poll`, the ready list and the
 //! scratch buffer, and hands each event to the component that owns its
-//! source: the [`accept::Acceptor`] (listeners), the [`table::ConnTable`]
-//! (connections), the [`udp::UdpEndpoint`] (UDP sockets), the
-//! [`observe::Observers`] (stats line, metrics endpoint) and the
-//! [`shutdown::Shutdown`] (signals, stop handle, drain). Each component
-//! keeps its own state, borrows a [`LoopCtx`] for one call, and tells its
+//! source: the `accept::Acceptor` (listeners), the `table::ConnTable`
+//! (connections), the `udp::UdpEndpoint` (UDP sockets), the
+//! `observe::Observers` (stats line, metrics endpoint) and the
+//! `shutdown::Shutdown` (signals, stop handle, drain). Each component
+//! keeps its own state, borrows a `LoopCtx` for one call, and tells its
 //! next deadline; the poll timeout is the earliest of them.
 //!
 //! Start reading at [`Server::run`].

@@ -64,11 +64,6 @@ impl<S: Read + Write> TcpClient<S> {
         }
     }
 
-    /// The socket.
-    pub fn stream(&self) -> &S {
-        &self.stream
-    }
-
     /// The socket, for re-registration.
     pub fn stream_mut(&mut self) -> &mut S {
         &mut self.stream
@@ -82,11 +77,6 @@ impl<S: Read + Write> TcpClient<S> {
     /// Messages sent (at least partly) whose reply is not complete.
     pub fn in_flight(&self) -> u64 {
         self.stamps.len() as u64
-    }
-
-    /// Where the client is in its life.
-    pub fn state(&self) -> ClientState {
-        self.state
     }
 
     /// When the next message not yet due becomes due (open loop only).

@@ -69,11 +69,6 @@ impl UdpClient {
         }
     }
 
-    /// The socket.
-    pub fn socket(&self) -> &mio::net::UdpSocket {
-        &self.socket
-    }
-
     /// The client's number in the run.
     pub fn id(&self) -> u64 {
         self.id
