@@ -157,7 +157,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
 
-    /// Seconds shutdown waits for pending output to reach clients
+    /// Seconds shutdown serves busy clients until they finish; then the
+    /// rest are cut (FIN) and may linger up to 1 s more before the exit
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub shutdown_timeout: Duration,
 
@@ -167,13 +168,13 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
     /// Close a connection with no traffic either way for this many seconds
-    /// (with FIN; 0: never)
-    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    /// (with FIN; at least 0.1; 0: never)
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_interval)]
     pub idle_timeout: Duration,
 
     /// Reset a connection whose pending output has not moved for this many
-    /// seconds: its peer stopped reading (0: never)
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    /// seconds: its peer stopped reading (at least 0.1; 0: never)
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_interval)]
     pub write_timeout: Duration,
 
     /// Answer each UDP source address at most this many datagrams per
@@ -558,16 +559,19 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
 /// report into a busy loop (`--stats 1e-9` logged 270,000 lines a second).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Parses the period of something that repeats (`--stats`): seconds as
+/// Parses the period of something that repeats or a timeout the sweep
+/// enforces (`--stats`, `--idle-timeout`, `--write-timeout`): seconds as
 /// [`parse_secs`] reads them, 0 for off, otherwise at least
-/// [`MIN_INTERVAL`].
+/// [`MIN_INTERVAL`]. The check is on the number as written, so `1e-300`
+/// is too short rather than a zero that silently means off.
 ///
 /// # Errors
 ///
 /// What `parse_secs` refuses, and periods between 0 and 0.1 s.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = parse_secs(s)?;
-    if !d.is_zero() && d < MIN_INTERVAL {
+    let written: f64 = s.trim().parse().unwrap_or(0.0);
+    if written != 0.0 && d < MIN_INTERVAL {
         return Err(format!(
             "interval '{s}' is too short: must be 0 (off) or at least {} s",
             MIN_INTERVAL.as_secs_f64()
@@ -968,6 +972,23 @@ mod tests {
         let ok = |s| serve(&["--stats", s]).unwrap().to_config().stats_interval;
         assert_eq!(ok("0.1"), Some(Duration::from_millis(100)));
         assert_eq!(ok("0"), None, "0 turns the line off");
+    }
+
+    #[test]
+    fn timeouts_and_intervals_too_short_to_mean_anything_are_usage_errors() {
+        // 1e-300 s rounds to a zero Duration; it must not silently mean off.
+        for flag in ["--stats", "--idle-timeout", "--write-timeout"] {
+            for bad in ["1e-300", "0.05"] {
+                let err = serve(&[flag, bad]).unwrap_err();
+                assert_eq!(err.exit_code(), 2, "{flag} {bad}");
+                assert!(err.to_string().contains("too short"), "{flag} {bad}: {err}");
+            }
+        }
+        let c = serve(&["--idle-timeout", "0.1", "--write-timeout", "0"])
+            .unwrap()
+            .to_config();
+        assert_eq!(c.idle_timeout, Some(Duration::from_millis(100)));
+        assert_eq!(c.write_timeout, None, "0 turns it off");
     }
 
     #[test]

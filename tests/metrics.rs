@@ -307,6 +307,27 @@ fn a_scraper_wins_its_slot_over_the_oldest_silent_connection() {
 }
 
 #[test]
+fn a_scraper_wins_its_slot_over_connections_that_dribble_an_unfinished_request() {
+    let server = start_server(&["--metrics", "127.0.0.1:0"]);
+    let addr = metrics_addr(&server);
+    // Every slot held by a connection that sent one byte and no more.
+    let dribbling: Vec<TcpStream> = (0..12)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.write_all(b"G").expect("one byte");
+            s
+        })
+        .collect();
+    let reply = raw(addr, b"GET /metrics HTTP/1.0\r\n\r\n");
+    assert!(
+        reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"),
+        "{reply}"
+    );
+    drop(dribbling);
+    server.stop();
+}
+
+#[test]
 fn a_scraper_waiting_while_descriptors_ran_out_is_answered_once_they_free_up() {
     let argv: Vec<String> = [
         "serve",

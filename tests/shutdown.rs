@@ -303,3 +303,40 @@ fn an_idle_server_with_open_connections_stops_in_milliseconds() {
         assert!(rest.is_empty());
     }
 }
+
+#[test]
+fn what_a_cut_throws_away_is_counted_so_bytes_in_never_exceed_out_plus_cut() {
+    // A client that pushes 16 MiB and never reads its echo: at the
+    // deadline most of its stream is still unanswered. Every byte the
+    // server read must show up as sent or as cut, never vanish.
+    const TOTAL: usize = 16 << 20;
+    let mut server = start_server(&["--tcp", "127.0.0.1:0", "--shutdown-timeout", "0.5"]);
+    let s = connect(server.tcp_addr());
+    let writer = send_then_half_close(&s, pattern(9, TOTAL));
+    let (server_port, client_port) = (server.tcp_addr().port(), s.local_addr().unwrap().port());
+    // The server has stopped reading (its output is stuck): input waits.
+    assert!(
+        wait_until(IO_TIMEOUT, || {
+            tcp_queues(server_port, client_port).is_some_and(|(_, unread)| unread > 0)
+        }),
+        "the server never fell behind"
+    );
+    server.signal(libc::SIGTERM);
+    // The linger reads and drops the rest, so the writer gets through.
+    writer
+        .join()
+        .expect("writer")
+        .expect("the whole stream was sent");
+    let status = server.wait_timeout(IO_TIMEOUT);
+    let stderr = server.final_stderr();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{stderr}");
+    let stat = |key| final_stat(&stderr, key).unwrap_or_else(|| panic!("{key}: {stderr}"));
+    let (read, sent, cut) = (stat("in"), stat("out"), stat("cut"));
+    assert_eq!(stat("forced"), 1, "{stderr}");
+    assert!(
+        read <= sent + cut,
+        "in {read} > out {sent} + cut {cut}\n{stderr}"
+    );
+    assert!(cut > 0, "{stderr}");
+    drop(s);
+}

@@ -567,7 +567,8 @@ impl<S: Stream> Connection<S> {
         (left, self.linger(cx))
     }
 
-    /// Reads and drops input after our FIN, until the peer closes.
+    /// Reads and drops input after our FIN, until the peer closes. What it
+    /// drops is echo the client never gets: it counts as cut.
     fn linger(&mut self, cx: &mut Ctx<'_>) -> Progress {
         loop {
             match self.stream.read(cx.scratch) {
@@ -576,6 +577,7 @@ impl<S: Stream> Connection<S> {
                 Ok(n) => {
                     self.bytes_in += n as u64;
                     cx.stats.bytes_in += n as u64;
+                    cx.stats.tcp_cut_bytes += n as u64;
                 }
                 // WouldBlock: dropped all there was; the next edge brings more.
                 Err(e) if is_would_block(&e) => return Progress::Wait,
@@ -585,13 +587,14 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// Bytes a close now would lose: our pending output, and the kernel's
-    /// unacknowledged output when unread input will turn the close into a
-    /// reset (or when the queues cannot be read).
+    /// Echo a close now would lose: our pending output, the input the
+    /// kernel holds unread (never to be answered), and the kernel's
+    /// unacknowledged output when that unread input turns the close into a
+    /// reset.
     pub fn undelivered_at_close(&self) -> u64 {
         let kernel = match self.stream.kernel_queues() {
             Some(q) if q.unread == 0 => 0,
-            Some(q) => q.unsent,
+            Some(q) => q.unread + q.unsent,
             None => 0,
         };
         (self.pending.len() + kernel) as u64

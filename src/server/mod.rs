@@ -27,7 +27,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{info, trace, warn};
+use log::{debug, info, trace, warn};
 use mio::{Events, Poll, Registry, Token};
 
 pub use buffer::Watermarks;
@@ -286,7 +286,7 @@ impl Server {
                 stats.tcp_forced_closes, stats.tcp_cut_bytes
             );
         } else {
-            info!("shutdown done: every connection closed cleanly");
+            info!("shutdown done: no connection cut by the deadline");
         }
         Ok(stats)
     }
@@ -382,7 +382,7 @@ impl Server {
         match step {
             DrainStep::Begin => {
                 info!(
-                    "shutdown begun ({}): not accepting; serving {} connections until their clients finish, for up to {:.1} s",
+                    "shutdown begun ({}): not accepting; {} connections open, busy ones served for up to {:.1} s",
                     self.shutdown.reason(),
                     self.table.len(),
                     self.shutdown.timeout().as_secs_f64()
@@ -391,9 +391,18 @@ impl Server {
                 self.udp.close(cx.registry);
                 // Scrapers get no answer from a server on its way out.
                 self.observers.close_metrics();
-                self.table.close_those_at_rest(&mut cx);
+                let idle = self.table.close_those_at_rest(&mut cx);
+                info!(
+                    "shutdown: closed {idle} idle connections; serving {} busy ones until their clients finish",
+                    self.table.len()
+                );
             }
-            DrainStep::CloseAtRest => self.table.close_those_at_rest(&mut cx),
+            DrainStep::CloseAtRest => {
+                let idle = self.table.close_those_at_rest(&mut cx);
+                if idle > 0 {
+                    debug!("shutdown: {idle} more connections came to rest and were closed");
+                }
+            }
             DrainStep::Cut { linger } => self.table.cut_busy(linger, &mut cx),
             DrainStep::CloseAll => self.table.close_all(&mut cx),
         }

@@ -280,11 +280,14 @@ impl ConnTable {
     /// moving (quiet for a moment, no output owed, none unacknowledged in
     /// the kernel, no input waiting). The others are still served (their clients keep sending,
     /// or read their echo) until they half-close or the deadline passes.
-    pub fn close_those_at_rest(&mut self, cx: &mut LoopCtx<'_>) {
+    /// Returns how many it closed.
+    pub fn close_those_at_rest(&mut self, cx: &mut LoopCtx<'_>) -> usize {
+        let before = self.conns.len();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             self.drive(key, cx, |conn, ccx| conn.close_if_at_rest(ccx.key, ccx.now));
         }
+        before - self.conns.len()
     }
 
     /// Shutdown deadline: every connection still busy gets one last flush
@@ -294,21 +297,29 @@ impl ConnTable {
             return;
         }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        let mut never_sent = 0;
+        let cut_before = cx.stats.tcp_cut_bytes;
         for &key in &keys {
             self.drive(key, cx, |conn, ccx| {
                 let (left, progress) = conn.cut(ccx);
                 ccx.stats.tcp_cut_bytes += left;
-                never_sent += left;
                 progress
             });
         }
-        warn!(
-            "drain deadline passed: cut {} connections ({never_sent} B of echo never sent); \
-             FIN sent, waiting up to {:.1} s for their peers to close",
-            keys.len(),
-            linger.as_secs_f64()
-        );
+        let never_sent = cx.stats.tcp_cut_bytes - cut_before;
+        if linger.is_zero() {
+            warn!(
+                "drain deadline passed: cut {} connections ({never_sent} B of echo never sent); \
+                 closing them now",
+                keys.len()
+            );
+        } else {
+            warn!(
+                "drain deadline passed: cut {} connections ({never_sent} B of echo never sent); \
+                 FIN sent, waiting up to {:.1} s for their peers to close",
+                keys.len(),
+                linger.as_secs_f64()
+            );
+        }
     }
 
     /// Shutdown, the end: closes what is left, counting as cut what the

@@ -105,19 +105,20 @@ impl Endpoint {
     }
 
     /// Makes room for a new scraper when every slot is taken: the oldest
-    /// client that has sent nothing yet goes (otherwise silent connections
-    /// reopened every few seconds would lock scraping out for good).
-    /// False when every slot holds a client that has spoken.
+    /// client that has not yet sent a whole request goes (otherwise silent
+    /// or dribbling connections reopened every few seconds would lock
+    /// scraping out for good). False when every slot holds a client that
+    /// is being answered.
     fn evict_oldest_silent(&mut self) -> bool {
         let oldest = self
             .clients
             .iter()
-            .filter(|(_, c)| c.request.is_empty())
+            .filter(|(_, c)| c.response.is_empty())
             .min_by_key(|(_, c)| c.since)
             .map(|(key, _)| key);
         match oldest {
             Some(key) => {
-                debug!("metrics client {key}: silent, closed to make room for a new scraper");
+                debug!("metrics client {key}: no whole request yet, closed to make room for a new scraper");
                 self.clients.remove(key);
                 true
             }
