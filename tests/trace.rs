@@ -40,6 +40,7 @@ fn a_round_trip_and_a_half_close_are_narrated() {
         &[
             "poll: woke with",
             "conn 0: registered READABLE | WRITABLE once",
+            "accept: backlog empty (would block)",
             "conn 0: event readable",
             "conn 0: read 5 B",
             "conn 0: wrote 5 B",
