@@ -22,8 +22,9 @@
 //! | [`load::split`], [`load::hdr_v2`], [`load::output`] | one test split into segments, the histogram's V2 text form, reports as files and tables |
 //! | [`client`] | the interactive line client |
 //!
-//! The command line (clap) is the binary's (`src/main.rs`, `src/cli.rs`):
-//! the library takes configs, never arguments.
+//! The command line (clap) is the binary's (`src/main.rs`, `src/cli.rs`,
+//! behind the default `cli` feature): the library takes configs, never
+//! arguments.
 //!
 //! # Where things live
 //!

@@ -231,7 +231,7 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         let client = UdpSocket::bind("[::1]:0").unwrap();
         client.send_to(b"", server.local_addr().unwrap()).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        wait_readable(&server);
         assert_eq!(batch.recv(server.as_raw_fd()).unwrap(), 1);
         assert_eq!(batch.slot(0).1, 0, "a zero-length datagram is a datagram");
         assert_eq!(batch.source(0), Some(client.local_addr().unwrap()));
@@ -244,11 +244,24 @@ mod tests {
         client
             .send_to(&vec![b'q'; 65_507], server.local_addr().unwrap())
             .unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        wait_readable(&server);
         let mut batch = UdpBatch::new();
         assert_eq!(batch.recv(server.as_raw_fd()).unwrap(), 1);
         let (slot, len) = batch.slot(0);
         assert_eq!(len, 65_507);
         assert!(slot[..len].iter().all(|&b| b == b'q'));
+    }
+
+    /// Blocks until `socket` has a datagram queued (poll(2), 5 s at most),
+    /// instead of guessing how long delivery takes.
+    fn wait_readable(socket: &UdpSocket) {
+        let mut pfd = libc::pollfd {
+            fd: socket.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, count 1, for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, 5_000) };
+        assert_eq!(n, 1, "no datagram within 5 s");
     }
 }
