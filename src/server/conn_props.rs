@@ -54,6 +54,8 @@ fn run_script(
         },
         0,
     );
+    // Keep the story, so that bytes in are counted too.
+    c.tell_story("127.0.0.1:1".parse().expect("addr"), 0);
     let mut arrived = 0;
     for s in steps {
         let progress = match *s {

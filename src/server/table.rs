@@ -123,7 +123,7 @@ impl ConnTable {
         }
         let conn = entry.insert(Connection::new(stream, cx.tick));
         if log::log_enabled!(log::Level::Debug) {
-            conn.remember_peer(peer);
+            conn.tell_story(peer, cx.tick);
         }
         cx.stats.tcp_accepted += 1;
         debug!("conn {key} {peer}: accepted");
@@ -224,17 +224,13 @@ impl ConnTable {
         };
         reason.count_in(cx.stats);
         self.closed_since = true;
-        if log::log_enabled!(log::Level::Debug) {
-            let (bytes_in, bytes_out) = conn.bytes();
-            // The address from accept: asking the socket fails once the
-            // peer has gone, which is exactly when this line matters.
-            let peer = conn
-                .peer()
-                .map_or_else(|| "-".to_string(), |a| a.to_string());
+        if let Some((peer, bytes_in, bytes_out, age)) = conn.story(cx.tick) {
             debug!(
                 "conn {key} {peer}: closed: {reason} (in {bytes_in} B, out {bytes_out} B, {:.1} s)",
-                f64::from(conn.age(cx.tick)) / 10.0
+                f64::from(age) / 10.0
             );
+        } else {
+            debug!("conn {key}: closed: {reason}");
         }
         // Dropping the stream closes the descriptor, which also removes it
         // from the epoll set: no deregister call needed.
