@@ -109,8 +109,9 @@ fn count(v: &serde_json::Value, path: &[&str]) -> u64 {
 fn three_segments_started_together_merge_to_the_sum_of_their_parts() {
     let server = start_server(&["--tcp", "127.0.0.1:0"]);
     let url = format!("tcp://{}", server.tcp_addr());
-    let start_at = unix_now() + 1.0;
-    let start = format!("{start_at:.3}");
+    // The instant as the segments read it: rounded to the millisecond.
+    let start = format!("{:.3}", unix_now() + 1.0);
+    let start_at: f64 = start.parse().expect("a number");
     let parts = run_segments(&url, 3, &["-c", "10", "-d", "0.5", "--start-at", &start]);
 
     let scratch = Scratch::new("sum");
