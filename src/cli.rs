@@ -1,13 +1,15 @@
 //! The command line: clap types, and the parsing of ADDR, MODE and
 //! durations into plain config structs. No IO happens here.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand};
 
+use echo_reactor::load::split::{self, Segment};
 use echo_reactor::load::{self, LoadConfig, Proto, Target};
 use echo_reactor::Mode;
 use echo_reactor::ServerConfig;
@@ -37,6 +39,23 @@ pub enum Command {
     Client(ClientArgs),
     /// Put two or more `load --json` results side by side, with ratios to the first.
     Compare(CompareArgs),
+    /// Add up the parts of a split load test (`load --segment ... --json`) into one report.
+    Merge(MergeArgs),
+}
+
+/// `echo-reactor merge`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Each FILE holds `load --json` reports, one JSON object a line (or one object over several lines); `-` reads them from stdin, skipping lines that are not JSON objects and `host: ` prefixes (pdsh, kubectl logs --prefix). The parts must be every segment of one test, once each, against the same target with the same settings, with overlapping windows. Exit status: 0 merged and ok, 1 merged but a part or the whole failed, 2 the parts do not belong together or cannot be read."
+)]
+pub struct MergeArgs {
+    /// Reports of the parts (`load --segment I/N --json`); `-` for stdin
+    #[arg(value_name = "FILE", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+
+    /// Print one JSON object on stdout, in the schema of `load --json`
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `echo-reactor compare`.
@@ -341,6 +360,24 @@ pub struct LoadArgs {
     /// Draw the latency percentile curve and msgs/s over time into an SVG
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+
+    /// Run part INDEX (from 0) of a test split into COUNT parts (1 to
+    /// 100000): its share of --connections and --rate, with connection
+    /// numbers no other part uses
+    #[arg(long, value_name = "INDEX/COUNT", default_value = "0/1", value_parser = Segment::parse)]
+    pub segment: Segment,
+
+    /// Begin warm-up and the window at this instant (Unix seconds, or RFC
+    /// 3339 like 2026-01-01T00:00:00Z), from 1 s past to a day ahead;
+    /// connections come up before it [default: when the ramp is done]
+    #[arg(long, value_name = "TIME", value_parser = split::parse_start_at)]
+    pub start_at: Option<SystemTime>,
+
+    /// Bind the connections to these local addresses in turn (same IP
+    /// version as the target), for more than one address's ephemeral
+    /// ports towards one server [default: the kernel's choice]
+    #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
+    pub source: Vec<IpAddr>,
 }
 
 impl LoadArgs {
@@ -364,6 +401,9 @@ impl LoadArgs {
             connect_timeout: self.connect_timeout,
             reconnect: self.reconnect,
             record_intervals: self.hdr_log.is_some() || self.plot.is_some(),
+            segment: self.segment,
+            start_at: self.start_at,
+            sources: self.source.clone(),
             ..LoadConfig::new(self.url)
         }
     }
@@ -685,6 +725,14 @@ mod tests {
             "--udp-timeout",
             "0.25",
             "--reconnect",
+            "--segment",
+            "1/3",
+            "--start-at",
+            "2026-01-01T00:00:00Z",
+            "--source",
+            "::1,::2",
+            "--source",
+            "::3",
         ])
         .unwrap();
         assert!(a.json && a.latency);
@@ -701,6 +749,13 @@ mod tests {
         assert_eq!(c.drain_timeout, Duration::from_secs(3));
         assert_eq!(c.udp_reply_timeout, Duration::from_millis(250));
         assert!(c.reconnect);
+        assert_eq!(c.segment, Segment { index: 1, count: 3 });
+        assert_eq!(
+            c.start_at,
+            Some(std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600))
+        );
+        let sources: Vec<IpAddr> = ["::1", "::2", "::3"].map(|a| a.parse().unwrap()).into();
+        assert_eq!(c.sources, sources);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! | [`Service`], [`Reply`], [`Opening`], [`Mode`], [`mode`] | what the server answers: the trait and the built-in modes (pure, no IO) |
 //! | [`load`]: [`load::LoadConfig`], [`load::run`], [`load::Report`] | running a verified load against any echo server |
 //! | [`load::payload`] | the payload scheme, so another client can make and check the same bytes |
-//! | [`load::split`], [`load::hdr_v2`], [`load::output`] | one test split into segments, the histogram's V2 text form, reports as files and tables |
+//! | [`load::split`], [`load::merge`], [`load::hdr_v2`], [`load::output`] | one test split into segments and merged back, the histogram's V2 text form, reports as files and tables |
 //! | [`client`] | the interactive line client |
 //!
 //! The command line (clap) is the binary's (`src/main.rs`, `src/cli.rs`,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 mod cli;
 
-use cli::{Cli, ClientArgs, Command, CompareArgs, LoadArgs, ServeArgs};
+use cli::{Cli, ClientArgs, Command, CompareArgs, LoadArgs, MergeArgs, ServeArgs};
 use echo_reactor::load::{self, ProgressLine, Report};
 use echo_reactor::Cluster;
 
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => run_load(&args),
         Command::Compare(args) => compare(&args),
+        Command::Merge(args) => merge(&args),
         Command::Client(args) => match echo_reactor::client::run(&client_config(&args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -93,8 +94,7 @@ fn run_load(args: &LoadArgs) -> ExitCode {
             (report, code)
         }
         Err(e) => {
-            let mut report =
-                Report::new(config.target.proto, config.target.addr, config.connections);
+            let mut report = Report::for_config(&config);
             report.failure = Some(e.to_string());
             let code = match e {
                 load::LoadError::Invalid(_) => ExitCode::from(2),
@@ -179,6 +179,59 @@ fn compare(args: &CompareArgs) -> ExitCode {
     }
     print!("{}", load::output::compare_table(&runs));
     ExitCode::SUCCESS
+}
+
+/// Runs `echo-reactor merge`: the merged report on stdout (text or one
+/// JSON object); exit 0 when it passed, 1 when it or a part failed, 2 when
+/// the parts cannot be read or do not belong together.
+fn merge(args: &MergeArgs) -> ExitCode {
+    let refuse = |why: &dyn std::fmt::Display| {
+        eprintln!("echo-reactor merge: {why}");
+        ExitCode::from(2)
+    };
+    let mut parts = Vec::new();
+    for path in &args.files {
+        let is_stdin = path.as_os_str() == "-";
+        let name = if is_stdin {
+            "stdin".to_string()
+        } else {
+            path.display().to_string()
+        };
+        let text = if is_stdin {
+            std::io::read_to_string(std::io::stdin().lock())
+        } else {
+            std::fs::read_to_string(path)
+        };
+        let text = match text {
+            Ok(text) => text,
+            Err(e) => return refuse(&format!("cannot read {name}: {e}")),
+        };
+        match load::merge::parts_from_text(&name, &text) {
+            Ok(found) if found.is_empty() => {
+                return refuse(&format!("{name}: no `load --json` report in it"))
+            }
+            Ok(found) => parts.extend(found),
+            Err(e) => return refuse(&e),
+        }
+    }
+    let report = match load::merge::merge(&parts) {
+        Ok(report) => report,
+        Err(e) => return refuse(&e),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = if args.json {
+        writeln!(out, "{}", report.to_json())
+    } else {
+        writeln!(out, "{report}")
+    };
+    let _ = out.flush();
+    match report.failure_summary() {
+        None => ExitCode::SUCCESS,
+        Some(why) => {
+            eprintln!("echo-reactor merge: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// SIGINT and SIGTERM set the returned flag (and record which signal

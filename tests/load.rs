@@ -387,16 +387,22 @@ fn binary_prints_one_json_object_with_every_field() {
         "bytes_per_sec",
         "loss_percent",
     ] {
-        assert!(j.get(key).and_then(json::Value::num).is_some(), "{key}");
+        assert!(j.get(key).and_then(json::Value::as_f64).is_some(), "{key}");
     }
     for key in ["p50", "p90", "p99", "p999", "max"] {
-        assert!(j.at(&["latency_us", key]).is_some(), "latency_us.{key}");
+        assert!(
+            json::at(&j, &["latency_us", key]).is_some(),
+            "latency_us.{key}"
+        );
     }
     for key in ["connect", "reset", "timeout", "mismatch", "lost"] {
-        assert_eq!(j.at(&["errors", key]), Some(0.0), "errors.{key}");
+        assert_eq!(json::at(&j, &["errors", key]), Some(0.0), "errors.{key}");
     }
-    assert_eq!(j.get("connections").and_then(json::Value::num), Some(5.0));
-    assert!(j.get("messages").and_then(json::Value::num).unwrap() > 0.0);
+    assert_eq!(
+        j.get("connections").and_then(json::Value::as_f64),
+        Some(5.0)
+    );
+    assert!(j.get("messages").and_then(json::Value::as_f64).unwrap() > 0.0);
     assert_eq!(j.get("ok"), Some(&json::Value::Bool(true)));
     // --latency with --json: the distribution goes to stderr.
     assert!(
@@ -429,7 +435,7 @@ fn unreachable_server_fails_cleanly_with_json_anyway() {
     assert!(stderr.contains("cannot reach"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let j = json::parse(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    assert_eq!(j.at(&["errors", "connect"]), Some(3.0));
+    assert_eq!(json::at(&j, &["errors", "connect"]), Some(3.0));
     assert_eq!(j.get("ok"), Some(&json::Value::Bool(false)));
 }
 
@@ -460,8 +466,8 @@ fn replies_that_never_come_end_the_run_after_the_drain_timeout() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     let j = json::parse(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    assert_eq!(j.at(&["errors", "timeout"]), Some(2.0), "{stdout}");
-    assert_eq!(j.get("messages").and_then(json::Value::num), Some(0.0));
+    assert_eq!(json::at(&j, &["errors", "timeout"]), Some(2.0), "{stdout}");
+    assert_eq!(j.get("messages").and_then(json::Value::as_f64), Some(0.0));
     // The default drain alone would take 2 s after the window.
     assert!(elapsed < Duration::from_millis(1800), "took {elapsed:?}");
 }
@@ -499,181 +505,17 @@ fn bad_urls_and_options_fail_cleanly() {
     }
 }
 
-/// Just enough JSON to check the report: objects, numbers, strings,
-/// booleans, null.
+/// The report read as JSON by serde_json: a parser of its own here would
+/// have to keep up with every kind of value the schema gains.
 mod json {
-    use std::collections::BTreeMap;
-
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum Value {
-        Null,
-        Bool(bool),
-        Num(f64),
-        Str(String),
-        Obj(BTreeMap<String, Value>),
-    }
-
-    impl Value {
-        pub fn get(&self, key: &str) -> Option<&Value> {
-            match self {
-                Value::Obj(m) => m.get(key),
-                _ => None,
-            }
-        }
-
-        pub fn num(&self) -> Option<f64> {
-            match self {
-                Value::Num(n) => Some(*n),
-                _ => None,
-            }
-        }
-
-        pub fn at(&self, path: &[&str]) -> Option<f64> {
-            let mut v = self;
-            for key in path {
-                v = v.get(key)?;
-            }
-            v.num()
-        }
-    }
+    pub use serde_json::Value;
 
     pub fn parse(s: &str) -> Result<Value, String> {
-        let mut p = Parser {
-            b: s.as_bytes(),
-            i: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.b.len() {
-            return Err(format!("trailing text at {}", p.i));
-        }
-        Ok(v)
+        serde_json::from_str(s).map_err(|e| e.to_string())
     }
 
-    struct Parser<'a> {
-        b: &'a [u8],
-        i: usize,
-    }
-
-    impl Parser<'_> {
-        fn ws(&mut self) {
-            while self.b.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-                self.i += 1;
-            }
-        }
-
-        fn eat(&mut self, c: u8) -> Result<(), String> {
-            self.ws();
-            if self.b.get(self.i) == Some(&c) {
-                self.i += 1;
-                Ok(())
-            } else {
-                Err(format!("expected '{}' at {}", c as char, self.i))
-            }
-        }
-
-        fn value(&mut self) -> Result<Value, String> {
-            self.ws();
-            match self.b.get(self.i) {
-                Some(b'{') => self.object(),
-                Some(b'"') => self.string().map(Value::Str),
-                Some(b't') => self.word("true", Value::Bool(true)),
-                Some(b'f') => self.word("false", Value::Bool(false)),
-                Some(b'n') => self.word("null", Value::Null),
-                Some(_) => self.number(),
-                None => Err("unexpected end".into()),
-            }
-        }
-
-        fn word(&mut self, w: &str, v: Value) -> Result<Value, String> {
-            if self.b[self.i..].starts_with(w.as_bytes()) {
-                self.i += w.len();
-                Ok(v)
-            } else {
-                Err(format!("bad literal at {}", self.i))
-            }
-        }
-
-        fn number(&mut self) -> Result<Value, String> {
-            let start = self.i;
-            while self
-                .b
-                .get(self.i)
-                .is_some_and(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
-            {
-                self.i += 1;
-            }
-            std::str::from_utf8(&self.b[start..self.i])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .map(Value::Num)
-                .ok_or_else(|| format!("bad number at {start}"))
-        }
-
-        fn string(&mut self) -> Result<String, String> {
-            self.eat(b'"')?;
-            let mut out = String::new();
-            loop {
-                match self.b.get(self.i) {
-                    None => return Err("unterminated string".into()),
-                    Some(b'"') => {
-                        self.i += 1;
-                        return Ok(out);
-                    }
-                    Some(b'\\') => {
-                        let c = *self.b.get(self.i + 1).ok_or("bad escape")?;
-                        self.i += 2;
-                        match c {
-                            b'n' => out.push('\n'),
-                            b't' => out.push('\t'),
-                            b'r' => out.push('\r'),
-                            b'u' => {
-                                let hex = std::str::from_utf8(&self.b[self.i..self.i + 4])
-                                    .map_err(|e| e.to_string())?;
-                                let n = u32::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
-                                out.push(char::from_u32(n).ok_or("bad \\u")?);
-                                self.i += 4;
-                            }
-                            c => out.push(c as char),
-                        }
-                    }
-                    Some(_) => {
-                        let rest =
-                            std::str::from_utf8(&self.b[self.i..]).map_err(|e| e.to_string())?;
-                        let c = rest.chars().next().ok_or("unexpected end")?;
-                        out.push(c);
-                        self.i += c.len_utf8();
-                    }
-                }
-            }
-        }
-
-        fn object(&mut self) -> Result<Value, String> {
-            self.eat(b'{')?;
-            let mut m = std::collections::BTreeMap::new();
-            self.ws();
-            if self.b.get(self.i) == Some(&b'}') {
-                self.i += 1;
-                return Ok(Value::Obj(m));
-            }
-            loop {
-                self.ws();
-                let k = self.string()?;
-                self.eat(b':')?;
-                let v = self.value()?;
-                if m.insert(k.clone(), v).is_some() {
-                    return Err(format!("duplicate key {k}"));
-                }
-                self.ws();
-                match self.b.get(self.i) {
-                    Some(b',') => self.i += 1,
-                    Some(b'}') => {
-                        self.i += 1;
-                        return Ok(Value::Obj(m));
-                    }
-                    _ => return Err(format!("expected ',' or '}}' at {}", self.i)),
-                }
-            }
-        }
+    /// The number at `path` (`["errors", "reset"]`).
+    pub fn at(v: &Value, path: &[&str]) -> Option<f64> {
+        path.iter().try_fold(v, |v, k| v.get(k))?.as_f64()
     }
 }

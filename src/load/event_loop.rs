@@ -6,10 +6,11 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace};
+use log::{debug, info, trace, warn};
 use mio::net::TcpStream;
 use mio::{Events, Poll, Token};
 use slab::Slab;
@@ -18,7 +19,9 @@ use super::client::contract::{count_end, ClientCtx, End, Pace, Settings, Step, T
 use super::client::Client;
 #[cfg(target_os = "linux")]
 use super::timer;
-use super::{report, LoadConfig, LoadError, ProgressBoard, Report, Target, MAX_HANDSHAKES};
+use super::{
+    report, Clock, LoadConfig, LoadError, ProgressBoard, Report, Target, WallWindow, MAX_HANDSHAKES,
+};
 use crate::net::is_interrupted;
 
 mod connect;
@@ -129,6 +132,12 @@ pub(super) struct Loop {
     due: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     phase: Phase,
     started: Instant,
+    /// The run's reading of both clocks: window times to wall-clock.
+    clock: Clock,
+    /// `--start-at` as an `Instant`: warm-up begins then, not before.
+    start_at: Option<Instant>,
+    /// `--source`: local addresses, taken in turn by connection number.
+    sources: Vec<IpAddr>,
     /// How long the ramp took, once it is done.
     ramp: Duration,
     warmup: Duration,
@@ -165,6 +174,7 @@ impl Loop {
         config: &LoadConfig,
         index: usize,
         board: Option<(ProgressBoard, usize)>,
+        clock: Clock,
     ) -> Result<Loop, LoadError> {
         let poll = Poll::new().map_err(|e| LoadError::Setup("poll", e))?;
         let ids = config.connection_ids(index);
@@ -204,6 +214,9 @@ impl Loop {
             due: BinaryHeap::new(),
             phase: Phase::Ramp,
             started: now,
+            clock,
+            start_at: config.start_at.map(|t| clock.instant(t)),
+            sources: config.sources.clone(),
             ramp: Duration::ZERO,
             warmup: config.warmup,
             duration: config.duration,
@@ -257,6 +270,12 @@ impl Loop {
 
     fn report(&mut self) -> Report {
         let mut r = Report::new(self.target.proto, self.target.addr, self.ids.len());
+        if let (Some(s), Some(e)) = (self.window.start, self.window.end) {
+            r.window = Some(WallWindow {
+                start: self.clock.wall(s),
+                end: self.clock.wall(e),
+            });
+        }
         r.connected = self.connected;
         r.reconnects = self.reconnects;
         r.ramp = self.ramp;
@@ -529,8 +548,9 @@ impl Loop {
                     self.set_phase(Phase::Done);
                 } else {
                     debug!("load: ramp done, {} connections up", self.up);
+                    let begin = self.begin_warmup_at(now);
                     self.set_phase(Phase::Warmup {
-                        until: now + self.warmup,
+                        until: begin + self.warmup,
                     });
                     self.advance_phase(now);
                 }
@@ -561,6 +581,23 @@ impl Loop {
             }
             _ => {}
         }
+    }
+
+    /// When warm-up begins: now, or at `--start-at` if that is later.
+    /// Until then the connections exchange uncounted traffic, as in the
+    /// ramp, so no idle timeout closes them while they wait.
+    fn begin_warmup_at(&self, now: Instant) -> Instant {
+        let Some(start) = self.start_at else {
+            return now;
+        };
+        let late = now.saturating_duration_since(start);
+        if late > Duration::from_millis(10) {
+            warn!(
+                "load: ramp ended {:.3} s after --start-at; this segment's window begins late",
+                late.as_secs_f64()
+            );
+        }
+        start.max(now)
     }
 
     /// Stops every client sending; those with nothing in flight end now.

@@ -15,6 +15,7 @@
 pub(crate) mod client;
 mod event_loop;
 pub mod hdr_v2;
+pub mod merge;
 pub mod output;
 pub mod payload;
 pub mod report;
@@ -26,17 +27,18 @@ pub(crate) mod timer;
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use log::info;
 
 use crate::mode::Mode;
 use event_loop::Loop;
-pub use report::{Interval, Report};
+pub use report::{Interval, Report, TestSettings, WallWindow};
+use split::Segment;
 
 /// Most TCP handshakes one loop has in progress at once. Keeps a ramp of
 /// thousands of connections from overflowing the server's accept backlog.
@@ -85,6 +87,14 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The shortest `--udp-timeout` and `--connect-timeout`.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
+/// How far ahead `--start-at` may be: a day. A later start is more likely
+/// a typo than a plan, and the bound keeps the run's end bounded too.
+pub const MAX_START_AHEAD: Duration = Duration::from_secs(24 * 3600);
+
+/// How far in the past `--start-at` may be and still run: a start missed
+/// by more than this would begin the segments' windows apart.
+pub const MAX_START_LATE: Duration = Duration::from_secs(1);
+
 /// TCP or UDP; in JSON `"tcp"` or `"udp"`, as in a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -124,7 +134,9 @@ impl fmt::Display for Target {
 pub struct LoadConfig {
     /// The server.
     pub target: Target,
-    /// Client connections (UDP: sockets), in total over all loops.
+    /// Client connections (UDP: sockets) of the whole test, over every
+    /// segment and loop; this process runs its [`segment`](Self::segment)'s
+    /// share ([`own_connections`](Self::own_connections)).
     pub connections: usize,
     /// Length of the measured window.
     pub duration: Duration,
@@ -132,7 +144,9 @@ pub struct LoadConfig {
     pub size: usize,
     /// Messages in flight per connection in closed loop.
     pub pipeline: usize,
-    /// Total messages per second (open loop); `None` for closed loop.
+    /// Messages per second of the whole test (open loop); `None` for
+    /// closed loop. This process sends its segment's share
+    /// ([`own_rate`](Self::own_rate)).
     pub rate: Option<f64>,
     /// What the server does to each byte.
     pub expect: Mode,
@@ -157,6 +171,16 @@ pub struct LoadConfig {
     /// Replace a connection that ended in error (reset, closed, mismatch)
     /// with a new one, so the offered load holds; the error still counts.
     pub reconnect: bool,
+    /// Which part of a split test this process runs (`--segment`);
+    /// [`Segment::WHOLE`] when the test is not split.
+    pub segment: Segment,
+    /// When warm-up begins, the same instant for every segment
+    /// (`--start-at`); connections come up before it. `None`: as soon as
+    /// the ramp is done.
+    pub start_at: Option<SystemTime>,
+    /// Local addresses the connections are bound to, in turn by
+    /// connection number (`--source`); empty: the kernel's choice.
+    pub sources: Vec<IpAddr>,
 }
 
 impl LoadConfig {
@@ -180,6 +204,39 @@ impl LoadConfig {
             connect_timeout: Duration::from_secs(3),
             record_intervals: false,
             reconnect: false,
+            segment: Segment::WHOLE,
+            start_at: None,
+            sources: Vec::new(),
+        }
+    }
+
+    /// The connections this process runs: its segment's share of
+    /// [`connections`](Self::connections).
+    pub fn own_connections(&self) -> usize {
+        let (_, own) = self.segment.share(self.connections as u64);
+        usize::try_from(own).unwrap_or(usize::MAX)
+    }
+
+    /// The messages per second this process sends: its segment's share
+    /// of [`rate`](Self::rate); `None` in closed loop.
+    pub fn own_rate(&self) -> Option<f64> {
+        self.rate
+            .map(|r| self.segment.rate_share(r, self.connections as u64))
+    }
+
+    /// The settings a part of a split test shares with the others, as
+    /// reports carry them so that `merge` can check parts belong together.
+    pub fn test_settings(&self) -> TestSettings {
+        TestSettings {
+            connections: self.connections,
+            rate: self.rate,
+            size: self.size,
+            pipeline: self.pipeline,
+            expect: self.expect,
+            duration: self.duration,
+            warmup: self.warmup,
+            start_at: self.start_at,
+            max_loss_percent: self.max_loss_percent,
         }
     }
 
@@ -191,7 +248,32 @@ impl LoadConfig {
     ///
     /// [`LoadError::Invalid`] naming the first bad setting.
     pub fn validate(&self) -> Result<(), LoadError> {
-        self.validate_with_fd_limit(crate::net::open_file_limit())
+        self.validate_with_fd_limit(crate::net::open_file_limit())?;
+        self.validate_start(SystemTime::now())
+    }
+
+    /// Checks `--start-at` against the wall-clock time `now`: at most
+    /// [`MAX_START_LATE`] past and [`MAX_START_AHEAD`] ahead.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Invalid`] saying how far off the start is.
+    pub fn validate_start(&self, now: SystemTime) -> Result<(), LoadError> {
+        let Some(start) = self.start_at else {
+            return Ok(());
+        };
+        let at = split::unix_seconds(start);
+        match start.duration_since(now) {
+            Err(e) if e.duration() > MAX_START_LATE => Err(LoadError::Invalid(format!(
+                "start time {at:.3} (--start-at) passed {:.3} s ago; the other segments have begun: pick a later one",
+                e.duration().as_secs_f64()
+            ))),
+            Ok(ahead) if ahead > MAX_START_AHEAD => Err(LoadError::Invalid(format!(
+                "start time {at:.3} (--start-at) is {:.0} s ahead, more than a day",
+                ahead.as_secs_f64()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// [`validate`](Self::validate) against a given open-file limit
@@ -205,14 +287,30 @@ impl LoadConfig {
         if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
             return bad(format!("connections must be 1 to {MAX_CONNECTIONS}"));
         }
+        let own = self.own_connections();
+        if own == 0 {
+            return bad(format!(
+                "segment {} gets no connection: {} connections cannot be split into {} segments",
+                self.segment, self.connections, self.segment.count
+            ));
+        }
         if let Some(limit) = fd_limit {
             let room = limit.saturating_sub(RESERVED_FDS);
-            if self.connections as u64 > room {
+            if own as u64 > room {
                 return bad(format!(
-                    "{} connections need more descriptors than the open-file limit ({limit}) allows: at most {room} (raise it with ulimit -n)",
-                    self.connections
+                    "{own} connections need more descriptors than the open-file limit ({limit}) allows: at most {room} (raise it with ulimit -n)"
                 ));
             }
+        }
+        if let Some(wrong) = self
+            .sources
+            .iter()
+            .find(|a| a.is_ipv4() != self.target.addr.is_ipv4())
+        {
+            return bad(format!(
+                "source {wrong} (--source) and target {} are not the same IP version",
+                self.target.addr.ip()
+            ));
         }
         if self.size == 0 {
             return bad("size must be at least 1 byte".into());
@@ -239,9 +337,9 @@ impl LoadConfig {
         if !(1..=MAX_PIPELINE).contains(&self.pipeline) {
             return bad(format!("pipeline must be 1 to {MAX_PIPELINE}"));
         }
-        if self.threads == 0 || self.threads > MAX_THREADS.min(self.connections) {
+        if self.threads == 0 || self.threads > MAX_THREADS.min(own) {
             return bad(format!(
-                "threads must be 1 to {MAX_THREADS}, and at most the number of connections"
+                "threads must be 1 to {MAX_THREADS}, and at most the number of connections (of this segment)"
             ));
         }
         if self.duration.is_zero() || self.duration > MAX_WINDOW {
@@ -291,13 +389,15 @@ impl LoadConfig {
     }
 
     /// The connection numbers loop `index` starts, in increasing order:
-    /// every `threads`-th from `index`. The one place numbers are handed
-    /// out: a number is half of every payload's key, so no two clients of
-    /// a run may share one.
+    /// every `threads`-th of the segment's own range, from `index`. The
+    /// one place numbers are handed out: a number is half of every
+    /// payload's key, so no two clients of a test, over all its segments,
+    /// may share one.
     pub(crate) fn connection_ids(&self, index: usize) -> Vec<u64> {
-        (index..self.connections)
+        let (first, own) = self.segment.share(self.connections as u64);
+        (index as u64..own)
             .step_by(self.threads.max(1))
-            .map(|i| i as u64)
+            .map(|i| first + i)
             .collect()
     }
 
@@ -396,6 +496,42 @@ pub fn run_until(
     run_inner(config, stop, on_progress)
 }
 
+/// One reading of both clocks, so that the loops' `Instant`s (the start,
+/// the window) translate to wall-clock times and back alike in every loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+impl Clock {
+    fn now() -> Clock {
+        Clock {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// The wall-clock time of `at`.
+    pub(crate) fn wall(&self, at: Instant) -> SystemTime {
+        if at >= self.instant {
+            self.wall + (at - self.instant)
+        } else {
+            self.wall - (self.instant - at)
+        }
+    }
+
+    /// The `Instant` of wall-clock time `at` (validated: within a day of
+    /// now, so the arithmetic cannot overflow; saturates to now anyway).
+    pub(crate) fn instant(&self, at: SystemTime) -> Instant {
+        match at.duration_since(self.wall) {
+            Ok(ahead) => self.instant.checked_add(ahead),
+            Err(e) => self.instant.checked_sub(e.duration()),
+        }
+        .unwrap_or(self.instant)
+    }
+}
+
 /// What one loop publishes for the progress line.
 #[derive(Debug)]
 struct LoopFigures {
@@ -417,7 +553,8 @@ fn run_inner(
     mut on_progress: Option<&mut dyn FnMut(&ProgressLine)>,
 ) -> Result<Report, LoadError> {
     config.validate()?;
-    let started = Instant::now();
+    let clock = Clock::now();
+    let started = clock.instant;
     let threads = config.threads;
     let wants_board = on_progress.is_some() || config.record_intervals;
     let board: Option<ProgressBoard> = wants_board.then(|| {
@@ -432,15 +569,23 @@ fn run_inner(
                 .collect(),
         ))
     });
+    let own = config.own_connections();
     info!(
-        "load {}: {} connections on {threads} loop(s), {} s, {} B, {}",
+        "load {}: {own} connections on {threads} loop(s), {} s, {} B, {}{}",
         config.target,
-        config.connections,
         config.duration.as_secs_f64(),
         config.size,
-        match config.rate {
+        match config.own_rate() {
             Some(r) => format!("open loop at {r} msgs/s"),
             None => format!("closed loop, pipeline {}", config.pipeline),
+        },
+        if config.segment.is_whole() {
+            String::new()
+        } else {
+            format!(
+                ", segment {} of a test of {} connections",
+                config.segment, config.connections
+            )
         }
     );
     let (tx, rx) = mpsc::channel();
@@ -451,14 +596,14 @@ fn run_inner(
             std::thread::Builder::new()
                 .name(format!("load-{index}"))
                 .spawn_scoped(scope, move || {
-                    let result = Loop::new(config, index, board).and_then(|mut l| l.run(stop));
+                    let result =
+                        Loop::new(config, index, board, clock).and_then(|mut l| l.run(stop));
                     let _ = tx.send(result);
                 })
                 .map_err(|e| LoadError::Setup("load thread", e))?;
         }
         drop(tx);
-        let mut merged = Report::new(config.target.proto, config.target.addr, config.connections);
-        merged.max_loss_percent = config.max_loss_percent;
+        let mut merged = Report::for_config(config);
         let mut first_failure = None;
         let mut finished = 0;
         let mut last_report = Instant::now();

@@ -8,13 +8,15 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
 
 use super::report_json::ReportJson;
 pub use super::report_text::percentile_distribution;
-use super::Proto;
+use super::split::Segment;
+use super::{LoadConfig, Proto};
+use crate::mode::Mode;
 
 /// Latencies are recorded in microseconds, from 1 us to one hour.
 const LATENCY_MAX_US: u64 = 3_600_000_000;
@@ -80,6 +82,41 @@ impl Errors {
     }
 }
 
+/// The settings every part of a split test shares: what `merge` compares
+/// to tell whether parts belong together. Counts are the whole test's,
+/// not a segment's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TestSettings {
+    /// Connections of the whole test, over every segment.
+    pub connections: usize,
+    /// Messages per second of the whole test; `None` for closed loop.
+    pub rate: Option<f64>,
+    /// Bytes per message.
+    pub size: usize,
+    /// Messages in flight per connection (closed loop).
+    pub pipeline: usize,
+    /// What the server does to each byte.
+    pub expect: Mode,
+    /// The measured window asked for.
+    pub duration: Duration,
+    /// The warm-up asked for.
+    pub warmup: Duration,
+    /// The common start (`--start-at`), if there was one.
+    pub start_at: Option<SystemTime>,
+    /// The loss (percent) UDP may have and still pass.
+    pub max_loss_percent: f64,
+}
+
+/// The measured window by the wall clock, so that the windows of
+/// generators on different machines can be compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallWindow {
+    /// When counting began.
+    pub start: SystemTime,
+    /// When counting ended.
+    pub end: SystemTime,
+}
+
 /// What a load run measured.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -130,6 +167,21 @@ pub struct Report {
     /// The run second by second (warmup and drain included), when the
     /// configuration asked for them (`--hdr-log`, `--plot`).
     pub intervals: Vec<Interval>,
+    /// Which part of a split test this report covers; [`Segment::WHOLE`]
+    /// for a test run by one process, or merged from all its parts.
+    pub segment: Segment,
+    /// This report's share of the open-loop rate (messages per second);
+    /// `None` for closed loop.
+    pub rate: Option<f64>,
+    /// The measured window by the wall clock; `None` when the run never
+    /// got to measure.
+    pub window: Option<WallWindow>,
+    /// The whole test's settings; `None` in reports written before they
+    /// were carried, which cannot be merged.
+    pub settings: Option<TestSettings>,
+    /// Merged reports: the parts that failed on their own, one line each
+    /// (`segment 1/3: ...`). Any fails the merged run.
+    pub failed_parts: Vec<String>,
 }
 
 /// About one second of a run: when it began, how long it was, the replies
@@ -177,7 +229,27 @@ impl Report {
             failure: None,
             interrupted: false,
             intervals: Vec::new(),
+            segment: Segment::WHOLE,
+            rate: None,
+            window: None,
+            settings: None,
+            failed_parts: Vec::new(),
         }
+    }
+
+    /// An empty report for a run of `config`: its target, its segment and
+    /// share, the test's settings.
+    pub fn for_config(config: &LoadConfig) -> Report {
+        let mut r = Report::new(
+            config.target.proto,
+            config.target.addr,
+            config.own_connections(),
+        );
+        r.max_loss_percent = config.max_loss_percent;
+        r.segment = config.segment;
+        r.rate = config.own_rate();
+        r.settings = Some(config.test_settings());
+        r
     }
 
     /// Adds another loop's report to this one. The measured window is the
@@ -195,6 +267,13 @@ impl Report {
         self.late += o.late;
         self.mismatch_upper += o.mismatch_upper;
         self.interrupted |= o.interrupted;
+        self.window = match (self.window, o.window) {
+            (Some(a), Some(b)) => Some(WallWindow {
+                start: a.start.min(b.start),
+                end: a.end.max(b.end),
+            }),
+            (a, b) => a.or(b),
+        };
         // Same bounds on both sides, so adding cannot fail; saturate anyway.
         if self.latency.add(&o.latency).is_err() {
             for v in o.latency.iter_recorded() {
@@ -230,6 +309,7 @@ impl Report {
     /// zero for TCP or within `max_loss_percent` for UDP.
     pub fn is_ok(&self) -> bool {
         if self.failure.is_some()
+            || !self.failed_parts.is_empty()
             || self.interrupted
             || self.errors.hard() > 0
             || self.connected == 0
@@ -251,6 +331,13 @@ impl Report {
             return Some(f.clone());
         }
         let url = format!("{}://{}", self.proto, self.target);
+        if !self.failed_parts.is_empty() {
+            return Some(format!(
+                "{url}: {} of the merged parts failed: {}",
+                self.failed_parts.len(),
+                self.failed_parts.join("; ")
+            ));
+        }
         if self.interrupted {
             return Some(format!(
                 "{url}: interrupted after {:.2} s of measuring; the report covers the run so far",

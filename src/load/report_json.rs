@@ -11,27 +11,34 @@
 //! travel: they are for `--hdr-log` and `--plot`, written beside.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::report::{Errors, Report};
+use super::report::{Errors, Report, TestSettings, WallWindow};
+use super::split::{self, Segment};
 use super::{hdr_v2, Proto};
+use crate::mode::Mode;
 
 /// A load report as JSON, field for field; keys in the order written.
 ///
 /// Fields added after the first reports were saved (`histogram`,
-/// `mismatch_upper`, `max_loss_percent`, `first_error`, `failure`) may be
-/// missing, so older files still `compare`; [`Report::from_json`] needs
-/// the histogram.
+/// `mismatch_upper`, `max_loss_percent`, `first_error`, `failure`,
+/// `rate`, `segment`, `window`, `test`, `failed_parts`) may be missing,
+/// so older files still `compare`; [`Report::from_json`] needs the
+/// histogram, and `merge` needs `test`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReportJson {
     /// `tcp` or `udp`.
     pub proto: Proto,
     /// The server's address, `127.0.0.1:7007`.
     pub target: SocketAddr,
-    /// Connections asked for.
+    /// Connections asked for: this report's share of the test's.
     pub connections: usize,
+    /// This report's share of the open-loop rate, messages per second;
+    /// `null` for closed loop.
+    #[serde(default, serialize_with = "optional_number")]
+    pub rate: Option<f64>,
     /// Connections that came up, each counted once.
     pub connected: u64,
     /// Connections opened again after an error (`--reconnect`).
@@ -79,6 +86,18 @@ pub struct ReportJson {
     /// Why the run could not happen at all.
     #[serde(default)]
     pub failure: Option<String>,
+    /// Which part of a split test this is; `0/1` for a whole one.
+    #[serde(default)]
+    pub segment: SegmentJson,
+    /// The measured window by the wall clock; `null` if there was none.
+    #[serde(default)]
+    pub window: Option<WindowJson>,
+    /// The whole test's settings, the same in every part.
+    #[serde(default)]
+    pub test: Option<TestJson>,
+    /// Merged reports: the parts that failed on their own, one line each.
+    #[serde(default)]
+    pub failed_parts: Vec<String>,
     /// Derived: the verdict.
     pub ok: bool,
     /// Derived: why the run failed, one line; `null` when it passed.
@@ -107,6 +126,66 @@ pub struct LatencyJson {
     pub histogram: Option<String>,
 }
 
+/// `segment`: which part of how many.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SegmentJson {
+    /// From 0.
+    pub index: u32,
+    /// At least 1.
+    pub count: u32,
+}
+
+impl Default for SegmentJson {
+    fn default() -> Self {
+        SegmentJson { index: 0, count: 1 }
+    }
+}
+
+/// `window`: the measured window by the wall clock, as Unix seconds
+/// (every digit, so it reads back to the microsecond) and as RFC 3339
+/// text for people; only the seconds are read back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WindowJson {
+    /// When counting began, Unix seconds.
+    #[serde(serialize_with = "seconds")]
+    pub start: f64,
+    /// When counting ended, Unix seconds.
+    #[serde(serialize_with = "seconds")]
+    pub end: f64,
+    /// Derived: `start` in RFC 3339, UTC.
+    #[serde(default)]
+    pub start_utc: String,
+    /// Derived: `end` in RFC 3339, UTC.
+    #[serde(default)]
+    pub end_utc: String,
+}
+
+/// `test`: the settings of the whole test, the same in each of its parts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestJson {
+    /// Connections over every segment.
+    pub connections: usize,
+    /// Messages per second over every segment; `null` for closed loop.
+    #[serde(serialize_with = "optional_number")]
+    pub rate: Option<f64>,
+    /// Bytes per message.
+    pub size: usize,
+    /// Messages in flight per connection (closed loop).
+    pub pipeline: usize,
+    /// `echo` or `upper`.
+    #[serde(serialize_with = "mode_name", deserialize_with = "mode_from_name")]
+    pub expect: Mode,
+    /// The window asked for, seconds.
+    #[serde(serialize_with = "seconds")]
+    pub duration_s: f64,
+    /// The warm-up asked for, seconds.
+    #[serde(serialize_with = "seconds")]
+    pub warmup_s: f64,
+    /// `--start-at` as Unix seconds; `null` without it.
+    #[serde(serialize_with = "optional_number")]
+    pub start_at: Option<f64>,
+}
+
 /// What `--max-loss` defaults to, for reports saved without it.
 fn default_max_loss_percent() -> f64 {
     1.0
@@ -119,6 +198,7 @@ impl From<&Report> for ReportJson {
             proto: r.proto,
             target: r.target,
             connections: r.connections,
+            rate: r.rate,
             connected: r.connected,
             reconnects: r.reconnects,
             ramp_s: r.ramp.as_secs_f64(),
@@ -152,6 +232,27 @@ impl From<&Report> for ReportJson {
             interrupted: r.interrupted,
             first_error: r.first_error.clone(),
             failure: r.failure.clone(),
+            segment: SegmentJson {
+                index: r.segment.index,
+                count: r.segment.count,
+            },
+            window: r.window.map(|w| WindowJson {
+                start: split::unix_seconds(w.start),
+                end: split::unix_seconds(w.end),
+                start_utc: split::rfc3339(w.start),
+                end_utc: split::rfc3339(w.end),
+            }),
+            test: r.settings.map(|t| TestJson {
+                connections: t.connections,
+                rate: t.rate,
+                size: t.size,
+                pipeline: t.pipeline,
+                expect: t.expect,
+                duration_s: t.duration.as_secs_f64(),
+                warmup_s: t.warmup.as_secs_f64(),
+                start_at: t.start_at.map(split::unix_seconds),
+            }),
+            failed_parts: r.failed_parts.clone(),
             ok: r.is_ok(),
             error: r.failure_summary(),
         }
@@ -212,6 +313,32 @@ impl ReportJson {
         r.first_error = self.first_error;
         r.failure = self.failure;
         r.interrupted = self.interrupted;
+        r.rate = self.rate;
+        let SegmentJson { index, count } = self.segment;
+        r.segment =
+            Segment::parse(&format!("{index}/{count}")).map_err(|e| format!("segment: {e}"))?;
+        r.window = match self.window {
+            Some(w) => Some(WallWindow {
+                start: wall("window.start", w.start)?,
+                end: wall("window.end", w.end)?,
+            }),
+            None => None,
+        };
+        r.settings = match self.test {
+            Some(t) => Some(TestSettings {
+                connections: t.connections,
+                rate: t.rate,
+                size: t.size,
+                pipeline: t.pipeline,
+                expect: t.expect,
+                duration: duration("test.duration_s", t.duration_s)?,
+                warmup: duration("test.warmup_s", t.warmup_s)?,
+                start_at: t.start_at.map(|s| wall("test.start_at", s)).transpose()?,
+                max_loss_percent: self.max_loss_percent,
+            }),
+            None => None,
+        };
+        r.failed_parts = self.failed_parts;
         Ok(r)
     }
 }
@@ -224,6 +351,30 @@ fn duration(name: &str, secs: f64) -> Result<Duration, String> {
         return Err(format!("{name} is {secs}: not a duration"));
     }
     Ok(Duration::from_nanos(nanos as u64))
+}
+
+/// Unix seconds as written back to a wall-clock time.
+fn wall(name: &str, secs: f64) -> Result<SystemTime, String> {
+    Ok(UNIX_EPOCH + duration(name, secs)?)
+}
+
+/// `null`, or a number as [`number`] writes it.
+fn optional_number<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match x {
+        Some(x) => number(*x, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// A mode by its name (`echo`).
+fn mode_name<S: Serializer>(m: &Mode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
+}
+
+/// A mode from its name.
+fn mode_from_name<'de, D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map_err(serde::de::Error::custom)
 }
 
 /// A duration in seconds: whole seconds as an integer (`2`), otherwise
@@ -275,7 +426,49 @@ mod tests {
         for v in 1..=1000u64 {
             r.latency.record(v * 7).expect("in range");
         }
+        r.segment = Segment { index: 1, count: 3 };
+        r.rate = Some(1000.0 / 3.0);
+        let start = UNIX_EPOCH + Duration::from_micros(1_767_225_600_123_456);
+        r.window = Some(WallWindow {
+            start,
+            end: start + r.duration,
+        });
+        r.settings = Some(TestSettings {
+            connections: 9,
+            rate: Some(1000.0),
+            size: 64,
+            pipeline: 1,
+            expect: Mode::Upper,
+            duration: Duration::from_secs(2),
+            warmup: Duration::from_millis(500),
+            start_at: Some(start - Duration::from_millis(500)),
+            max_loss_percent: 2.5,
+        });
         r
+    }
+
+    #[test]
+    fn a_segment_report_carries_its_segment_window_and_test() {
+        let r = report();
+        let j = r.to_json();
+        for key in [
+            r#""rate":333.3333333333333,"#,
+            r#""segment":{"index":1,"count":3}"#,
+            r#""window":{"start":1767225600.123456,"#,
+            r#""start_utc":"2026-01-01T00:00:00.123456Z""#,
+            r#""test":{"connections":9,"rate":1000,"size":64,"pipeline":1,"expect":"upper","duration_s":2,"warmup_s":0.5,"#,
+        ] {
+            assert!(j.contains(key), "{key} missing in {j}");
+        }
+        let back = Report::from_json(&j).unwrap_or_else(|e| panic!("{e}: {j}"));
+        assert_eq!(back.segment, r.segment);
+        assert_eq!(back.rate, r.rate);
+        assert_eq!(back.settings, r.settings);
+        let (w, b) = (r.window.expect("window"), back.window.expect("window"));
+        for (x, y) in [(w.start, b.start), (w.end, b.end)] {
+            let apart = x.duration_since(y).or_else(|_| y.duration_since(x));
+            assert!(apart.expect("ordered") < Duration::from_micros(1));
+        }
     }
 
     #[test]

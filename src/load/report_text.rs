@@ -9,6 +9,7 @@ use std::fmt::{self, Write as _};
 use hdrhistogram::Histogram;
 
 use super::report::Report;
+use super::split::rfc3339;
 use super::Proto;
 
 impl fmt::Display for Report {
@@ -31,6 +32,16 @@ impl fmt::Display for Report {
                 "target     udp://{} ({} of {} sockets open, {} of them told port unreachable)",
                 self.target, self.connected, self.connections, self.errors.connect
             )?,
+        }
+        if !self.segment.is_whole() {
+            let of = self.settings.map_or(String::new(), |t| {
+                format!(" of a test of {} connections", t.connections)
+            });
+            writeln!(f, "segment    {}{of}", self.segment)?;
+        }
+        let is_timed = self.settings.is_some_and(|t| t.start_at.is_some());
+        if let (Some(w), true) = (self.window, is_timed || !self.segment.is_whole()) {
+            writeln!(f, "window     {} to {}", rfc3339(w.start), rfc3339(w.end))?;
         }
         if self.reconnects > 0 {
             writeln!(

@@ -214,6 +214,44 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// An RFC 3339 time in UTC with microseconds, for reports
+/// (`2026-01-01T00:00:00.250000Z`); times before 1970 read as 1970.
+///
+/// ```
+/// # use echo_reactor::load::split::rfc3339;
+/// # use std::time::{Duration, UNIX_EPOCH};
+/// let t = UNIX_EPOCH + Duration::from_millis(1_767_225_600_250);
+/// assert_eq!(rfc3339(t), "2026-01-01T00:00:00.250000Z");
+/// ```
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        d.subsec_micros()
+    )
+}
+
+/// The date `days` after 1970-01-01: the inverse of `days_from_civil`
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 /// Seconds since the Unix epoch, for reports (0 before 1970).
 pub fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
@@ -270,6 +308,22 @@ mod tests {
         for (text, want) in cases {
             let got = unix_seconds(parse_start_at(text).expect(text));
             assert!((got - want).abs() < 1e-6, "{text}: {got} != {want}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_text_reads_back_as_the_same_time() {
+        for secs in [
+            0.0,
+            951_782_400.5,
+            1_709_164_800.0,
+            1_767_225_599.999_999,
+            4_102_444_800.0,
+        ] {
+            let t = UNIX_EPOCH + Duration::from_secs_f64(secs);
+            let text = rfc3339(t);
+            let back = unix_seconds(parse_start_at(&text).expect(&text));
+            assert!((back - secs).abs() < 2e-6, "{secs} -> {text} -> {back}");
         }
     }
 

@@ -11,11 +11,13 @@
 //! server does.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{debug, trace};
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Token};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::{Loop, Retry, Slot};
 use crate::load::client::contract::{count_end, End};
@@ -32,6 +34,13 @@ const CONNECT_ATTEMPTS: u32 = 3;
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 
 impl Loop {
+    /// The local address connection `id` binds to: the `--source`
+    /// addresses in turn by connection number; `None` without them.
+    fn source_for(&self, id: u64) -> Option<IpAddr> {
+        let n = self.sources.len() as u64;
+        (n > 0).then(|| self.sources[(id % n) as usize])
+    }
+
     pub(super) fn start_connects(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.retries.len() {
@@ -86,7 +95,10 @@ impl Loop {
     }
 
     pub(super) fn start_tcp(&mut self, id: u64, attempt: u32, deadline: Instant) -> io::Result<()> {
-        let mut stream = TcpStream::connect(self.target.addr)?;
+        let mut stream = match self.source_for(id) {
+            Some(source) => connect_from(source, self.target.addr)?,
+            None => TcpStream::connect(self.target.addr)?,
+        };
         let entry = self.slots.vacant_entry();
         self.poll.registry().register(
             &mut stream,
@@ -105,7 +117,11 @@ impl Loop {
     }
 
     pub(super) fn start_udp(&mut self, id: u64, now: Instant) -> io::Result<()> {
-        let mut socket = UdpSocket::bind(net::unspecified_for(self.target.addr))?;
+        let local = match self.source_for(id) {
+            Some(source) => SocketAddr::new(source, 0),
+            None => net::unspecified_for(self.target.addr),
+        };
+        let mut socket = UdpSocket::bind(local)?;
         socket.connect(self.target.addr)?;
         let pace = self.pace(id, now);
         let entry = self.slots.vacant_entry();
@@ -220,5 +236,53 @@ impl Loop {
         self.tally.errors.connect += 1;
         let target = self.target;
         self.tally.note(|| format!("connect to {target}: {e}"));
+    }
+}
+
+/// A non-blocking TCP connect from `source` (any port) to `target`, like
+/// `TcpStream::connect` but bound first. On Linux the port is picked at
+/// connect time (`IP_BIND_ADDRESS_NO_PORT`), so each source address has
+/// the whole ephemeral range towards each server address.
+fn connect_from(source: IpAddr, target: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_nonblocking(true)?;
+    #[cfg(target_os = "linux")]
+    bind_address_no_port(&socket);
+    socket.bind(&SockAddr::from(SocketAddr::new(source, 0)))?;
+    match socket.connect(&SockAddr::from(target)) {
+        Ok(()) => {}
+        // EINPROGRESS: the handshake goes on; the socket reports when done.
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Defers the choice of the local port to `connect`. Only an
+/// optimisation: without it (old kernels) `bind` picks the port, and a
+/// source address has one ephemeral range for all servers.
+#[cfg(target_os = "linux")]
+fn bind_address_no_port(socket: &Socket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid descriptor, and a pointer to an int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            std::ptr::addr_of!(on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        debug!(
+            "IP_BIND_ADDRESS_NO_PORT: {}; bind picks the port",
+            io::Error::last_os_error()
+        );
     }
 }

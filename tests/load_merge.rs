@@ -1,0 +1,454 @@
+//! One load test split into segments on loopback and merged back: the
+//! segments start together and use connection numbers no other segment
+//! uses, `merge` adds them up and refuses parts of another test naming
+//! the file, `--start-at` in the past is refused, and `--source` binds
+//! where it is told.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use echo_reactor::load::payload::Message;
+use echo_reactor::load::report::{TestSettings, WallWindow};
+use echo_reactor::load::split::{self, Segment};
+use echo_reactor::load::{Proto, Report};
+use echo_reactor::Mode;
+
+/// Bytes per message in these tests.
+const SIZE: usize = 64;
+
+fn unix_now() -> f64 {
+    split::unix_seconds(SystemTime::now())
+}
+
+/// Starts `load URL ARGS --segment I/COUNT --json` for every segment at
+/// once, and returns each one's JSON report (in segment order) after
+/// checking it exited 0.
+fn run_segments(url: &str, count: u32, args: &[&str]) -> Vec<String> {
+    let children: Vec<Child> = (0..count)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+                .arg("load")
+                .arg(url)
+                .args(args)
+                .args(["--segment", &format!("{i}/{count}"), "--json"])
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn a segment")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("a segment ends");
+            let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert!(
+                out.status.success(),
+                "a segment failed: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout
+        })
+        .collect()
+}
+
+/// A directory for this test's report files, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("er-merge-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write a report");
+        path.display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn merge_files(files: &[String], json: bool) -> Finished {
+    let mut argv = vec!["merge"];
+    argv.extend(files.iter().map(String::as_str));
+    if json {
+        argv.push("--json");
+    }
+    run_binary(&argv, IO_TIMEOUT)
+}
+
+fn parse(json: &str) -> serde_json::Value {
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"))
+}
+
+fn count(v: &serde_json::Value, path: &[&str]) -> u64 {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_u64()
+        .unwrap_or_else(|| panic!("{} is not a count in {v}", path.join(".")))
+}
+
+#[test]
+fn three_segments_started_together_merge_to_the_sum_of_their_parts() {
+    let server = start_server(&["--tcp", "127.0.0.1:0"]);
+    let url = format!("tcp://{}", server.tcp_addr());
+    // The instant as the segments read it: rounded to the millisecond.
+    let start = format!("{:.3}", unix_now() + 1.0);
+    let start_at: f64 = start.parse().expect("a number");
+    let parts = run_segments(&url, 3, &["-c", "10", "-d", "0.5", "--start-at", &start]);
+
+    let scratch = Scratch::new("sum");
+    let files: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| scratch.write(&format!("part{i}.json"), p))
+        .collect();
+    let merged = merge_files(&files, true);
+    assert_eq!(merged.code(), 0, "{merged:#?}");
+    let whole = parse(merged.stdout.trim());
+    let parts: Vec<serde_json::Value> = parts.iter().map(|p| parse(p)).collect();
+
+    let shares: Vec<u64> = parts.iter().map(|p| count(p, &["connections"])).collect();
+    assert_eq!(shares, [4, 3, 3], "the first 10 % 3 segments take one more");
+    for path in [
+        &["connections"][..],
+        &["connected"],
+        &["messages"],
+        &["bytes"],
+        &["sent"],
+        &["errors", "mismatch"],
+    ] {
+        let sum: u64 = parts.iter().map(|p| count(p, path)).sum();
+        assert_eq!(count(&whole, path), sum, "{}", path.join("."));
+    }
+    assert_eq!(count(&whole, &["connected"]), 10);
+    assert_eq!(whole["segment"]["count"], 1);
+    assert_eq!(whole["ok"], true);
+
+    // Each window began at the common start, within a few milliseconds.
+    for p in &parts {
+        let began = p["window"]["start"].as_f64().expect("window.start");
+        let late = began - start_at;
+        assert!((0.0..0.05).contains(&late), "began {late:.4} s after: {p}");
+    }
+
+    // The server saw the test's connections and the merged bytes, no more.
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "accepted"), Some(10), "{stderr}");
+    let server_out = final_stat(&stderr, "out").expect("bytes out");
+    assert!(
+        server_out >= count(&whole, &["bytes"]),
+        "server sent {server_out} B, the merged report counts more"
+    );
+}
+
+/// An echo server that notes which connection number each connection's
+/// first message carries (by the payload scheme), then echoes.
+struct NumberingEcho {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<u64>>>,
+}
+
+impl NumberingEcho {
+    fn start(max_conn: u64) -> NumberingEcho {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { return };
+                let sink = Arc::clone(&sink);
+                std::thread::spawn(move || {
+                    let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+                    let mut first = [0u8; SIZE];
+                    if s.read_exact(&mut first).is_err() {
+                        return;
+                    }
+                    let conn = (0..max_conn).find(|&c| {
+                        let mut want = [0u8; SIZE];
+                        Message { conn: c, seq: 0 }.fill(0, &mut want);
+                        want == first
+                    });
+                    sink.lock().expect("lock").push(conn.unwrap_or(u64::MAX));
+                    let mut buf = [0u8; 4096];
+                    let mut n = SIZE;
+                    buf[..SIZE].copy_from_slice(&first);
+                    while n > 0 && s.write_all(&buf[..n]).is_ok() {
+                        n = s.read(&mut buf).unwrap_or(0);
+                    }
+                });
+            }
+        });
+        NumberingEcho { addr, seen }
+    }
+}
+
+#[test]
+fn segments_use_connection_numbers_no_other_segment_uses() {
+    let server = NumberingEcho::start(100);
+    let url = format!("tcp://{}", server.addr);
+    run_segments(&url, 3, &["-c", "10", "-d", "0.2", "--size", "64"]);
+    let seen = server.seen.lock().expect("lock").clone();
+    let distinct: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(seen.len(), 10, "{seen:?}");
+    assert_eq!(
+        distinct,
+        (0..10).collect::<BTreeSet<u64>>(),
+        "numbers seen: {seen:?}"
+    );
+}
+
+/// Segment `index` of three, 9 connections in all, measured in a window
+/// starting `offset` after a fixed instant.
+fn part(index: u32, offset: Duration) -> Report {
+    let mut r = Report::new(Proto::Tcp, "127.0.0.1:7007".parse().expect("address"), 3);
+    r.segment = Segment { index, count: 3 };
+    r.connected = 3;
+    r.duration = Duration::from_secs(1);
+    let start = UNIX_EPOCH + Duration::from_secs(1_767_225_600) + offset;
+    r.window = Some(WallWindow {
+        start,
+        end: start + r.duration,
+    });
+    r.settings = Some(TestSettings {
+        connections: 9,
+        rate: None,
+        size: SIZE,
+        pipeline: 1,
+        expect: Mode::Echo,
+        duration: Duration::from_secs(1),
+        warmup: Duration::ZERO,
+        start_at: None,
+        max_loss_percent: 1.0,
+    });
+    for v in 1..=100 {
+        r.latency
+            .record(v * (u64::from(index) + 1))
+            .expect("in range");
+    }
+    r.messages = 100;
+    r.sent = 100;
+    r.bytes = 100 * SIZE as u64;
+    r
+}
+
+#[test]
+fn merge_refuses_parts_of_another_test_and_names_the_file() {
+    let scratch = Scratch::new("refuse");
+    let good: Vec<String> = (0..3)
+        .map(|i| scratch.write(&format!("good{i}.json"), &part(i, Duration::ZERO).to_json()))
+        .collect();
+    assert_eq!(merge_files(&good, false).code(), 0);
+
+    let mut other_target = part(2, Duration::ZERO);
+    other_target.target = "127.0.0.1:7008".parse().expect("address");
+    let mut other_size = part(2, Duration::ZERO);
+    if let Some(s) = &mut other_size.settings {
+        s.size = 65;
+    }
+    let mut other_expect = part(2, Duration::ZERO);
+    if let Some(s) = &mut other_expect.settings {
+        s.expect = Mode::Upper;
+    }
+    let cases = [
+        ("target.json", other_target.to_json(), "target"),
+        ("size.json", other_size.to_json(), "size"),
+        ("expect.json", other_expect.to_json(), "expect"),
+        (
+            "repeat.json",
+            part(1, Duration::ZERO).to_json(),
+            "segment 1/3 again",
+        ),
+        (
+            "late.json",
+            part(2, Duration::from_secs(5)).to_json(),
+            "did not run together",
+        ),
+        (
+            "junk.json",
+            "{\"hello\":\"world\"}".to_string(),
+            "load --json",
+        ),
+        (
+            "empty.json",
+            "just a log line\n".to_string(),
+            "no `load --json` report",
+        ),
+    ];
+    for (name, text, why) in cases {
+        let bad = scratch.write(name, &text);
+        let files = [good[0].clone(), good[1].clone(), bad.clone()];
+        let out = merge_files(&files, false);
+        assert_eq!(out.code(), 2, "{name}: {out:#?}");
+        assert!(
+            out.stderr.contains(&bad) && out.stderr.contains(why),
+            "{name}: expected {bad} and {why:?} in {}",
+            out.stderr
+        );
+        assert!(out.stdout.is_empty(), "{name}: {}", out.stdout);
+    }
+    let out = merge_files(&good[..2], false);
+    assert_eq!(out.code(), 2);
+    assert!(
+        out.stderr.contains("segments missing: 2/3"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn merge_of_a_failed_part_exits_1_and_says_which() {
+    let scratch = Scratch::new("failed");
+    let mut failed = part(1, Duration::ZERO);
+    failed.errors.reset = 1;
+    let files: Vec<String> = [part(0, Duration::ZERO), failed, part(2, Duration::ZERO)]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| scratch.write(&format!("p{i}.json"), &r.to_json()))
+        .collect();
+    let out = merge_files(&files, true);
+    assert_eq!(out.code(), 1, "{out:#?}");
+    let whole = parse(out.stdout.trim());
+    assert_eq!(whole["ok"], false);
+    assert_eq!(count(&whole, &["errors", "reset"]), 1);
+    assert!(out.stderr.contains("segment 1/3"), "{}", out.stderr);
+}
+
+#[test]
+fn merge_reads_pdsh_output_from_stdin_among_log_lines() {
+    let mut text = String::from("[2026-01-01T00:00:00Z WARN echo_reactor] hello\n");
+    for i in 0..3 {
+        text += &format!("gen{i}: {}\n", part(i, Duration::ZERO).to_json());
+        text += &format!("gen{i}: a log line\n");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .args(["merge", "-", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn merge");
+    child
+        .stdin
+        .take()
+        .expect("stdin piped")
+        .write_all(text.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("merge ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let whole = parse(stdout.trim());
+    assert_eq!(count(&whole, &["messages"]), 300);
+    assert_eq!(count(&whole, &["connections"]), 9);
+    assert_eq!(count(&whole, &["latency_us", "max"]), 300);
+}
+
+#[test]
+fn a_start_time_already_past_is_refused() {
+    let past = format!("{:.3}", unix_now() - 5.0);
+    let out = run_binary(
+        &["load", "tcp://127.0.0.1:9", "--start-at", &past],
+        IO_TIMEOUT,
+    );
+    assert_eq!(out.code(), 2, "{out:#?}");
+    assert!(
+        out.stderr.contains("--start-at") && out.stderr.contains("ago"),
+        "{}",
+        out.stderr
+    );
+    let out = run_binary(
+        &["load", "tcp://127.0.0.1:9", "--start-at", "tomorrow"],
+        IO_TIMEOUT,
+    );
+    assert_eq!(out.code(), 2, "{out:#?}");
+}
+
+#[test]
+fn source_binds_tcp_connections_to_the_address_given() {
+    let server = start_server_logged(&["--tcp", "127.0.0.1:0"], "echo_reactor=debug");
+    let url = format!("tcp://{}", server.tcp_addr());
+    let out = run_binary(
+        &[
+            "load",
+            &url,
+            "-c",
+            "4",
+            "-d",
+            "0.2",
+            "--source",
+            "127.0.0.2,127.0.0.3",
+        ],
+        IO_TIMEOUT,
+    );
+    assert_eq!(out.code(), 0, "{out:#?}");
+    let stderr = server.stop();
+    let peers: BTreeSet<&str> = stderr
+        .lines()
+        .filter(|l| l.ends_with(": accepted"))
+        .filter_map(|l| l.split_whitespace().rev().nth(1))
+        .map(|peer| peer.trim_end_matches(':'))
+        .filter_map(|peer| peer.rsplit_once(':').map(|(ip, _)| ip))
+        .collect();
+    assert_eq!(
+        peers,
+        BTreeSet::from(["127.0.0.2", "127.0.0.3"]),
+        "{}",
+        tail(&stderr, 20)
+    );
+}
+
+#[test]
+fn source_binds_udp_sockets_to_the_address_given() {
+    let echo = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    echo.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let url = format!("udp://{}", echo.local_addr().expect("addr"));
+    let load = std::thread::spawn(move || {
+        run_binary(
+            &[
+                "load",
+                &url,
+                "-c",
+                "1",
+                "-d",
+                "0.2",
+                "--rate",
+                "10",
+                "--source",
+                "127.0.0.2",
+                "--udp-timeout",
+                "0.1",
+                "--drain-timeout",
+                "0.1",
+            ],
+            IO_TIMEOUT,
+        )
+    });
+    let mut buf = [0u8; 2048];
+    let (n, peer) = echo.recv_from(&mut buf).expect("a datagram");
+    let _ = echo.send_to(&buf[..n], peer);
+    assert_eq!(peer.ip().to_string(), "127.0.0.2");
+    // The rest of the run is not this test's business; let it end.
+    let _ = load.join();
+}
