@@ -342,7 +342,8 @@ pub struct LoadArgs {
 
     /// How long a connection may take to come up, retries included (0.001
     /// to 3600); then it counts as a `connect` error. The run ends within
-    /// this + --warmup + --duration + --drain-timeout + 1 s (plus the
+    /// this (with --start-at, the later of this and the time until the
+    /// start) + --warmup + --duration + --drain-timeout + 1 s (plus the
     /// ramp's pacing with --connect-rate)
     #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_nonzero_timeout)]
     pub connect_timeout: Duration,
