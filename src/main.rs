@@ -103,32 +103,47 @@ fn run_load(args: &LoadArgs) -> ExitCode {
             (report, code)
         }
     };
-    let mut out = std::io::stdout().lock();
-    // A closed stdout only loses the report; the exit status still tells.
+    let mut text = String::new();
     if args.json {
-        let _ = writeln!(out, "{}", report.to_json());
+        text = format!("{}\n", report.to_json());
         if args.latency {
             // stdout holds exactly one JSON object; the table goes aside.
             eprint!("{LATENCY_HEADING}\n{}", report.percentile_distribution());
         }
     } else if report.failure.is_none() {
-        let _ = writeln!(out, "{report}");
+        text = format!("{report}\n");
         if args.latency {
-            let _ = write!(
-                out,
+            text.push_str(&format!(
                 "\n{LATENCY_HEADING}\n{}",
                 report.percentile_distribution()
-            );
+            ));
         }
     }
-    let _ = out.flush();
+    let printed = print_report(&text);
     if let Some(why) = report.failure_summary() {
         eprintln!("echo-reactor load: {why}");
+    }
+    if let Err(why) = printed {
+        eprintln!("echo-reactor load: {why}");
+        return ExitCode::FAILURE;
     }
     if report.failure.is_none() && !save_run(args, &config, &report, started) {
         return ExitCode::FAILURE;
     }
     code
+}
+
+/// Writes a report to stdout. A reader that went away (a broken pipe, as
+/// when `head` has seen enough) is the reader's choice and stays quiet;
+/// any other failure (a full disk, a closed descriptor) loses the report,
+/// which the caller must say and count as a failure.
+fn print_report(text: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(format!("cannot write the report to stdout: {e}")),
+    }
 }
 
 /// Writes `--hdr-log` and `--plot`; false (after saying why) if one failed.
@@ -218,13 +233,15 @@ fn merge(args: &MergeArgs) -> ExitCode {
         Ok(report) => report,
         Err(e) => return refuse(&e),
     };
-    let mut out = std::io::stdout().lock();
-    let _ = if args.json {
-        writeln!(out, "{}", report.to_json())
+    let text = if args.json {
+        format!("{}\n", report.to_json())
     } else {
-        writeln!(out, "{report}")
+        format!("{report}\n")
     };
-    let _ = out.flush();
+    if let Err(why) = print_report(&text) {
+        eprintln!("echo-reactor merge: {why}");
+        return ExitCode::FAILURE;
+    }
     match report.failure_summary() {
         None => ExitCode::SUCCESS,
         Some(why) => {

@@ -123,6 +123,14 @@ pub fn unspecified_for(peer: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The one read buffer of a poll loop (the server's and the generator's):
+/// large enough for the largest UDP datagram (65,507 bytes over IPv4,
+/// 65,527 over IPv6) and for a healthy TCP read.
+pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// How many readiness events one `poll` call may return, in either loop.
+pub(crate) const EVENTS_CAPACITY: usize = 1024;
+
 /// The socket's queue is empty (read) or full (write): wait for the next edge.
 pub fn is_would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock

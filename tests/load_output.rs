@@ -206,3 +206,33 @@ fn compare_rejects_missing_and_foreign_files() {
     assert_eq!(out.code(), 2, "one file is a usage error");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_report_that_cannot_be_written_fails_the_run_and_says_why() {
+    // A full disk loses the report: that must not pass as a clean run.
+    let server = start_server(&[]);
+    let url = format!("tcp://{}", server.tcp_addr());
+    for json in [false, true] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let mut argv = vec!["load", url.as_str(), "-c", "2", "-d", "0.3"];
+        if json {
+            argv.push("--json");
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+            .args(&argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(full)
+            .output()
+            .expect("run load");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "json {json}: {stderr}");
+        assert!(
+            stderr.contains("cannot write the report"),
+            "json {json}: {stderr}"
+        );
+    }
+    server.stop();
+}

@@ -35,13 +35,6 @@ const SWEEP_EVERY: Duration = Duration::from_millis(50);
 /// figure lands in the wrong second by at most this much: 5% of a second.
 const PROGRESS_PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
-/// The loop's read and write buffer, and the largest UDP message. The
-/// only definition on the generator's side: clients borrow the loop's.
-const SCRATCH_SIZE: usize = 64 * 1024;
-
-/// How many events one `poll` call may return.
-const EVENTS_CAPACITY: usize = 1024;
-
 /// The open-loop timer's token; slab keys never come near it.
 const TIMER: Token = Token(usize::MAX);
 
@@ -193,7 +186,7 @@ impl Loop {
             timer,
             poll,
             slots: Slab::with_capacity(ids.len()),
-            scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+            scratch: vec![0; crate::net::SCRATCH_SIZE].into_boxed_slice(),
             settings: Settings {
                 size: config.size,
                 expect: config.expect,
@@ -240,7 +233,7 @@ impl Loop {
     /// The loop: poll, hand events to clients, run timers, until `Done`;
     /// once `stop` is set, stop sending and drain for a short while.
     pub(super) fn run(&mut self, stop: &AtomicBool) -> Result<Report, LoadError> {
-        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut events = Events::with_capacity(crate::net::EVENTS_CAPACITY);
         self.on_timers(Instant::now());
         while self.phase != Phase::Done {
             let timeout = self.poll_timeout(Instant::now());

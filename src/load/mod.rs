@@ -38,6 +38,7 @@ use log::info;
 use crate::mode::Mode;
 use event_loop::Loop;
 pub use report::{Interval, Report, TestSettings, WallWindow};
+pub use report_text::percentile_distribution;
 use split::Segment;
 
 /// Most TCP handshakes one loop has in progress at once. Keeps a ramp of

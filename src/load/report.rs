@@ -12,8 +12,6 @@ use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
 
-use super::report_json::ReportJson;
-pub use super::report_text::percentile_distribution;
 use super::split::Segment;
 use super::{LoadConfig, Proto};
 use crate::mode::Mode;
@@ -313,7 +311,9 @@ impl Report {
             || self.interrupted
             || self.errors.hard() > 0
             || self.connected == 0
+            || self.messages == 0
         {
+            // No reply measured is no verdict: nothing was shown to work.
             return false;
         }
         match self.proto {
@@ -359,6 +359,13 @@ impl Report {
                 .unwrap_or("no connection came up");
             return Some(format!("cannot reach {url}: {why}"));
         }
+        if self.messages == 0 && self.errors.total() == 0 {
+            return Some(format!(
+                "{url}: no reply completed in the {:.2} s window: nothing was measured \
+                 (a longer --duration, or a higher --rate?)",
+                self.duration.as_secs_f64()
+            ));
+        }
         let e = &self.errors;
         let mut s = format!(
             "{url}: errors: connect {}, reset {}, timeout {}, mismatch {}, lost {} ({:.2}%), closed {}, io {}",
@@ -390,33 +397,6 @@ impl Report {
             h.max(),
         ]
     }
-
-    /// The report as one JSON object on one line (no trailing newline);
-    /// the schema is `ReportJson`, which [`from_json`](Self::from_json)
-    /// reads back.
-    pub fn to_json(&self) -> String {
-        ReportJson::from(self).to_line()
-    }
-
-    /// Rebuilds a report from what [`to_json`](Self::to_json) wrote, in
-    /// any field order: the counts and the latency histogram as written,
-    /// the derived figures (rates, percentiles, verdict) worked out again.
-    /// The per-second intervals do not travel and come back empty.
-    ///
-    /// # Errors
-    ///
-    /// A message for people: not JSON, not a report, or one without its
-    /// latency histogram (`latency_us.histogram`).
-    pub fn from_json(json: &str) -> Result<Report, String> {
-        ReportJson::parse(json)?.into_report()
-    }
-
-    /// The full latency distribution in HdrHistogram's standard text
-    /// format (`Value Percentile TotalCount 1/(1-Percentile)`, the one its
-    /// plotters read), values in microseconds like the rest of the report.
-    pub fn percentile_distribution(&self) -> String {
-        percentile_distribution(&self.latency, 1.0)
-    }
 }
 
 /// `count` per second of `window`; 0 for an empty window.
@@ -445,6 +425,16 @@ mod tests {
             r.latency.record(v).unwrap();
         }
         r
+    }
+
+    #[test]
+    fn a_run_that_measured_no_reply_fails_and_says_so() {
+        let mut r = report();
+        r.messages = 0;
+        r.bytes = 0;
+        assert!(!r.is_ok());
+        let why = r.failure_summary().expect("a reason");
+        assert!(why.contains("no reply completed"), "{why}");
     }
 
     #[test]

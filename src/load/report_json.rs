@@ -402,6 +402,30 @@ fn number<S: Serializer>(x: f64, s: S) -> Result<S::Ok, S::Error> {
     }
 }
 
+/// The JSON rendering lives here, beside its schema, so that `report.rs`
+/// knows nothing of serde.
+impl Report {
+    /// The report as one JSON object on one line (no trailing newline);
+    /// the schema is `ReportJson`, which [`from_json`](Self::from_json)
+    /// reads back.
+    pub fn to_json(&self) -> String {
+        ReportJson::from(self).to_line()
+    }
+
+    /// Rebuilds a report from what [`to_json`](Self::to_json) wrote, in
+    /// any field order: the counts and the latency histogram as written,
+    /// the derived figures (rates, percentiles, verdict) worked out again.
+    /// The per-second intervals do not travel and come back empty.
+    ///
+    /// # Errors
+    ///
+    /// A message for people: not JSON, not a report, or one without its
+    /// latency histogram (`latency_us.histogram`).
+    pub fn from_json(json: &str) -> Result<Report, String> {
+        ReportJson::parse(json)?.into_report()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,7 +101,7 @@ impl fmt::Display for Report {
 /// ```
 /// let mut h = echo_reactor::load::report::new_histogram();
 /// for v in 1..=100u64 { h.record(v * 10).unwrap(); }
-/// let text = echo_reactor::load::report::percentile_distribution(&h, 1000.0);
+/// let text = echo_reactor::load::percentile_distribution(&h, 1000.0);
 /// assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
 /// assert!(text.contains("#[Max     =        1.000, Total count    =          100]"));
 /// ```
@@ -155,4 +155,13 @@ pub fn percentile_distribution(h: &Histogram<u64>, scale: f64) -> String {
 /// power of two that covers 2 * 10^sigfig (2048 for 3 digits).
 pub(crate) fn sub_buckets(sigfig: u8) -> u64 {
     (2 * 10u64.pow(u32::from(sigfig))).next_power_of_two()
+}
+
+impl Report {
+    /// The full latency distribution in HdrHistogram's standard text
+    /// format (`Value Percentile TotalCount 1/(1-Percentile)`, the one its
+    /// plotters read), values in microseconds like the rest of the report.
+    pub fn percentile_distribution(&self) -> String {
+        percentile_distribution(&self.latency, 1.0)
+    }
 }

@@ -44,13 +44,6 @@ use table::ConnTable;
 use token::Source;
 use udp::UdpEndpoint;
 
-/// The loop's one read buffer: large enough for the largest UDP datagram
-/// (65,507 bytes over IPv4, 65,527 over IPv6) and for a healthy TCP read.
-pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
-
-/// How many events one `poll` call may return.
-const EVENTS_CAPACITY: usize = 1024;
-
 /// What a component borrows from the loop for one call: the registry to
 /// register with, the scratch buffer, the counters, the ready list, and
 /// the time of this batch of events.
@@ -192,7 +185,7 @@ impl Server {
         Ok(Server {
             core: Core {
                 poll,
-                scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+                scratch: vec![0; crate::net::SCRATCH_SIZE].into_boxed_slice(),
                 stats: Stats::default(),
                 ready: ReadyList::default(),
                 turn: Vec::new(),
@@ -250,7 +243,7 @@ impl Server {
             self.acceptor.max_connections(),
             self.table.high_watermark()
         );
-        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut events = Events::with_capacity(crate::net::EVENTS_CAPACITY);
         while !(self.shutdown.is_draining() && self.table.is_empty()) {
             let timeout = self.poll_timeout(Instant::now());
             match self.core.poll.poll(&mut events, timeout) {

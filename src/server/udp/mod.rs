@@ -283,7 +283,8 @@ fn count_full_drops(i: usize, n: u64, stats: &mut Stats) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{ReadyList, SCRATCH_SIZE};
+    use crate::net::SCRATCH_SIZE;
+    use crate::server::ReadyList;
     use std::time::Instant;
 
     /// An endpoint with one UDP socket on loopback whose receive queue holds
