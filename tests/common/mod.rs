@@ -304,7 +304,12 @@ pub fn example_path(name: &str) -> std::path::PathBuf {
 /// drained to the end, so a second line (custom_mode's UDP) finds a reader.
 pub fn start_example(name: &str, args: &[&str]) -> Example {
     let bin = example_path(name);
-    assert!(bin.exists(), "{} was not built", bin.display());
+    assert!(
+        bin.exists(),
+        "{} was not built: a plain `cargo test --release` builds the examples; \
+         with `--test NAME` alone, run `cargo build --release --examples` first",
+        bin.display()
+    );
     let mut child = Command::new(&bin)
         .args(args)
         .stdin(Stdio::null())
