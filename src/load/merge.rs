@@ -192,71 +192,34 @@ fn check_same_test(first: &Part, want: &TestSettings, part: &Part) -> Result<(),
         );
     }
     let got = settings_of(part)?;
-    let secs = |d: Duration| format!("{} s", d.as_secs_f64());
-    let rate = |r: Option<f64>| r.map_or("closed loop".into(), |r| format!("{r} msgs/s"));
-    let start = |t: Option<std::time::SystemTime>| {
+    let secs = |d: &Duration| format!("{} s", d.as_secs_f64());
+    let rate = |r: &Option<f64>| r.map_or("closed loop".into(), |r| format!("{r} msgs/s"));
+    let start = |t: &Option<std::time::SystemTime>| {
         t.map_or("none".into(), |t| format!("{:.3}", split::unix_seconds(t)))
     };
-    let checks: [(&str, bool, String, String); 9] = [
-        (
-            "connections (of the whole test)",
-            got.connections == want.connections,
-            got.connections.to_string(),
-            want.connections.to_string(),
-        ),
-        (
-            "size",
-            got.size == want.size,
-            got.size.to_string(),
-            want.size.to_string(),
-        ),
-        (
-            "expect",
-            got.expect == want.expect,
-            got.expect.to_string(),
-            want.expect.to_string(),
-        ),
-        (
-            "pipeline",
-            got.pipeline == want.pipeline,
-            got.pipeline.to_string(),
-            want.pipeline.to_string(),
-        ),
-        (
-            "rate",
-            got.rate == want.rate,
-            rate(got.rate),
-            rate(want.rate),
-        ),
-        (
-            "duration",
-            got.duration == want.duration,
-            secs(got.duration),
-            secs(want.duration),
-        ),
-        (
-            "warmup",
-            got.warmup == want.warmup,
-            secs(got.warmup),
-            secs(want.warmup),
-        ),
-        (
-            "start-at",
-            got.start_at == want.start_at,
-            start(got.start_at),
-            start(want.start_at),
-        ),
-        (
+    let mismatch = differs(
+        "connections (of the whole test)",
+        got.connections,
+        want.connections,
+        ToString::to_string,
+    )
+    .or_else(|| differs("size", got.size, want.size, ToString::to_string))
+    .or_else(|| differs("expect", got.expect, want.expect, ToString::to_string))
+    .or_else(|| differs("pipeline", got.pipeline, want.pipeline, ToString::to_string))
+    .or_else(|| differs("rate", got.rate, want.rate, rate))
+    .or_else(|| differs("duration", got.duration, want.duration, secs))
+    .or_else(|| differs("warmup", got.warmup, want.warmup, secs))
+    .or_else(|| differs("start-at", got.start_at, want.start_at, start))
+    .or_else(|| {
+        differs(
             "max loss",
-            got.max_loss_percent == want.max_loss_percent,
-            format!("{}%", got.max_loss_percent),
-            format!("{}%", want.max_loss_percent),
-        ),
-    ];
-    for (what, same, theirs, ours) in checks {
-        if !same {
-            return other(what, theirs, ours);
-        }
+            got.max_loss_percent,
+            want.max_loss_percent,
+            |p| format!("{p}%"),
+        )
+    });
+    if let Some((what, theirs, ours)) = mismatch {
+        return other(what, theirs, ours);
     }
     if a.segment.count != b.segment.count {
         return other(
@@ -266,6 +229,17 @@ fn check_same_test(first: &Part, want: &TestSettings, part: &Part) -> Result<(),
         );
     }
     Ok(())
+}
+
+/// `Some((what, theirs, ours))` when a part's setting differs from the
+/// first part's, shown the way people read it.
+fn differs<T: PartialEq>(
+    what: &'static str,
+    theirs: T,
+    ours: T,
+    show: impl Fn(&T) -> String,
+) -> Option<(&'static str, String, String)> {
+    (theirs != ours).then(|| (what, show(&theirs), show(&ours)))
 }
 
 /// Every segment once, each with its own share of the connections.
