@@ -294,10 +294,17 @@ impl Report {
         per_sec(self.bytes, self.duration)
     }
 
-    /// Lost messages as a percentage of those sent (0 when none were sent).
+    /// Lost messages as a percentage of those sent in the window (100 when
+    /// some were lost but none sent, 0 when neither).
     pub fn loss_percent(&self) -> f64 {
         if self.sent == 0 {
-            0.0
+            // Losses with nothing sent in the window (they came from the
+            // drain) are no small share: count them as all lost.
+            if self.errors.lost > 0 {
+                100.0
+            } else {
+                0.0
+            }
         } else {
             self.errors.lost as f64 * 100.0 / self.sent as f64
         }
@@ -320,6 +327,29 @@ impl Report {
             Proto::Tcp => self.errors.lost == 0,
             Proto::Udp => self.loss_percent() <= self.max_loss_percent,
         }
+    }
+
+    /// What a `connect` error is for this protocol: a TCP connection that
+    /// never came up, or a UDP socket told "port unreachable".
+    pub(crate) fn connect_word(&self) -> &'static str {
+        match self.proto {
+            Proto::Tcp => "connect",
+            Proto::Udp => "unreachable",
+        }
+    }
+
+    /// The lost count with its share of the window's messages, or alone
+    /// when the window sent none (a percentage of nothing means nothing).
+    pub(crate) fn loss_text(&self) -> String {
+        if self.sent == 0 {
+            return format!("{} (none sent in the window)", self.errors.lost);
+        }
+        format!(
+            "{} ({:.2}% of {} sent in the window)",
+            self.errors.lost,
+            self.loss_percent(),
+            self.sent
+        )
     }
 
     /// One line saying why the run failed, or `None` if it passed.
@@ -368,8 +398,15 @@ impl Report {
         }
         let e = &self.errors;
         let mut s = format!(
-            "{url}: errors: connect {}, reset {}, timeout {}, mismatch {}, lost {} ({:.2}%), closed {}, io {}",
-            e.connect, e.reset, e.timeout, e.mismatch, e.lost, self.loss_percent(), e.closed, e.io
+            "{url}: errors: {} {}, reset {}, timeout {}, mismatch {}, lost {}, closed {}, io {}",
+            self.connect_word(),
+            e.connect,
+            e.reset,
+            e.timeout,
+            e.mismatch,
+            self.loss_text(),
+            e.closed,
+            e.io
         );
         if e.duplicate > 0 {
             let _ = write!(s, ", duplicate {}", e.duplicate);
@@ -425,6 +462,18 @@ mod tests {
             r.latency.record(v).unwrap();
         }
         r
+    }
+
+    #[test]
+    fn loss_is_a_share_of_the_window_or_stands_alone_when_none_was_sent() {
+        let mut r = report();
+        r.errors.lost = 10;
+        assert_eq!(r.loss_text(), "10 (1.00% of 1000 sent in the window)");
+        r.sent = 0;
+        assert_eq!(r.loss_text(), "10 (none sent in the window)");
+        r.proto = Proto::Udp;
+        let why = r.failure_summary().expect("lost messages fail");
+        assert!(why.contains("errors: unreachable 0"), "{why}");
     }
 
     #[test]

@@ -68,14 +68,17 @@ impl fmt::Display for Report {
             "latency us p50 {p50}, p90 {p90}, p99 {p99}, p99.9 {p999}, max {max}"
         )?;
         let e = &self.errors;
-        let connect = match self.proto {
-            Proto::Tcp => "connect",
-            Proto::Udp => "unreachable",
-        };
         writeln!(
             f,
-            "errors     {connect} {}, reset {}, timeout {}, mismatch {}, lost {} ({:.2}% of {} sent in the window), closed {}, io {}",
-            e.connect, e.reset, e.timeout, e.mismatch, e.lost, self.loss_percent(), self.sent, e.closed, e.io
+            "errors     {} {}, reset {}, timeout {}, mismatch {}, lost {}, closed {}, io {}",
+            self.connect_word(),
+            e.connect,
+            e.reset,
+            e.timeout,
+            e.mismatch,
+            self.loss_text(),
+            e.closed,
+            e.io
         )?;
         if self.proto == Proto::Udp {
             writeln!(
