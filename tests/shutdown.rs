@@ -230,7 +230,23 @@ fn sigterm_still_echoes_the_whole_stream_of_clients_that_finish_sending_during_t
 
 #[test]
 fn a_client_still_sending_at_the_deadline_gets_a_prefix_then_fin_and_is_counted_as_cut() {
-    let mut server = start_server(&["--tcp", "127.0.0.1:0", "--shutdown-timeout", "0.5"]);
+    client_still_sending_at_the_deadline(&[]);
+}
+
+#[test]
+fn a_short_idle_timeout_does_not_cut_short_the_linger_of_a_connection_cut_at_the_deadline() {
+    // The linger drops input without counting it as activity; the idle
+    // sweep must leave such a connection to the drain, or it would be
+    // counted idle instead of forced and closed with a reset.
+    client_still_sending_at_the_deadline(&["--idle-timeout", "0.1"]);
+}
+
+/// A client that never stops sending, read as fast as possible, when
+/// SIGTERM comes with `--shutdown-timeout 0.5` (and `extra` flags).
+fn client_still_sending_at_the_deadline(extra: &[&str]) {
+    let mut args = vec!["--tcp", "127.0.0.1:0", "--shutdown-timeout", "0.5"];
+    args.extend_from_slice(extra);
+    let mut server = start_server(&args);
     let s = connect(server.tcp_addr());
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -261,10 +277,12 @@ fn a_client_still_sending_at_the_deadline_gets_a_prefix_then_fin_and_is_counted_
             Err(e) => break Err(e),
         }
     };
+    // The writer keeps sending through the linger, as a client that has
+    // not noticed the FIN would, until the server is gone.
+    let status = server.wait_timeout(IO_TIMEOUT);
     stop.store(true, Ordering::SeqCst);
     drop(s);
     writer.join().expect("writer");
-    let status = server.wait_timeout(IO_TIMEOUT);
     let stderr = server.final_stderr();
     assert!(
         end.is_ok(),
@@ -272,6 +290,7 @@ fn a_client_still_sending_at_the_deadline_gets_a_prefix_then_fin_and_is_counted_
     );
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{stderr}");
     assert_eq!(final_stat(&stderr, "forced"), Some(1), "{stderr}");
+    assert_eq!(final_stat(&stderr, "idle"), Some(0), "{stderr}");
     assert!(
         stderr.contains("drain deadline passed: cut 1 connections"),
         "{stderr}"

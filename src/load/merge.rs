@@ -314,8 +314,30 @@ fn common_window(parts: &[Part]) -> Result<Option<WallWindow>, MergeError> {
             ),
         ));
     }
+    // Each part counted its messages over its own window; the sum over
+    // the shared window is a true rate only when the windows nearly
+    // coincide, as they do with a common --start-at.
+    let shared = end.duration_since(start).unwrap_or_default();
+    for (part, w) in &with_window {
+        let own = w.end.duration_since(w.start).unwrap_or_default();
+        if shared.as_secs_f64() < MIN_SHARED_WINDOW * own.as_secs_f64() {
+            return Err(MergeError::of(
+                part,
+                format!(
+                    "its {:.3} s window shares only {:.3} s with the others': the parts did \
+                     not run together (start them with one --start-at)",
+                    own.as_secs_f64(),
+                    shared.as_secs_f64()
+                ),
+            ));
+        }
+    }
     Ok(Some(WallWindow { start, end }))
 }
+
+/// The least share of each part's window that all parts must have in
+/// common for their counts to add up to one rate.
+const MIN_SHARED_WINDOW: f64 = 0.9;
 
 #[cfg(test)]
 mod tests {
@@ -520,6 +542,17 @@ mod tests {
         let e = refused(&parts);
         assert_eq!(e.part.as_deref(), Some("part1.json"), "{e}");
         assert!(e.reason.contains("did not run together"), "{e}");
+    }
+
+    #[test]
+    fn windows_that_barely_overlap_are_refused_rather_than_inflating_the_rate() {
+        // Started 1.5 s apart, 2 s each: 0.5 s in common, and the summed
+        // counts over it would claim four times the real rate.
+        let mut parts = three();
+        parts[2] = part(2, 1_500, &[5]);
+        let e = refused(&parts);
+        assert_eq!(e.part.as_deref(), Some("part0.json"), "{e}");
+        assert!(e.reason.contains("--start-at"), "{e}");
     }
 
     #[test]

@@ -151,7 +151,8 @@ pub struct LoadConfig {
     pub rate: Option<f64>,
     /// What the server does to each byte.
     pub expect: Mode,
-    /// New connections per second (in total); `None`: as fast as
+    /// New connections per second, for this process (each segment of a
+    /// split test ramps at this rate); `None`: as fast as
     /// [`MAX_HANDSHAKES`] allows.
     pub connect_rate: Option<f64>,
     /// Traffic before the measured window that is not counted.

@@ -301,6 +301,12 @@ impl<S: Stream> Connection<S> {
         )
     }
 
+    /// True once cut by the shutdown deadline: the drain, not the idle or
+    /// write timeout, decides when it closes.
+    pub fn is_lingering(&self) -> bool {
+        self.state == ConnState::Lingering
+    }
+
     /// Bytes waiting for the kernel to take them.
     pub fn pending_len(&self) -> usize {
         self.pending.len()

@@ -66,7 +66,10 @@ pub(crate) struct LoopCtx<'a> {
 /// the loop next blocks. No source is on it twice: connections carry their
 /// own flag, and the few fixed sources (listeners, UDP sockets) are checked
 /// here, so the list is bounded by the number of sources and one that never
-/// drains gets one budget per turn.
+/// drains gets one budget per turn. One exception, harmless and bounded: a
+/// deferred connection that closes leaves its token behind, and if a new
+/// connection takes that slab key and defers too within the same turn, it
+/// may be served twice in that turn.
 #[derive(Debug, Default)]
 pub(crate) struct ReadyList {
     /// Queued for the next turn.

@@ -247,6 +247,10 @@ impl ConnTable {
         let expired: Vec<(usize, CloseReason)> = self
             .conns
             .iter()
+            // A lingering connection drops its input on purpose: it looks
+            // idle or stalled, but its end belongs to the drain, which
+            // counts it as cut and closes it without a reset.
+            .filter(|(_, conn)| !conn.is_lingering())
             .filter_map(|(key, conn)| {
                 timeouts
                     .expiry(conn.idle_for(tick), conn.stalled_for(tick))

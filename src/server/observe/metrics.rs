@@ -24,7 +24,7 @@ use mio::{Interest, Registry};
 use slab::Slab;
 
 use super::live::Snapshot;
-use crate::net::{is_fd_exhausted, is_interrupted, is_would_block};
+use crate::net::{is_interrupted, is_peer_gone, is_would_block};
 use crate::server::accept::ACCEPT_RETRY;
 use crate::server::token;
 
@@ -159,16 +159,14 @@ impl Endpoint {
                 }
                 Err(e) if is_would_block(&e) => return,
                 Err(e) if is_interrupted(&e) => {}
-                // Out of descriptors: like the echo listener, try again on
-                // a timer, since no new edge will announce this backlog.
-                Err(e) if is_fd_exhausted(&e) => {
+                // A client that gave up while waiting: take the next one.
+                Err(e) if is_peer_gone(&e) => {}
+                // Out of descriptors, or any other failure: like the echo
+                // listener, try again on a timer, since no new edge will
+                // announce the backlog still waiting.
+                Err(e) => {
                     debug!("metrics: accept failed: {e}; retrying in {ACCEPT_RETRY:?}");
                     self.retry_at = Some(now + ACCEPT_RETRY);
-                    return;
-                }
-                // A client gone before accept: the next edge brings the rest.
-                Err(e) => {
-                    debug!("metrics: accept failed: {e}");
                     return;
                 }
             }
