@@ -46,7 +46,7 @@ pub enum Command {
 /// `echo-reactor merge`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Each FILE holds `load --json` reports, one JSON object a line (or one object over several lines); `-` reads them from stdin, skipping lines that are not JSON objects and `host: ` prefixes (pdsh, kubectl logs --prefix). The parts must be every segment of one test, once each, against the same target with the same settings, with overlapping windows. Exit status: 0 merged and ok, 1 merged but a part or the whole failed, 2 the parts do not belong together or cannot be read."
+    after_help = "Each FILE holds `load --json` reports, one JSON object a line (or one object over several lines); `-` reads them from stdin, skipping lines that are not JSON objects and `host: ` prefixes (pdsh, kubectl logs --prefix). The parts must be every segment of one test, once each, against the same target with the same settings, with windows that share at least 90% (start them with one --start-at). Exit status: 0 merged and ok, 1 merged but a part or the whole failed, 2 the parts do not belong together or cannot be read."
 )]
 pub struct MergeArgs {
     /// Reports of the parts (`load --segment I/N --json`); `-` for stdin

@@ -124,7 +124,7 @@ fn json_object_in(line: &str) -> Option<(Option<&str>, &str)> {
 /// The parts do not belong together: no parts, a part without the test's
 /// settings, another target or setting, a segment count that differs, a
 /// segment repeated or missing, a share that is not the segment's, or
-/// windows that do not overlap. The error names the part at fault.
+/// windows that share less than 90%. The error names the part at fault.
 pub fn merge(parts: &[Part]) -> Result<Report, MergeError> {
     let Some(first) = parts.first() else {
         return Err(MergeError {
