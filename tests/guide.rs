@@ -100,6 +100,18 @@ fn push(
     total: usize,
     stall: Duration,
 ) -> (Arc<AtomicU64>, std::thread::JoinHandle<()>) {
+    push_then(s, total, stall, true)
+}
+
+/// [`push`], ending with a half-close only when `half_close` is set: a
+/// measurement of what the reader holds must come before its EOF, since
+/// the example frees everything it holds when it sees one.
+fn push_then(
+    s: &TcpStream,
+    total: usize,
+    stall: Duration,
+    half_close: bool,
+) -> (Arc<AtomicU64>, std::thread::JoinHandle<()>) {
     let mut w = s.try_clone().expect("clone");
     w.set_write_timeout(Some(stall)).expect("timeout");
     let sent = Arc::new(AtomicU64::new(0));
@@ -117,7 +129,9 @@ fn push(
                 Err(_) => return, // stalled: the reader side stopped taking
             }
         }
-        let _ = w.shutdown(Shutdown::Write);
+        if half_close {
+            let _ = w.shutdown(Shutdown::Write);
+        }
     });
     (sent, writer)
 }
@@ -457,7 +471,9 @@ fn lab_1_pushing_without_reading_grows_the_example_not_the_server() {
     let ex = start_example("reactor", &["127.0.0.1:0"]);
     let before = rss_bytes(ex.pid());
     let s = connect(ex.addr);
-    let (_, writer) = push(&s, TOTAL, IO_TIMEOUT);
+    // No half-close: on EOF the example would close and free what it holds
+    // before the measurement (that race made this test flaky).
+    let (_, writer) = push_then(&s, TOTAL, IO_TIMEOUT, false);
     writer.join().expect("writer");
     let grown = wait_until(IO_TIMEOUT, || rss_bytes(ex.pid()) > before + (32 << 20));
     assert!(
