@@ -21,16 +21,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The real server with the trace on, as the guide runs it.
-fn traced(extra: &[&str]) -> ServerProcess {
-    let mut argv: Vec<String> = ["serve", "--tcp", "127.0.0.1:0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    argv.extend(extra.iter().map(|s| s.to_string()));
-    start_binary_logged(&argv, None, Some("echo_reactor=trace"))
-}
-
 /// Waits up to 5 s for `needle` in the server's stderr.
 fn wait_log(server: &ServerProcess, needle: &str) {
     let seen = wait_until(Duration::from_secs(5), || server.stderr().contains(needle));
@@ -216,7 +206,7 @@ fn bridge_time_wait_blocks_a_plain_bind_but_not_a_restart() {
 /// for the once-a-second sweep.
 #[test]
 fn section_2_the_trace_shows_writable_first_and_the_drain_ending_on_would_block() {
-    let server = traced(&["--short-read", "false"]);
+    let server = start_traced_server(&["--short-read", "false"]);
     let mut s = connect(server.tcp_addr());
     wait_log(&server, "conn 0: registered READABLE | WRITABLE once");
     // Nothing sent yet: the registration alone reports the empty send buffer.
@@ -416,7 +406,7 @@ fn sections_3_and_9_perf_counts_registrations_and_the_reads_the_shortcut_saves()
 #[test]
 fn section_4_the_pipeline_gets_every_byte_from_the_server_and_loses_some_from_the_example() {
     const TOTAL: usize = 50_000_000;
-    let server = traced(&[]);
+    let server = start_traced_server(&[]);
     let mut s = connect(server.tcp_addr());
     let (sent, writer) = push(&s, TOTAL, IO_TIMEOUT);
     // `sleep 2`: nobody reads until the server has stopped reading (its
@@ -564,7 +554,7 @@ fn section_6_a_second_client_is_served_during_a_flood() {
     drop(flood);
     server.stop();
 
-    let server = traced(&[]);
+    let server = start_traced_server(&[]);
     let flood = connect(server.tcp_addr());
     let (_, writer) = push(&flood, 1 << 30, Duration::from_secs(2));
     let mut reader = flood.try_clone().expect("clone");
@@ -580,7 +570,7 @@ fn section_6_a_second_client_is_served_during_a_flood() {
 /// `conn 0` again.
 #[test]
 fn section_8_a_closed_key_is_given_to_the_next_connection() {
-    let server = traced(&[]);
+    let server = start_traced_server(&[]);
     let a = connect(server.tcp_addr());
     wait_log(&server, "conn 0: registered");
     let b = connect(server.tcp_addr());

@@ -10,16 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Starts the server with the trace filter on.
-fn traced_server(extra: &[&str]) -> ServerProcess {
-    let mut argv: Vec<String> = ["serve", "--tcp", "127.0.0.1:0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    argv.extend(extra.iter().map(|s| s.to_string()));
-    start_binary_logged(&argv, None, Some("echo_reactor=trace"))
-}
-
 fn assert_has(log: &str, needles: &[&str]) {
     for needle in needles {
         assert!(log.contains(needle), "no {needle:?} in the trace:\n{log}");
@@ -28,7 +18,7 @@ fn assert_has(log: &str, needles: &[&str]) {
 
 #[test]
 fn a_round_trip_and_a_half_close_are_narrated() {
-    let server = traced_server(&[]);
+    let server = start_traced_server(&[]);
     let mut s = connect(server.tcp_addr());
     assert_eq!(roundtrip(&mut s, b"hello"), b"hello");
     s.shutdown(Shutdown::Write).expect("half-close");
@@ -55,7 +45,7 @@ fn a_round_trip_and_a_half_close_are_narrated() {
 
 #[test]
 fn without_the_shortcut_the_drain_ends_on_would_block() {
-    let server = traced_server(&["--short-read", "false"]);
+    let server = start_traced_server(&["--short-read", "false"]);
     let mut s = connect(server.tcp_addr());
     assert_eq!(roundtrip(&mut s, b"hello"), b"hello");
     // Keep the connection open until the server has made its extra read:
@@ -70,7 +60,7 @@ fn without_the_shortcut_the_drain_ends_on_would_block() {
 
 #[test]
 fn backpressure_pause_and_resume_are_narrated() {
-    let server = traced_server(&[]);
+    let server = start_traced_server(&[]);
     let mut s = connect(server.tcp_addr());
     // Push without reading until the server has to stop reading from us.
     let chunk = vec![b'x'; 1 << 20];

@@ -352,6 +352,23 @@ impl Report {
         )
     }
 
+    /// The errors by kind, as both the text report and the failure line
+    /// say them: `connect 0, reset 0, ..., io 0`.
+    pub(crate) fn errors_text(&self) -> String {
+        let e = &self.errors;
+        format!(
+            "{} {}, reset {}, timeout {}, mismatch {}, lost {}, closed {}, io {}",
+            self.connect_word(),
+            e.connect,
+            e.reset,
+            e.timeout,
+            e.mismatch,
+            self.loss_text(),
+            e.closed,
+            e.io
+        )
+    }
+
     /// One line saying why the run failed, or `None` if it passed.
     pub fn failure_summary(&self) -> Option<String> {
         if self.is_ok() {
@@ -397,17 +414,7 @@ impl Report {
             ));
         }
         let e = &self.errors;
-        let mut s = format!(
-            "{url}: errors: {} {}, reset {}, timeout {}, mismatch {}, lost {}, closed {}, io {}",
-            self.connect_word(),
-            e.connect,
-            e.reset,
-            e.timeout,
-            e.mismatch,
-            self.loss_text(),
-            e.closed,
-            e.io
-        );
+        let mut s = format!("{url}: errors: {}", self.errors_text());
         if e.duplicate > 0 {
             let _ = write!(s, ", duplicate {}", e.duplicate);
         }

@@ -68,18 +68,7 @@ impl fmt::Display for Report {
             "latency us p50 {p50}, p90 {p90}, p99 {p99}, p99.9 {p999}, max {max}"
         )?;
         let e = &self.errors;
-        writeln!(
-            f,
-            "errors     {} {}, reset {}, timeout {}, mismatch {}, lost {}, closed {}, io {}",
-            self.connect_word(),
-            e.connect,
-            e.reset,
-            e.timeout,
-            e.mismatch,
-            self.loss_text(),
-            e.closed,
-            e.io
-        )?;
+        writeln!(f, "errors     {}", self.errors_text())?;
         if self.proto == Proto::Udp {
             writeln!(
                 f,

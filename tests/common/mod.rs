@@ -64,6 +64,17 @@ pub fn start_binary(argv: &[String], prefix: Option<&[&str]>) -> ServerProcess {
     start_binary_logged(argv, prefix, None)
 }
 
+/// Starts `echo-reactor serve --tcp 127.0.0.1:0 EXTRA` with the trace
+/// filter on (`RUST_LOG=echo_reactor=trace`), as the guide runs it.
+pub fn start_traced_server(extra: &[&str]) -> ServerProcess {
+    let mut argv: Vec<String> = ["serve", "--tcp", "127.0.0.1:0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    start_binary_logged(&argv, None, Some("echo_reactor=trace"))
+}
+
 /// Like [`start_binary`], with `RUST_LOG` set to `log_filter` when given
 /// (otherwise the caller's `RUST_LOG`, or `info`).
 pub fn start_binary_logged(
