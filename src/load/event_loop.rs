@@ -246,9 +246,10 @@ impl Loop {
             for event in events.iter() {
                 // Errors and hang-ups are served as readable: the next read
                 // reports them with their reason.
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let hangup = event.is_read_closed() || event.is_error();
+                let readable = event.is_readable() || hangup;
                 let writable = event.is_writable() || event.is_error();
-                self.on_event(event.token().0, readable, writable, now);
+                self.on_event(event.token().0, readable, writable, hangup, now);
             }
             self.on_timers(now);
             // The poll wakes at least every SWEEP_EVERY: a stop is seen
@@ -346,7 +347,7 @@ impl Loop {
         at.saturating_duration_since(now)
     }
 
-    fn on_event(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
+    fn on_event(&mut self, key: usize, readable: bool, writable: bool, hangup: bool, now: Instant) {
         if Token(key) == TIMER {
             // The due messages go out in `on_timers`, right after.
             #[cfg(target_os = "linux")]
@@ -370,7 +371,12 @@ impl Loop {
                 self.on_connect_ready(key, now);
                 return;
             }
-            Slot::Up(c) => c.on_ready(readable, writable, &mut self.scratch, &mut cx),
+            Slot::Up(c) => {
+                if hangup {
+                    c.note_hangup();
+                }
+                c.on_ready(readable, writable, &mut self.scratch, &mut cx)
+            }
         };
         self.apply(key, step);
     }

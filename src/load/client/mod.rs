@@ -64,6 +64,14 @@ impl Client {
         }
     }
 
+    /// The poll reported the peer's FIN or an error on this socket: a TCP
+    /// client then reads to the end instead of trusting a short read.
+    pub fn note_hangup(&mut self) {
+        if let Client::Tcp(c) = self {
+            c.note_hangup();
+        }
+    }
+
     /// The socket reported readiness: read replies, send what the pace
     /// allows, in the order that suits the kind.
     pub fn on_ready(

@@ -40,6 +40,9 @@ pub struct TcpClient<S = mio::net::TcpStream> {
     is_recv_bad: bool,
     /// ... and so far it is exactly the uppercase of what was sent.
     is_recv_upper: bool,
+    /// The poll reported the server's FIN or an error. Sticky: it may sit
+    /// behind reply bytes a short read leaves, and its edge is spent.
+    is_hangup_reported: bool,
 }
 
 impl<S: Read + Write> TcpClient<S> {
@@ -61,7 +64,16 @@ impl<S: Read + Write> TcpClient<S> {
             stamps: VecDeque::with_capacity(cap),
             is_recv_bad: false,
             is_recv_upper: false,
+            is_hangup_reported: false,
         }
+    }
+
+    /// Records that the poll reported the server's FIN or an error, which
+    /// turns the short-read shortcut off for this connection: the FIN may
+    /// come in the same segment as the last reply, and no new edge would
+    /// announce it.
+    pub fn note_hangup(&mut self) {
+        self.is_hangup_reported = true;
     }
 
     /// The socket, for re-registration.
@@ -132,8 +144,10 @@ impl<S: Read + Write> TcpClient<S> {
                         return Step::Close(end);
                     }
                     // A short read means the queue was empty; the next
-                    // edge reports new data (Linux epoll).
-                    if cx.settings.short_read && n < scratch.len() {
+                    // edge reports new data (Linux epoll). Not after a
+                    // reported hang-up: the FIN behind these bytes raises
+                    // no edge again.
+                    if cx.settings.short_read && n < scratch.len() && !self.is_hangup_reported {
                         break;
                     }
                 }
@@ -315,10 +329,15 @@ mod tests {
         chunk: usize,
         corrupt_at: Option<usize>,
         taken: usize,
+        /// Once the echo is read, the server's FIN.
+        is_fin_sent: bool,
     }
 
     impl Read for FakeEcho {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.echoed.is_empty() && self.is_fin_sent {
+                return Ok(0);
+            }
             if self.echoed.is_empty() {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
@@ -369,6 +388,7 @@ mod tests {
             chunk,
             corrupt_at,
             taken: 0,
+            is_fin_sent: false,
         }
     }
 
@@ -450,6 +470,35 @@ mod tests {
         assert_eq!(c.stream.taken, 10, "only the begun message is finished");
         assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Close(End::Done));
         assert_eq!(cx.tally.messages, 0, "nothing measured outside the window");
+    }
+
+    #[test]
+    fn a_fin_behind_the_last_reply_ends_the_client_once_the_hangup_is_reported() {
+        let s = Settings {
+            short_read: true,
+            ..settings(64)
+        };
+        let mut tally = Tally::new(false);
+        let mut scratch = vec![0u8; 1024];
+        let mut cx = ClientCtx {
+            settings: &s,
+            now: Instant::now(),
+            window: Window::default(),
+            tally: &mut tally,
+        };
+        // Room for one message: the reply, then the server's FIN.
+        let mut c = TcpClient::new(fake(64, 1024, None), 0, Pace::Closed { pipeline: 1 });
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        c.stream.is_fin_sent = true;
+        // The reply fills 64 of 1024 bytes: a short read ends the drain,
+        // and the FIN behind it goes unread.
+        assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Wait);
+        c.note_hangup();
+        assert_eq!(
+            c.on_readable(&mut scratch, &mut cx),
+            Step::Close(End::Eof),
+            "with the hang-up reported, the read goes on to the FIN"
+        );
     }
 
     #[test]
