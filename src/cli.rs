@@ -80,7 +80,8 @@ pub struct ClientArgs {
     #[arg(long)]
     pub udp: bool,
 
-    /// Seconds to wait for a reply (TCP: for its first byte), 0.001 to 3600
+    /// Seconds any wait may last, 0.001 to 3600: for a reply (TCP: its
+    /// first byte), or for the server to take more of a long line
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_nonzero_timeout)]
     pub timeout: Duration,
 

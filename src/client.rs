@@ -22,19 +22,28 @@
 //! and the exit status is 1 at the end. UDP needs no rule: one datagram is
 //! one reply.
 //!
+//! **A long line.** An echo of a long line streams back while the line
+//! streams out, and a server stops reading once its echo waits for us.
+//! So the TCP client reads while it writes: the socket is non-blocking
+//! behind a poll of its own, and each turn sends what the kernel takes and
+//! reads what came. `--timeout` bounds every wait: a line that makes no
+//! progress for that long (the server stopped reading) ends the session.
+//!
 //! **Errors.** An unreachable server, a server that closes or resets the
-//! connection, or a UDP port with nothing behind it ends the session with
-//! one line on stderr and exit status 1 (a server that sends its last
-//! reply and then FIN is fine as long as no line is left to send). Errors
-//! name their side: the socket, stdin or stdout. A closed stdout (the
-//! reader went away, as `| head -1` does) ends the session quietly with
-//! exit status 0, like other line tools. This is
-//! a blocking client on purpose: one conversation, one socket, nothing to
-//! multiplex.
+//! connection, a server that stops reading, or a UDP port with nothing
+//! behind it ends the session with one line on stderr and exit status 1 (a
+//! server that sends its last reply and then FIN is fine as long as no
+//! line is left to send). Errors name their side: the socket, stdin or
+//! stdout. A closed stdout (the reader went away, as `| head -1` does)
+//! ends the session quietly with exit status 0, like other line tools.
+//! UDP stays blocking, with timeouts on both calls: one datagram out, one
+//! back, nothing to interleave.
 
 use std::io::{self, BufRead, ErrorKind, IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
 
 use crate::net;
 
@@ -65,6 +74,16 @@ pub enum ClientError {
     Unreachable(SocketAddr),
     /// At least one request got no reply at all.
     NoReply(u64),
+    /// The server took nothing more of a line for `--timeout`: it stopped
+    /// reading.
+    Stalled {
+        /// Bytes of the line the kernel took.
+        sent: usize,
+        /// Bytes in the line.
+        len: usize,
+        /// `--timeout`.
+        timeout: Duration,
+    },
     /// Reading stdin failed.
     Stdin(io::Error),
     /// Writing stdout failed (other than its reader going away).
@@ -83,6 +102,12 @@ impl std::fmt::Display for ClientError {
                 write!(f, "nothing answers on udp://{addr} (port unreachable)")
             }
             ClientError::NoReply(n) => write!(f, "{n} request(s) got no reply"),
+            ClientError::Stalled { sent, len, timeout } => write!(
+                f,
+                "the server stopped reading: {sent} of the line's {len} bytes went out, \
+                 then nothing more for {} s (--timeout)",
+                timeout.as_secs_f64()
+            ),
             ClientError::Stdin(e) => write!(f, "cannot read stdin: {e}"),
             ClientError::Stdout(e) => write!(f, "cannot write stdout: {e}"),
             ClientError::Socket(e) => write!(f, "socket error: {e}"),
@@ -190,25 +215,107 @@ fn strip_line_ending(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// One persistent TCP connection.
+/// The client's one socket in its poll.
+const SOCKET: Token = Token(0);
+
+/// Bytes read per call.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One persistent TCP connection, non-blocking in a poll of its own so
+/// that the reply can be read while the line is still going out.
 struct Tcp {
-    stream: TcpStream,
+    stream: mio::net::TcpStream,
+    poll: Poll,
+    events: Events,
+    scratch: Box<[u8]>,
     timeout: Duration,
     /// The server sent FIN after the last reply: the next request fails.
     is_closed: bool,
 }
 
+/// What ends the wait a turn of [`Tcp::exchange`] is in, when it runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// The line is not all out and nothing moved: the server stopped reading.
+    Sending,
+    /// The line is out and no reply byte came: no reply.
+    FirstByte,
+    /// Some reply came and then nothing more: that was the reply.
+    Quiet,
+}
+
 impl Tcp {
     fn connect(config: &ClientConfig) -> Result<Tcp, ClientError> {
-        let stream = TcpStream::connect_timeout(&config.addr, config.timeout)
-            .map_err(|e| ClientError::Connect(config.addr, e))?;
+        let connect_err = |e| ClientError::Connect(config.addr, e);
+        let stream =
+            TcpStream::connect_timeout(&config.addr, config.timeout).map_err(connect_err)?;
         // Lines are small and interactive: no Nagle delay.
         let _ = stream.set_nodelay(true);
+        stream.set_nonblocking(true).map_err(connect_err)?;
+        let mut stream = mio::net::TcpStream::from_std(stream);
+        let poll = Poll::new()?;
+        // Both at once, edge-triggered: every turn writes and reads until
+        // the kernel says WouldBlock, so no edge is ever missed.
+        poll.registry()
+            .register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
         Ok(Tcp {
             stream,
+            poll,
+            events: Events::with_capacity(4),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             timeout: config.timeout,
             is_closed: false,
         })
+    }
+
+    /// Sends what the kernel takes of `data`; how many bytes it took.
+    fn send_some(&mut self, data: &[u8]) -> Result<usize, ClientError> {
+        let mut sent = 0;
+        while sent < data.len() {
+            match self.stream.write(&data[sent..]) {
+                Ok(0) => return Err(io::Error::from(ErrorKind::WriteZero).into()),
+                Ok(n) => sent += n,
+                // Send buffer full: a writable edge, or reading, moves it on.
+                Err(e) if net::is_would_block(&e) => break,
+                Err(e) if net::is_interrupted(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Reads what has come, until the reply holds `want` bytes or the
+    /// socket is empty; how many bytes came, and whether the server's FIN
+    /// was among them.
+    fn read_some(
+        &mut self,
+        reply: &mut Vec<u8>,
+        want: usize,
+    ) -> Result<(usize, bool), ClientError> {
+        let mut got = 0;
+        while reply.len() < want {
+            match self.stream.read(&mut self.scratch) {
+                Ok(0) => return Ok((got, true)),
+                Ok(n) => {
+                    reply.extend_from_slice(&self.scratch[..n]);
+                    got += n;
+                }
+                // Queue drained: the next edge wakes the poll.
+                Err(e) if net::is_would_block(&e) => break,
+                Err(e) if net::is_interrupted(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((got, false))
+    }
+
+    /// Sleeps until the socket has news or `limit` passes.
+    fn wait(&mut self, limit: Duration) -> Result<(), ClientError> {
+        match self.poll.poll(&mut self.events, Some(limit)) {
+            Ok(()) => Ok(()),
+            Err(e) if net::is_interrupted(&e) => Ok(()),
+            Err(e) => Err(ClientError::Socket(e)),
+        }
     }
 }
 
@@ -217,36 +324,60 @@ impl Exchange for Tcp {
         if self.is_closed {
             return Err(ClientError::Closed);
         }
-        self.stream.write_all(line)?;
         let mut reply = Vec::with_capacity(line.len());
-        let mut buf = [0u8; 64 * 1024];
-        let deadline = Instant::now() + self.timeout;
-        while reply.len() < line.len() {
-            // Before the first byte: the full timeout. After it: the quiet time.
-            let wait = if reply.is_empty() {
-                deadline.saturating_duration_since(Instant::now())
-            } else {
-                QUIET
-            };
-            if wait.is_zero() {
-                break;
+        let mut sent = 0;
+        // The last time a byte moved either way, the line was all out, and
+        // the last reply byte came: the three clocks of the three waits.
+        let mut moved_at = Instant::now();
+        let mut sent_at = None;
+        let mut replied_at = None;
+        loop {
+            if sent < line.len() {
+                let n = self.send_some(&line[sent..])?;
+                sent += n;
+                if n > 0 {
+                    moved_at = Instant::now();
+                }
+                if sent == line.len() {
+                    sent_at = Some(moved_at);
+                }
             }
-            self.stream.set_read_timeout(Some(wait))?;
-            match self.stream.read(&mut buf) {
+            let (got, is_fin) = self.read_some(&mut reply, line.len())?;
+            let now = Instant::now();
+            if got > 0 {
+                moved_at = now;
+                replied_at = Some(now);
+            }
+            if reply.len() >= line.len() {
+                return Ok(Some(reply));
+            }
+            if is_fin {
                 // FIN before any reply: the server is gone. After some
                 // bytes: that was the reply, and the last one.
-                Ok(0) if reply.is_empty() => return Err(ClientError::Closed),
-                Ok(0) => {
-                    self.is_closed = true;
-                    break;
+                if reply.is_empty() {
+                    return Err(ClientError::Closed);
                 }
-                Ok(n) => reply.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
-                Err(e) if net::is_interrupted(&e) => {}
-                Err(e) => return Err(e.into()),
+                self.is_closed = true;
+                return Ok(Some(reply));
             }
+            let (wait, deadline) = match (sent_at, replied_at) {
+                (None, _) => (Wait::Sending, moved_at + self.timeout),
+                (Some(out), None) => (Wait::FirstByte, out + self.timeout),
+                (Some(out), Some(last)) => (Wait::Quiet, out.max(last) + QUIET),
+            };
+            if now >= deadline {
+                return match wait {
+                    Wait::Sending => Err(ClientError::Stalled {
+                        sent,
+                        len: line.len(),
+                        timeout: self.timeout,
+                    }),
+                    Wait::FirstByte => Ok(None),
+                    Wait::Quiet => Ok(Some(reply)),
+                };
+            }
+            self.wait(deadline - now)?;
         }
-        Ok((!reply.is_empty()).then_some(reply))
     }
 }
 
@@ -266,6 +397,9 @@ impl Udp {
             .connect(config.addr)
             .map_err(|e| ClientError::Connect(config.addr, e))?;
         socket.set_read_timeout(Some(config.timeout))?;
+        // A send blocks only while the socket's own buffer is full; bound
+        // that too.
+        socket.set_write_timeout(Some(config.timeout))?;
         Ok(Udp {
             socket,
             addr: config.addr,
@@ -276,10 +410,22 @@ impl Udp {
 impl Exchange for Udp {
     fn exchange(&mut self, line: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
         let refused = |e: &io::Error| e.kind() == ErrorKind::ConnectionRefused;
-        match self.socket.send(line) {
-            Ok(_) => {}
-            Err(e) if refused(&e) => return Err(ClientError::Unreachable(self.addr)),
-            Err(e) => return Err(e.into()),
+        let timed_out =
+            |e: &io::Error| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+        loop {
+            match self.socket.send(line) {
+                Ok(_) => break,
+                Err(e) if net::is_interrupted(&e) => {}
+                Err(e) if refused(&e) => return Err(ClientError::Unreachable(self.addr)),
+                // The socket's own buffer stayed full for the whole timeout.
+                Err(e) if timed_out(&e) => {
+                    return Err(ClientError::Socket(io::Error::new(
+                        ErrorKind::TimedOut,
+                        "the datagram could not be sent within the timeout (--timeout)",
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut buf = vec![0u8; 65_536];
         loop {
@@ -288,9 +434,7 @@ impl Exchange for Udp {
                     buf.truncate(n);
                     Ok(Some(buf))
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    Ok(None)
-                }
+                Err(e) if timed_out(&e) => Ok(None),
                 Err(e) if net::is_interrupted(&e) => continue,
                 Err(e) if refused(&e) => Err(ClientError::Unreachable(self.addr)),
                 Err(e) => Err(e.into()),

@@ -240,3 +240,101 @@ fn a_tcp_url_with_udp_is_a_usage_error_and_bad_addresses_name_localhost() {
         text(&out.stderr)
     );
 }
+
+/// Runs `echo-reactor client ARGS` with `input` on stdin (fed from a
+/// thread, so a client that stops reading it cannot block the test),
+/// killed after `limit`: the exit code (`None` if it was killed), stdout,
+/// stderr and how long it ran.
+fn client_within(
+    args: &[&str],
+    input: Vec<u8>,
+    limit: Duration,
+) -> (Option<i32>, Vec<u8>, String, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .arg("client")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let mut stdin = child.stdin.take().expect("piped");
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = pipe.read_to_end(&mut all);
+            all
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped")));
+    let err = drain(Box::new(child.stderr.take().expect("piped")));
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = started.elapsed();
+    let _ = feeder.join();
+    let stdout = out.join().unwrap_or_default();
+    let stderr = text(&err.join().unwrap_or_default());
+    (code, stdout, stderr, elapsed)
+}
+
+/// A 16 MiB line of lowercase letters, then its line ending.
+fn long_line() -> Vec<u8> {
+    let mut line: Vec<u8> = (0..16usize << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    line.push(b'\n');
+    line
+}
+
+#[test]
+fn a_16_mib_line_streams_through_the_server_and_comes_back_exact() {
+    // The server stops reading while its echo waits for the client: a
+    // client that wrote the whole line before reading would block forever.
+    let server = start_server(&["--mode", "upper"]);
+    let addr = server.tcp_addr().to_string();
+    let line = long_line();
+    let (code, stdout, stderr, _) = client_within(
+        &["--timeout", "5", &addr],
+        line.clone(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(0), "the client ended by itself: {stderr}");
+    assert_eq!(stdout.len(), line.len(), "{stderr}");
+    assert!(stdout == upper(&line), "the reply is the line, uppercased");
+}
+
+#[test]
+fn a_server_that_stops_reading_ends_a_long_line_within_the_timeout() {
+    // Accepts, then never reads: the kernel's buffers take a few MiB of
+    // the line and no more.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let holder = std::thread::spawn(move || {
+        let (s, _) = listener.accept().expect("accept");
+        std::thread::sleep(Duration::from_secs(30));
+        drop(s);
+    });
+    let (code, _, stderr, elapsed) = client_within(
+        &["--timeout", "2", &addr],
+        long_line(),
+        Duration::from_secs(25),
+    );
+    assert_eq!(code, Some(1), "exit 1, not killed at the limit: {stderr}");
+    assert!(
+        stderr.contains("stopped reading") && stderr.contains("--timeout"),
+        "{stderr}"
+    );
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+    drop(holder);
+}
