@@ -212,10 +212,13 @@ fn merge(args: &MergeArgs) -> ExitCode {
         } else {
             path.display().to_string()
         };
+        // Bytes, not text: a line that is not UTF-8 is skipped like any
+        // other line that holds no report.
         let text = if is_stdin {
-            std::io::read_to_string(std::io::stdin().lock())
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes).map(|_| bytes)
         } else {
-            std::fs::read_to_string(path)
+            std::fs::read(path)
         };
         let text = match text {
             Ok(text) => text,

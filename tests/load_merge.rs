@@ -365,6 +365,200 @@ fn merge_reads_pdsh_output_from_stdin_among_log_lines() {
     assert_eq!(count(&whole, &["latency_us", "max"]), 300);
 }
 
+/// `merge ARGS` with `stdin` fed in, under a 1 GiB address-space limit
+/// (`prlimit`, as .ci/run installs), so that an input which makes it
+/// allocate gigabytes aborts instead of taking the machine's memory:
+/// the exit code (`None` for a signal, or killed after `IO_TIMEOUT`),
+/// stdout and stderr.
+fn merge_bounded(args: &[&str], stdin: Vec<u8>) -> (Option<i32>, String, String) {
+    let mut child = Command::new("prlimit")
+        .args(["--as=1073741824", "--"])
+        .arg(env!("CARGO_BIN_EXE_echo-reactor"))
+        .arg("merge")
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn prlimit merge");
+    let mut input = child.stdin.take().expect("piped");
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped")));
+    let err = drain(Box::new(child.stderr.take().expect("piped")));
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = feeder.join();
+    (
+        code,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
+
+/// A report as JSON with `edit` applied to it.
+fn edited(r: &Report, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut v = parse(&r.to_json());
+    edit(&mut v);
+    v.to_string()
+}
+
+/// A compressed V2 histogram of a few dozen bytes whose header announces
+/// a payload of nearly 4 GiB.
+fn histogram_claiming_4_gib() -> String {
+    use base64::Engine as _;
+    use flate2::write::ZlibEncoder;
+    let mut plain = Vec::new();
+    plain.extend(0x1c84_9313u32.to_be_bytes()); // V2 cookie
+    plain.extend((u32::MAX - 15).to_be_bytes()); // payload length
+    plain.extend(0u32.to_be_bytes()); // normalizing offset
+    plain.extend(3u32.to_be_bytes()); // significant digits
+    plain.extend(1u64.to_be_bytes()); // lowest
+    plain.extend(3_600_000_000u64.to_be_bytes()); // highest
+    plain.extend(1.0f64.to_be_bytes()); // integer to double ratio
+    let mut z = ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&plain).expect("in memory");
+    let deflated = z.finish().expect("in memory");
+    let mut bytes = Vec::new();
+    bytes.extend(0x1c84_9314u32.to_be_bytes()); // V2 compressed cookie
+    bytes.extend((deflated.len() as u32).to_be_bytes());
+    bytes.extend(deflated);
+    assert!(bytes.len() <= 64, "{} bytes", bytes.len());
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn merge_refuses_hostile_reports_with_exit_2_naming_the_file() {
+    let scratch = Scratch::new("hostile");
+    let good: Vec<String> = (0..3)
+        .map(|i| scratch.write(&format!("good{i}.json"), &part(i, Duration::ZERO).to_json()))
+        .collect();
+    let p = |i| part(i, Duration::ZERO);
+    let forged = histogram_claiming_4_gib();
+    let big = u64::MAX;
+    let lax = |i| edited(&p(i), |v| v["max_loss_percent"] = (-1).into());
+    // (what, the three parts as written, the file named, why)
+    let cases: Vec<(&str, [String; 3], &str, &str)> = vec![
+        (
+            "a histogram claiming 4 GiB",
+            [
+                p(0).to_json(),
+                edited(&p(1), |v| {
+                    v["latency_us"]["histogram"] = forged.clone().into()
+                }),
+                p(2).to_json(),
+            ],
+            "p1.json",
+            "payload",
+        ),
+        (
+            "2 x (2^64 - 1) bytes",
+            [
+                p(0).to_json(),
+                edited(&p(1), |v| v["bytes"] = big.into()),
+                edited(&p(2), |v| v["bytes"] = big.into()),
+            ],
+            "p1.json",
+            "bytes",
+        ),
+        (
+            "2^63 + 2^63 sent",
+            [
+                p(0).to_json(),
+                edited(&p(1), |v| v["sent"] = (1u64 << 63).into()),
+                edited(&p(2), |v| v["sent"] = (1u64 << 63).into()),
+            ],
+            "p2.json",
+            "`sent`",
+        ),
+        (
+            "u64::MAX + 1 mismatches",
+            [
+                p(0).to_json(),
+                edited(&p(1), |v| v["errors"]["mismatch"] = big.into()),
+                edited(&p(2), |v| v["errors"]["mismatch"] = 1.into()),
+            ],
+            "p2.json",
+            "errors.mismatch",
+        ),
+        (
+            "max loss below 0 in every part",
+            [lax(0), lax(1), lax(2)],
+            "p0.json",
+            "max_loss_percent",
+        ),
+        (
+            "no connection, yet messages",
+            [
+                p(0).to_json(),
+                edited(&p(1), |v| {
+                    v["connections"] = 0.into();
+                    v["connected"] = 0.into();
+                }),
+                p(2).to_json(),
+            ],
+            "p1.json",
+            "connections is 0",
+        ),
+    ];
+    for (what, texts, blamed, why) in cases {
+        let files: Vec<String> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| scratch.write(&format!("p{i}.json"), text))
+            .collect();
+        let args: Vec<&str> = files.iter().map(String::as_str).collect();
+        let (code, stdout, stderr) = merge_bounded(&args, Vec::new());
+        assert_eq!(code, Some(2), "{what}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(blamed) && stderr.contains(why),
+            "{what}: expected {blamed} and {why:?} in {stderr}"
+        );
+        assert!(stdout.is_empty(), "{what}: {stdout}");
+    }
+    // The same set, untouched, merges.
+    let args: Vec<&str> = good.iter().map(String::as_str).collect();
+    assert_eq!(merge_bounded(&args, Vec::new()).0, Some(0));
+}
+
+#[test]
+fn merge_skips_lines_that_are_not_utf8_like_any_other_non_report() {
+    let mut text = b"gen0: \xff\xfe a log line that is not UTF-8\n".to_vec();
+    for i in 0..3 {
+        text.extend(format!("gen{i}: {}\n", part(i, Duration::ZERO).to_json()).bytes());
+        text.extend(b"gen1: latin-1 \xe9t\xe9\n");
+    }
+    let (code, stdout, stderr) = merge_bounded(&["-", "--json"], text.clone());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(count(&parse(stdout.trim()), &["messages"]), 300);
+
+    let scratch = Scratch::new("utf8");
+    let file = scratch.0.join("parts.log");
+    std::fs::write(&file, &text).expect("write");
+    let name = file.display().to_string();
+    let (code, _, stderr) = merge_bounded(&[&name], Vec::new());
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
 #[test]
 fn a_start_time_already_past_is_refused() {
     let past = format!("{:.3}", unix_now() - 5.0);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use super::report::{Report, TestSettings, WallWindow};
+use super::report::{self, Report, TestSettings, WallWindow};
 use super::split::{self, Segment};
 
 /// One part's report and where it came from (`a.json`, `stdin line 3
@@ -56,25 +56,32 @@ impl std::error::Error for MergeError {}
 
 /// The reports in `text`, read from `name`: the whole text as one JSON
 /// object, or else one object a line. Lines that are not a JSON object
-/// (log lines, blank lines) are skipped; a `host: ` prefix, as pdsh and
-/// `kubectl logs --prefix` write, is taken off and kept in the name.
+/// (log lines, blank lines, bytes that are not UTF-8) are skipped; a
+/// `host: ` prefix, as pdsh and `kubectl logs --prefix` write, is taken
+/// off and kept in the name.
 ///
 /// # Errors
 ///
 /// A JSON object that is not a readable report, naming its line.
-pub fn parts_from_text(name: &str, text: &str) -> Result<Vec<Part>, MergeError> {
-    if let Ok(serde_json::Value::Object(_)) = serde_json::from_str(text) {
-        let report = Report::from_json(text).map_err(|reason| MergeError {
-            part: Some(name.to_string()),
-            reason,
-        })?;
-        return Ok(vec![Part {
-            name: name.to_string(),
-            report,
-        }]);
+pub fn parts_from_text(name: &str, text: &[u8]) -> Result<Vec<Part>, MergeError> {
+    if let Ok(whole) = std::str::from_utf8(text) {
+        if let Ok(serde_json::Value::Object(_)) = serde_json::from_str(whole) {
+            let report = Report::from_json(whole).map_err(|reason| MergeError {
+                part: Some(name.to_string()),
+                reason,
+            })?;
+            return Ok(vec![Part {
+                name: name.to_string(),
+                report,
+            }]);
+        }
     }
     let mut found = Vec::new();
-    for (n, line) in text.lines().enumerate() {
+    for (n, line) in text.split(|&b| b == b'\n').enumerate() {
+        // JSON is UTF-8: a line that is not holds no report.
+        let Ok(line) = std::str::from_utf8(line) else {
+            continue;
+        };
         let Some((host, json)) = json_object_in(line) else {
             continue;
         };
@@ -145,8 +152,15 @@ pub fn merge(parts: &[Part]) -> Result<Report, MergeError> {
     merged.rate = settings.rate;
     for part in parts {
         let r = &part.report;
-        merged.connections += r.connections;
-        merged.merge(r);
+        let sum = |e: report::Overflow| {
+            MergeError::of(part, format!("{e}: the parts cannot be added up"))
+        };
+        merged.connections = merged
+            .connections
+            .checked_add(r.connections)
+            .ok_or(report::Overflow("connections"))
+            .map_err(sum)?;
+        merged.merge(r).map_err(sum)?;
         if let Some(why) = r.failure_summary() {
             merged
                 .failed_parts
@@ -578,16 +592,16 @@ mod tests {
             parts[0].report.to_json(),
             parts[1].report.to_json()
         );
-        let found = parts_from_text("stdin", &text).expect("reads");
+        let found = parts_from_text("stdin", text.as_bytes()).expect("reads");
         let names: Vec<&str> = found.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["stdin line 2 (host g0)", "stdin line 6"]);
         assert_eq!(found[1].report.segment, Segment { index: 1, count: 3 });
 
         let one = format!("log line\n{}\n", parts[2].report.to_json());
-        let found = parts_from_text("c.json", &one).expect("reads");
+        let found = parts_from_text("c.json", one.as_bytes()).expect("reads");
         assert_eq!(found[0].name, "c.json");
 
-        let e = parts_from_text("x.json", "{\"hello\":1}").unwrap_err();
+        let e = parts_from_text("x.json", b"{\"hello\":1}").unwrap_err();
         assert_eq!(e.part.as_deref(), Some("x.json"));
     }
 }

@@ -422,6 +422,9 @@ pub enum LoadError {
     Poll(io::Error),
     /// A loop thread panicked (a bug).
     LoopPanicked,
+    /// The loops' counts did not add up within 64 bits (never in a real
+    /// run; a bug if it happens).
+    Overflow(report::Overflow),
 }
 
 impl fmt::Display for LoadError {
@@ -431,6 +434,7 @@ impl fmt::Display for LoadError {
             LoadError::Setup(what, e) => write!(f, "cannot set up {what}: {e}"),
             LoadError::Poll(e) => write!(f, "poll failed: {e}"),
             LoadError::LoopPanicked => f.write_str("a load loop panicked"),
+            LoadError::Overflow(e) => write!(f, "adding up the loops' reports: {e}"),
         }
     }
 }
@@ -613,7 +617,9 @@ fn run_inner(
         while finished < threads {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(Ok(r)) => {
-                    merged.merge(&r);
+                    if let Err(e) = merged.merge(&r) {
+                        first_failure.get_or_insert(LoadError::Overflow(e));
+                    }
                     finished += 1;
                 }
                 Ok(Err(e)) => {

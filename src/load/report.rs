@@ -52,32 +52,65 @@ pub struct Errors {
 
 impl Errors {
     /// All errors except `lost`, which UDP tolerates up to `--max-loss`.
+    /// Saturates: a count read from a hostile report cannot wrap to zero.
     pub fn hard(&self) -> u64 {
-        self.connect
-            + self.reset
-            + self.timeout
-            + self.mismatch
-            + self.closed
-            + self.io
-            + self.duplicate
+        [
+            self.connect,
+            self.reset,
+            self.timeout,
+            self.mismatch,
+            self.closed,
+            self.io,
+            self.duplicate,
+        ]
+        .into_iter()
+        .fold(0, u64::saturating_add)
     }
 
-    /// Every error of every kind.
+    /// Every error of every kind (saturating, like [`hard`](Self::hard)).
     pub fn total(&self) -> u64 {
-        self.hard() + self.lost
+        self.hard().saturating_add(self.lost)
     }
 
-    /// Adds another loop's counts to these.
-    pub fn merge(&mut self, o: &Errors) {
-        self.connect += o.connect;
-        self.reset += o.reset;
-        self.timeout += o.timeout;
-        self.mismatch += o.mismatch;
-        self.lost += o.lost;
-        self.closed += o.closed;
-        self.io += o.io;
-        self.duplicate += o.duplicate;
+    /// Adds another report's counts to these.
+    ///
+    /// # Errors
+    ///
+    /// A sum does not fit: the name of the count (`errors.reset`); nothing
+    /// is changed then.
+    pub fn merge(&mut self, o: &Errors) -> Result<(), Overflow> {
+        let sum = Errors {
+            connect: add("errors.connect", self.connect, o.connect)?,
+            reset: add("errors.reset", self.reset, o.reset)?,
+            timeout: add("errors.timeout", self.timeout, o.timeout)?,
+            mismatch: add("errors.mismatch", self.mismatch, o.mismatch)?,
+            lost: add("errors.lost", self.lost, o.lost)?,
+            closed: add("errors.closed", self.closed, o.closed)?,
+            io: add("errors.io", self.io, o.io)?,
+            duplicate: add("errors.duplicate", self.duplicate, o.duplicate)?,
+        };
+        *self = sum;
+        Ok(())
     }
+}
+
+/// A count that would not fit after adding reports: its JSON name. Real
+/// runs come nowhere near; a hand-made report can, and a wrapped sum
+/// would turn errors into none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow(pub &'static str);
+
+impl std::fmt::Display for Overflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the sum of `{}` does not fit in 64 bits", self.0)
+    }
+}
+
+impl std::error::Error for Overflow {}
+
+/// `a + b`, or the count's name when it does not fit.
+fn add(name: &'static str, a: u64, b: u64) -> Result<u64, Overflow> {
+    a.checked_add(b).ok_or(Overflow(name))
 }
 
 /// The settings every part of a split test shares: what `merge` compares
@@ -250,20 +283,39 @@ impl Report {
         r
     }
 
-    /// Adds another loop's report to this one. The measured window is the
-    /// longest of the loops' windows (they run side by side).
-    pub fn merge(&mut self, o: &Report) {
-        self.connected += o.connected;
-        self.reconnects += o.reconnects;
+    /// Adds another report's counts (a loop's, or a part's) to this one;
+    /// `connections`, which the caller knows, is left alone. The measured
+    /// window is the longest of the two (they run side by side).
+    ///
+    /// # Errors
+    ///
+    /// A count's sum does not fit; nothing is changed then.
+    pub fn merge(&mut self, o: &Report) -> Result<(), Overflow> {
+        let mut errors = self.errors;
+        errors.merge(&o.errors)?;
+        let counts = [
+            add("connected", self.connected, o.connected)?,
+            add("reconnects", self.reconnects, o.reconnects)?,
+            add("messages", self.messages, o.messages)?,
+            add("bytes", self.bytes, o.bytes)?,
+            add("sent", self.sent, o.sent)?,
+            add("reordered", self.reordered, o.reordered)?,
+            add("late", self.late, o.late)?,
+            add("mismatch_upper", self.mismatch_upper, o.mismatch_upper)?,
+        ];
+        self.errors = errors;
+        [
+            self.connected,
+            self.reconnects,
+            self.messages,
+            self.bytes,
+            self.sent,
+            self.reordered,
+            self.late,
+            self.mismatch_upper,
+        ] = counts;
         self.duration = self.duration.max(o.duration);
         self.ramp = self.ramp.max(o.ramp);
-        self.messages += o.messages;
-        self.bytes += o.bytes;
-        self.sent += o.sent;
-        self.errors.merge(&o.errors);
-        self.reordered += o.reordered;
-        self.late += o.late;
-        self.mismatch_upper += o.mismatch_upper;
         self.interrupted |= o.interrupted;
         self.window = match (self.window, o.window) {
             (Some(a), Some(b)) => Some(WallWindow {
@@ -282,6 +334,7 @@ impl Report {
         if self.first_error.is_none() {
             self.first_error.clone_from(&o.first_error);
         }
+        Ok(())
     }
 
     /// Messages per second over the measured window.
@@ -547,9 +600,32 @@ mod tests {
     fn merge_adds_counts_and_histograms() {
         let mut a = report();
         let b = report();
-        a.merge(&b);
+        a.merge(&b).expect("fits");
         assert_eq!((a.connected, a.messages, a.latency.len()), (4, 2000, 2000));
         assert_eq!(a.duration, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn sums_that_do_not_fit_are_refused_and_change_nothing() {
+        let mut a = report();
+        let mut b = report();
+        b.sent = u64::MAX;
+        assert_eq!(a.merge(&b).unwrap_err(), Overflow("sent"));
+        assert_eq!((a.sent, a.messages), (1000, 1000), "untouched");
+        b.sent = 0;
+        b.errors.mismatch = u64::MAX;
+        a.errors.mismatch = 1;
+        assert_eq!(a.merge(&b).unwrap_err(), Overflow("errors.mismatch"));
+        assert_eq!(a.errors.mismatch, 1);
+    }
+
+    #[test]
+    fn error_totals_saturate_instead_of_wrapping_to_a_pass() {
+        let mut r = report();
+        r.errors.mismatch = u64::MAX;
+        r.errors.reset = 1;
+        assert_eq!(r.errors.hard(), u64::MAX);
+        assert!(!r.is_ok());
     }
 
     #[test]

@@ -282,8 +282,10 @@ impl ReportJson {
     /// # Errors
     ///
     /// The histogram is missing or broken, its count disagrees with
-    /// `messages`, or a duration is negative or too long.
+    /// `messages`, a duration is negative or too long, or the counts
+    /// cannot come from one run (see [`check_possible`](Self::check_possible)).
     pub fn into_report(self) -> Result<Report, String> {
+        self.check_possible()?;
         let encoded = self
             .latency_us
             .histogram
@@ -340,6 +342,90 @@ impl ReportJson {
         };
         r.failed_parts = self.failed_parts;
         Ok(r)
+    }
+}
+
+impl ReportJson {
+    /// Refuses counts and settings no run writes: a share of the loss
+    /// outside 0 to 100%, messages with no connection, more replies than
+    /// messages sent, bytes that are not the messages' size, a rate that is
+    /// not a positive number. Read back from files people hand over, these
+    /// would otherwise merge into figures that mean nothing.
+    ///
+    /// # Errors
+    ///
+    /// The first impossible value, named as in the JSON.
+    pub fn check_possible(&self) -> Result<(), String> {
+        let bad = |s: String| Err(s);
+        if !(0.0..=100.0).contains(&self.max_loss_percent) {
+            return bad(format!(
+                "max_loss_percent is {}: a loss threshold is 0 to 100",
+                self.max_loss_percent
+            ));
+        }
+        if self.connections == 0 && (self.connected > 0 || self.sent > 0 || self.messages > 0) {
+            return bad(format!(
+                "connections is 0, but the report counts {} connected, {} sent and {} messages",
+                self.connected, self.sent, self.messages
+            ));
+        }
+        if self.connected > self.connections as u64 {
+            return bad(format!(
+                "connected is {}, more than the {} connections asked for",
+                self.connected, self.connections
+            ));
+        }
+        if self.messages > self.sent {
+            return bad(format!(
+                "messages is {}, more than the {} sent",
+                self.messages, self.sent
+            ));
+        }
+        if self.mismatch_upper > self.errors.mismatch {
+            return bad(format!(
+                "mismatch_upper is {}, more than the {} mismatches",
+                self.mismatch_upper, self.errors.mismatch
+            ));
+        }
+        let positive = |r: Option<f64>| r.map_or(true, |r| r.is_finite() && r > 0.0);
+        if !positive(self.rate) {
+            return bad("rate is not a positive number of messages per second".into());
+        }
+        if let Some(t) = &self.test {
+            if t.connections == 0 || t.size == 0 || t.pipeline == 0 || !positive(t.rate) {
+                return bad(
+                    "test: connections, size and pipeline must be at least 1, and rate positive"
+                        .into(),
+                );
+            }
+            if self.connections > t.connections {
+                return bad(format!(
+                    "connections is {}, more than the test's {}",
+                    self.connections, t.connections
+                ));
+            }
+            // Every measured reply counts its message's size in bytes.
+            if Some(self.bytes) != self.messages.checked_mul(t.size as u64) {
+                return bad(format!(
+                    "bytes is {}, but {} messages of {} bytes make {}",
+                    self.bytes,
+                    self.messages,
+                    t.size,
+                    self.messages
+                        .checked_mul(t.size as u64)
+                        .map_or("more than 64 bits hold".into(), |b| b.to_string())
+                ));
+            }
+        }
+        if let Some(w) = &self.window {
+            if w.start > w.end {
+                return bad(format!(
+                    "window ends ({}) before it starts ({})",
+                    w.end, w.start
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -554,9 +640,29 @@ mod tests {
     }
 
     #[test]
+    fn counts_no_run_writes_are_refused_by_name() {
+        type Spoil = fn(&mut serde_json::Value);
+        let cases: [(&str, Spoil); 6] = [
+            ("max_loss_percent", |v| v["max_loss_percent"] = 101.into()),
+            ("connections is 0", |v| v["connections"] = 0.into()),
+            ("more than the 1010 sent", |v| v["messages"] = 1011.into()),
+            ("mismatch_upper", |v| v["mismatch_upper"] = 3.into()),
+            ("bytes is 1", |v| v["bytes"] = 1.into()),
+            ("rate", |v| v["rate"] = (-5).into()),
+        ];
+        for (why, spoil) in cases {
+            let mut v: serde_json::Value = serde_json::from_str(&report().to_json()).expect("JSON");
+            spoil(&mut v);
+            let e = Report::from_json(&v.to_string()).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+    }
+
+    #[test]
     fn reading_back_needs_the_histogram_and_its_count_to_agree() {
         let mut v: serde_json::Value = serde_json::from_str(&report().to_json()).expect("JSON");
         v["messages"] = 999.into();
+        v["bytes"] = (999 * 64).into();
         let e = Report::from_json(&v.to_string()).unwrap_err();
         assert!(
             e.contains("1000 values") && e.contains("999 messages"),
