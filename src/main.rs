@@ -276,8 +276,9 @@ fn stop_on_signals() -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
 /// The live progress line: one line on the terminal, rewritten in place.
 fn print_progress(p: &ProgressLine) {
     eprint!(
-        "\r\x1b[Kload: {:5.1} s  {} up  {:.0} msgs/s  p99 {} us  errors {}",
+        "\r\x1b[Kload: {:5.1} of {:.1} s  {} up  {:.0} msgs/s  p99 {} us  errors {}",
         p.elapsed.as_secs_f64(),
+        p.planned.as_secs_f64(),
         p.connections_up,
         p.msgs_per_sec,
         p.p99_us,

@@ -1,6 +1,7 @@
 //! Socket setup and error classification: listeners and UDP sockets made
 //! with socket2 (backlog, `SO_REUSEADDR`, `IPV6_V6ONLY`, optional
-//! `SO_REUSEPORT`), and the `io::Error` predicates the IO call sites use.
+//! `SO_REUSEPORT`), the `io::Error` predicates the IO call sites use, and
+//! what the kernel knows of a socket (its queues, its receive drops).
 //!
 //! Decisions about what an error means for a peer stay at the call sites;
 //! this file only answers questions about errors.
@@ -214,9 +215,165 @@ pub fn open_file_limit() -> Option<u64> {
     }
 }
 
+/// Asks the kernel to attach to each datagram received on `fd` how many
+/// datagrams it has dropped at that socket so far, mostly because its
+/// receive buffer was full (`SO_RXQ_OVFL`); [`recv_counting_drops`] reads
+/// it. Elsewhere than Linux, nothing.
+///
+/// # Errors
+///
+/// The `setsockopt` failed.
+pub fn count_drops(fd: std::os::fd::RawFd) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads one c_int from a live local; a bad fd
+        // only makes it fail.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RXQ_OVFL,
+                std::ptr::addr_of!(on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+    Ok(())
+}
+
+/// `recv` on the connected socket `fd` that also returns the count
+/// [`count_drops`] asked for: datagrams the kernel dropped at this socket
+/// before this one was queued (`None` while it dropped none, or elsewhere
+/// than Linux).
+///
+/// # Errors
+///
+/// As `recv(2)`: `WouldBlock` when nothing is queued, and so on.
+pub fn recv_counting_drops(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<u32>)> {
+    #[cfg(target_os = "linux")]
+    {
+        // Room for one control message of one u32, aligned for cmsghdr.
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data; zeroed is its empty value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: the iovec points at `buf` and the control buffer at a
+        // live local, both with their true lengths; recvmsg writes only
+        // within them.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        let mut drops = None;
+        // SAFETY: the CMSG macros walk the control buffer recvmsg filled,
+        // within the length it set; the data is read unaligned.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL
+                {
+                    drops = Some(std::ptr::read_unaligned(
+                        libc::CMSG_DATA(cmsg).cast::<u32>(),
+                    ));
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        Ok((n, drops))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        Ok((n, None))
+    }
+}
+
+/// How many datagrams the kernel has dropped at socket `fd` since it was
+/// made, mostly because its receive buffer was full: `SO_MEMINFO`'s
+/// drop count, the counter `SO_RXQ_OVFL` attaches to datagrams, read
+/// when asked instead of per datagram. `None` where it cannot be read.
+pub fn socket_drops(fd: std::os::fd::RawFd) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        // Not in libc; the asm-generic value, which every architecture
+        // Rust targets uses but SPARC.
+        #[cfg(target_arch = "sparc64")]
+        const SO_MEMINFO: libc::c_int = 0x39;
+        #[cfg(not(target_arch = "sparc64"))]
+        const SO_MEMINFO: libc::c_int = 55;
+        let drops = libc::SK_MEMINFO_DROPS as usize;
+        let mut info = [0u32; 9];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `info`, a live
+        // local of that size, and sets `len` to what it wrote.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        (rc == 0 && len as usize > drops * 4).then(|| u64::from(info[drops]))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn receive_drops_are_counted_per_socket_both_ways() {
+        use std::os::fd::AsRawFd;
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        // The smallest buffer the kernel allows holds a few datagrams.
+        socket2::SockRef::from(&rx)
+            .set_recv_buffer_size(1)
+            .expect("SO_RCVBUF");
+        count_drops(rx.as_raw_fd()).expect("SO_RXQ_OVFL");
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        tx.connect(rx.local_addr().expect("addr")).expect("connect");
+        for _ in 0..100 {
+            tx.send(&[7u8; 64]).expect("send");
+        }
+        let dropped = socket_drops(rx.as_raw_fd()).expect("SO_MEMINFO");
+        assert!((90..100).contains(&dropped), "{dropped}");
+        rx.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 128];
+        let mut kept = 0;
+        // What was queued went in before any drop: no count with it.
+        while let Ok((n, drops)) = recv_counting_drops(rx.as_raw_fd(), &mut buf) {
+            assert_eq!((n, drops), (64, None));
+            kept += 1;
+        }
+        assert_eq!(kept + dropped, 100);
+        tx.send(&[7u8; 64]).expect("send");
+        let (_, drops) = recv_counting_drops(rx.as_raw_fd(), &mut buf).expect("one more");
+        assert_eq!(drops.map(u64::from), Some(dropped));
+    }
 
     #[test]
     fn predicates_classify_errors() {

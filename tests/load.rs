@@ -317,6 +317,8 @@ fn progress_is_reported_about_once_a_second() {
     assert_eq!(last.connections_up, 20, "{seen:?}");
     assert!(last.msgs_per_sec > 0.0 && last.p99_us > 0, "{seen:?}");
     assert_eq!(last.errors, 0);
+    // The line shows elapsed of the planned total.
+    assert_eq!(last.planned, Duration::from_millis(2500), "{seen:?}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! What the load report says: `sent` and `messages` over the same window,
-//! UDP in sockets and without Rust syntax, one latency unit, and a hint
-//! when the server uppercases what it should echo.
+//! What the load report says: `sent`, `messages` and mismatches over the
+//! same window, UDP in sockets and without Rust syntax, a unit on each
+//! latency, no percentiles when nothing came back, and a hint when the
+//! server uppercases what it should echo.
 
 mod common;
 
@@ -74,16 +75,81 @@ fn the_latency_distribution_says_it_is_in_microseconds() {
         IO_TIMEOUT,
     );
     assert_eq!(run.code(), 0, "{run:#?}");
-    assert!(run.stdout.contains("latency us p50"), "{run:#?}");
-    assert!(
-        run.stdout.contains("values in microseconds (us)"),
-        "{run:#?}"
-    );
-    let in_ms = run
+    // The report names each figure's unit (ms past 10 ms); the table says
+    // its own, and keeps it throughout.
+    let line = run
         .stdout
+        .lines()
+        .find(|l| l.starts_with("latency    p50 "))
+        .unwrap_or_else(|| panic!("a latency line: {run:#?}"));
+    for figure in line["latency    ".len()..].split(", ") {
+        assert!(
+            figure.ends_with(" us") || figure.ends_with(" ms"),
+            "{figure} in {line}"
+        );
+    }
+    let (_, table) = run
+        .stdout
+        .split_once("values in microseconds (us)")
+        .unwrap_or_else(|| panic!("the table's heading: {run:#?}"));
+    let in_ms = table
         .split_whitespace()
         .any(|w| w == "ms" || w.starts_with("milli"));
-    assert!(!in_ms, "one unit: {run:#?}");
+    assert!(!in_ms, "one unit in the table: {run:#?}");
+}
+
+#[test]
+fn mismatches_count_the_windows_messages_and_never_exceed_sent() {
+    // Every reply is wrong; the warm-up's and the ramp's are not the
+    // window's, like their messages.
+    let server = start_in_process(ServerConfig {
+        service: Arc::new(Mode::Upper),
+        ..loopback_config()
+    });
+    let url = format!("tcp://{}", server.tcp[0]);
+    let run = run_binary(
+        &[
+            "load", &url, "-c", "4", "-d", "0.5", "--warmup", "0.5", "--json",
+        ],
+        IO_TIMEOUT,
+    );
+    assert_eq!(run.code(), 1, "{run:#?}");
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("JSON");
+    let (mismatch, sent) = (
+        v["errors"]["mismatch"].as_u64().expect("a count"),
+        v["sent"].as_u64().expect("a count"),
+    );
+    assert!(mismatch > 0 && mismatch <= sent, "{v}");
+    assert_eq!(v["messages"], 0, "{v}");
+    assert_eq!(v["mismatch_upper"].as_u64(), Some(mismatch), "{v}");
+}
+
+#[test]
+fn a_run_with_no_reply_shows_no_percentiles() {
+    let server = start_in_process(ServerConfig {
+        service: Arc::new(Mode::Discard),
+        ..loopback_config()
+    });
+    let url = format!("tcp://{}", server.tcp[0]);
+    let run = run_binary(
+        &[
+            "load",
+            &url,
+            "-c",
+            "2",
+            "-d",
+            "0.3",
+            "--drain-timeout",
+            "0.2",
+        ],
+        IO_TIMEOUT,
+    );
+    assert_eq!(run.code(), 1, "{run:#?}");
+    assert!(
+        run.stdout.contains("latency    none: no reply measured"),
+        "{run:#?}"
+    );
+    assert!(!run.stdout.contains("p50"), "{run:#?}");
 }
 
 #[test]
@@ -104,4 +170,54 @@ fn an_uppercasing_server_gets_a_hint_to_expect_upper() {
             "{url}: {run:#?}"
         );
     }
+}
+
+#[test]
+fn the_rate_asked_for_stands_beside_the_rate_achieved_and_falling_behind_is_said() {
+    let server = start_in_process(loopback_config());
+    let url = format!("tcp://{}", server.tcp[0]);
+    // Two connections cannot carry ten million messages a second: the
+    // generator falls behind its schedule and must say so.
+    let run = run_binary(
+        &["load", &url, "-c", "2", "-d", "1", "--rate", "10000000"],
+        IO_TIMEOUT,
+    );
+    assert!(
+        run.stdout.contains(" msgs/s of 10000000 asked, "),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout.contains("behind     the generator sent "),
+        "{run:#?}"
+    );
+    let run = run_binary(
+        &[
+            "load", &url, "-c", "2", "-d", "1", "--rate", "10000000", "--json",
+        ],
+        IO_TIMEOUT,
+    );
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("JSON");
+    assert_eq!(v["behind"], true, "{v}");
+    let share = v["achieved_share"].as_f64().expect("a share");
+    assert!(share > 0.0 && share < 0.95, "{v}");
+
+    let run = run_binary(
+        &[
+            "load", &url, "-c", "2", "-d", "2", "--rate", "200", "--json",
+        ],
+        IO_TIMEOUT,
+    );
+    assert_eq!(run.code(), 0, "{run:#?}");
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("JSON");
+    assert_eq!(v["behind"], false, "{v}");
+    let closed = run_binary(
+        &["load", &url, "-c", "2", "-d", "0.3", "--json"],
+        IO_TIMEOUT,
+    );
+    let v: serde_json::Value = serde_json::from_str(closed.stdout.trim()).expect("JSON");
+    assert_eq!(
+        v["achieved_share"],
+        serde_json::Value::Null,
+        "closed loop: {v}"
+    );
 }

@@ -1,7 +1,8 @@
 //! The load generator's UDP verdicts against small misbehaving servers:
 //! one that answers twice (duplicates fail the run), one that swaps
 //! replies (reordering is counted, not failed), one that answers too late
-//! (late replies stay lost, never mismatches or duplicates).
+//! (late replies stay lost, never mismatches or duplicates), and one that
+//! floods the generator's receive buffer (its drops are counted).
 
 mod common;
 
@@ -133,4 +134,49 @@ fn a_reply_after_the_udp_timeout_is_late_not_a_mismatch_nor_counted_twice() {
         "{r}"
     );
     assert!(!r.is_ok(), "everything was lost: {r}");
+}
+
+#[test]
+fn replies_the_kernel_drops_at_the_generators_socket_are_counted() {
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let pid = Arc::new(AtomicU32::new(0));
+    let load_pid = Arc::clone(&pid);
+    let mut answered = 0u32;
+    let server = fake_udp_server(move |s, datagram, from| {
+        if datagram.is_empty() {
+            return;
+        }
+        let _ = s.send_to(datagram, from);
+        answered += 1;
+        let pid = load_pid.load(Ordering::Relaxed);
+        if answered == 50 && pid != 0 {
+            // Stopped, the generator reads nothing: its receive buffer
+            // takes a few hundred of these and the kernel drops the rest.
+            common::while_stopped(pid, || {
+                for _ in 0..3000 {
+                    let _ = s.send_to(datagram, from);
+                }
+            });
+        }
+    });
+    let child = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .args(["load", &format!("udp://{server}"), "-c", "1", "-d", "2"])
+        .args(["--rate", "200", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn load");
+    pid.store(child.id(), Ordering::Relaxed);
+    let out = child.wait_with_output().expect("load ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    let drops = v["rcvbuf_drops"].as_u64().expect("a count");
+    // The copies it did read are second replies: duplicates, an error.
+    let duplicates = v["errors"]["duplicate"].as_u64().expect("a count");
+    assert!((1000..3000).contains(&drops), "{v}");
+    assert_eq!(drops + duplicates, 3000, "{v}");
 }

@@ -1,5 +1,6 @@
 //! UDP over loopback: one reply per datagram, transformed by the mode,
-//! whole at the largest size and present at size zero, over IPv4 and IPv6.
+//! whole at the largest size and present at size zero, over IPv4 and IPv6;
+//! what the kernel drops before the server reads is counted.
 
 mod common;
 
@@ -161,4 +162,54 @@ fn a_datagram_from_the_servers_own_port_on_another_address_is_dropped_and_counte
     assert_eq!(stats.udp_datagrams_in, 2, "{stats}");
     assert_eq!(stats.udp_datagrams_out, 1, "{stats}");
     assert_eq!(stats.udp_refused_ports, 1, "{stats}");
+}
+
+#[test]
+fn datagrams_the_kernel_drops_before_the_server_reads_are_counted() {
+    let mut server = start_server(&["--udp", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    let to = server.udp_addr();
+    let u = udp_client(to);
+    // Stopped, the server reads nothing: its receive buffer fills with a
+    // few hundred datagrams and the kernel drops the rest.
+    while_stopped(server.pid(), || {
+        for _ in 0..3000 {
+            u.send_to(&[b'x'; 64], to).expect("send");
+        }
+    });
+    let metrics: SocketAddr = server
+        .metrics
+        .as_deref()
+        .and_then(|u| u.strip_prefix("http://"))
+        .and_then(|u| u.strip_suffix("/metrics"))
+        .and_then(|a| a.parse().ok())
+        .expect("metrics address");
+    let scrape = |series: &str| -> Option<u64> {
+        use std::io::{Read, Write};
+        let mut s = connect(metrics);
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let dropped = "echo_reactor_udp_dropped_datagrams_total{reason=\"receive_buffer\"}";
+    let received = "echo_reactor_udp_received_datagrams_total";
+    // Woken, it reads what the kernel kept: every datagram is then either
+    // received or dropped.
+    let mut scraped = 0;
+    let all_told = wait_until(IO_TIMEOUT, || {
+        scraped = scrape(dropped).unwrap_or(0);
+        scrape(received).unwrap_or(0) + scraped == 3000
+    });
+    assert!(all_told, "{scraped} dropped; {}", server.stderr());
+    assert!((1000..3000).contains(&scraped), "{scraped}");
+    server.signal(libc::SIGTERM);
+    let stderr = server.final_stderr();
+    let counted = final_stat(&stderr, "udp rcvbuf-dropped").expect("in the final stats");
+    assert_eq!(counted, scraped, "{stderr}");
+    // What was read was answered; what was dropped never reached it.
+    let answered = final_stat(&stderr, "udp in").expect("udp in");
+    assert_eq!(answered + counted, 3000, "{stderr}");
 }

@@ -284,6 +284,7 @@ impl Loop {
         r.reordered = self.tally.reordered;
         r.late = self.tally.late;
         r.mismatch_upper = self.tally.mismatch_upper;
+        r.rcvbuf_drops = self.tally.rcvbuf_drops;
         r.latency = std::mem::replace(&mut self.tally.latency, report::new_histogram());
         r.max_loss_percent = self.max_loss_percent;
         r.first_error = self.tally.first_error.clone();
@@ -393,6 +394,7 @@ impl Loop {
             return;
         };
         let (in_flight, who) = (client.in_flight(), client.label());
+        self.tally.rcvbuf_drops += client.rcvbuf_drops();
         self.up = self.up.saturating_sub(1);
         if end != End::Done {
             debug!("{who}: ended: {end} ({in_flight} in flight)");

@@ -453,6 +453,10 @@ impl std::error::Error for LoadError {
 pub struct ProgressLine {
     /// Time since the run began.
     pub elapsed: Duration,
+    /// How long the run is planned to take until its window ends: the
+    /// wait for `--start-at`, warm-up and duration (the ramp and the drain
+    /// come on top).
+    pub planned: Duration,
     /// Connections established and not yet ended.
     pub connections_up: u64,
     /// Replies per second since the last progress report.
@@ -575,6 +579,11 @@ fn run_inner(
                 .collect(),
         ))
     });
+    let until_start = config
+        .start_at
+        .and_then(|at| at.duration_since(clock.wall).ok())
+        .unwrap_or_default();
+    let planned = until_start + config.warmup + config.duration;
     let own = config.own_connections();
     info!(
         "load {}: {own} connections on {threads} loop(s), {} s, {} B, {}{}",
@@ -630,7 +639,7 @@ fn run_inner(
                     if let Some(board) = &board {
                         let now = Instant::now();
                         let (progress, interval) =
-                            take_progress(board, now - started, now - last_report);
+                            take_progress(board, now - started, now - last_report, planned);
                         if let Some(cb) = on_progress.as_mut() {
                             cb(&progress);
                         }
@@ -650,7 +659,7 @@ fn run_inner(
         if let (Some(board), true) = (&board, config.record_intervals) {
             // The last, partial interval: what completed since the last tick.
             let now = Instant::now();
-            intervals.push(take_progress(board, now - started, now - last_report).1);
+            intervals.push(take_progress(board, now - started, now - last_report, planned).1);
         }
         merged.intervals = intervals;
         match first_failure {
@@ -666,9 +675,11 @@ fn take_progress(
     board: &ProgressBoard,
     elapsed: Duration,
     since_last: Duration,
+    planned: Duration,
 ) -> (ProgressLine, Interval) {
     let mut p = ProgressLine {
         elapsed,
+        planned,
         connections_up: 0,
         msgs_per_sec: 0.0,
         p99_us: 0,

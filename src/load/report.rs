@@ -19,6 +19,10 @@ use crate::mode::Mode;
 /// Latencies are recorded in microseconds, from 1 us to one hour.
 const LATENCY_MAX_US: u64 = 3_600_000_000;
 
+/// An open-loop run whose window sent less than this share of what its
+/// schedule asked for is behind: the offered load was not offered.
+pub const BEHIND_BELOW: f64 = 0.95;
+
 /// A new, empty latency histogram (microseconds, three significant digits).
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
@@ -184,6 +188,11 @@ pub struct Report {
     pub late: u64,
     /// Mismatches that were exactly the ASCII uppercase of what was sent.
     pub mismatch_upper: u64,
+    /// UDP: datagrams the kernel dropped at this host's sockets, their
+    /// receive buffers full (`SO_MEMINFO`'s drop count, over the run), so
+    /// replies that came but were lost here. Not errors by themselves: a
+    /// loss they explain is still a loss.
+    pub rcvbuf_drops: u64,
     /// Latency of each counted message, in microseconds.
     pub latency: Histogram<u64>,
     /// The loss rate (percent) UDP may have and still pass.
@@ -254,6 +263,7 @@ impl Report {
             reordered: 0,
             late: 0,
             mismatch_upper: 0,
+            rcvbuf_drops: 0,
             latency: new_histogram(),
             max_loss_percent: 1.0,
             first_error: None,
@@ -302,6 +312,7 @@ impl Report {
             add("reordered", self.reordered, o.reordered)?,
             add("late", self.late, o.late)?,
             add("mismatch_upper", self.mismatch_upper, o.mismatch_upper)?,
+            add("rcvbuf_drops", self.rcvbuf_drops, o.rcvbuf_drops)?,
         ];
         self.errors = errors;
         [
@@ -313,6 +324,7 @@ impl Report {
             self.reordered,
             self.late,
             self.mismatch_upper,
+            self.rcvbuf_drops,
         ] = counts;
         self.duration = self.duration.max(o.duration);
         self.ramp = self.ramp.max(o.ramp);
@@ -345,6 +357,21 @@ impl Report {
     /// Reply bytes per second over the measured window.
     pub fn bytes_per_sec(&self) -> f64 {
         per_sec(self.bytes, self.duration)
+    }
+
+    /// Open loop: the share of the messages its schedule asked for in the
+    /// window (`rate` times the window) that went out; `None` in closed
+    /// loop or without a window.
+    pub fn achieved_share(&self) -> Option<f64> {
+        let asked = self.rate? * self.duration.as_secs_f64();
+        (asked > 0.0).then(|| self.sent as f64 / asked)
+    }
+
+    /// True when the generator fell behind its own schedule: it sent less
+    /// than [`BEHIND_BELOW`] of what was due, so the server was offered
+    /// less than `--rate`.
+    pub fn is_behind(&self) -> bool {
+        self.achieved_share().is_some_and(|s| s < BEHIND_BELOW)
     }
 
     /// Lost messages as a percentage of those sent in the window (100 when
@@ -467,7 +494,25 @@ impl Report {
             ));
         }
         let e = &self.errors;
-        let mut s = format!("{url}: errors: {}", self.errors_text());
+        let mut s = format!("{url}: ");
+        if self.proto == Proto::Udp && self.loss_percent() > self.max_loss_percent {
+            // Name the threshold crossed, and what this host dropped itself.
+            let _ = write!(
+                s,
+                "loss {:.2}% above --max-loss {}%",
+                self.loss_percent(),
+                self.max_loss_percent
+            );
+            if self.rcvbuf_drops > 0 {
+                let _ = write!(
+                    s,
+                    " ({} replies dropped in this host's receive buffers)",
+                    self.rcvbuf_drops
+                );
+            }
+            s.push_str("; ");
+        }
+        let _ = write!(s, "errors: {}", self.errors_text());
         if e.duplicate > 0 {
             let _ = write!(s, ", duplicate {}", e.duplicate);
         }
@@ -534,6 +579,31 @@ mod tests {
         r.proto = Proto::Udp;
         let why = r.failure_summary().expect("lost messages fail");
         assert!(why.contains("errors: unreachable 0"), "{why}");
+    }
+
+    #[test]
+    fn a_udp_loss_failure_names_the_threshold_it_crossed() {
+        let mut r = report();
+        r.proto = Proto::Udp;
+        r.errors.lost = 477;
+        r.rcvbuf_drops = 470;
+        let why = r.failure_summary().expect("47.7% fails");
+        assert!(
+            why.contains("loss 47.70% above --max-loss 1% (470 replies dropped"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn an_open_loop_run_that_sent_under_95_percent_is_behind() {
+        let mut r = report();
+        assert_eq!(r.achieved_share(), None, "closed loop has no schedule");
+        r.rate = Some(500.0);
+        assert_eq!(r.achieved_share(), Some(1.0));
+        assert!(!r.is_behind());
+        r.rate = Some(1000.0);
+        assert_eq!(r.achieved_share(), Some(0.5));
+        assert!(r.is_behind());
     }
 
     #[test]

@@ -24,7 +24,8 @@ use crate::mode::Mode;
 ///
 /// Fields added after the first reports were saved (`histogram`,
 /// `mismatch_upper`, `max_loss_percent`, `first_error`, `failure`,
-/// `rate`, `segment`, `window`, `test`, `failed_parts`) may be missing,
+/// `rate`, `segment`, `window`, `test`, `failed_parts`, `achieved_share`,
+/// `behind`, `rcvbuf_drops`) may be missing,
 /// so older files still `compare`; [`Report::from_json`] needs the
 /// histogram, and `merge` needs `test`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +65,15 @@ pub struct ReportJson {
     /// Derived: lost as a percentage of sent.
     #[serde(serialize_with = "figure")]
     pub loss_percent: f64,
+    /// Derived, open loop: the share of the messages its schedule asked
+    /// for in the window that went out (`sent` over `rate` times
+    /// `duration_s`); `null` in closed loop.
+    #[serde(default, serialize_with = "optional_number")]
+    pub achieved_share: Option<f64>,
+    /// Derived: the generator fell behind its own schedule, sending less
+    /// than 95% of it, so the server was offered less than `rate`.
+    #[serde(default)]
+    pub behind: bool,
     /// Latency of the measured messages, in microseconds.
     pub latency_us: LatencyJson,
     /// Errors by kind.
@@ -72,6 +82,11 @@ pub struct ReportJson {
     pub reordered: u64,
     /// UDP replies to requests already counted lost (not errors).
     pub late: u64,
+    /// UDP: datagrams the kernel dropped at this host's sockets because
+    /// their receive buffers were full (replies that came but were lost
+    /// here).
+    #[serde(default)]
+    pub rcvbuf_drops: u64,
     /// Mismatches that were exactly the uppercase of what was sent.
     #[serde(default)]
     pub mismatch_upper: u64,
@@ -209,6 +224,8 @@ impl From<&Report> for ReportJson {
             msgs_per_sec: r.msgs_per_sec(),
             bytes_per_sec: r.bytes_per_sec(),
             loss_percent: r.loss_percent(),
+            achieved_share: r.achieved_share(),
+            behind: r.is_behind(),
             latency_us: LatencyJson {
                 p50,
                 p90,
@@ -227,6 +244,7 @@ impl From<&Report> for ReportJson {
             errors: r.errors,
             reordered: r.reordered,
             late: r.late,
+            rcvbuf_drops: r.rcvbuf_drops,
             mismatch_upper: r.mismatch_upper,
             max_loss_percent: r.max_loss_percent,
             interrupted: r.interrupted,
@@ -309,6 +327,7 @@ impl ReportJson {
         r.errors = self.errors;
         r.reordered = self.reordered;
         r.late = self.late;
+        r.rcvbuf_drops = self.rcvbuf_drops;
         r.mismatch_upper = self.mismatch_upper;
         r.latency = latency;
         r.max_loss_percent = self.max_loss_percent;

@@ -57,23 +57,45 @@ impl fmt::Display for Report {
             self.messages,
             self.bytes
         )?;
+        let asked = self
+            .rate
+            .map_or(String::new(), |r| format!(" of {} asked", figure(r)));
         writeln!(
             f,
-            "rate       {:.0} msgs/s, {:.2} MB/s",
+            "rate       {:.0} msgs/s{asked}, {:.2} MB/s",
             self.msgs_per_sec(),
             self.bytes_per_sec() / 1e6
         )?;
-        writeln!(
-            f,
-            "latency us p50 {p50}, p90 {p90}, p99 {p99}, p99.9 {p999}, max {max}"
-        )?;
+        if let (true, Some(share)) = (self.is_behind(), self.achieved_share()) {
+            writeln!(
+                f,
+                "behind     the generator sent {:.1}% of the messages its schedule asked for \
+                 in the window: the server was offered less than --rate (more --threads, \
+                 or more generators with --segment)",
+                share * 100.0
+            )?;
+        }
+        if self.latency.is_empty() {
+            writeln!(f, "latency    none: no reply measured")?;
+        } else {
+            writeln!(
+                f,
+                "latency    p50 {}, p90 {}, p99 {}, p99.9 {}, max {}",
+                latency(p50),
+                latency(p90),
+                latency(p99),
+                latency(p999),
+                latency(max)
+            )?;
+        }
         let e = &self.errors;
         writeln!(f, "errors     {}", self.errors_text())?;
         if self.proto == Proto::Udp {
             writeln!(
                 f,
-                "udp        duplicate {} (an error), reordered {}, late {} (not errors)",
-                e.duplicate, self.reordered, self.late
+                "udp        duplicate {} (an error), reordered {}, late {} (not errors); \
+                 {} dropped in this host's receive buffers",
+                e.duplicate, self.reordered, self.late, self.rcvbuf_drops
             )?;
         }
         let result = if self.interrupted {
@@ -85,6 +107,23 @@ impl fmt::Display for Report {
         };
         write!(f, "result     {result}")
     }
+}
+
+/// A latency for people: microseconds below 10 ms (`542 us`), then
+/// milliseconds with one decimal (`12.6 ms`).
+fn latency(us: u64) -> String {
+    if us < 10_000 {
+        format!("{us} us")
+    } else {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    }
+}
+
+/// A rate as asked for: at most three decimals, none when whole
+/// (`10000`, `333.333`, `0.5`).
+fn figure(x: f64) -> String {
+    let s = format!("{x:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// HdrHistogram's `outputPercentileDistribution` text, values divided by
@@ -155,5 +194,66 @@ impl Report {
     /// plotters read), values in microseconds like the rest of the report.
     pub fn percentile_distribution(&self) -> String {
         percentile_distribution(&self.latency, 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn report() -> Report {
+        let mut r = Report::new(Proto::Tcp, "127.0.0.1:7".parse().expect("address"), 2);
+        r.connected = 2;
+        r.duration = Duration::from_secs(2);
+        r
+    }
+
+    #[test]
+    fn latencies_past_10_ms_read_in_ms() {
+        assert_eq!(latency(542), "542 us");
+        assert_eq!(latency(9_999), "9999 us");
+        assert_eq!(latency(12_640), "12.6 ms");
+        let mut r = report();
+        for v in [100, 200, 15_000] {
+            r.latency.record(v).expect("in range");
+        }
+        (r.messages, r.sent, r.bytes) = (3, 3, 192);
+        let text = r.to_string();
+        assert!(text.contains("latency    p50 200 us,"), "{text}");
+        assert!(text.contains("max 15.0 ms"), "{text}");
+    }
+
+    #[test]
+    fn no_reply_shows_no_percentiles() {
+        let text = report().to_string();
+        assert!(
+            text.contains("latency    none: no reply measured"),
+            "{text}"
+        );
+        assert!(!text.contains("p50"), "{text}");
+    }
+
+    #[test]
+    fn the_rate_asked_for_stands_beside_the_rate_achieved_and_falling_behind_shows() {
+        let mut r = report();
+        r.rate = Some(10_000.0);
+        (r.messages, r.sent, r.bytes) = (6_000, 6_100, 6_000 * 64);
+        for _ in 0..6_000 {
+            r.latency.record(100).expect("in range");
+        }
+        let text = r.to_string();
+        assert!(
+            text.contains("rate       3000 msgs/s of 10000 asked, 0.19 MB/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("behind     the generator sent 30.5% of the messages"),
+            "{text}"
+        );
+        r.rate = Some(3_000.0);
+        assert!(!r.to_string().contains("behind"), "{}", r);
+        assert_eq!(figure(1000.0 / 3.0), "333.333");
+        assert_eq!(figure(0.5), "0.5");
     }
 }

@@ -14,6 +14,16 @@ pub(crate) mod buffer;
 pub mod cluster;
 pub(crate) mod config;
 pub(crate) mod conn;
+/// `stats` with the kernel's count of datagrams dropped at the UDP
+/// sockets, read now; unchanged when it cannot be read (the sockets are
+/// closed, or not Linux).
+fn with_rcvbuf_drops(mut stats: Stats, udp: &UdpEndpoint) -> Stats {
+    if let Some(drops) = udp.rcvbuf_drops() {
+        stats.udp_rcvbuf_drops = drops;
+    }
+    stats
+}
+
 #[cfg(test)]
 mod conn_props;
 pub(crate) mod observe;
@@ -318,10 +328,10 @@ impl Server {
             Source::Udp(i) => self.udp.on_ready(i, &mut cx),
             Source::Metrics => self.observers.on_metrics_accept(cx.registry, now),
             Source::MetricsClient(i) => {
-                let (table, stats) = (&self.table, *cx.stats);
+                let (table, udp, stats) = (&self.table, &self.udp, *cx.stats);
                 let paused = self.acceptor.is_paused();
                 self.observers
-                    .on_metrics_client(i, || table.figures(stats, paused));
+                    .on_metrics_client(i, || table.figures(with_rcvbuf_drops(stats, udp), paused));
             }
             Source::Signal => {
                 for step in self.shutdown.on_signal(now) {
@@ -365,10 +375,10 @@ impl Server {
         if let Some(step) = self.shutdown.on_timer(now) {
             self.apply_drain(step);
         }
-        let (table, stats) = (&self.table, self.core.stats);
+        let (table, udp, stats) = (&self.table, &self.udp, self.core.stats);
         let paused = self.acceptor.is_paused();
         self.observers.on_timer(now, self.core.poll.registry(), || {
-            table.figures(stats, paused)
+            table.figures(with_rcvbuf_drops(stats, udp), paused)
         });
     }
 
@@ -384,6 +394,8 @@ impl Server {
                     self.shutdown.timeout().as_secs_f64()
                 );
                 self.acceptor.close(cx.registry);
+                // The kernel's count goes with the sockets: keep the last.
+                *cx.stats = with_rcvbuf_drops(*cx.stats, &self.udp);
                 self.udp.close(cx.registry);
                 // Scrapers get no answer from a server on its way out.
                 self.observers.close_metrics();

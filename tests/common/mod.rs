@@ -473,6 +473,27 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     get(11) + get(12)
 }
 
+/// Runs `f` while process `pid` (a child of the test) is stopped: SIGSTOP,
+/// wait until `/proc` shows it stopped, `f`, SIGCONT. For what must
+/// happen while a process cannot read its sockets, like filling a UDP
+/// receive buffer.
+pub fn while_stopped<T>(pid: u32, f: impl FnOnce() -> T) -> T {
+    let pid_t = i32::try_from(pid).expect("pid fits");
+    // SAFETY: kill(2) on a child of this test.
+    assert_eq!(unsafe { libc::kill(pid_t, libc::SIGSTOP) }, 0, "SIGSTOP");
+    let is_stopped = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state is the first field after the ")" that ends the name.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+    };
+    assert!(wait_until(IO_TIMEOUT, is_stopped), "process {pid} stopped");
+    let out = f();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid_t, libc::SIGCONT) }, 0, "SIGCONT");
+    out
+}
+
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;

@@ -107,7 +107,8 @@ pub struct Tally {
     /// Messages sent in the measured window (stamped in it), the base of
     /// the loss rate.
     pub sent: u64,
-    /// Errors by kind.
+    /// Errors by kind. Those that belong to a message (mismatch, lost)
+    /// count, like `messages`, only for messages of the window.
     pub errors: Errors,
     /// UDP replies that overtook the reply to a later request (not errors).
     pub reordered: u64,
@@ -115,6 +116,9 @@ pub struct Tally {
     pub late: u64,
     /// Mismatches that were exactly the ASCII uppercase of what was sent.
     pub mismatch_upper: u64,
+    /// UDP: datagrams the kernel dropped at the loop's sockets (their
+    /// receive buffers full), added up as the sockets end.
+    pub rcvbuf_drops: u64,
     /// Latency of each measured message, in microseconds.
     pub latency: Histogram<u64>,
     /// Replies completed since the last progress report (measured or not).
@@ -136,6 +140,7 @@ impl Tally {
             reordered: 0,
             late: 0,
             mismatch_upper: 0,
+            rcvbuf_drops: 0,
             latency: crate::load::report::new_histogram(),
             recent_messages: 0,
             recent_latency: with_recent.then(crate::load::report::new_histogram),
@@ -161,7 +166,13 @@ impl Tally {
 
     /// Remembers the first error's story; later ones only count.
     pub fn note(&mut self, describe: impl FnOnce() -> String) {
-        if self.first_error.is_none() {
+        self.note_if(true, describe);
+    }
+
+    /// [`note`](Self::note), for an error that counts only if `counts`
+    /// (a message outside the window is not measured, right or wrong).
+    pub fn note_if(&mut self, counts: bool, describe: impl FnOnce() -> String) {
+        if counts && self.first_error.is_none() {
             self.first_error = Some(describe());
         }
     }

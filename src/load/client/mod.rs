@@ -56,6 +56,15 @@ impl Client {
         each!(self, c => c.next_due(now))
     }
 
+    /// UDP: replies the kernel dropped at this socket, its receive buffer
+    /// full; a TCP connection loses nothing that way.
+    pub fn rcvbuf_drops(&self) -> u64 {
+        match self {
+            Client::Tcp(_) => 0,
+            Client::Udp(c) => c.rcvbuf_drops(),
+        }
+    }
+
     /// Its name in logs and error stories: `tcp conn 3`, `udp socket 3`.
     pub fn label(&self) -> Label {
         match self {

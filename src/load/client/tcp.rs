@@ -263,7 +263,12 @@ impl<S: Read + Write> TcpClient<S> {
                     // Payload bytes are all lowercase letters, so a reply
                     // that is all uppercase goes wrong at its first byte.
                     self.is_recv_upper = off == 0 && cx.settings.expect == Mode::Echo;
-                    cx.tally.note(|| {
+                    // Told only if it counts: see the completion below.
+                    let is_measured = self
+                        .stamps
+                        .front()
+                        .is_some_and(|&stamp| cx.window.contains(stamp));
+                    cx.tally.note_if(is_measured, || {
                         format!(
                             "conn {} message {} byte {off}: got {}, expected {}",
                             msg.conn,
@@ -288,9 +293,13 @@ impl<S: Read + Write> TcpClient<S> {
                 // Byte counts were checked above, so a stamp is there.
                 let stamp = self.stamps.pop_front().unwrap_or(cx.now);
                 if self.is_recv_bad {
-                    cx.tally.errors.mismatch += 1;
-                    if self.is_recv_upper {
-                        cx.tally.mismatch_upper += 1;
+                    // Per message, and like `messages` and `sent` only for
+                    // messages of the window, so the counts compare.
+                    if cx.window.contains(stamp) {
+                        cx.tally.errors.mismatch += 1;
+                        if self.is_recv_upper {
+                            cx.tally.mismatch_upper += 1;
+                        }
                     }
                 } else {
                     cx.tally.complete(stamp, cx.now, &cx.window, size);

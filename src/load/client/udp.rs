@@ -9,12 +9,15 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
+
+use log::debug;
 
 use super::contract::{ClientCtx, ClientState, End, Pace, Step, OPEN_LOOP_MAX_IN_FLIGHT};
 use crate::load::payload::{decode_seq, Message};
 use crate::mode::Mode;
-use crate::net::{is_interrupted, is_would_block};
+use crate::net::{self, is_interrupted, is_would_block};
 
 /// How many lost sequence numbers a socket remembers, to tell a late reply
 /// from a duplicate. A reply to a request lost longer ago than that counts
@@ -51,11 +54,18 @@ pub struct UdpClient {
     highest_answered: Option<u64>,
     /// The server's port answered with ICMP unreachable (counted once).
     is_refused: bool,
+    /// Datagrams the kernel dropped at this socket, its receive buffer
+    /// full, as the last datagram read said (`SO_RXQ_OVFL`).
+    rcvbuf_drops: u32,
 }
 
 impl UdpClient {
-    /// A client on a socket already connected to the server.
+    /// A client on a socket already connected to the server. It asks the
+    /// kernel to tell, with each datagram, how many it dropped before.
     pub fn new(socket: mio::net::UdpSocket, id: u64, pace: Pace) -> Self {
+        if let Err(e) = net::count_drops(socket.as_raw_fd()) {
+            debug!("udp socket {id}: receive drops will not be counted: {e}");
+        }
         UdpClient {
             socket,
             id,
@@ -66,7 +76,14 @@ impl UdpClient {
             given_up: VecDeque::new(),
             highest_answered: None,
             is_refused: false,
+            rcvbuf_drops: 0,
         }
+    }
+
+    /// Datagrams (replies) the kernel dropped at this socket so far, its
+    /// receive buffer full.
+    pub fn rcvbuf_drops(&self) -> u64 {
+        u64::from(self.rcvbuf_drops)
     }
 
     /// The client's number in the run.
@@ -154,8 +171,14 @@ impl UdpClient {
     /// its request, then send what the freed slots allow.
     pub fn on_readable(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         loop {
-            match self.socket.recv(scratch) {
-                Ok(n) => self.on_reply(&scratch[..n], cx),
+            match net::recv_counting_drops(self.socket.as_raw_fd(), scratch) {
+                Ok((n, drops)) => {
+                    // The kernel's count only grows; keep the latest.
+                    if let Some(drops) = drops {
+                        self.rcvbuf_drops = self.rcvbuf_drops.max(drops);
+                    }
+                    self.on_reply(&scratch[..n], cx);
+                }
                 // Queue drained: the next datagram raises a new edge.
                 Err(e) if is_would_block(&e) => break,
                 Err(e) if is_interrupted(&e) => continue,
@@ -229,8 +252,12 @@ impl UdpClient {
         }
         let msg = Message { conn: self.id, seq };
         if reply.len() != size || msg.check(expect, 0, reply).is_some() {
-            cx.tally.errors.mismatch += 1;
-            cx.tally.note(|| {
+            // Per message of the window, like `messages` and `sent`.
+            let is_measured = cx.window.contains(flight.stamp);
+            if is_measured {
+                cx.tally.errors.mismatch += 1;
+            }
+            cx.tally.note_if(is_measured, || {
                 format!(
                     "udp socket {}: reply to message {seq} is wrong ({} B, {size} B sent)",
                     self.id,
@@ -258,12 +285,18 @@ impl UdpClient {
         if msg.check(Mode::Upper, 0, reply).is_some() {
             return false;
         }
-        self.in_flight.remove(i);
-        cx.tally.errors.mismatch += 1;
-        cx.tally.mismatch_upper += 1;
+        let Some(flight) = self.in_flight.remove(i) else {
+            return false;
+        };
+        let is_measured = cx.window.contains(flight.stamp);
+        if is_measured {
+            cx.tally.errors.mismatch += 1;
+            cx.tally.mismatch_upper += 1;
+        }
         let id = self.id;
-        cx.tally
-            .note(|| format!("udp socket {id}: reply to message {seq} is uppercased"));
+        cx.tally.note_if(is_measured, || {
+            format!("udp socket {id}: reply to message {seq} is uppercased")
+        });
         true
     }
 

@@ -122,15 +122,16 @@ impl Reporter {
 }
 
 /// `stats: conns 12 open, 340 accepted, 328 closed, 0 rejected; tcp in
-/// 1.2 MB/s out 1.2 MB/s; udp in 10/s out 10/s dropped 0/s; pending 0 B;
-/// accepting`. Rates are per second over the `secs` since `last`.
+/// 1.2 MB/s out 1.2 MB/s; udp in 10/s out 10/s dropped 0/s rcvbuf-dropped
+/// 0/s; pending 0 B; accepting`. Rates are per second over the `secs`
+/// since `last`.
 pub fn stats_line(now: &Snapshot, last: &Snapshot, secs: f64) -> String {
     let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
     let (s, l) = (&now.stats, &last.stats);
     format!(
         "stats: conns {} open, {} accepted, {} closed, {} rejected; \
-         tcp in {} out {}; udp in {:.0}/s out {:.0}/s dropped {:.0}/s; \
-         pending {} B; {}",
+         tcp in {} out {}; udp in {:.0}/s out {:.0}/s dropped {:.0}/s \
+         rcvbuf-dropped {:.0}/s; pending {} B; {}",
         now.open,
         s.tcp_accepted,
         s.tcp_closed,
@@ -140,6 +141,7 @@ pub fn stats_line(now: &Snapshot, last: &Snapshot, secs: f64) -> String {
         rate(s.udp_datagrams_in, l.udp_datagrams_in),
         rate(s.udp_datagrams_out, l.udp_datagrams_out),
         rate(dropped(s), dropped(l)),
+        rate(s.udp_rcvbuf_drops, l.udp_rcvbuf_drops),
         now.pending_bytes,
         if now.accept_paused {
             "accepting paused"
@@ -180,12 +182,13 @@ mod tests {
         now.stats.bytes_out = 2_000;
         now.stats.udp_datagrams_in = 30;
         now.stats.udp_rate_limited = 10;
+        now.stats.udp_rcvbuf_drops = 8;
         let line = stats_line(&now, &Snapshot::default(), 2.0);
         assert_eq!(
             line,
             "stats: conns 3 open, 5 accepted, 2 closed, 0 rejected; \
-             tcp in 2.00 MB/s out 1.0 kB/s; udp in 15/s out 0/s dropped 5/s; \
-             pending 10 B; accepting"
+             tcp in 2.00 MB/s out 1.0 kB/s; udp in 15/s out 0/s dropped 5/s \
+             rcvbuf-dropped 4/s; pending 10 B; accepting"
         );
     }
 

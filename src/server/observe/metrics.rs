@@ -383,6 +383,7 @@ pub fn render(t: &Snapshot, loops: usize, uptime: Duration) -> String {
             ("{reason=\"refused_port\"}", s.udp_refused_ports),
             ("{reason=\"rate_limited\"}", s.udp_rate_limited),
             ("{reason=\"refused_size\"}", s.udp_refused_size),
+            ("{reason=\"receive_buffer\"}", s.udp_rcvbuf_drops),
         ],
     );
     metric(

@@ -54,6 +54,10 @@ pub struct Stats {
     /// than the request (daytime to a short datagram) and amplification is
     /// not allowed.
     pub udp_refused_size: u64,
+    /// UDP datagrams the kernel dropped at our sockets before we read
+    /// them, the receive buffer full: not bumped but read from the kernel
+    /// (`SO_MEMINFO`) when figures are wanted and before the sockets close.
+    pub udp_rcvbuf_drops: u64,
 }
 
 impl Stats {
@@ -79,6 +83,7 @@ impl Stats {
             udp_refused_ports,
             udp_rate_limited,
             udp_refused_size,
+            udp_rcvbuf_drops,
         } = *other;
         self.tcp_accepted += tcp_accepted;
         self.tcp_closed += tcp_closed;
@@ -99,6 +104,7 @@ impl Stats {
         self.udp_refused_ports += udp_refused_ports;
         self.udp_rate_limited += udp_rate_limited;
         self.udp_refused_size += udp_refused_size;
+        self.udp_rcvbuf_drops += udp_rcvbuf_drops;
     }
 }
 
@@ -106,7 +112,7 @@ impl fmt::Display for Stats {
     /// One line, grep-friendly: `tcp accepted 3 closed 3 (reset 0, error 0,
     /// forced 0, idle 0, stalled 0) rejected 0, bytes in 12 out 12; udp in 2
     /// out 2 dropped 0 errors 0 refused-port 0 rate-limited 0
-    /// refused-size 0`. Every
+    /// refused-size 0 rcvbuf-dropped 0`. Every
     /// rejection, drop and forced close has its place here.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -114,7 +120,7 @@ impl fmt::Display for Stats {
             "tcp accepted {} closed {} (reset {}, error {}, forced {}, cut {} B, idle {}, stalled {}) \
              rejected {}, bytes in {} out {}; \
              udp in {} out {} dropped {} errors {} refused-port {} rate-limited {} \
-             refused-size {}",
+             refused-size {} rcvbuf-dropped {}",
             self.tcp_accepted,
             self.tcp_closed,
             self.tcp_resets,
@@ -133,6 +139,7 @@ impl fmt::Display for Stats {
             self.udp_refused_ports,
             self.udp_rate_limited,
             self.udp_refused_size,
+            self.udp_rcvbuf_drops,
         )
     }
 }
@@ -152,6 +159,7 @@ mod tests {
             udp_refused_ports: 16,
             udp_rate_limited: 17,
             udp_refused_size: 18,
+            udp_rcvbuf_drops: 19,
             ..Stats::default()
         };
         let line = s.to_string();
@@ -164,6 +172,7 @@ mod tests {
             "refused-port 16",
             "rate-limited 17",
             "refused-size 18",
+            "rcvbuf-dropped 19",
         ] {
             assert!(line.contains(needle), "{needle} missing from: {line}");
         }

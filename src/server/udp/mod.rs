@@ -95,6 +95,21 @@ impl UdpEndpoint {
         &self.addrs
     }
 
+    /// Datagrams the kernel has dropped at these sockets, their receive
+    /// buffers full, since they were bound; `None` without sockets or
+    /// where the kernel does not say. One syscall per socket: asked only
+    /// when figures are wanted, never per datagram.
+    pub fn rcvbuf_drops(&self) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        if self.sockets.is_empty() {
+            return None;
+        }
+        self.sockets
+            .iter()
+            .map(|s| crate::net::socket_drops(s.as_raw_fd()))
+            .sum()
+    }
+
     /// Closes the sockets (shutdown): datagrams are no longer answered.
     pub fn close(&mut self, registry: &Registry) {
         for mut socket in self.sockets.drain(..) {
