@@ -56,6 +56,11 @@ pub struct MergeArgs {
     /// Print one JSON object on stdout, in the schema of `load --json`
     #[arg(long)]
     pub json: bool,
+
+    /// Draw the latency percentile curve of the whole test and of each
+    /// part into an SVG
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// `echo-reactor compare`.

@@ -68,7 +68,6 @@ fn run_load(args: &LoadArgs) -> ExitCode {
         let mut cmd = cli.find_subcommand("load").cloned().unwrap_or(cli);
         cmd.error(clap::error::ErrorKind::ValueValidation, e).exit();
     }
-    let started = std::time::SystemTime::now();
     let (stop, signal) = stop_on_signals();
     let is_live = std::io::stderr().is_terminal();
     let result = if is_live {
@@ -127,7 +126,7 @@ fn run_load(args: &LoadArgs) -> ExitCode {
         eprintln!("echo-reactor load: {why}");
         return ExitCode::FAILURE;
     }
-    if report.failure.is_none() && !save_run(args, &config, &report, started) {
+    if report.failure.is_none() && !save_run(args, &config, &report) {
         return ExitCode::FAILURE;
     }
     code
@@ -147,18 +146,13 @@ fn print_report(text: &str) -> Result<(), String> {
 }
 
 /// Writes `--hdr-log` and `--plot`; false (after saying why) if one failed.
-fn save_run(
-    args: &LoadArgs,
-    config: &load::LoadConfig,
-    report: &Report,
-    started: std::time::SystemTime,
-) -> bool {
+fn save_run(args: &LoadArgs, config: &load::LoadConfig, report: &Report) -> bool {
     let title = load::output::describe(config);
     let mut ok = true;
     if let Some(path) = &args.hdr_log {
         let written = std::fs::File::create(path).and_then(|f| {
             let mut w = std::io::BufWriter::new(f);
-            load::output::write_hdr_log(report, &title, started, &mut w)?;
+            load::output::write_hdr_log(report, &title, &mut w)?;
             w.flush()
         });
         if let Err(e) = written {
@@ -167,7 +161,7 @@ fn save_run(
         }
     }
     if let Some(path) = &args.plot {
-        if let Err(e) = load::output::plot_svg(report, &title, path) {
+        if let Err(e) = load::plot::run_svg(report, &title, path) {
             eprintln!("echo-reactor load: cannot write {}: {e}", path.display());
             ok = false;
         }
@@ -244,6 +238,13 @@ fn merge(args: &MergeArgs) -> ExitCode {
     if let Err(why) = print_report(&text) {
         eprintln!("echo-reactor merge: {why}");
         return ExitCode::FAILURE;
+    }
+    if let Some(path) = &args.plot {
+        let title = load::output::describe_merged(&report, parts.len());
+        if let Err(e) = load::plot::merged_svg(&report, &parts, &title, path) {
+            eprintln!("echo-reactor merge: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
     }
     match report.failure_summary() {
         None => ExitCode::SUCCESS,

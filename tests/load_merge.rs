@@ -315,6 +315,48 @@ fn merge_refuses_parts_of_another_test_and_names_the_file() {
 }
 
 #[test]
+fn merge_plot_draws_the_whole_and_each_part_from_their_histograms() {
+    let scratch = Scratch::new("plot");
+    let mut files: Vec<String> = (0..3)
+        .map(|i| scratch.write(&format!("p{i}.json"), &part(i, Duration::ZERO).to_json()))
+        .collect();
+    let svg = scratch.0.join("merged.svg").display().to_string();
+    files.extend(["--plot".to_string(), svg.clone()]);
+    let out = merge_files(&files, true);
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert_eq!(count(&parse(out.stdout.trim()), &["messages"]), 300);
+    let text = std::fs::read_to_string(&svg).expect("the plot was written");
+    assert!(text.trim_end().ends_with("</svg>"));
+    for needle in [
+        "echo-reactor merge tcp://127.0.0.1:7007: 9 conns",
+        "3 parts",
+        "whole test (300 replies)",
+        "segment 0/3",
+        "segment 2/3",
+        "99.9%",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in the SVG");
+    }
+    // One curve for the whole, one for each part.
+    assert!(text.matches("<polyline").count() >= 4, "{text}");
+    let out = merge_files(
+        &[
+            files[0].clone(),
+            files[1].clone(),
+            files[2].clone(),
+            "--plot".into(),
+            "/nonexistent-dir/m.svg".into(),
+        ],
+        false,
+    );
+    assert_eq!(out.code(), 1, "{out:#?}");
+    assert!(
+        out.stderr.contains("cannot write /nonexistent-dir/m.svg"),
+        "{out:#?}"
+    );
+}
+
+#[test]
 fn merge_of_a_failed_part_exits_1_and_says_which() {
     let scratch = Scratch::new("failed");
     let mut failed = part(1, Duration::ZERO);

@@ -1,6 +1,7 @@
 //! What a load run leaves behind: the HdrHistogram interval log read back
-//! with the hdrhistogram crate's own parser, the SVG plot, and `compare`
-//! over saved JSON reports.
+//! with the hdrhistogram crate's own parser (its untagged histograms are
+//! the report's, the warm-up's tagged apart), the SVG plot with what lies
+//! outside the window shaded, and `compare` over saved JSON reports.
 
 mod common;
 
@@ -34,49 +35,65 @@ fn load(server: &ServerProcess, extra: &[&str]) -> Finished {
 }
 
 #[test]
-fn hdr_log_reads_back_with_the_standard_parser() {
+fn hdr_log_untagged_histograms_add_up_to_the_report_exactly() {
     let dir = scratch("hdrlog");
     let log_path = dir.join("run.hlog");
     let server = start_server(&[]);
-    let out = load(&server, &["--hdr-log", log_path.to_str().expect("utf-8")]);
+    let out = load(
+        &server,
+        &[
+            "--warmup",
+            "1",
+            "--hdr-log",
+            log_path.to_str().expect("utf-8"),
+        ],
+    );
     assert_eq!(out.code(), 0, "{}", out.stderr);
-    let sent = json_number(&out.stdout, "sent");
     let measured = json_number(&out.stdout, "messages");
 
     let text = std::fs::read(&log_path).expect("the log was written");
     let mut deserializer = Deserializer::new();
-    let mut total: Histogram<u64> = Histogram::new(3).expect("histogram");
+    let mut window: Histogram<u64> = Histogram::new(3).expect("histogram");
+    let mut warmup: Histogram<u64> = Histogram::new(3).expect("histogram");
     let mut intervals = 0;
     let mut last_start = -1.0;
     for entry in IntervalLogIterator::new(&text) {
         match entry.expect("a well-formed log line") {
             LogEntry::Interval(iv) => {
-                intervals += 1;
                 let start = iv.start_timestamp().as_secs_f64();
-                assert!(start > last_start, "intervals in order");
-                last_start = start;
-                assert!((0.5..=1.5).contains(&iv.duration().as_secs_f64()) || intervals > 2);
                 let bytes = base64_decode(iv.encoded_histogram());
                 let h: Histogram<u64> = deserializer
                     .deserialize(&mut bytes.as_slice())
                     .expect("a histogram the crate can read");
-                total.add(&h).expect("add");
+                match iv.tag().map(|t| t.as_str()) {
+                    None => {
+                        intervals += 1;
+                        assert!(start > last_start, "intervals in order");
+                        last_start = start;
+                        window.add(&h).expect("add");
+                    }
+                    Some("warmup") => warmup.add(&h).expect("add"),
+                    Some(other) => panic!("unknown tag {other}"),
+                }
             }
             LogEntry::StartTime(_) | LogEntry::BaseTime(_) => {}
         }
     }
-    assert!(intervals >= 2, "one interval a second: {intervals}");
-    // Every reply of the run, ramp and drain included: at least the
-    // measured ones, at most those sent in the window plus what the ramp
-    // exchanged before it opened (at the run's rate, with two pipelines'
-    // worth in flight at the edges).
-    let count = total.len() as f64;
-    let ramp = json_number(&out.stdout, "ramp_s").max(0.001);
-    let before_window = ramp * json_number(&out.stdout, "msgs_per_sec") * 2.0 + 40.0;
-    assert!(
-        count >= measured && count <= sent + before_window,
-        "log {count}, measured {measured}, sent {sent}, ramp {ramp} s"
-    );
+    assert!(intervals >= 3, "one interval a second: {intervals}");
+    // Untagged: exactly the replies the report counts, so the same
+    // percentiles; the warm-up's replies are tagged apart.
+    assert_eq!(window.len() as f64, measured, "{}", out.stdout);
+    for (q, key) in [(0.5, "p50"), (0.99, "p99")] {
+        assert_eq!(
+            window.value_at_quantile(q) as f64,
+            json_number(&out.stdout, key)
+        );
+    }
+    assert_eq!(window.max() as f64, json_number(&out.stdout, "max"));
+    assert!(!warmup.is_empty(), "a second of warm-up replies, tagged");
+    let comments = String::from_utf8_lossy(&text);
+    assert!(comments.contains("#window: "), "{comments}");
+    assert!(comments.contains("Tag=warmup"), "{comments}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -102,7 +119,10 @@ fn plot_is_an_svg_naming_the_target_and_settings() {
     let dir = scratch("plot");
     let svg = dir.join("run.svg");
     let server = start_server(&[]);
-    let out = load(&server, &["--plot", svg.to_str().expect("utf-8")]);
+    let out = load(
+        &server,
+        &["--warmup", "1", "--plot", svg.to_str().expect("utf-8")],
+    );
     assert_eq!(out.code(), 0, "{}", out.stderr);
     let text = std::fs::read_to_string(&svg).expect("the plot was written");
     assert!(
@@ -121,9 +141,15 @@ fn plot_is_an_svg_naming_the_target_and_settings() {
         "msgs/s",
         "99.9%",
         "<polyline",
+        "p50 and p99 latency of each second",
+        "outside the measured window",
     ] {
         assert!(text.contains(needle), "no {needle:?} in the SVG");
     }
+    // The warm-up before the window, and the drain after it, are shaded
+    // in both time panels.
+    let shaded = text.matches("fill=\"#E1E1E1\"").count();
+    assert!(shaded >= 2, "{shaded} shaded spans");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

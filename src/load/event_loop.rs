@@ -652,10 +652,8 @@ impl Loop {
         };
         slot.up = self.up;
         slot.errors = self.tally.errors.total();
-        slot.recent_messages += std::mem::take(&mut self.tally.recent_messages);
-        if let Some(h) = &mut self.tally.recent_latency {
-            let _ = slot.recent_latency.add(&*h);
-            h.reset();
+        if let Some(recent) = &mut self.tally.recent {
+            slot.recent.take_from(recent);
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod hdr_v2;
 pub mod merge;
 pub mod output;
 pub mod payload;
+pub mod plot;
 pub mod report;
 mod report_json;
 mod report_text;
@@ -32,12 +33,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use hdrhistogram::Histogram;
 use log::info;
 
 use crate::mode::Mode;
 use event_loop::Loop;
-pub use report::{Interval, Report, TestSettings, WallWindow};
+pub use report::{Completions, Interval, Recent, Report, TestSettings, WallWindow};
 pub use report_text::percentile_distribution;
 use split::Segment;
 
@@ -547,8 +547,7 @@ impl Clock {
 struct LoopFigures {
     up: u64,
     errors: u64,
-    recent_messages: u64,
-    recent_latency: Histogram<u64>,
+    recent: Recent,
 }
 
 /// Where the loops publish their recent figures, one slot per loop; the
@@ -573,8 +572,7 @@ fn run_inner(
                 .map(|_| LoopFigures {
                     up: 0,
                     errors: 0,
-                    recent_messages: 0,
-                    recent_latency: report::new_histogram(),
+                    recent: Recent::default(),
                 })
                 .collect(),
         ))
@@ -662,6 +660,7 @@ fn run_inner(
             intervals.push(take_progress(board, now - started, now - last_report, planned).1);
         }
         merged.intervals = intervals;
+        merged.run_start = Some(clock.wall);
         match first_failure {
             Some(e) => Err(e),
             None => Ok(merged),
@@ -688,8 +687,7 @@ fn take_progress(
     let mut interval = Interval {
         start: elapsed.saturating_sub(since_last),
         length: since_last,
-        messages: 0,
-        latency: report::new_histogram(),
+        completed: Recent::default(),
     };
     let Ok(mut slots) = board.lock() else {
         return (p, interval);
@@ -697,15 +695,15 @@ fn take_progress(
     for s in slots.iter_mut() {
         p.connections_up += s.up;
         p.errors += s.errors;
-        interval.messages += std::mem::take(&mut s.recent_messages);
-        let _ = interval.latency.add(&s.recent_latency);
-        s.recent_latency.reset();
+        interval.completed.take_from(&mut s.recent);
     }
-    p.msgs_per_sec = interval.msgs_per_sec();
-    p.p99_us = if interval.latency.is_empty() {
+    p.msgs_per_sec = interval.all_per_sec();
+    let mut all = interval.completed.measured.latency.clone();
+    let _ = all.add(&interval.completed.unmeasured.latency);
+    p.p99_us = if all.is_empty() {
         0
     } else {
-        interval.latency.value_at_quantile(0.99)
+        all.value_at_quantile(0.99)
     };
     (p, interval)
 }

@@ -1,168 +1,104 @@
 //! What a load run leaves behind besides its report: the HdrHistogram
-//! interval log (`--hdr-log`), an SVG picture (`--plot`), and the side by
-//! side comparison of saved JSON reports (`echo-reactor compare`).
+//! interval log (`--hdr-log`), the one-line description of a run that
+//! titles it and the SVG picture (`plot`), and the side by side
+//! comparison of saved JSON reports (`echo-reactor compare`).
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::path::Path;
 use std::time::SystemTime;
 
-use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
-use plotters::prelude::*;
 
 use super::report_json::ReportJson;
-use super::{LoadConfig, Report};
+use super::{LoadConfig, Report, TestSettings};
 
-/// Writes the run's intervals as an HdrHistogram interval log: a comment
-/// naming the run, a start time, and one compressed histogram per
-/// interval (values in microseconds; the max column in milliseconds), the
-/// format `HistogramLogProcessor` and the other HdrHistogram tools read
-/// and merge.
+/// The tag of the histograms of replies the report leaves out: to
+/// messages sent before the measured window (ramp, warm-up).
+pub const UNMEASURED_TAG: &str = "warmup";
+
+/// Writes the run's intervals as an HdrHistogram interval log: comments
+/// naming the run, what the histograms hold and where the window lies, a
+/// start time, and for each interval (values in microseconds; the max
+/// column in milliseconds) one untagged histogram of the replies the
+/// report counts, so that the untagged histograms add up to the report's
+/// exactly (`HistogramLogProcessor`, which reads untagged ones by
+/// default, gives the report's percentiles), and, when there were any,
+/// one tagged [`UNMEASURED_TAG`] of the replies it leaves out.
 ///
 /// # Errors
 ///
 /// Writing or encoding failed.
-pub fn write_hdr_log(
-    report: &Report,
-    title: &str,
-    started: SystemTime,
-    out: &mut impl Write,
-) -> io::Result<()> {
+pub fn write_hdr_log(report: &Report, title: &str, out: &mut impl Write) -> io::Result<()> {
+    let started = report.run_start.unwrap_or_else(SystemTime::now);
     let mut serializer = V2DeflateSerializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
     builder
         .add_comment(&format!("echo-reactor load: {title}"))
         .add_comment("values in microseconds")
+        .add_comment(
+            "untagged: replies to the messages of the measured window, by the second they \
+             completed in (the drain's included); they add up to the report's messages",
+        )
+        .add_comment(&format!(
+            "Tag={UNMEASURED_TAG}: replies to messages sent before the window (ramp, \
+             --start-at, warm-up), which the report leaves out"
+        ));
+    let window = match report.window_offsets() {
+        Some((start, end)) => format!(
+            "window: {:.3} s to {:.3} s after StartTime; before it the ramp and warm-up, \
+             after it the drain",
+            start.as_secs_f64(),
+            end.as_secs_f64()
+        ),
+        None => "window: none (the run never measured)".into(),
+    };
+    builder
+        .add_comment(&window)
         .with_start_time(started)
         .with_base_time(started)
         .with_max_value_divisor(1000.0);
     let mut log = builder.begin_log_with(out, &mut serializer)?;
+    let unmeasured = Tag::new(UNMEASURED_TAG);
+    let other = |e| io::Error::other(format!("{e:?}"));
     for iv in &report.intervals {
-        log.write_histogram(&iv.latency, iv.start, iv.length, None)
-            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        let c = &iv.completed;
+        log.write_histogram(&c.measured.latency, iv.start, iv.length, None)
+            .map_err(other)?;
+        if c.unmeasured.messages > 0 {
+            log.write_histogram(&c.unmeasured.latency, iv.start, iv.length, unmeasured)
+                .map_err(other)?;
+        }
     }
     Ok(())
 }
 
 /// A one-line description of a run's settings, for titles.
 pub fn describe(config: &LoadConfig) -> String {
-    let pace = match config.rate {
+    describe_test(&config.target.to_string(), &config.test_settings())
+}
+
+/// The same description of a merged test, from the settings its parts
+/// carried, with how many parts there were.
+pub fn describe_merged(report: &Report, parts: usize) -> String {
+    let target = format!("{}://{}", report.proto, report.target);
+    match &report.settings {
+        Some(t) => format!("{}, {parts} parts", describe_test(&target, t)),
+        None => format!("{target}, {parts} parts"),
+    }
+}
+
+fn describe_test(target: &str, t: &TestSettings) -> String {
+    let pace = match t.rate {
         Some(r) => format!("open loop {r} msgs/s"),
-        None => format!("closed loop, pipeline {}", config.pipeline),
+        None => format!("closed loop, pipeline {}", t.pipeline),
     };
     format!(
-        "{}: {} conns, {} B, {pace}, {} s",
-        config.target,
-        config.connections,
-        config.size,
-        config.duration.as_secs_f64()
+        "{target}: {} conns, {} B, {pace}, {} s",
+        t.connections,
+        t.size,
+        t.duration.as_secs_f64()
     )
-}
-
-/// The percentile a position on the plot's x axis stands for:
-/// `x = log10(1 / (1 - p))`, so 0 is the median's left (0%), 1 is 90%,
-/// 2 is 99%, 3 is 99.9%: each tail decade gets the same width, as
-/// HdrHistogram's plots draw it.
-fn percentile_label(x: f64) -> String {
-    let p = 100.0 * (1.0 - 10f64.powf(-x));
-    let s = format!("{p:.4}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    format!("{s}%")
-}
-
-/// Draws the latency percentile curve and the rate over time into an SVG.
-///
-/// # Errors
-///
-/// The file could not be written.
-pub fn plot_svg(report: &Report, title: &str, path: &Path) -> io::Result<()> {
-    let err = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
-    let root = SVGBackend::new(path, (1000, 860)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let root = root
-        .titled(&format!("echo-reactor load {title}"), ("sans-serif", 20))
-        .map_err(|e| err(&e))?;
-    let (upper, lower) = root.split_vertically(430);
-
-    // Latency by percentile: x = log10(1/(1-p)) up to the last recorded one.
-    let mut points: Vec<(f64, f64)> = Vec::new();
-    for v in report.latency.iter_quantiles(2) {
-        let q = v.quantile_iterated_to();
-        let x = if q >= 1.0 {
-            6.0
-        } else {
-            (-(1.0 - q).log10()).min(6.0)
-        };
-        points.push((x, v.value_iterated_to() as f64 / 1000.0));
-    }
-    let x_max = points.iter().map(|p| p.0).fold(2.0, f64::max).ceil();
-    let y_max = points.iter().map(|p| p.1).fold(0.001, f64::max) * 1.1;
-    let caption = format!(
-        "latency by percentile ({} replies, max {:.2} ms)",
-        report.latency.len(),
-        report.latency.max() as f64 / 1000.0
-    );
-    let mut chart = panel(&upper, caption)
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_labels(x_max as usize + 1)
-        .x_label_formatter(&|x| percentile_label(*x))
-        .x_desc("percentile (log scale of 1/(1-p))")
-        .y_desc("latency (ms)")
-        .draw()
-        .map_err(|e| err(&e))?;
-    chart
-        .draw_series(LineSeries::new(points, BLUE.stroke_width(2)))
-        .map_err(|e| err(&e))?;
-
-    // Rate over time, one point per interval at its end. The last, partial
-    // interval (the drain) is too short for a meaningful rate.
-    let rates: Vec<(f64, f64)> = report
-        .intervals
-        .iter()
-        .filter(|iv| iv.length.as_secs_f64() >= 0.5)
-        .map(|iv| ((iv.start + iv.length).as_secs_f64(), iv.msgs_per_sec()))
-        .collect();
-    let t_max = rates.iter().map(|p| p.0).fold(1.0, f64::max);
-    let r_max = rates.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
-    let caption = format!(
-        "replies per second (run average {:.0})",
-        report.msgs_per_sec()
-    );
-    let mut chart = panel(&lower, caption)
-        .build_cartesian_2d(0f64..t_max, 0f64..r_max)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("time since start (s)")
-        .y_desc("msgs/s")
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .draw()
-        .map_err(|e| err(&e))?;
-    chart
-        .draw_series(LineSeries::new(rates, RED.stroke_width(2)))
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
-}
-
-/// One of the picture's two panels: its caption, margins and room for the
-/// axis labels, the same for both.
-fn panel<'a, 'b>(
-    area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
-    caption: String,
-) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
-    let mut builder = ChartBuilder::on(area);
-    builder
-        .caption(caption, ("sans-serif", 16))
-        .margin(15)
-        .margin_right(45)
-        .x_label_area_size(40)
-        .y_label_area_size(70);
-    builder
 }
 
 /// The figures `compare` reads from a saved `--json` report.
@@ -302,12 +238,5 @@ mod tests {
         assert!(t.contains("1500 (1.50x)"), "{t}");
         assert!(t.contains("20 (0.50x)"), "{t}");
         assert_eq!(t.lines().count(), 8);
-    }
-
-    #[test]
-    fn percentile_labels_read_as_percent() {
-        assert_eq!(percentile_label(0.0), "0%");
-        assert_eq!(percentile_label(1.0), "90%");
-        assert_eq!(percentile_label(3.0), "99.9%");
     }
 }

@@ -207,6 +207,9 @@ pub struct Report {
     /// The run second by second (warmup and drain included), when the
     /// configuration asked for them (`--hdr-log`, `--plot`).
     pub intervals: Vec<Interval>,
+    /// When the run began by the wall clock, the origin of the intervals'
+    /// times; `None` for reports read back or merged.
+    pub run_start: Option<SystemTime>,
     /// Which part of a split test this report covers; [`Segment::WHOLE`]
     /// for a test run by one process, or merged from all its parts.
     pub segment: Segment,
@@ -224,24 +227,84 @@ pub struct Report {
     pub failed_parts: Vec<String>,
 }
 
-/// About one second of a run: when it began, how long it was, the replies
-/// that completed in it and their latencies.
+/// Replies that completed over some span: how many, and their latencies
+/// in microseconds.
 #[derive(Debug, Clone)]
-pub struct Interval {
-    /// From the start of the run.
-    pub start: Duration,
-    /// Its length (about a second).
-    pub length: Duration,
+pub struct Completions {
     /// Replies completed.
     pub messages: u64,
     /// Their latencies, in microseconds.
     pub latency: Histogram<u64>,
 }
 
+impl Default for Completions {
+    fn default() -> Self {
+        Completions {
+            messages: 0,
+            latency: new_histogram(),
+        }
+    }
+}
+
+impl Completions {
+    /// One more reply, `micros` after its message was sent (or due).
+    pub fn record(&mut self, micros: u64) {
+        self.messages += 1;
+        self.latency.saturating_record(micros);
+    }
+
+    /// Moves `other`'s replies into these, leaving it empty.
+    pub fn take_from(&mut self, other: &mut Completions) {
+        self.messages = self.messages.saturating_add(other.messages);
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        other.messages = 0;
+        other.latency.reset();
+    }
+}
+
+/// Replies completed over some span, split as the report counts them.
+#[derive(Debug, Clone, Default)]
+pub struct Recent {
+    /// Replies to messages of the measured window: what the report
+    /// counts, wherever they completed (the drain included).
+    pub measured: Completions,
+    /// Replies to messages sent before the window (ramp, the wait for
+    /// `--start-at`, warm-up), which the report leaves out.
+    pub unmeasured: Completions,
+}
+
+impl Recent {
+    /// Moves `other`'s replies into these, leaving it empty.
+    pub fn take_from(&mut self, other: &mut Recent) {
+        self.measured.take_from(&mut other.measured);
+        self.unmeasured.take_from(&mut other.unmeasured);
+    }
+}
+
+/// About one second of a run: when it began, how long it was, the replies
+/// that completed in it, measured or not. Over all intervals, the
+/// measured replies are exactly the report's `messages` and `latency`.
+#[derive(Debug, Clone)]
+pub struct Interval {
+    /// From the start of the run.
+    pub start: Duration,
+    /// Its length (about a second).
+    pub length: Duration,
+    /// The replies that completed in it.
+    pub completed: Recent,
+}
+
 impl Interval {
-    /// Replies per second in this interval.
+    /// Measured replies per second in this interval.
     pub fn msgs_per_sec(&self) -> f64 {
-        per_sec(self.messages, self.length)
+        per_sec(self.completed.measured.messages, self.length)
+    }
+
+    /// Replies per second in this interval, measured or not.
+    pub fn all_per_sec(&self) -> f64 {
+        let c = &self.completed;
+        per_sec(c.measured.messages + c.unmeasured.messages, self.length)
     }
 }
 
@@ -270,6 +333,7 @@ impl Report {
             failure: None,
             interrupted: false,
             intervals: Vec::new(),
+            run_start: None,
             segment: Segment::WHOLE,
             rate: None,
             window: None,
@@ -347,6 +411,15 @@ impl Report {
             self.first_error.clone_from(&o.first_error);
         }
         Ok(())
+    }
+
+    /// The measured window as offsets from the run's start (`run_start`),
+    /// the frame of the intervals; `None` for a run that never measured,
+    /// or a report read back.
+    pub fn window_offsets(&self) -> Option<(Duration, Duration)> {
+        let (start, w) = (self.run_start?, self.window?);
+        let offset = |t: SystemTime| t.duration_since(start).unwrap_or_default();
+        Some((offset(w.start), offset(w.end)))
     }
 
     /// Messages per second over the measured window.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::load::report::Errors;
+use crate::load::report::{Errors, Recent};
 use crate::mode::Mode;
 
 /// Most messages one open-loop client has in flight before it waits for
@@ -121,16 +121,15 @@ pub struct Tally {
     pub rcvbuf_drops: u64,
     /// Latency of each measured message, in microseconds.
     pub latency: Histogram<u64>,
-    /// Replies completed since the last progress report (measured or not).
-    pub recent_messages: u64,
-    /// Their latencies, kept only when progress is reported.
-    pub recent_latency: Option<Histogram<u64>>,
+    /// Replies completed since the loop last published, measured or not;
+    /// kept only when someone reads them (progress line, intervals).
+    pub recent: Option<Recent>,
     /// The first error, described for people.
     pub first_error: Option<String>,
 }
 
 impl Tally {
-    /// Empty counters; `with_recent` keeps a second histogram for progress.
+    /// Empty counters; `with_recent` keeps the recent completions too.
     pub fn new(with_recent: bool) -> Tally {
         Tally {
             messages: 0,
@@ -142,8 +141,7 @@ impl Tally {
             mismatch_upper: 0,
             rcvbuf_drops: 0,
             latency: crate::load::report::new_histogram(),
-            recent_messages: 0,
-            recent_latency: with_recent.then(crate::load::report::new_histogram),
+            recent: with_recent.then(Recent::default),
             first_error: None,
         }
     }
@@ -153,11 +151,14 @@ impl Tally {
         let micros = u64::try_from(now.saturating_duration_since(stamp).as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        self.recent_messages += 1;
-        if let Some(h) = &mut self.recent_latency {
-            h.saturating_record(micros);
+        let is_measured = window.contains(stamp);
+        if let Some(r) = &mut self.recent {
+            match is_measured {
+                true => r.measured.record(micros),
+                false => r.unmeasured.record(micros),
+            }
         }
-        if window.contains(stamp) {
+        if is_measured {
             self.messages += 1;
             self.bytes += size as u64;
             self.latency.saturating_record(micros);

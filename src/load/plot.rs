@@ -1,0 +1,341 @@
+//! The SVG pictures, drawn with plotters: a run's (`load --plot`) and a
+//! merged test's (`merge --plot`). A run's has the latency percentile
+//! curve of the report's histogram, then p50 and p99 and the replies per
+//! second over time, with what lies outside the measured window (the
+//! warm-up before it, the drain after it) shaded. A merged test's has the
+//! percentile curve of the whole beside each part's: the parts' reports
+//! carry their histograms, not their seconds.
+//!
+//! No figures are worked out here; they are the report's.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::merge::Part;
+use super::report::{Interval, Report};
+
+/// Light grey for what lies outside the measured window.
+const OUTSIDE: RGBColor = RGBColor(225, 225, 225);
+
+/// Grey for the replies the report leaves out.
+const UNMEASURED: RGBColor = RGBColor(150, 150, 150);
+
+/// Colours for the parts of a merged test, in turn.
+const PART_COLORS: [RGBColor; 6] = [
+    RGBColor(230, 120, 30),
+    RGBColor(40, 160, 60),
+    RGBColor(200, 40, 40),
+    RGBColor(140, 80, 190),
+    RGBColor(30, 170, 190),
+    RGBColor(150, 110, 60),
+];
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+fn err(e: &dyn std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Draws a run: the percentile curve above p50/p99 over time above the
+/// replies per second, the time panels shaded outside the window.
+///
+/// # Errors
+///
+/// The file could not be written.
+pub fn run_svg(report: &Report, title: &str, path: &Path) -> io::Result<()> {
+    let root = SVGBackend::new(path, (1000, 1290)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let root = root
+        .titled(&format!("echo-reactor load {title}"), ("sans-serif", 20))
+        .map_err(|e| err(&e))?;
+    let (upper, rest) = root.split_vertically(430);
+    let (middle, lower) = rest.split_vertically(420);
+    let caption = format!(
+        "latency by percentile, measured window ({} replies, max {:.2} ms)",
+        report.latency.len(),
+        report.latency.max() as f64 / 1000.0
+    );
+    percentile_panel(&upper, caption, &[(&report.latency, BLUE, 2, None)])?;
+    let window = report.window_offsets();
+    latency_over_time(&middle, &report.intervals, window)?;
+    rate_over_time(&lower, report, window)?;
+    root.present().map_err(|e| err(&e))
+}
+
+/// Draws a merged test: the percentile curve of the whole, and each
+/// part's beside it.
+///
+/// # Errors
+///
+/// The file could not be written.
+pub fn merged_svg(merged: &Report, parts: &[Part], title: &str, path: &Path) -> io::Result<()> {
+    let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let root = root
+        .titled(&format!("echo-reactor merge {title}"), ("sans-serif", 20))
+        .map_err(|e| err(&e))?;
+    let whole = format!("whole test ({} replies)", merged.latency.len());
+    let names: Vec<String> = parts
+        .iter()
+        .map(|p| format!("segment {} ({})", p.report.segment, p.name))
+        .collect();
+    let mut curves = vec![(&merged.latency, BLUE, 3, Some(whole))];
+    for (i, (part, name)) in parts.iter().zip(&names).enumerate() {
+        let color = PART_COLORS[i % PART_COLORS.len()];
+        curves.push((&part.report.latency, color, 1, Some(name.clone())));
+    }
+    let caption = format!(
+        "latency by percentile, the whole test and its {} parts (max {:.2} ms)",
+        parts.len(),
+        merged.latency.max() as f64 / 1000.0
+    );
+    percentile_panel(&root, caption, &curves)?;
+    root.present().map_err(|e| err(&e))
+}
+
+/// One curve of the percentile panel: histogram, colour, width, label.
+type Curve<'h> = (&'h Histogram<u64>, RGBColor, u32, Option<String>);
+
+/// Latency by percentile, on HdrHistogram's log scale of 1/(1-p).
+fn percentile_panel(area: &Area<'_>, caption: String, curves: &[Curve<'_>]) -> io::Result<()> {
+    let lines: Vec<Vec<(f64, f64)>> = curves.iter().map(|c| percentile_points(c.0)).collect();
+    let x_max = lines
+        .iter()
+        .flatten()
+        .map(|p| p.0)
+        .fold(2.0, f64::max)
+        .ceil();
+    let y_max = lines.iter().flatten().map(|p| p.1).fold(0.001, f64::max) * 1.1;
+    let mut chart = panel(area, caption)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_labels(x_max as usize + 1)
+        .x_label_formatter(&|x| percentile_label(*x))
+        .x_desc("percentile (log scale of 1/(1-p))")
+        .y_desc("latency (ms)")
+        .draw()
+        .map_err(|e| err(&e))?;
+    let mut labelled = false;
+    for ((_, color, width, label), points) in curves.iter().zip(lines) {
+        let series = chart
+            .draw_series(LineSeries::new(points, color.stroke_width(*width)))
+            .map_err(|e| err(&e))?;
+        if let Some(label) = label {
+            let color = *color;
+            series
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+            labelled = true;
+        }
+    }
+    if labelled {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
+    Ok(())
+}
+
+/// The percentile curve's points: x = log10(1/(1-p)), y in ms.
+fn percentile_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    h.iter_quantiles(2)
+        .map(|v| {
+            let q = v.quantile_iterated_to();
+            let x = if q >= 1.0 {
+                6.0
+            } else {
+                (-(1.0 - q).log10()).min(6.0)
+            };
+            (x, v.value_iterated_to() as f64 / 1000.0)
+        })
+        .collect()
+}
+
+/// p50 and p99 of each second's replies (measured or not: what the
+/// server did then), at the second's end.
+fn latency_over_time(
+    area: &Area<'_>,
+    intervals: &[Interval],
+    window: Option<(Duration, Duration)>,
+) -> io::Result<()> {
+    let mut p50 = Vec::new();
+    let mut p99 = Vec::new();
+    for iv in intervals {
+        let mut all = iv.completed.measured.latency.clone();
+        let _ = all.add(&iv.completed.unmeasured.latency);
+        if all.is_empty() {
+            continue;
+        }
+        let t = (iv.start + iv.length).as_secs_f64();
+        p50.push((t, all.value_at_quantile(0.5) as f64 / 1000.0));
+        p99.push((t, all.value_at_quantile(0.99) as f64 / 1000.0));
+    }
+    let t_max = time_axis_end(intervals);
+    let y_max = p99.iter().map(|p| p.1).fold(0.001, f64::max) * 1.1;
+    let caption = "p50 and p99 latency of each second (shaded: outside the measured window)";
+    let mut chart = panel(area, caption.to_string())
+        .build_cartesian_2d(0f64..t_max, 0f64..y_max)
+        .map_err(|e| err(&e))?;
+    // The shade first: the grid and the lines go over it.
+    shade_outside(&mut chart, window, t_max, y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s)")
+        .y_desc("latency (ms)")
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (points, color, label) in [(p50, BLUE, "p50"), (p99, MAGENTA, "p99")] {
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))
+}
+
+/// Replies per second over time: those the report counts, and those it
+/// leaves out (ramp and warm-up traffic), one point per second at its
+/// end. The last, partial second (the drain's end) is too short for a
+/// meaningful rate.
+fn rate_over_time(
+    area: &Area<'_>,
+    report: &Report,
+    window: Option<(Duration, Duration)>,
+) -> io::Result<()> {
+    let whole: Vec<&Interval> = report
+        .intervals
+        .iter()
+        .filter(|iv| iv.length.as_secs_f64() >= 0.5)
+        .collect();
+    let at = |iv: &Interval| (iv.start + iv.length).as_secs_f64();
+    let measured: Vec<(f64, f64)> = whole.iter().map(|iv| (at(iv), iv.msgs_per_sec())).collect();
+    let unmeasured: Vec<(f64, f64)> = whole
+        .iter()
+        .map(|iv| (at(iv), iv.all_per_sec() - iv.msgs_per_sec()))
+        .collect();
+    let t_max = time_axis_end(&report.intervals);
+    let r_max = measured
+        .iter()
+        .chain(&unmeasured)
+        .map(|p| p.1)
+        .fold(1.0, f64::max)
+        * 1.1;
+    let caption = format!(
+        "replies per second (window average {:.0}; shaded: outside the measured window)",
+        report.msgs_per_sec()
+    );
+    let mut chart = panel(area, caption)
+        .build_cartesian_2d(0f64..t_max, 0f64..r_max)
+        .map_err(|e| err(&e))?;
+    shade_outside(&mut chart, window, t_max, r_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s)")
+        .y_desc("msgs/s")
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (points, color, label) in [
+        (measured, RED, "measured (the report's)"),
+        (unmeasured, UNMEASURED, "before the window (not counted)"),
+    ] {
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))
+}
+
+/// Where the time axis ends: the last interval's end, at least a second.
+fn time_axis_end(intervals: &[Interval]) -> f64 {
+    intervals
+        .iter()
+        .map(|iv| (iv.start + iv.length).as_secs_f64())
+        .fold(1.0, f64::max)
+}
+
+/// Shades the time before the window (ramp, warm-up) and after it (the
+/// drain); without a window, all of it.
+fn shade_outside<'a>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    window: Option<(Duration, Duration)>,
+    t_max: f64,
+    y_max: f64,
+) -> io::Result<()> {
+    let spans = match window {
+        Some((start, end)) => vec![(0.0, start.as_secs_f64()), (end.as_secs_f64(), t_max)],
+        None => vec![(0.0, t_max)],
+    };
+    chart
+        .draw_series(
+            spans
+                .into_iter()
+                .filter(|(a, b)| b > a)
+                .map(|(a, b)| Rectangle::new([(a, 0.0), (b, y_max)], OUTSIDE.filled())),
+        )
+        .map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// The percentile a position on the plot's x axis stands for:
+/// `x = log10(1 / (1 - p))`, so 0 is the median's left (0%), 1 is 90%,
+/// 2 is 99%, 3 is 99.9%: each tail decade gets the same width, as
+/// HdrHistogram's plots draw it.
+fn percentile_label(x: f64) -> String {
+    let p = 100.0 * (1.0 - 10f64.powf(-x));
+    let s = format!("{p:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}%")
+}
+
+/// One panel: its caption, margins and room for the axis labels, the same
+/// for all.
+fn panel<'a, 'b>(area: &'a Area<'b>, caption: String) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, ("sans-serif", 16))
+        .margin(15)
+        .margin_right(45)
+        .x_label_area_size(40)
+        .y_label_area_size(70);
+    builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_labels_read_as_percent() {
+        assert_eq!(percentile_label(0.0), "0%");
+        assert_eq!(percentile_label(1.0), "90%");
+        assert_eq!(percentile_label(3.0), "99.9%");
+    }
+}
