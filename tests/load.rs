@@ -248,6 +248,11 @@ fn udp_loss_of_ten_percent_is_measured_and_fails_by_default() {
     assert!((7.0..=13.0).contains(&loss), "loss {loss}%: {r}");
     assert_eq!(r.errors.hard(), 0, "{r}");
     assert!(!r.is_ok(), "10% is over the default 1%");
+    let why = r.failure_summary().expect("a reason");
+    assert!(
+        why.contains(&format!("loss {loss:.2}% above --max-loss 1%")),
+        "the threshold crossed is named: {why}"
+    );
     let mut lenient = r.clone();
     lenient.max_loss_percent = 20.0;
     assert!(lenient.is_ok());
