@@ -241,53 +241,19 @@ fn a_tcp_url_with_udp_is_a_usage_error_and_bad_addresses_name_localhost() {
     );
 }
 
-/// Runs `echo-reactor client ARGS` with `input` on stdin (fed from a
-/// thread, so a client that stops reading it cannot block the test),
-/// killed after `limit`: the exit code (`None` if it was killed), stdout,
-/// stderr and how long it ran.
+/// `echo-reactor client ARGS` with `input` on stdin, killed after
+/// `limit`: the exit code (`None` if it was killed), stdout, stderr and
+/// how long it ran.
 fn client_within(
     args: &[&str],
     input: Vec<u8>,
     limit: Duration,
 ) -> (Option<i32>, Vec<u8>, String, Duration) {
-    let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
-        .arg("client")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn client");
-    let mut stdin = child.stdin.take().expect("piped");
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut all = Vec::new();
-            let _ = pipe.read_to_end(&mut all);
-            all
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("piped")));
-    let err = drain(Box::new(child.stderr.take().expect("piped")));
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status.code();
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = started.elapsed();
-    let _ = feeder.join();
-    let stdout = out.join().unwrap_or_default();
-    let stderr = text(&err.join().unwrap_or_default());
-    (code, stdout, stderr, elapsed)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
+    cmd.arg("client").args(args);
+    let run = run_command(cmd, input, limit);
+    let code = run.status.and_then(|s| s.code());
+    (code, run.stdout.into_bytes(), run.stderr, run.elapsed)
 }
 
 /// A 16 MiB line of lowercase letters, then its line ending.

@@ -7,8 +7,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -121,24 +121,13 @@ fn every_connection_our_server_shuts_down_counts_as_closed_not_timeout() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let metrics: SocketAddr = server
-        .metrics
-        .as_deref()
-        .and_then(|u| u.strip_prefix("http://"))
-        .and_then(|u| u.strip_suffix("/metrics"))
-        .and_then(|a| a.parse().ok())
-        .expect("metrics address");
+    let metrics = server.metrics_addr();
     let url = format!("tcp://{}", server.tcp_addr());
     let conns = 200;
-    let load = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
-        .args(["load", &url, "-c", &conns.to_string(), "-d", "10", "--json"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn load");
-    let load = KillOnDrop(load);
+    let mut load = Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
+    load.args(["load", &url, "-c", &conns.to_string(), "-d", "10", "--json"])
+        .env("RUST_LOG", "warn");
+    let load = std::thread::spawn(move || run_command(load, Vec::new(), Duration::from_secs(40)));
     assert!(
         wait_until(IO_TIMEOUT, || {
             metric(metrics, "tcp_connections_open") == Some(conns)
@@ -147,46 +136,11 @@ fn every_connection_our_server_shuts_down_counts_as_closed_not_timeout() {
         server.stderr()
     );
     server.signal(libc::SIGTERM);
-    let (code, stdout, stderr) = load.finish(Duration::from_secs(30));
+    let run = load.join().expect("the load thread");
+    let (code, stdout, stderr) = (run.status.and_then(|s| s.code()), run.stdout, run.stderr);
     assert_eq!(code, Some(1), "closed connections fail the run: {stderr}");
     let v = parse(&stdout);
     assert_eq!(count(&v, &["connected"]), conns, "{v}");
     assert_eq!(count(&v, &["errors", "timeout"]), 0, "{v}");
     assert_eq!(count(&v, &["errors", "closed"]), conns, "{v}");
-}
-
-/// A child killed if the test fails before it ends.
-struct KillOnDrop(std::process::Child);
-
-impl KillOnDrop {
-    /// Waits up to `limit` for the exit; its code, stdout and stderr.
-    fn finish(mut self, limit: Duration) -> (Option<i32>, String, String) {
-        let deadline = Instant::now() + limit;
-        let code = loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                break status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "load did not end within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let mut out = String::new();
-        let mut err = String::new();
-        if let Some(mut s) = self.0.stdout.take() {
-            let _ = s.read_to_string(&mut out);
-        }
-        if let Some(mut s) = self.0.stderr.take() {
-            let _ = s.read_to_string(&mut err);
-        }
-        (code, out, err)
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

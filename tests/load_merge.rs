@@ -413,48 +413,13 @@ fn merge_reads_pdsh_output_from_stdin_among_log_lines() {
 /// the exit code (`None` for a signal, or killed after `IO_TIMEOUT`),
 /// stdout and stderr.
 fn merge_bounded(args: &[&str], stdin: Vec<u8>) -> (Option<i32>, String, String) {
-    let mut child = Command::new("prlimit")
-        .args(["--as=1073741824", "--"])
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--as=1073741824", "--"])
         .arg(env!("CARGO_BIN_EXE_echo-reactor"))
         .arg("merge")
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn prlimit merge");
-    let mut input = child.stdin.take().expect("piped");
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("piped")));
-    let err = drain(Box::new(child.stderr.take().expect("piped")));
-    let deadline = std::time::Instant::now() + IO_TIMEOUT;
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status.code();
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let _ = feeder.join();
-    (
-        code,
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    )
+        .args(args);
+    let run = run_command(cmd, stdin, IO_TIMEOUT);
+    (run.status.and_then(|s| s.code()), run.stdout, run.stderr)
 }
 
 /// A report as JSON with `edit` applied to it.

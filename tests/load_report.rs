@@ -14,6 +14,19 @@ use echo_reactor::load::{self, LoadConfig, Proto, Target};
 use echo_reactor::server::ServerConfig;
 use echo_reactor::Mode;
 
+/// Our server in process, on loopback, answering as `mode` does.
+fn serving(mode: Mode) -> InProcess {
+    start_in_process(ServerConfig {
+        service: Arc::new(mode),
+        ..loopback_config()
+    })
+}
+
+/// The JSON report a run printed.
+fn json(run: &Finished) -> serde_json::Value {
+    serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {run:#?}"))
+}
+
 #[test]
 fn sent_and_messages_count_the_same_window_despite_a_warmup() {
     let server = start_in_process(loopback_config());
@@ -102,10 +115,7 @@ fn the_latency_distribution_says_it_is_in_microseconds() {
 fn mismatches_count_the_windows_messages_and_never_exceed_sent() {
     // Every reply is wrong; the warm-up's and the ramp's are not the
     // window's, like their messages.
-    let server = start_in_process(ServerConfig {
-        service: Arc::new(Mode::Upper),
-        ..loopback_config()
-    });
+    let server = serving(Mode::Upper);
     let url = format!("tcp://{}", server.tcp[0]);
     let run = run_binary(
         &[
@@ -114,7 +124,7 @@ fn mismatches_count_the_windows_messages_and_never_exceed_sent() {
         IO_TIMEOUT,
     );
     assert_eq!(run.code(), 1, "{run:#?}");
-    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("JSON");
+    let v = json(&run);
     let (mismatch, sent) = (
         v["errors"]["mismatch"].as_u64().expect("a count"),
         v["sent"].as_u64().expect("a count"),
@@ -126,10 +136,7 @@ fn mismatches_count_the_windows_messages_and_never_exceed_sent() {
 
 #[test]
 fn a_run_with_no_reply_shows_no_percentiles() {
-    let server = start_in_process(ServerConfig {
-        service: Arc::new(Mode::Discard),
-        ..loopback_config()
-    });
+    let server = serving(Mode::Discard);
     let url = format!("tcp://{}", server.tcp[0]);
     let run = run_binary(
         &[
@@ -154,10 +161,7 @@ fn a_run_with_no_reply_shows_no_percentiles() {
 
 #[test]
 fn an_uppercasing_server_gets_a_hint_to_expect_upper() {
-    let server = start_in_process(ServerConfig {
-        service: Arc::new(Mode::Upper),
-        ..loopback_config()
-    });
+    let server = serving(Mode::Upper);
     for url in [
         format!("tcp://{}", server.tcp[0]),
         format!("udp://{}", server.udp[0]),
@@ -196,7 +200,7 @@ fn the_rate_asked_for_stands_beside_the_rate_achieved_and_falling_behind_is_said
         ],
         IO_TIMEOUT,
     );
-    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("JSON");
+    let v = json(&run);
     assert_eq!(v["behind"], true, "{v}");
     let share = v["achieved_share"].as_f64().expect("a share");
     assert!(share > 0.0 && share < 0.95, "{v}");
@@ -208,13 +212,13 @@ fn the_rate_asked_for_stands_beside_the_rate_achieved_and_falling_behind_is_said
         IO_TIMEOUT,
     );
     assert_eq!(run.code(), 0, "{run:#?}");
-    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("JSON");
+    let v = json(&run);
     assert_eq!(v["behind"], false, "{v}");
     let closed = run_binary(
         &["load", &url, "-c", "2", "-d", "0.3", "--json"],
         IO_TIMEOUT,
     );
-    let v: serde_json::Value = serde_json::from_str(closed.stdout.trim()).expect("JSON");
+    let v = json(&closed);
     assert_eq!(
         v["achieved_share"],
         serde_json::Value::Null,

@@ -176,13 +176,7 @@ fn datagrams_the_kernel_drops_before_the_server_reads_are_counted() {
             u.send_to(&[b'x'; 64], to).expect("send");
         }
     });
-    let metrics: SocketAddr = server
-        .metrics
-        .as_deref()
-        .and_then(|u| u.strip_prefix("http://"))
-        .and_then(|u| u.strip_suffix("/metrics"))
-        .and_then(|a| a.parse().ok())
-        .expect("metrics address");
+    let metrics = server.metrics_addr();
     let scrape = |series: &str| -> Option<u64> {
         use std::io::{Read, Write};
         let mut s = connect(metrics);

@@ -137,13 +137,7 @@ fn percentile_panel(area: &Area<'_>, caption: String, curves: &[Curve<'_>]) -> i
         }
     }
     if labelled {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(&e))?;
+        draw_legend(&mut chart)?;
     }
     Ok(())
 }
@@ -196,20 +190,7 @@ fn latency_over_time(
         .y_desc("latency (ms)")
         .draw()
         .map_err(|e| err(&e))?;
-    for (points, color, label) in [(p50, BLUE, "p50"), (p99, MAGENTA, "p99")] {
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))
+    draw_labelled(&mut chart, [(p50, BLUE, "p50"), (p99, MAGENTA, "p99")])
 }
 
 /// Replies per second over time: those the report counts, and those it
@@ -254,16 +235,35 @@ fn rate_over_time(
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(|e| err(&e))?;
-    for (points, color, label) in [
-        (measured, RED, "measured (the report's)"),
-        (unmeasured, UNMEASURED, "before the window (not counted)"),
-    ] {
+    draw_labelled(
+        &mut chart,
+        [
+            (measured, RED, "measured (the report's)"),
+            (unmeasured, UNMEASURED, "before the window (not counted)"),
+        ],
+    )
+}
+
+/// A time panel's chart.
+type TimeChart<'a> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One labelled line over time: its points, colour and label.
+type Line<'l> = (Vec<(f64, f64)>, RGBColor, &'l str);
+
+/// Draws labelled lines and their legend.
+fn draw_labelled(chart: &mut TimeChart<'_>, lines: [Line<'_>; 2]) -> io::Result<()> {
+    for (points, color, label) in lines {
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| err(&e))?
             .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
     }
+    draw_legend(chart)
+}
+
+/// The legend box, top left.
+fn draw_legend(chart: &mut TimeChart<'_>) -> io::Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -283,8 +283,8 @@ fn time_axis_end(intervals: &[Interval]) -> f64 {
 
 /// Shades the time before the window (ramp, warm-up) and after it (the
 /// drain); without a window, all of it.
-fn shade_outside<'a>(
-    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+fn shade_outside(
+    chart: &mut TimeChart<'_>,
     window: Option<(Duration, Duration)>,
     t_max: f64,
     y_max: f64,

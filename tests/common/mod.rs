@@ -176,6 +176,17 @@ impl ServerProcess {
         self.udp[0]
     }
 
+    /// The metrics endpoint's address, from its `listening on
+    /// http://ADDR/metrics` line (start the server with `--metrics`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics
+            .as_deref()
+            .and_then(|u| u.strip_prefix("http://"))
+            .and_then(|u| u.strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no metrics address in {:?}", self.metrics))
+    }
+
     /// The child's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -533,16 +544,27 @@ impl Finished {
 
 /// Runs `echo-reactor ARGV` to its end, killing it after `limit`.
 pub fn run_binary(argv: &[&str], limit: Duration) -> Finished {
-    let bin = env!("CARGO_BIN_EXE_echo-reactor");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
+    cmd.args(argv);
+    run_command(cmd, Vec::new(), limit)
+}
+
+/// Runs `cmd` to its end with `stdin` fed from a thread (so a child that
+/// stops reading it cannot block the test), killing it after `limit`.
+pub fn run_command(mut cmd: Command, stdin: Vec<u8>, limit: Duration) -> Finished {
     let started = Instant::now();
-    let mut child = Command::new(bin)
-        .args(argv)
+    let mut child = cmd
         .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn echo-reactor");
+        .expect("spawn the command");
+    let mut input = child.stdin.take().expect("stdin piped");
+    let feeder = std::thread::spawn(move || {
+        // A child that ends without reading it all is the caller's story.
+        let _ = input.write_all(&stdin);
+    });
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();
@@ -565,6 +587,7 @@ pub fn run_binary(argv: &[&str], limit: Duration) -> Finished {
         std::thread::sleep(Duration::from_millis(5));
     };
     let elapsed = started.elapsed();
+    let _ = feeder.join();
     Finished {
         status,
         stdout: out.join().unwrap_or_default(),
