@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use echo_reactor::load::{self, LoadConfig, Proto, Target};
-use echo_reactor::server::ServerConfig;
 use echo_reactor::Mode;
 
 #[test]
@@ -88,10 +87,9 @@ fn the_latency_distribution_says_it_is_in_microseconds() {
 
 #[test]
 fn an_uppercasing_server_gets_a_hint_to_expect_upper() {
-    let server = start_in_process(ServerConfig {
-        service: Arc::new(Mode::Upper),
-        ..loopback_config()
-    });
+    let server = start_in_process(loopback_with(|c| {
+        c.service = Arc::new(Mode::Upper);
+    }));
     for url in [
         format!("tcp://{}", server.tcp[0]),
         format!("udp://{}", server.udp[0]),
