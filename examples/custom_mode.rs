@@ -53,14 +53,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = ServerConfig {
-        tcp: vec![addr],
-        udp: vec![addr],
-        service: Arc::new(Rot13),
-        // Ctrl-C and SIGTERM: stop accepting, flush, exit 0.
-        handle_signals: true,
-        ..ServerConfig::default()
-    };
+    let mut config = ServerConfig::default();
+    config.tcp = vec![addr];
+    config.udp = vec![addr];
+    config.service = Arc::new(Rot13);
+    // Ctrl-C and SIGTERM: stop accepting, flush, exit 0.
+    config.handle_signals = true;
     let mut server = match Server::bind(config) {
         Ok(s) => s,
         Err(e) => {

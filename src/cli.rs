@@ -245,26 +245,26 @@ impl ServeArgs {
         } else {
             (self.tcp.clone(), self.udp.clone())
         };
-        ServerConfig {
-            tcp,
-            udp,
-            service: Arc::new(self.mode),
-            backlog: self.backlog,
-            watermarks: Watermarks::with_high(self.max_pending),
-            short_read: self.short_read,
-            max_connections: self
-                .max_connections
-                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-            shutdown_timeout: self.shutdown_timeout,
-            idle_timeout: nonzero(self.idle_timeout),
-            write_timeout: nonzero(self.write_timeout),
-            udp_rate_limit: self.udp_rate_limit,
-            udp_allow_amplification: self.udp_allow_amplification,
-            stats_interval: self.stats.filter(|d| !d.is_zero()),
-            metrics: self.metrics,
-            udp_batch: self.udp_batch,
-            handle_signals: true,
-        }
+        let mut config = ServerConfig::default();
+        config.tcp = tcp;
+        config.udp = udp;
+        config.service = Arc::new(self.mode);
+        config.backlog = self.backlog;
+        config.watermarks = Watermarks::with_high(self.max_pending);
+        config.short_read = self.short_read;
+        config.max_connections = self
+            .max_connections
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        config.shutdown_timeout = self.shutdown_timeout;
+        config.idle_timeout = nonzero(self.idle_timeout);
+        config.write_timeout = nonzero(self.write_timeout);
+        config.udp_rate_limit = self.udp_rate_limit;
+        config.udp_allow_amplification = self.udp_allow_amplification;
+        config.stats_interval = self.stats.filter(|d| !d.is_zero());
+        config.metrics = self.metrics;
+        config.udp_batch = self.udp_batch;
+        config.handle_signals = true;
+        config
     }
 }
 
@@ -991,13 +991,7 @@ mod tests {
         let c = a.to_config();
         assert_eq!(c.service.name(), "upper");
         assert_eq!(c.backlog, 5);
-        assert_eq!(
-            c.watermarks,
-            Watermarks {
-                high: 4096,
-                low: 1024
-            }
-        );
+        assert_eq!((c.watermarks.high, c.watermarks.low), (4096, 1024));
         assert_eq!(c.shutdown_timeout, Duration::from_millis(500));
         assert!(!c.short_read);
         assert_eq!(c.max_connections, Some(10));

@@ -40,10 +40,8 @@
 //!
 //! ```no_run
 //! use echo_reactor::server::{Server, ServerConfig};
-//! let config = ServerConfig {
-//!     tcp: vec!["127.0.0.1:0".parse().unwrap()],
-//!     ..ServerConfig::default()
-//! };
+//! let mut config = ServerConfig::default();
+//! config.tcp.push("127.0.0.1:0".parse().unwrap());
 //! let mut server = Server::bind(config)?;
 //! println!("on {}", server.tcp_addrs()[0]);
 //! let handle = server.handle();
@@ -64,5 +62,5 @@ pub mod server;
 
 pub use mode::{Mode, Opening, Reply, Service};
 pub use net::BindError;
-pub use server::cluster::Cluster;
+pub use server::Cluster;
 pub use server::{Server, ServerConfig, ServerError, ServerHandle, Stats, Watermarks};

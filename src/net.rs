@@ -9,6 +9,7 @@
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -132,6 +133,12 @@ pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
 /// How many readiness events one `poll` call may return, in either loop.
 pub(crate) const EVENTS_CAPACITY: usize = 1024;
 
+/// How long a listener (echo or metrics) waits before accepting again
+/// after `accept` failed, as when the descriptors ran out: retrying at once
+/// would spin, and edge-triggered readiness will not announce the waiting
+/// backlog again.
+pub(crate) const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The socket's queue is empty (read) or full (write): wait for the next edge.
 pub fn is_would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
@@ -192,6 +199,110 @@ pub fn kernel_queues(fd: std::os::fd::RawFd) -> Option<KernelQueues> {
             unread: usize::try_from(unread).unwrap_or(0),
             unsent: usize::try_from(unsent).unwrap_or(0),
         })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        None
+    }
+}
+
+/// The kernel's own account of one TCP connection's progress, from
+/// `TCP_INFO`: what the peer acknowledged, what is still in flight, and
+/// how long the path takes. One `getsockopt`; for the timeout sweep and
+/// shutdown, never per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpProgress {
+    /// Bytes of ours the peer acknowledged since the connection began
+    /// (`tcpi_bytes_acked`; our FIN counts as one more once acknowledged).
+    pub bytes_acked: u64,
+    /// Segments sent and not yet acknowledged (`tcpi_unacked`).
+    pub unacked_segments: u32,
+    /// Retransmission timeouts in a row without an acknowledgement
+    /// (`tcpi_retransmits`): nonzero while the kernel is retrying.
+    pub retransmits: u8,
+    /// Segments retransmitted over the connection's life
+    /// (`tcpi_total_retrans`): nonzero once the path has lost something.
+    pub total_retrans: u32,
+    /// The smoothed round-trip time (`tcpi_rtt`).
+    pub srtt: Duration,
+    /// The current retransmission timeout, backoff included (`tcpi_rto`).
+    pub rto: Duration,
+    /// Since data last arrived from the peer (`tcpi_last_data_recv`).
+    pub since_data_recv: Duration,
+    /// Since the peer last acknowledged anything (`tcpi_last_ack_recv`).
+    pub since_ack_recv: Duration,
+}
+
+/// The kernel's progress figures for a connected TCP socket, or `None`
+/// where they cannot be read (not Linux, or the call failed).
+pub fn tcp_progress(fd: std::os::fd::RawFd) -> Option<TcpProgress> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: tcp_info is plain integers, so all-zero is a valid value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `info`, a live
+        // local of that size, and sets `len` to what it wrote.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        // Kernels before 4.1 stop short of tcpi_bytes_acked: without it
+        // progress cannot be told, so say "unknown" rather than "none".
+        let needed = std::ptr::addr_of!(info.tcpi_bytes_acked) as usize
+            - std::ptr::addr_of!(info) as usize
+            + std::mem::size_of::<u64>();
+        if rc != 0 || (len as usize) < needed {
+            return None;
+        }
+        let micros = |us: u32| Duration::from_micros(u64::from(us));
+        let millis = |ms: u32| Duration::from_millis(u64::from(ms));
+        Some(TcpProgress {
+            bytes_acked: info.tcpi_bytes_acked,
+            unacked_segments: info.tcpi_unacked,
+            retransmits: info.tcpi_retransmits,
+            total_retrans: info.tcpi_total_retrans,
+            srtt: micros(info.tcpi_rtt),
+            rto: micros(info.tcpi_rto),
+            since_data_recv: millis(info.tcpi_last_data_recv),
+            since_ack_recv: millis(info.tcpi_last_ack_recv),
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        None
+    }
+}
+
+/// Connections waiting in a listener's accept queue, if the kernel says
+/// (Linux: `TCP_INFO` on a listening socket reports them in
+/// `tcpi_unacked`, as `ss` shows them in Recv-Q).
+pub fn accept_queue_len(fd: std::os::fd::RawFd) -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: as in tcp_progress: plain integers, written by the kernel
+        // into a live local of the size we pass.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        // TCP_LISTEN in the kernel's tcp_states.h; libc does not name it.
+        const TCP_LISTEN: u8 = 10;
+        (rc == 0 && info.tcpi_state == TCP_LISTEN).then_some(info.tcpi_unacked as usize)
     }
     #[cfg(not(target_os = "linux"))]
     {

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
-use echo_reactor::ServerConfig;
 
 /// Tests that load the machine (floods, churn) or measure timing or CPU
 /// take turns: on a 2-core box, one's flood is another's latency spike.
@@ -632,10 +631,9 @@ fn write_timeout_also_ends_a_peer_whose_echo_sits_in_the_kernels_send_queue() {
     // 256 KiB sent, then never a read: the kernel takes the whole echo into
     // the server's send queue, so nothing is pending in the server itself.
     const SENT: usize = 256 * 1024;
-    let server = start_in_process(ServerConfig {
-        write_timeout: Some(Duration::from_secs(1)),
-        ..loopback_config()
-    });
+    let server = start_in_process(loopback_with(|c| {
+        c.write_timeout = Some(Duration::from_secs(1));
+    }));
     let addr = server.tcp[0];
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");

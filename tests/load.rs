@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use echo_reactor::load::{self, LoadConfig, Proto, Report, Target};
-use echo_reactor::server::ServerConfig;
 use echo_reactor::{Mode, Reply, Service};
 
 fn tcp(addr: SocketAddr) -> LoadConfig {
@@ -43,10 +42,9 @@ fn run(config: &LoadConfig) -> Report {
 }
 
 fn with_service(service: impl Service + 'static) -> InProcess {
-    start_in_process(ServerConfig {
-        service: Arc::new(service),
-        ..loopback_config()
-    })
+    start_in_process(loopback_with(|c| {
+        c.service = Arc::new(service);
+    }))
 }
 
 /// Echoes, but flips one byte in every `every * size` bytes it serves
@@ -212,10 +210,9 @@ fn open_loop_at_200_per_second_for_2_seconds_sends_about_400() {
 
 #[test]
 fn pipelined_upper_replies_verify() {
-    let server = start_in_process(ServerConfig {
-        service: Arc::new(Mode::Upper),
-        ..loopback_config()
-    });
+    let server = start_in_process(loopback_with(|c| {
+        c.service = Arc::new(Mode::Upper);
+    }));
     let config = LoadConfig {
         pipeline: 4,
         expect: Mode::Upper,
@@ -345,11 +342,10 @@ fn ipv6_targets_work() {
         return;
     };
     drop(probe);
-    let server = start_in_process(ServerConfig {
-        tcp: vec!["[::1]:0".parse().unwrap()],
-        udp: vec!["[::1]:0".parse().unwrap()],
-        ..ServerConfig::default()
-    });
+    let server = start_in_process(config_with(|c| {
+        c.tcp = vec!["[::1]:0".parse().unwrap()];
+        c.udp = vec!["[::1]:0".parse().unwrap()];
+    }));
     assert!(run(&tcp(server.tcp[0])).is_ok());
     assert!(run(&udp(server.udp[0])).is_ok());
 }

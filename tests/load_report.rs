@@ -11,15 +11,11 @@ use std::time::Duration;
 
 use common::*;
 use echo_reactor::load::{self, LoadConfig, Proto, Target};
-use echo_reactor::server::ServerConfig;
 use echo_reactor::Mode;
 
 /// Our server in process, on loopback, answering as `mode` does.
 fn serving(mode: Mode) -> InProcess {
-    start_in_process(ServerConfig {
-        service: Arc::new(mode),
-        ..loopback_config()
-    })
+    start_in_process(loopback_with(|c| c.service = Arc::new(mode)))
 }
 
 /// The JSON report a run printed.

@@ -365,3 +365,131 @@ fn a_scraper_waiting_while_descriptors_ran_out_is_answered_once_they_free_up() {
     assert!(reply.contains(" 200 "), "no answer: {reply:?}");
     server.stop();
 }
+
+/// Attackers holding `sockets` connections to the metrics endpoint, each
+/// sending an unfinished request head and then a byte now and then, and
+/// reconnecting at once whenever the server drops one, until `stop`.
+/// Returns how many connections they made.
+fn dribbling_flood(
+    addr: SocketAddr,
+    sockets: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    use mio::net::TcpStream as MioStream;
+    use mio::{Events, Interest, Poll, Token};
+    use std::sync::atomic::Ordering;
+    const HEAD: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: flood\r\nX-Slow: ";
+    std::thread::spawn(move || {
+        let mut poll = Poll::new().expect("poll");
+        let mut events = Events::with_capacity(1024);
+        let mut conns: Vec<Option<MioStream>> = (0..sockets).map(|_| None).collect();
+        let mut made = 0u64;
+        let mut open = |i: usize, conns: &mut Vec<Option<MioStream>>, poll: &Poll| {
+            if let Ok(mut s) = MioStream::connect(addr) {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if poll.registry().register(&mut s, Token(i), interest).is_ok() {
+                    conns[i] = Some(s);
+                    made += 1;
+                }
+            }
+        };
+        for i in 0..sockets {
+            open(i, &mut conns, &poll);
+        }
+        let mut last_dribble = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let _ = poll.poll(&mut events, Some(Duration::from_millis(20)));
+            let mut gone = Vec::new();
+            for ev in events.iter() {
+                let i = ev.token().0;
+                let Some(s) = conns[i].as_mut() else { continue };
+                if ev.is_writable() {
+                    // Connected (or failed): the unfinished head, once.
+                    let _ = s.write(HEAD);
+                }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match s.read(&mut buf) {
+                            Ok(0) => {
+                                gone.push(i);
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(_) => {
+                                gone.push(i);
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            for i in gone {
+                conns[i] = None;
+                open(i, &mut conns, &poll);
+            }
+            if last_dribble.elapsed() > Duration::from_millis(200) {
+                last_dribble = Instant::now();
+                for s in conns.iter_mut().flatten() {
+                    let _ = s.write(b"x");
+                }
+            }
+        }
+        made
+    })
+}
+
+#[test]
+fn a_scraper_with_a_whole_request_is_answered_under_a_dribbling_flood() {
+    const SCRAPES: usize = 30;
+    let server = match std::env::var("FLOOD_LOG") {
+        Ok(filter) => start_server_logged(
+            &["--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+            &filter,
+        ),
+        Err(_) => start_server(&["--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]),
+    };
+    let addr = metrics_addr(&server);
+    let url = metrics_url(&server);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = dribbling_flood(addr, 1500, std::sync::Arc::clone(&stop));
+    // Let the flood fill every slot and keep reconnecting.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut failed = Vec::new();
+    for i in 0..SCRAPES {
+        // A well-behaved scraper: its whole request at once, 1 s to answer.
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-m",
+                "1",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{local_port} %{time_connect}",
+                &url,
+            ])
+            .output()
+            .expect("curl is needed for this test (.ci/run installs it)");
+        let code = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !code.starts_with("200") {
+            failed.push((i, code));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let made = flood.join().expect("flood");
+    let stderr = server.stop();
+    if let Ok(path) = std::env::var("FLOOD_LOG_FILE") {
+        let _ = std::fs::write(path, &stderr);
+    }
+    eprintln!(
+        "{} of {SCRAPES} scrapes failed under a flood of {made} connections",
+        failed.len()
+    );
+    assert!(
+        failed.len() <= 1,
+        "{} of {SCRAPES} scrapes failed: {failed:?}",
+        failed.len()
+    );
+}

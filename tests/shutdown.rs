@@ -13,7 +13,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use echo_reactor::ServerConfig;
 use echo_reactor::Watermarks;
 
 /// Opens `conns` connections and keeps each busy with verified round trips
@@ -99,10 +98,9 @@ fn stop_flushes_pending_output_to_a_client_that_reads_late() {
     // A high watermark lets the server read all the input into pending
     // output while the client is not reading, so the stop finds megabytes
     // owed and nothing unread.
-    let server = start_in_process(ServerConfig {
-        watermarks: Watermarks::with_high(2 * TOTAL),
-        ..loopback_config()
-    });
+    let server = start_in_process(loopback_with(|c| {
+        c.watermarks = Watermarks::with_high(2 * TOTAL);
+    }));
     let mut s = connect(server.tcp[0]);
     let sent = pattern(8, TOTAL);
     s.write_all(&sent).expect("send");
@@ -358,4 +356,105 @@ fn what_a_cut_throws_away_is_counted_so_bytes_in_never_exceed_out_plus_cut() {
     );
     assert!(cut > 0, "{stderr}");
     drop(s);
+}
+
+/// Five clients with 128 KiB receive buffers that read 4 KiB a second and
+/// never stop sending, when the server is stopped with
+/// `--shutdown-timeout 1` by one signal or two. Once it is gone, each
+/// client reads what reached it; the server's `out` must be exactly what
+/// the clients got, and `in` exactly `out + cut`: nothing thrown away goes
+/// uncounted, nothing counted as delivered was thrown away.
+fn the_cut_counts_exactly_what_slow_readers_did_not_get(signals: usize) {
+    const CLIENTS: usize = 5;
+    let mut server = start_server(&["--tcp", "127.0.0.1:0", "--shutdown-timeout", "1"]);
+    let addr = server.tcp_addr();
+    let gone = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+            socket.connect(&addr.into()).expect("connect");
+            let s: TcpStream = socket.into();
+            let chunk = pattern(60 + i as u64, 4096);
+            let writer = {
+                let mut w = s.try_clone().expect("clone");
+                let chunk = chunk.clone();
+                thread::spawn(move || while w.write_all(&chunk).is_ok() {})
+            };
+            let reader = {
+                let mut r = s.try_clone().expect("clone");
+                let gone = Arc::clone(&gone);
+                thread::spawn(move || {
+                    let mut got = 0usize;
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        // 4 KiB a second until the server is gone, then
+                        // whatever the kernel holds, as fast as it comes.
+                        let want = if gone.load(Ordering::SeqCst) {
+                            buf.len()
+                        } else {
+                            4096
+                        };
+                        match r.read(&mut buf[..want]) {
+                            Ok(0) | Err(_) => return got as u64,
+                            Ok(n) => {
+                                for (j, b) in buf[..n].iter().enumerate() {
+                                    assert_eq!(
+                                        *b,
+                                        chunk[(got + j) % chunk.len()],
+                                        "byte {}",
+                                        got + j
+                                    );
+                                }
+                                got += n;
+                            }
+                        }
+                        if !gone.load(Ordering::SeqCst) {
+                            thread::sleep(Duration::from_secs(1));
+                        }
+                    }
+                })
+            };
+            (s, writer, reader)
+        })
+        .collect();
+    // Let output back up in every direction before the signal.
+    thread::sleep(Duration::from_secs(2));
+    for _ in 0..signals {
+        server.signal(libc::SIGTERM);
+        assert!(
+            wait_until(IO_TIMEOUT, || server.stderr().contains("shutdown begun")),
+            "{}",
+            server.stderr()
+        );
+    }
+    let status = server.wait_timeout(IO_TIMEOUT);
+    gone.store(true, Ordering::SeqCst);
+    let stderr = server.final_stderr();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{stderr}");
+    let mut received = 0;
+    for (s, writer, reader) in clients {
+        received += reader.join().expect("reader");
+        drop(s);
+        writer.join().expect("writer");
+    }
+    let stat = |key| final_stat(&stderr, key).unwrap_or_else(|| panic!("{key}: {stderr}"));
+    let (read, sent, cut) = (stat("in"), stat("out"), stat("cut"));
+    assert_eq!(stat("forced"), CLIENTS as u64, "{stderr}");
+    assert_eq!(read, sent + cut, "in = out + cut\n{stderr}");
+    assert_eq!(
+        sent, received,
+        "out must be what the clients got ({received} B)\n{stderr}"
+    );
+}
+
+#[test]
+fn the_deadline_cut_counts_exactly_what_slow_readers_did_not_get() {
+    the_cut_counts_exactly_what_slow_readers_did_not_get(1);
+}
+
+#[test]
+fn a_second_signal_counts_exactly_what_slow_readers_did_not_get() {
+    the_cut_counts_exactly_what_slow_readers_did_not_get(2);
 }

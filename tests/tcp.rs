@@ -14,13 +14,12 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use echo_reactor::{Mode, ServerConfig};
+use echo_reactor::Mode;
 
 fn in_process(mode: Mode) -> InProcess {
-    start_in_process(ServerConfig {
-        service: Arc::new(mode),
-        ..loopback_config()
-    })
+    start_in_process(loopback_with(|c| {
+        c.service = Arc::new(mode);
+    }))
 }
 
 const MIB: usize = 1024 * 1024;
@@ -190,10 +189,9 @@ fn half_closed_connection_delivers_16_mib_to_a_slow_late_reader_then_a_fin() {
     const TOTAL: usize = 16 * MIB;
     const SEED: u64 = 16;
     // With a metrics endpoint, to see the output the server holds for us.
-    let server = start_in_process(ServerConfig {
-        metrics: Some("127.0.0.1:0".parse().unwrap()),
-        ..loopback_config()
-    });
+    let server = start_in_process(loopback_with(|c| {
+        c.metrics = Some("127.0.0.1:0".parse().unwrap());
+    }));
     let metrics = server.metrics.expect("metrics address");
     let mut reader = connect(server.tcp[0]);
     let mut writer = reader.try_clone().unwrap();

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 
 use common::*;
-use echo_reactor::{Mode, ServerConfig};
+use echo_reactor::Mode;
 
 /// The largest UDP payload IPv4 can carry: 65,535 - 20 (IP) - 8 (UDP).
 const MAX_V4_DATAGRAM: usize = 65_507;
@@ -70,10 +70,9 @@ fn a_zero_length_datagram_gets_a_zero_length_reply() {
 
 #[test]
 fn every_datagram_gets_exactly_one_reply_of_its_own() {
-    let server = start_in_process(ServerConfig {
-        service: Arc::new(Mode::Upper),
-        ..loopback_config()
-    });
+    let server = start_in_process(loopback_with(|c| {
+        c.service = Arc::new(Mode::Upper);
+    }));
     let u = udp_client(server.udp[0]);
     for i in 0..100u64 {
         let msg = pattern(i, 1 + (i as usize * 131) % 1400);
@@ -104,11 +103,10 @@ fn udp_over_ipv6_loopback_is_served_and_announced_with_brackets() {
 
 #[test]
 fn batched_path_answers_bursts_from_many_clients_one_reply_each() {
-    let server = start_in_process(ServerConfig {
-        service: Arc::new(Mode::Upper),
-        udp_batch: true,
-        ..loopback_config()
-    });
+    let server = start_in_process(loopback_with(|c| {
+        c.service = Arc::new(Mode::Upper);
+        c.udp_batch = true;
+    }));
     let addr = server.udp[0];
     let clients: Vec<UdpSocket> = (0..8).map(|_| udp_client(addr)).collect();
     // Bursts: every client sends all its datagrams before anyone reads, so

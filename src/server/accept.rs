@@ -13,7 +13,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, info, trace, warn};
 use mio::net::TcpListener;
@@ -24,13 +24,11 @@ use super::table::ConnTable;
 use super::{token, LoopCtx};
 use crate::net::{
     self, is_fd_exhausted, is_interrupted, is_peer_gone, is_would_block, BindError, BindOptions,
+    ACCEPT_RETRY,
 };
 
 /// Connections accepted per listener event before other sources get a turn.
 const ACCEPT_BATCH: usize = 256;
-
-/// How long accepting stays paused after the descriptors ran out.
-pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Descriptors kept back from `--max-connections`' default for the server's
 /// own sockets, the poll, logging, and the accept-and-close of rejects.
@@ -45,9 +43,6 @@ pub(crate) struct Acceptor {
     addrs: Vec<SocketAddr>,
     /// Open connections at most.
     max_connections: usize,
-    /// `--write-timeout`, handed to the kernel for each connection
-    /// (`TCP_USER_TIMEOUT`) so output stuck in its send queue times out too.
-    kernel_write_timeout: Option<Duration>,
     /// Set while descriptors are exhausted: when to try again.
     paused_until: Option<Instant>,
     /// A fd-exhaustion episode is under way (warned once).
@@ -88,7 +83,6 @@ impl Acceptor {
             max_connections: config
                 .max_connections
                 .unwrap_or_else(default_max_connections),
-            kernel_write_timeout: config.write_timeout.filter(|d| !d.is_zero()),
             paused_until: None,
             in_fd_episode: false,
             in_cap_episode: false,
@@ -176,22 +170,11 @@ impl Acceptor {
         if let Err(e) = stream.set_nodelay(true) {
             debug!("{peer}: cannot set TCP_NODELAY: {e}");
         }
-        // The write timeout for output the kernel has already taken: the
-        // sweep sees only our own pending bytes, so a peer that stopped
-        // reading after the kernel swallowed the whole echo (a megabyte of
-        // send queue) would pin that memory forever. TCP_USER_TIMEOUT makes
-        // the kernel end the connection (ETIMEDOUT, counted as stalled)
-        // when sent data stays unacknowledged, or the peer's window stays
-        // shut, that long. Chosen over asking SIOCOUTQ in the sweep: one
-        // setsockopt per connection instead of an ioctl per connection per
-        // sweep, nothing at all per message, and the kernel times it to
-        // the millisecond (measured: closed 2.4 s after the stall with 2 s).
-        #[cfg(target_os = "linux")]
-        if let Some(limit) = self.kernel_write_timeout {
-            if let Err(e) = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(limit)) {
-                debug!("{peer}: cannot set TCP_USER_TIMEOUT: {e}");
-            }
-        }
+        // No TCP_USER_TIMEOUT: it also aborts a connection whose peer keeps
+        // its window at zero past it, and a slow reader does exactly that
+        // between reads (a receiver reopens its window only when an MSS is
+        // free), so it cannot tell slow from dead. The timeout sweep asks
+        // the kernel what the peer acknowledged instead.
         table.open(stream, peer, cx);
     }
 

@@ -86,7 +86,10 @@ impl PendingOutput {
 
 /// When a connection stops reading (pending output above `high`) and when
 /// it starts again (pending output at or below `low`).
+///
+/// Made with [`Watermarks::with_high`] or `Watermarks::default()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Watermarks {
     /// Stop reading while more than this many bytes are pending.
     pub high: usize,

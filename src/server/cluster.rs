@@ -18,9 +18,9 @@ use std::thread;
 
 use log::info;
 
-use super::config::Placement;
 use super::observe::live::Live;
 use super::observe::Stats;
+use super::Placement;
 use super::{Server, ServerConfig, ServerError, ServerHandle};
 use crate::net::{self, BindError, BindOptions};
 

@@ -8,12 +8,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::buffer::Watermarks;
-use super::observe::live;
 use crate::mode::{Mode, Service};
 use crate::net::BindError;
 
 /// Everything a server needs to know before it binds.
+///
+/// Start from [`ServerConfig::default`] and set the fields you need:
+/// new options may be added in any release, so the struct cannot be
+/// built field by field from outside the crate.
+///
+/// ```
+/// use echo_reactor::ServerConfig;
+/// let mut config = ServerConfig::default();
+/// config.tcp.push("127.0.0.1:0".parse().unwrap());
+/// config.idle_timeout = Some(std::time::Duration::from_secs(30));
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// TCP addresses to listen on.
     pub tcp: Vec<SocketAddr>,
@@ -52,21 +63,6 @@ pub struct ServerConfig {
     pub udp_batch: bool,
     /// Listen for SIGINT and SIGTERM (the binary does; embedders may not).
     pub handle_signals: bool,
-}
-
-/// Where one loop sits among a cluster's loops; a lone server is loop 0
-/// of 1. Only `Cluster` sets anything else.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Placement {
-    /// Where the loops publish their figures, shared by a cluster's loops;
-    /// `None` makes a slot of its own when stats or metrics are on.
-    pub live: Option<Arc<live::Live>>,
-    /// This loop's number within its cluster.
-    pub loop_index: usize,
-    /// Set `SO_REUSEPORT` so several loops can bind the same addresses;
-    /// only for more than one loop, so a second server on a used port
-    /// still fails loudly.
-    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {

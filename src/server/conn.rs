@@ -9,22 +9,47 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
 
 use log::trace;
 
 use super::buffer::{PendingOutput, Watermarks};
 use super::observe::Stats;
 use crate::mode::{Opening, Reply, Service};
-use crate::net::{is_interrupted, is_output_timed_out, is_peer_gone, is_would_block, KernelQueues};
+use crate::net::{
+    is_interrupted, is_output_timed_out, is_peer_gone, is_would_block, KernelQueues, TcpProgress,
+};
 
 /// Coarse time: tenths of a second since the server started. Four bytes
 /// per connection instead of a sixteen-byte `Instant`, and fine enough for
 /// idle timeouts and log lines.
 pub type Tick = u32;
 
+/// How long `t` ticks are.
+pub fn tick_duration(t: Tick) -> Duration {
+    Duration::from_millis(u64::from(t) * 100)
+}
+
 /// How long a connection must have moved no bytes before a shutdown
-/// takes it for at rest: two ticks, 0.1 to 0.2 s.
+/// looks closer at whether it is at rest: two ticks, 0.1 to 0.2 s. Where
+/// the kernel tells its round trip (`TCP_INFO`), the quiet spell must also
+/// outlast the peer's retransmissions (see [`rest_after`]).
 pub const QUIET_TICKS: Tick = 2;
+
+/// How many retransmission timeouts a quiet spell must outlast before a
+/// shutdown takes the connection for at rest: a segment the peer sent and
+/// the path lost comes again after the peer's RTO, which we cannot see;
+/// ours starts from the same round trip, and twice it leaves room for the
+/// two to differ.
+pub const REST_RTOS: u32 = 2;
+
+/// How long a connection must have been quiet, by the kernel's account,
+/// before nothing can still be on its way over a path that has lost
+/// nothing: the smoothed round trip plus [`REST_RTOS`] retransmission
+/// timeouts.
+pub fn rest_after(p: &TcpProgress) -> Duration {
+    p.srtt + p.rto * REST_RTOS
+}
 
 /// What a connection needs from a socket.
 pub trait Stream: Read + Write {
@@ -50,6 +75,13 @@ pub trait Stream: Read + Write {
     fn kernel_queues(&self) -> Option<KernelQueues> {
         Some(KernelQueues::default())
     }
+
+    /// The kernel's account of what the peer acknowledged and what is in
+    /// flight (`TCP_INFO`); `None` where it cannot be read, and callers
+    /// then judge by the connection's own buffer alone.
+    fn tcp_progress(&self) -> Option<TcpProgress> {
+        None
+    }
 }
 
 impl Stream for mio::net::TcpStream {
@@ -64,6 +96,11 @@ impl Stream for mio::net::TcpStream {
     fn kernel_queues(&self) -> Option<KernelQueues> {
         use std::os::fd::AsRawFd;
         crate::net::kernel_queues(self.as_raw_fd())
+    }
+
+    fn tcp_progress(&self) -> Option<TcpProgress> {
+        use std::os::fd::AsRawFd;
+        crate::net::tcp_progress(self.as_raw_fd())
     }
 }
 
@@ -94,12 +131,14 @@ pub enum CloseReason {
     Shutdown,
     /// The server shut down and the shutdown timeout passed first.
     ShutdownDeadline,
-    /// No bytes moved either way for `--idle-timeout`; closed with FIN.
+    /// No bytes moved either way for `--idle-timeout`, and nothing was
+    /// owed either way (no output pending here or unacknowledged in the
+    /// kernel, no input unread); closed with FIN.
     IdleTimeout,
-    /// Output did not move for `--write-timeout` (a peer that does not
-    /// read): our pending output, found by the sweep, or the kernel's send
-    /// queue, found by the kernel (`TCP_USER_TIMEOUT`, `ETIMEDOUT`); closed
-    /// with a reset, dropping what it never took.
+    /// The peer acknowledged none of the output owed to it for
+    /// `--write-timeout` (the sweep asks the kernel what was acknowledged),
+    /// or the kernel gave up retransmitting (`ETIMEDOUT`); closed with a
+    /// reset, and what it never took counts as cut.
     WriteTimeout,
     /// The service had said all it had to say (daytime, time).
     Done,
@@ -191,6 +230,35 @@ pub struct Ctx<'a> {
     pub now: Tick,
 }
 
+/// What closing a connection now throws away: output it was owed and
+/// will never get. Any close that throws something away is a reset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Abandoned {
+    /// Our pending output, never handed to the kernel.
+    pub pending: u64,
+    /// Output the kernel took but the peer never acknowledged, dropped by
+    /// the reset; the caller takes it back out of `bytes_out`.
+    pub in_kernel: u64,
+}
+
+impl Abandoned {
+    /// Everything thrown away.
+    pub fn total(&self) -> u64 {
+        self.pending + self.in_kernel
+    }
+}
+
+/// What the timeout sweep learned about one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepFacts {
+    /// Ticks since bytes last moved, when nothing is owed either way;
+    /// `None` while something is (then only the write timeout judges).
+    pub idle_for: Option<Tick>,
+    /// Ticks since the peer last acknowledged output owed to it; `None`
+    /// while nothing is owed or the connection is moving bytes.
+    pub stalled_for: Option<Tick>,
+}
+
 /// One TCP peer.
 #[derive(Debug)]
 pub struct Connection<S = mio::net::TcpStream> {
@@ -201,8 +269,13 @@ pub struct Connection<S = mio::net::TcpStream> {
     /// Bytes written so far; a stream's (chargen's) offset.
     bytes_out: u64,
     last_active: Tick,
-    /// When pending output last moved or began; a stall counts from here.
-    output_moved: Tick,
+    /// When output owed to the peer last made progress (began, was
+    /// flushed, or was seen acknowledged by the sweep); a stall counts
+    /// from here.
+    progress_at: Tick,
+    /// The low 32 bits of the peer's acknowledged byte count when the
+    /// sweep last looked: a change is progress, however slow.
+    acked_mark: u32,
     state: ConnState,
     /// Reading stopped because of pending output (backpressure).
     is_paused: bool,
@@ -216,6 +289,11 @@ pub struct Connection<S = mio::net::TcpStream> {
     /// may still find data before the EOF or error, and no new edge will
     /// announce what follows it.
     is_hangup_reported: bool,
+    /// Output was handed to the kernel since the sweep last saw the
+    /// peer acknowledge everything: the kernel may still hold some. Set by
+    /// every write, cleared only by the sweep, so that the sweep asks the
+    /// kernel about connections that may owe output and no others.
+    is_owing: bool,
     /// What the `closed` debug line tells, kept only while debug logging
     /// is on; boxed so that it costs one pointer when off, and an idle
     /// connection stays at 48 bytes.
@@ -240,12 +318,14 @@ impl<S: Stream> Connection<S> {
             pending: PendingOutput::new(),
             bytes_out: 0,
             last_active: now,
-            output_moved: now,
+            progress_at: now,
+            acked_mark: 0,
             state: ConnState::Open,
             is_paused: false,
             is_deferred: false,
             is_write_blocked: false,
             is_hangup_reported: false,
+            is_owing: false,
             story: None,
         }
     }
@@ -341,19 +421,86 @@ impl<S: Stream> Connection<S> {
         now.wrapping_sub(self.last_active)
     }
 
-    /// Ticks since pending output last moved; `None` while nothing is pending.
-    pub fn stalled_for(&self, now: Tick) -> Option<Tick> {
-        (!self.pending.is_empty() || self.is_write_blocked)
-            .then(|| now.wrapping_sub(self.output_moved))
+    /// True while output waits here or the socket refused the last write:
+    /// owed output that the connection itself can see, no syscall needed.
+    fn owes_here(&self) -> bool {
+        !self.pending.is_empty() || self.is_write_blocked
+    }
+
+    /// Output handed to the kernel: from now on something may be owed.
+    /// When nothing was owed before, the stall clock starts here.
+    fn note_owing(&mut self, now: Tick) {
+        if !self.is_owing {
+            self.is_owing = true;
+            self.progress_at = now;
+        }
+    }
+
+    /// What the timeout sweep needs: whether the connection is idle (and
+    /// for how long) or owes output (and since when the peer acknowledged
+    /// any). The kernel is asked only about connections that may owe
+    /// output and moved no bytes this tick, so healthy busy connections
+    /// cost nothing per message and nothing per sweep.
+    ///
+    /// "Not reading" means the bytes the peer acknowledged have not grown:
+    /// a slow reader's acknowledgements grow, however slowly, even while
+    /// its window sits at zero between them; our own buffer moving, or
+    /// writable edges, would wrongly say it stopped.
+    pub fn sweep_facts(&mut self, now: Tick) -> SweepFacts {
+        let owes_here = self.owes_here();
+        if !owes_here && !self.is_owing {
+            // Nothing written since the peer acknowledged everything, and
+            // nothing waits here or in our receive queue (not paused: all
+            // input was read): idle, if nothing moved.
+            return SweepFacts {
+                idle_for: Some(self.idle_for(now)),
+                stalled_for: None,
+            };
+        }
+        if !owes_here && self.idle_for(now) == 0 {
+            // Moving bytes right now, nothing stuck here: neither.
+            return SweepFacts::default();
+        }
+        match self.stream.tcp_progress() {
+            Some(p) => {
+                let in_kernel = self.bytes_out.saturating_sub(p.bytes_acked);
+                if !owes_here && in_kernel == 0 {
+                    // Everything acknowledged: owed nothing until the next write.
+                    self.is_owing = false;
+                    return SweepFacts {
+                        idle_for: Some(self.idle_for(now)),
+                        stalled_for: None,
+                    };
+                }
+                // Only the low bits are kept: a change is all that matters.
+                let mark = p.bytes_acked as u32;
+                if mark != self.acked_mark {
+                    self.acked_mark = mark;
+                    self.progress_at = now;
+                }
+            }
+            // The kernel cannot be asked: judge by our own buffer, whose
+            // flushes are the only progress we can see.
+            None if !owes_here => {
+                return SweepFacts {
+                    idle_for: Some(self.idle_for(now)),
+                    stalled_for: None,
+                }
+            }
+            None => {}
+        }
+        SweepFacts {
+            idle_for: None,
+            stalled_for: Some(now.wrapping_sub(self.progress_at)),
+        }
     }
 
     /// Closes on the loop's initiative (a timeout): FIN after what the
-    /// kernel holds, or a reset for [`CloseReason::WriteTimeout`], whose
-    /// peer would never read the rest.
+    /// kernel holds for an idle connection, which owes nothing; a reset
+    /// for [`CloseReason::WriteTimeout`], whose peer will not read the
+    /// rest (the table counts what it throws away).
     pub fn expire(&mut self, key: usize, reason: CloseReason) -> Progress {
         if reason == CloseReason::WriteTimeout {
-            // Failing leaves an ordinary close: still closed, just slower to free.
-            let _ = self.stream.reset_on_close();
             return Progress::Close(reason);
         }
         self.finish(key, reason)
@@ -387,8 +534,7 @@ impl<S: Stream> Connection<S> {
             return Progress::Wait;
         };
         let n = n.min(cx.scratch.len());
-        self.output_moved = cx.now;
-        if let Err(reason) = self.send(cx.key, &cx.scratch[..n], cx.stats) {
+        if let Err(reason) = self.send(cx.key, &cx.scratch[..n], cx.stats, cx.now) {
             return Progress::Close(reason);
         }
         self.set_state(cx.key, ConnState::Closing);
@@ -463,14 +609,8 @@ impl<S: Stream> Connection<S> {
             cx.stats.bytes_in += n as u64;
             self.last_active = cx.now;
             if cx.service.on_data(&mut cx.scratch[..n]) == Reply::Same {
-                let (was_empty, out_before) = (self.pending.is_empty(), self.bytes_out);
-                if let Err(reason) = self.send(cx.key, &cx.scratch[..n], cx.stats) {
+                if let Err(reason) = self.send(cx.key, &cx.scratch[..n], cx.stats, cx.now) {
                     return Progress::Close(reason);
-                }
-                // A stall is measured from the last write that moved bytes,
-                // or from when output began to wait.
-                if was_empty || self.bytes_out != out_before {
-                    self.output_moved = cx.now;
                 }
             }
             if cx.limits.short_read && n < cx.scratch.len() && !self.is_hangup_reported {
@@ -492,12 +632,14 @@ impl<S: Stream> Connection<S> {
     /// finish a half-close or a drain.
     pub fn on_writable(&mut self, cx: &mut Ctx<'_>) -> Progress {
         let written_before = self.bytes_out;
-        if let Err(reason) = self.flush(cx.key, cx.stats) {
+        if let Err(reason) = self.flush(cx.key, cx.stats, cx.now) {
             return Progress::Close(reason);
         }
         if self.bytes_out != written_before {
+            // Pending output moved: the kernel freed room, which only the
+            // peer's acknowledgements do. That is progress.
             self.last_active = cx.now;
-            self.output_moved = cx.now;
+            self.progress_at = cx.now;
         }
         match self.state {
             ConnState::Open if self.is_paused => {
@@ -540,39 +682,67 @@ impl<S: Stream> Connection<S> {
             if n == 0 {
                 return Progress::Wait;
             }
-            match self.write_once(cx.key, &cx.scratch[..n.min(room)], cx.stats) {
+            match self.write_once(cx.key, &cx.scratch[..n.min(room)], cx.stats, cx.now) {
                 Err(reason) => return Progress::Close(reason),
                 // Full: the writable edge after the peer reads resumes us.
                 Ok(None) => return Progress::Wait,
                 Ok(Some(written)) => {
                     budget = budget.saturating_sub(written);
                     self.last_active = cx.now;
-                    self.output_moved = cx.now;
                 }
             }
         }
     }
 
-    /// During a shutdown: closes an open connection that is at rest (quiet
-    /// for [`QUIET_TICKS`], no output pending here or unacknowledged in the
-    /// kernel, no input waiting) with FIN, since nothing can be lost. A
-    /// connection with bytes moving either way keeps being served: its
-    /// client may still be sending, and gets its echo until it half-closes
-    /// or the deadline. The quiet spell keeps a sender that merely paused
-    /// between two writes from being taken for one that has finished.
+    /// During a shutdown: closes an open connection that is at rest with
+    /// FIN, since nothing can be lost. At rest means nothing in flight
+    /// either way by the kernel's own account: no output pending here, none
+    /// unacknowledged or being retransmitted, no input unread, and quiet
+    /// (no data and no acknowledgement either way) for longer than
+    /// [`rest_after`] its round trip, so that a segment the path lost and
+    /// the peer will send again is not taken for the end.
+    ///
+    /// A path that has lost anything on this connection (the kernel
+    /// retransmitted some of ours) can go quiet for any length of
+    /// retransmission backoff, each loss doubling the wait: no quiet spell
+    /// proves the peer is done there, so only its own half-close or the
+    /// deadline ends it. Where the kernel cannot tell (not Linux),
+    /// [`QUIET_TICKS`] of quiet must do.
+    ///
+    /// A connection with anything moving keeps being served: its client may
+    /// still be sending, and gets its echo until it half-closes.
     pub fn close_if_at_rest(&mut self, key: usize, now: Tick) -> Progress {
         if self.state != ConnState::Open
             || self.idle_for(now) < QUIET_TICKS
-            || !self.pending.is_empty()
-            || self.is_write_blocked
+            || self.owes_here()
             || self.is_deferred
         {
             return Progress::Wait;
         }
         match self.stream.kernel_queues() {
-            Some(q) if q.unread == 0 && q.unsent == 0 => self.finish(key, CloseReason::Shutdown),
-            _ => Progress::Wait,
+            Some(q) if q.unread == 0 && q.unsent == 0 => {}
+            _ => return Progress::Wait,
         }
+        if let Some(p) = self.stream.tcp_progress() {
+            let quiet = tick_duration(self.idle_for(now))
+                .min(p.since_data_recv)
+                .min(p.since_ack_recv);
+            if p.unacked_segments > 0
+                || p.retransmits > 0
+                || p.total_retrans > 0
+                || quiet <= rest_after(&p)
+            {
+                return Progress::Wait;
+            }
+            trace!(
+                "conn {key}: at rest: quiet {} ms > {} ms (srtt {} us, rto {} ms)",
+                quiet.as_millis(),
+                rest_after(&p).as_millis(),
+                p.srtt.as_micros(),
+                p.rto.as_millis()
+            );
+        }
+        self.finish(key, CloseReason::Shutdown)
     }
 
     /// The shutdown deadline passed: one last flush, then FIN after what
@@ -584,7 +754,7 @@ impl<S: Stream> Connection<S> {
             return (0, Progress::Wait);
         }
         // A failed flush means the peer is gone: nothing more can reach it.
-        let flushed = self.flush(cx.key, cx.stats);
+        let flushed = self.flush(cx.key, cx.stats, cx.now);
         let left = self.pending.len() as u64;
         self.pending = PendingOutput::new();
         if flushed.is_err() {
@@ -619,17 +789,49 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// Echo a close now would lose: our pending output, the input the
-    /// kernel holds unread (never to be answered), and the kernel's
-    /// unacknowledged output when that unread input turns the close into a
-    /// reset.
-    pub fn undelivered_at_close(&self) -> u64 {
-        let kernel = match self.stream.kernel_queues() {
-            Some(q) if q.unread == 0 => 0,
-            Some(q) => q.unread + q.unsent,
-            None => 0,
-        };
-        (self.pending.len() + kernel) as u64
+    /// The connection is about to close for `reason`: what that throws
+    /// away, and if it throws anything away, the close becomes a reset
+    /// (`SO_LINGER` 0), so that no peer takes a truncated echo followed by
+    /// a clean FIN for the whole of it. `final_close` is the shutdown's
+    /// last close after the linger: whatever the kernel still holds then
+    /// is given up, and counted.
+    ///
+    /// A clean end (the peer half-closed and got everything, a shutdown at
+    /// rest, an idle timeout, which owe nothing by construction) asks the
+    /// kernel nothing: the common close pays no syscall for this.
+    pub fn abandon(&mut self, reason: CloseReason, final_close: bool) -> Abandoned {
+        let pending = self.pending.len() as u64;
+        let clean = matches!(
+            reason,
+            CloseReason::PeerClosed | CloseReason::Shutdown | CloseReason::IdleTimeout
+        );
+        if clean && pending == 0 && !final_close {
+            return Abandoned::default();
+        }
+        let queues = self.stream.kernel_queues().unwrap_or_default();
+        // Unacknowledged output by the kernel's count. Our FIN, once sent,
+        // takes one more place in the send queue, hence bytes_out minus
+        // what was acknowledged rather than the queue's length.
+        let in_kernel = self
+            .stream
+            .tcp_progress()
+            .map_or(queues.unsent as u64, |p| {
+                self.bytes_out.saturating_sub(p.bytes_acked)
+            });
+        let unread = queues.unread;
+        // Closing with unread input makes the kernel reset the connection
+        // anyway; a write timeout or the final close gives up on the peer.
+        let resets = pending > 0
+            || unread > 0
+            || reason == CloseReason::WriteTimeout
+            || (final_close && in_kernel > 0)
+            || matches!(reason, CloseReason::Reset | CloseReason::Io(_));
+        if !resets {
+            return Abandoned::default();
+        }
+        // Failing leaves an ordinary close: still closed, just not a reset.
+        let _ = self.stream.reset_on_close();
+        Abandoned { pending, in_kernel }
     }
 
     fn on_read_closed(&mut self, key: usize) -> Progress {
@@ -653,14 +855,20 @@ impl<S: Stream> Connection<S> {
 
     /// Writes `data` straight to the socket and keeps what the kernel
     /// refused; queues all of it behind output already pending.
-    fn send(&mut self, key: usize, data: &[u8], stats: &mut Stats) -> Result<(), CloseReason> {
+    fn send(
+        &mut self,
+        key: usize,
+        data: &[u8],
+        stats: &mut Stats,
+        now: Tick,
+    ) -> Result<(), CloseReason> {
         if !self.pending.is_empty() {
             self.pending.push(data);
             return Ok(());
         }
         let mut written = 0;
         while written < data.len() {
-            match self.write_once(key, &data[written..], stats)? {
+            match self.write_once(key, &data[written..], stats, now)? {
                 Some(n) => written += n,
                 None => break,
             }
@@ -676,10 +884,10 @@ impl<S: Stream> Connection<S> {
     }
 
     /// Writes pending output until it is gone or the socket is full.
-    fn flush(&mut self, key: usize, stats: &mut Stats) -> Result<(), CloseReason> {
+    fn flush(&mut self, key: usize, stats: &mut Stats, now: Tick) -> Result<(), CloseReason> {
         while !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
-            let result = self.write_once(key, pending.as_slice(), stats);
+            let result = self.write_once(key, pending.as_slice(), stats, now);
             self.pending = pending;
             match result? {
                 Some(n) => self.pending.consume(n),
@@ -695,6 +903,7 @@ impl<S: Stream> Connection<S> {
         key: usize,
         data: &[u8],
         stats: &mut Stats,
+        now: Tick,
     ) -> Result<Option<usize>, CloseReason> {
         loop {
             return match self.stream.write(data) {
@@ -703,6 +912,7 @@ impl<S: Stream> Connection<S> {
                 Ok(n) => {
                     trace!("conn {key}: wrote {n} B");
                     self.is_write_blocked = false;
+                    self.note_owing(now);
                     self.bytes_out += n as u64;
                     stats.bytes_out += n as u64;
                     Ok(Some(n))
@@ -711,6 +921,7 @@ impl<S: Stream> Connection<S> {
                 Err(e) if is_would_block(&e) => {
                     trace!("conn {key}: write would block, waiting for writable");
                     self.is_write_blocked = true;
+                    self.note_owing(now);
                     Ok(None)
                 }
                 Err(e) if is_interrupted(&e) => continue,
@@ -752,6 +963,13 @@ pub(crate) mod tests {
         pub written: Vec<u8>,
         pub fin_sent: bool,
         pub reads: usize,
+        /// What the fake kernel says the peer acknowledged of `written`;
+        /// `None`: the kernel cannot be asked.
+        pub acked: Option<u64>,
+        /// The rest of the kernel's account, for the shutdown's rest test.
+        pub progress: TcpProgress,
+        /// `reset_on_close` was called: the close will be a reset.
+        pub reset_asked: std::cell::Cell<bool>,
     }
 
     impl Read for FakeStream {
@@ -798,10 +1016,23 @@ pub(crate) mod tests {
             Ok(())
         }
 
+        fn reset_on_close(&self) -> io::Result<()> {
+            self.reset_asked.set(true);
+            Ok(())
+        }
+
         fn kernel_queues(&self) -> Option<KernelQueues> {
+            let written = self.written.len() as u64;
             Some(KernelQueues {
                 unread: self.input.len() - self.read_pos,
-                unsent: 0,
+                unsent: self.acked.map_or(0, |a| written.saturating_sub(a) as usize),
+            })
+        }
+
+        fn tcp_progress(&self) -> Option<TcpProgress> {
+            self.acked.map(|bytes_acked| TcpProgress {
+                bytes_acked,
+                ..self.progress
             })
         }
     }
@@ -875,7 +1106,11 @@ pub(crate) mod tests {
         assert_eq!(c.on_writable(&mut h.cx()), Progress::Wait);
         assert_eq!(c.stream().written.len(), 1000);
         assert_eq!(c.pending_len(), 0, "a stream keeps nothing back");
-        assert_eq!(c.stalled_for(5), Some(5), "a full socket is a stall");
+        assert_eq!(
+            c.sweep_facts(5).stalled_for,
+            Some(5),
+            "a full socket is a stall"
+        );
         // The reader makes room: the stream resumes at the right offset.
         c.stream_mut().write_room = 10_000;
         // One buffer per turn: three turns to fill the room, then full.
@@ -1164,6 +1399,104 @@ pub(crate) mod tests {
             Progress::Close(CloseReason::ShutdownDeadline)
         );
         assert_eq!(c.stream.written, b"abcde");
-        assert_eq!(c.undelivered_at_close(), 0);
+        assert_eq!(
+            c.abandon(CloseReason::ShutdownDeadline, false),
+            Abandoned::default(),
+            "the peer closed: nothing thrown away, no reset"
+        );
+        assert!(!c.stream.reset_asked.get());
+    }
+
+    #[test]
+    fn a_close_that_throws_output_away_is_a_reset_and_says_how_much() {
+        let mut h = Harness::new(8);
+        // 16 B read; the kernel took 5, of which the peer acknowledged 2;
+        // 11 still pending here.
+        let mut c = conn(b"0123456789abcdef", 8, 5);
+        c.stream.acked = Some(2);
+        c.on_readable(&mut h.cx());
+        assert_eq!(c.pending_len(), 3, "paused after the first read");
+        c.stream.write_room = 0;
+        let lost = c.abandon(CloseReason::WriteTimeout, false);
+        assert_eq!(
+            lost,
+            Abandoned {
+                pending: 3,
+                in_kernel: 3
+            }
+        );
+        assert!(
+            c.stream.reset_asked.get(),
+            "a truncated echo must not end in FIN"
+        );
+    }
+
+    #[test]
+    fn a_clean_close_asks_the_kernel_nothing_and_stays_a_fin() {
+        let mut h = Harness::new(64);
+        let mut c = conn(b"hello", 64, usize::MAX);
+        // Were the kernel asked, it would claim 5 B unacknowledged.
+        c.stream.acked = Some(0);
+        c.on_readable(&mut h.cx());
+        for reason in [
+            CloseReason::PeerClosed,
+            CloseReason::Shutdown,
+            CloseReason::IdleTimeout,
+        ] {
+            assert_eq!(c.abandon(reason, false), Abandoned::default());
+        }
+        assert!(!c.stream.reset_asked.get());
+        // The shutdown's final close gives up what the kernel still holds.
+        assert_eq!(
+            c.abandon(CloseReason::ShutdownDeadline, true),
+            Abandoned {
+                pending: 0,
+                in_kernel: 5
+            }
+        );
+        assert!(c.stream.reset_asked.get());
+    }
+
+    #[test]
+    fn at_rest_means_quiet_longer_than_the_peer_could_be_retransmitting() {
+        let progress = TcpProgress {
+            srtt: Duration::from_millis(1),
+            rto: Duration::from_millis(200),
+            since_data_recv: Duration::from_secs(10),
+            since_ack_recv: Duration::from_secs(10),
+            ..TcpProgress::default()
+        };
+        let at_rest = |c: &mut Connection<FakeStream>, now| c.close_if_at_rest(1, now);
+        let mut c = conn(b"", 8, 100);
+        c.stream.acked = Some(0);
+        c.stream.progress = progress;
+        // Quiet 0.4 s by our clock: the peer's retransmission of a lost
+        // segment might still come (its RTO is about ours, 0.2 s).
+        assert_eq!(at_rest(&mut c, 4), Progress::Wait);
+        assert_eq!(at_rest(&mut c, 5), Progress::Close(CloseReason::Shutdown));
+
+        // The kernel saw an acknowledgement 0.3 s ago: not quiet enough.
+        let mut c = conn(b"", 8, 100);
+        c.stream.acked = Some(0);
+        c.stream.progress = TcpProgress {
+            since_ack_recv: Duration::from_millis(300),
+            ..progress
+        };
+        assert_eq!(at_rest(&mut c, 100), Progress::Wait);
+        // Our own segment is being retransmitted: in flight.
+        c.stream.progress = TcpProgress {
+            unacked_segments: 1,
+            retransmits: 2,
+            ..progress
+        };
+        assert_eq!(at_rest(&mut c, 100), Progress::Wait);
+        // The path has lost segments before: any quiet may be a backoff.
+        c.stream.progress = TcpProgress {
+            total_retrans: 1,
+            ..progress
+        };
+        assert_eq!(at_rest(&mut c, 100), Progress::Wait);
+        c.stream.progress = progress;
+        assert_eq!(at_rest(&mut c, 100), Progress::Close(CloseReason::Shutdown));
     }
 }

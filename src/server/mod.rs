@@ -11,19 +11,9 @@
 
 pub(crate) mod accept;
 pub(crate) mod buffer;
-pub mod cluster;
+pub(crate) mod cluster;
 pub(crate) mod config;
 pub(crate) mod conn;
-/// `stats` with the kernel's count of datagrams dropped at the UDP
-/// sockets, read now; unchanged when it cannot be read (the sockets are
-/// closed, or not Linux).
-fn with_rcvbuf_drops(mut stats: Stats, udp: &UdpEndpoint) -> Stats {
-    if let Some(drops) = udp.rcvbuf_drops() {
-        stats.udp_rcvbuf_drops = drops;
-    }
-    stats
-}
-
 #[cfg(test)]
 mod conn_props;
 pub(crate) mod observe;
@@ -35,24 +25,40 @@ pub(crate) mod udp;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, trace, warn};
 use mio::{Events, Poll, Registry, Token};
 
 pub use buffer::Watermarks;
+pub use cluster::Cluster;
 pub use config::{ServerConfig, ServerError};
 pub use observe::Stats;
 pub use shutdown::ServerHandle;
 
 use accept::Acceptor;
-use config::Placement;
 use conn::{Limits, Tick};
 use observe::Observers;
 use shutdown::{DrainStep, Shutdown};
 use table::ConnTable;
 use token::Source;
 use udp::UdpEndpoint;
+
+/// Where one loop sits among a cluster's loops; a lone server is loop 0
+/// of 1. Only `Cluster` sets anything else.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Placement {
+    /// Where the loops publish their figures, shared by a cluster's loops;
+    /// `None` makes a slot of its own when stats or metrics are on.
+    pub live: Option<Arc<observe::live::Live>>,
+    /// This loop's number within its cluster.
+    pub loop_index: usize,
+    /// Set `SO_REUSEPORT` so several loops can bind the same addresses;
+    /// only for more than one loop, so a second server on a used port
+    /// still fails loudly.
+    pub reuse_port: bool,
+}
 
 /// What a component borrows from the loop for one call: the registry to
 /// register with, the scratch buffer, the counters, the ready list, and
@@ -187,7 +193,13 @@ impl Server {
         let acceptor = Acceptor::bind(&config, placement.reuse_port, registry)?;
         let udp = UdpEndpoint::bind(&config, placement.reuse_port, registry)?;
         let started = Instant::now();
-        let observers = Observers::new(&config, &placement, registry, started)?;
+        let observers = Observers::new(
+            &config,
+            placement.live.clone(),
+            placement.loop_index,
+            registry,
+            started,
+        )?;
         let shutdown = Shutdown::new(&config, registry)?;
         let limits = Limits {
             watermarks: config.watermarks,
@@ -326,7 +338,13 @@ impl Server {
                 .on_event(key, readable, writable, hangup, &mut cx),
             Source::Listener(i) => self.acceptor.on_ready(i, &mut self.table, &mut cx),
             Source::Udp(i) => self.udp.on_ready(i, &mut cx),
-            Source::Metrics => self.observers.on_metrics_accept(cx.registry, now),
+            Source::Metrics => {
+                let (table, udp, stats) = (&self.table, &self.udp, *cx.stats);
+                let paused = self.acceptor.is_paused();
+                self.observers.on_metrics_accept(cx.registry, now, || {
+                    table.figures(with_rcvbuf_drops(stats, udp), paused)
+                });
+            }
             Source::MetricsClient(i) => {
                 let (table, udp, stats) = (&self.table, &self.udp, *cx.stats);
                 let paused = self.acceptor.is_paused();
@@ -415,4 +433,14 @@ impl Server {
             DrainStep::CloseAll => self.table.close_all(&mut cx),
         }
     }
+}
+
+/// `stats` with the kernel's count of datagrams dropped at the UDP
+/// sockets, read now; unchanged when it cannot be read (the sockets are
+/// closed, or not Linux).
+fn with_rcvbuf_drops(mut stats: Stats, udp: &UdpEndpoint) -> Stats {
+    if let Some(drops) = udp.rcvbuf_drops() {
+        stats.udp_rcvbuf_drops = drops;
+    }
+    stats
 }

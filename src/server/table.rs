@@ -216,21 +216,45 @@ impl ConnTable {
         }
     }
 
-    /// Closes connection `key`: counts it, logs its story. The one place a
-    /// connection ends.
+    /// Closes connection `key`: counts it, and what it threw away, and
+    /// logs its story. The one place a connection ends.
     fn close(&mut self, key: usize, reason: CloseReason, cx: &mut LoopCtx<'_>) {
-        let Some(conn) = self.conns.try_remove(key) else {
+        self.close_as(key, reason, false, cx);
+    }
+
+    /// [`ConnTable::close`], or the shutdown's final close (`final_close`),
+    /// which gives up whatever the kernel still holds.
+    fn close_as(
+        &mut self,
+        key: usize,
+        reason: CloseReason,
+        final_close: bool,
+        cx: &mut LoopCtx<'_>,
+    ) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
         reason.count_in(cx.stats);
         self.closed_since = true;
+        // Output the peer will never get is cut, whatever the reason, and
+        // what the kernel held unacknowledged leaves `bytes out`, which
+        // then counts only what was not thrown away.
+        let lost = conn.abandon(reason, final_close);
+        cx.stats.tcp_cut_bytes += lost.total();
+        cx.stats.bytes_out = cx.stats.bytes_out.saturating_sub(lost.in_kernel);
+        let cut = if lost.total() > 0 {
+            format!(", reset, cut {} B", lost.total())
+        } else {
+            String::new()
+        };
         if let Some((peer, bytes_in, bytes_out, age)) = conn.story(cx.tick) {
             debug!(
-                "conn {key} {peer}: closed: {reason} (in {bytes_in} B, out {bytes_out} B, {:.1} s)",
+                "conn {key} {peer}: closed: {reason} (in {bytes_in} B, out {} B{cut}, {:.1} s)",
+                bytes_out.saturating_sub(lost.in_kernel),
                 f64::from(age) / 10.0
             );
         } else {
-            debug!("conn {key}: closed: {reason}");
+            debug!("conn {key}: closed: {reason}{cut}");
         }
         // Dropping the stream closes the descriptor, which also removes it
         // from the epoll set: no deregister call needed.
@@ -246,14 +270,13 @@ impl ConnTable {
         let tick = cx.tick;
         let expired: Vec<(usize, CloseReason)> = self
             .conns
-            .iter()
+            .iter_mut()
             // A lingering connection drops its input on purpose: it looks
-            // idle or stalled, but its end belongs to the drain, which
-            // counts it as cut and closes it without a reset.
+            // idle or stalled, but its end belongs to the drain.
             .filter(|(_, conn)| !conn.is_lingering())
             .filter_map(|(key, conn)| {
                 timeouts
-                    .expiry(conn.idle_for(tick), conn.stalled_for(tick))
+                    .expiry(conn.sweep_facts(tick))
                     .map(|reason| (key, reason))
             })
             .collect();
@@ -322,15 +345,12 @@ impl ConnTable {
         }
     }
 
-    /// Shutdown, the end: closes what is left, counting as cut what the
-    /// kernel will now throw away with the reset.
+    /// Shutdown, the end: closes what is left with a reset where the
+    /// kernel still holds output, counting that output as cut.
     pub fn close_all(&mut self, cx: &mut LoopCtx<'_>) {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            if let Some(conn) = self.conns.get(key) {
-                cx.stats.tcp_cut_bytes += conn.undelivered_at_close();
-            }
-            self.close(key, CloseReason::ShutdownDeadline, cx);
+            self.close_as(key, CloseReason::ShutdownDeadline, true, cx);
         }
     }
 }

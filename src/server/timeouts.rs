@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::conn::{CloseReason, Tick};
+use super::conn::{tick_duration, CloseReason, SweepFacts, Tick};
 
 /// The longest gap between sweeps ("about once a second").
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -42,21 +42,21 @@ impl Timeouts {
         self.idle.is_some() || self.write.is_some()
     }
 
-    /// Why a connection idle for `idle_for` ticks, whose pending output has
-    /// been stuck for `stalled_for` (`None`: nothing pending), must close.
+    /// Why a connection must close, from what the sweep learned of it: a
+    /// connection owed output is the write timeout's to judge and never
+    /// idle; one owed nothing is idle once nothing moved for the limit.
     ///
     /// Ticks are whole tenths since the server started, so a span of `n`
     /// ticks may be up to one tick short in real time: a timeout fires only
     /// past its limit, and a connection never goes before its time.
-    pub fn expiry(&self, idle_for: Tick, stalled_for: Option<Tick>) -> Option<CloseReason> {
-        // A stuck writer is the more specific story: name that one.
-        if let (Some(limit), Some(stalled)) = (self.write, stalled_for) {
+    pub fn expiry(&self, facts: SweepFacts) -> Option<CloseReason> {
+        if let (Some(limit), Some(stalled)) = (self.write, facts.stalled_for) {
             if stalled > limit {
                 return Some(CloseReason::WriteTimeout);
             }
         }
-        match self.idle {
-            Some(limit) if idle_for > limit => Some(CloseReason::IdleTimeout),
+        match (self.idle, facts.idle_for) {
+            (Some(limit), Some(idle)) if idle > limit => Some(CloseReason::IdleTimeout),
             _ => None,
         }
     }
@@ -73,10 +73,6 @@ impl Timeouts {
 fn to_ticks(d: Duration) -> Option<Tick> {
     let tenths = d.as_nanos().div_ceil(100_000_000);
     (tenths > 0).then(|| Tick::try_from(tenths).unwrap_or(Tick::MAX))
-}
-
-fn tick_duration(t: Tick) -> Duration {
-    Duration::from_millis(u64::from(t) * 100)
 }
 
 /// The sweep's schedule and the loop-owned list it fills (kept between
@@ -153,8 +149,15 @@ mod tests {
         cx
     }
 
+    fn facts(idle: Option<Tick>, stalled: Option<Tick>) -> SweepFacts {
+        SweepFacts {
+            idle_for: idle,
+            stalled_for: stalled,
+        }
+    }
+
     #[test]
-    fn stall_clock_starts_when_output_backs_up_and_restarts_on_progress() {
+    fn without_the_kernel_the_stall_clock_follows_our_own_buffer() {
         let mut h = Harness::new(64);
         let stream = FakeStream {
             input: b"0123456789abcdef".to_vec(),
@@ -163,30 +166,122 @@ mod tests {
             ..FakeStream::default()
         };
         let mut c = Connection::new(stream, 0);
-        assert_eq!(c.stalled_for(5), None, "nothing pending, nothing stalled");
+        assert_eq!(c.sweep_facts(5), facts(Some(5), None), "owes nothing");
         assert_eq!(c.on_readable(&mut at(&mut h, 10)), Progress::Wait);
         assert_eq!(c.pending_len(), 12);
-        assert_eq!(c.stalled_for(30), Some(20));
+        assert_eq!(c.sweep_facts(30), facts(None, Some(20)), "never idle");
         let t = Timeouts {
-            idle: None,
+            idle: Some(5),
             write: Some(20),
         };
-        assert_eq!(t.expiry(c.idle_for(30), c.stalled_for(30)), None);
-        assert_eq!(
-            t.expiry(c.idle_for(31), c.stalled_for(31)),
-            Some(CloseReason::WriteTimeout)
-        );
+        assert_eq!(t.expiry(c.sweep_facts(30)), None);
+        assert_eq!(t.expiry(c.sweep_facts(31)), Some(CloseReason::WriteTimeout));
         // The peer reads a little: the clock restarts.
         c.stream_mut().write_room = 4;
         assert_eq!(c.on_writable(&mut at(&mut h, 40)), Progress::Wait);
-        assert_eq!(c.stalled_for(45), Some(5));
+        assert_eq!(c.sweep_facts(45), facts(None, Some(5)));
         c.stream_mut().write_room = 100;
         c.on_writable(&mut at(&mut h, 50));
-        assert_eq!(c.stalled_for(500), None);
-        assert_eq!(c.idle_for(60), 10);
+        assert_eq!(c.sweep_facts(60), facts(Some(10), None));
         assert_eq!(
             c.expire(1, CloseReason::IdleTimeout),
             Progress::Close(CloseReason::IdleTimeout)
+        );
+    }
+
+    /// A connection whose echo the kernel took whole (nothing pending
+    /// here) to a peer that acknowledged `acked` of it.
+    fn echoed_into_the_kernel(h: &mut Harness, len: usize, acked: u64) -> Connection<FakeStream> {
+        let stream = FakeStream {
+            input: vec![b'x'; len],
+            read_chunk: len,
+            write_room: usize::MAX,
+            acked: Some(acked),
+            ..FakeStream::default()
+        };
+        let mut c = Connection::new(stream, 0);
+        assert_eq!(c.on_readable(&mut at(h, 0)), Progress::Wait);
+        assert_eq!(c.pending_len(), 0);
+        c
+    }
+
+    #[test]
+    fn output_the_peer_has_not_acknowledged_is_owed_and_never_idle() {
+        let mut h = Harness::new(1 << 16);
+        let t = Timeouts {
+            idle: Some(10),
+            write: Some(50),
+        };
+        // 8 KiB echoed, the kernel holds 6 KiB of it unacknowledged: an
+        // idle timeout now would end a clean FIN after 2 KiB.
+        let mut c = echoed_into_the_kernel(&mut h, 8192, 2048);
+        // The first look finds 2 KiB acknowledged since accept: progress.
+        assert_eq!(c.sweep_facts(10), facts(None, Some(0)));
+        assert_eq!(c.sweep_facts(40), facts(None, Some(30)));
+        assert_eq!(t.expiry(c.sweep_facts(50)), None, "owed: not idle");
+        assert_eq!(
+            t.expiry(c.sweep_facts(61)),
+            Some(CloseReason::WriteTimeout),
+            "nothing acknowledged for the write timeout: the peer stopped"
+        );
+        // Once everything is acknowledged, it owes nothing: idle again.
+        c.stream_mut().acked = Some(8192);
+        assert_eq!(c.sweep_facts(60), facts(Some(60), None));
+        assert_eq!(t.expiry(c.sweep_facts(60)), Some(CloseReason::IdleTimeout));
+    }
+
+    #[test]
+    fn a_slow_reader_whose_acknowledgements_grow_is_never_stalled() {
+        let mut h = Harness::new(1 << 16);
+        let t = Timeouts {
+            idle: None,
+            write: Some(50),
+        };
+        let mut c = echoed_into_the_kernel(&mut h, 60_000, 0);
+        // One MSS acknowledged every 4 s, long gaps of zero window between:
+        // progress each time, however slow.
+        for step in 1..=13u32 {
+            let now = step * 40;
+            c.stream_mut().acked = Some(u64::from(step) * 1448 * 3);
+            let f = c.sweep_facts(now);
+            assert_eq!(
+                f.stalled_for,
+                Some(0),
+                "acknowledged more: progress at {now}"
+            );
+            assert_eq!(t.expiry(f), None);
+            assert_eq!(
+                t.expiry(c.sweep_facts(now + 39)),
+                None,
+                "39 ticks of zero window"
+            );
+        }
+    }
+
+    #[test]
+    fn a_busy_connection_is_neither_idle_nor_stalled_and_costs_no_question() {
+        let mut h = Harness::new(1 << 16);
+        // acked None would make a stale clock look stalled if it were asked.
+        let mut c = echoed_into_the_kernel(&mut h, 100, 0);
+        c.stream_mut().acked = None;
+        assert_eq!(c.sweep_facts(0), SweepFacts::default());
+    }
+
+    #[test]
+    fn expiry_judges_an_owing_connection_by_the_write_timeout_only() {
+        let t = Timeouts {
+            idle: Some(10),
+            write: Some(600),
+        };
+        assert_eq!(t.expiry(facts(None, Some(500))), None);
+        let idle_only = Timeouts {
+            idle: Some(10),
+            write: None,
+        };
+        assert_eq!(
+            idle_only.expiry(facts(None, Some(5000))),
+            None,
+            "owed output is never the idle timeout's, even with no write timeout"
         );
     }
 
@@ -205,18 +300,27 @@ mod tests {
             idle: Some(100),
             write: Some(600),
         };
-        assert_eq!(t.expiry(100, None), None, "not before its time");
-        assert_eq!(t.expiry(101, None), Some(CloseReason::IdleTimeout));
-        // Stuck below the write timeout but idle long enough: still idle.
-        assert_eq!(t.expiry(101, Some(101)), Some(CloseReason::IdleTimeout));
+        assert_eq!(
+            t.expiry(facts(Some(100), None)),
+            None,
+            "not before its time"
+        );
+        assert_eq!(
+            t.expiry(facts(Some(101), None)),
+            Some(CloseReason::IdleTimeout)
+        );
         let write_only = Timeouts {
             idle: None,
             write: Some(600),
         };
-        assert_eq!(write_only.expiry(10_000, None), None, "idle is off");
-        assert_eq!(write_only.expiry(600, Some(600)), None);
         assert_eq!(
-            write_only.expiry(601, Some(601)),
+            write_only.expiry(facts(Some(10_000), None)),
+            None,
+            "idle is off"
+        );
+        assert_eq!(write_only.expiry(facts(None, Some(600))), None);
+        assert_eq!(
+            write_only.expiry(facts(None, Some(601))),
             Some(CloseReason::WriteTimeout)
         );
     }
@@ -235,8 +339,14 @@ mod tests {
             idle: Some(50),
             write: Some(20),
         };
-        assert_eq!(t.expiry(50, None), None);
-        assert_eq!(t.expiry(51, None), Some(CloseReason::IdleTimeout));
-        assert_eq!(t.expiry(25, Some(25)), Some(CloseReason::WriteTimeout));
+        assert_eq!(t.expiry(facts(Some(50), None)), None);
+        assert_eq!(
+            t.expiry(facts(Some(51), None)),
+            Some(CloseReason::IdleTimeout)
+        );
+        assert_eq!(
+            t.expiry(facts(None, Some(25))),
+            Some(CloseReason::WriteTimeout)
+        );
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use echo_reactor::server::{Server, ServerConfig, ServerHandle};
 use echo_reactor::Stats;
 
+pub mod netns;
 mod procfs;
 pub use procfs::{fd_count, rss_bytes};
 
@@ -392,11 +393,25 @@ pub fn start_in_process(config: ServerConfig) -> InProcess {
 
 /// A config with TCP and UDP on 127.0.0.1:0.
 pub fn loopback_config() -> ServerConfig {
-    ServerConfig {
-        tcp: vec!["127.0.0.1:0".parse().unwrap()],
-        udp: vec!["127.0.0.1:0".parse().unwrap()],
-        ..ServerConfig::default()
-    }
+    config_with(|c| {
+        c.tcp = vec!["127.0.0.1:0".parse().unwrap()];
+        c.udp = vec!["127.0.0.1:0".parse().unwrap()];
+    })
+}
+
+/// The default configuration, changed by `set` (the struct is
+/// non-exhaustive: built from its default, never field by field).
+pub fn config_with(set: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
+    let mut config = ServerConfig::default();
+    set(&mut config);
+    config
+}
+
+/// [`loopback_config`], changed by `set`.
+pub fn loopback_with(set: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
+    let mut config = loopback_config();
+    set(&mut config);
+    config
 }
 
 impl InProcess {

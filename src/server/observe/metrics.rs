@@ -24,8 +24,7 @@ use mio::{Interest, Registry};
 use slab::Slab;
 
 use super::live::Snapshot;
-use crate::net::{is_interrupted, is_peer_gone, is_would_block};
-use crate::server::accept::ACCEPT_RETRY;
+use crate::net::{is_interrupted, is_peer_gone, is_would_block, ACCEPT_RETRY};
 use crate::server::token;
 
 /// The most scrapers served at once; more are accepted and closed.
@@ -34,6 +33,15 @@ pub const MAX_CLIENTS: usize = token::MAX_METRICS_CLIENTS;
 pub const MAX_REQUEST: usize = 8 * 1024;
 /// How long a client has from connecting to receiving its answer.
 pub const DEADLINE: Duration = Duration::from_secs(5);
+/// How long accepting pauses after a round that had to turn clients away:
+/// the connections that come meanwhile wait in the backlog, where a
+/// scraper's whole request arrives, so the next round answers it on
+/// accept; a flood of reconnecting dribblers is turned away once a round
+/// instead of as fast as it reconnects.
+pub const ACCEPT_PACE: Duration = Duration::from_millis(100);
+/// The metrics listener's backlog (the kernel caps it at
+/// `net.core.somaxconn`, 4096 by default).
+const METRICS_BACKLOG: i32 = 4096;
 
 /// One scraper's connection.
 #[derive(Debug)]
@@ -45,6 +53,10 @@ struct Client {
     deadline: Instant,
     /// When it connected: the oldest silent client is the one evicted.
     since: Instant,
+    /// Who it is, for log lines.
+    peer: SocketAddr,
+    /// The round of accepting it came in.
+    round: u64,
 }
 
 /// What one turn on a client decided.
@@ -59,9 +71,13 @@ pub struct Endpoint {
     listener: TcpListener,
     addr: SocketAddr,
     clients: Slab<Client>,
-    /// Set while descriptors ran out: when to accept again. The edge that
-    /// announced the waiting scraper is spent, so nothing else would.
+    /// Set while accepting waits: when to accept again (descriptors ran
+    /// out, or a flood is being paced). The edge that announced the
+    /// waiting scraper is spent, so nothing else would.
     retry_at: Option<Instant>,
+    /// Rounds of accepting so far: a client accepted in this round cannot
+    /// be evicted by a newcomer of the same round.
+    round: u64,
 }
 
 impl Endpoint {
@@ -71,7 +87,15 @@ impl Endpoint {
     ///
     /// What binding or registering says.
     pub fn bind(addr: SocketAddr, registry: &Registry) -> io::Result<Endpoint> {
-        let mut listener = TcpListener::bind(addr)?;
+        // A deep backlog: under a flood of reconnecting connections a full
+        // accept queue drops new SYNs, and a dropped SYN is retried only
+        // after a second, longer than a scraper waits. The kernel caps it
+        // at net.core.somaxconn.
+        let opts = crate::net::BindOptions {
+            backlog: METRICS_BACKLOG,
+            reuse_port: false,
+        };
+        let mut listener = crate::net::tcp_listener(addr, opts).map_err(|e| e.source)?;
         let addr = listener.local_addr()?;
         registry.register(&mut listener, token::METRICS, Interest::READABLE)?;
         Ok(Endpoint {
@@ -79,6 +103,7 @@ impl Endpoint {
             addr,
             clients: Slab::with_capacity(MAX_CLIENTS),
             retry_at: None,
+            round: 0,
         })
     }
 
@@ -96,68 +121,143 @@ impl Endpoint {
             .min()
     }
 
-    /// Retries accepting after descriptors ran out, when it is time.
-    pub fn on_timer(&mut self, registry: &Registry, now: Instant) {
+    /// Resumes accepting after a pause, when it is time.
+    pub fn on_timer(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        figures: &mut dyn FnMut() -> String,
+    ) {
         if self.retry_at.is_some_and(|at| now >= at) {
             self.retry_at = None;
-            self.on_accept_ready(registry, now);
+            self.on_accept_ready(registry, now, figures);
         }
     }
 
-    /// Makes room for a new scraper when every slot is taken: the oldest
-    /// client that has not yet sent a whole request goes (otherwise silent
-    /// or dribbling connections reopened every few seconds would lock
-    /// scraping out for good). False when every slot holds a client that
-    /// is being answered.
-    fn evict_oldest_silent(&mut self) -> bool {
-        let oldest = self
+    /// Makes room for a new client that has sent nothing yet when every
+    /// slot is taken, so that silent or dribbling connections reopened as
+    /// fast as they are dropped cannot lock scraping out. The clients that
+    /// have sent nothing are read first: their readable events may wait
+    /// behind this very accept, and a scraper among them whose whole
+    /// request has arrived is answered, which frees its slot. Otherwise the
+    /// slowest client of an earlier round goes: the one that has been
+    /// dribbling a request the longest without finishing it, and only when
+    /// none dribbles, the longest silent one. A scraper sends its small
+    /// request in one piece, so it never looks like a dribbler. False when
+    /// none may go: every slot is being answered or came in this round.
+    fn make_room(&mut self, figures: &mut dyn FnMut() -> String) -> bool {
+        let silent: Vec<usize> = self
             .clients
             .iter()
-            .filter(|(_, c)| c.response.is_empty())
-            .min_by_key(|(_, c)| c.since)
-            .map(|(key, _)| key);
-        match oldest {
-            Some(key) => {
-                debug!("metrics client {key}: no whole request yet, closed to make room for a new scraper");
+            .filter(|(_, c)| c.request.is_empty() && c.response.is_empty())
+            .map(|(key, _)| key)
+            .collect();
+        let mut freed = false;
+        for key in silent {
+            if let Next::Close = self.clients[key].turn(&mut *figures) {
                 self.clients.remove(key);
-                true
+                freed = true;
             }
-            None => false,
         }
+        if freed {
+            return true;
+        }
+        let round = self.round;
+        let slowest = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.response.is_empty() && c.round < round)
+            .min_by_key(|(_, c)| (c.request.is_empty(), c.since))
+            .map(|(key, _)| key);
+        let Some(key) = slowest else {
+            return false;
+        };
+        let client = self.clients.remove(key);
+        debug!(
+            "metrics client {key} {}: no whole request yet ({} B), closed to make room for a new scraper",
+            client.peer,
+            client.request.len()
+        );
+        true
     }
 
-    /// Accepts until the backlog is empty; beyond [`MAX_CLIENTS`] the
-    /// oldest silent client makes room, or else the new one is closed.
-    pub fn on_accept_ready(&mut self, registry: &Registry, now: Instant) {
+    /// Accepts until the backlog is empty (one round). Each new client is
+    /// answered at once if its whole request is already there (as a
+    /// scraper's is once it has waited in the backlog), and then needs no
+    /// slot at all. The others take a free slot; beyond [`MAX_CLIENTS`],
+    /// one that has sent nothing yet takes the slot of the slowest
+    /// unfinished request (see `make_room`), and the rest are closed. A
+    /// round that closed any pauses accepting for [`ACCEPT_PACE`].
+    pub fn on_accept_ready(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        figures: &mut dyn FnMut() -> String,
+    ) {
         if self.retry_at.is_some() {
-            return; // the timer retries; accepting now would fail again
+            return; // the timer resumes; accepting now would fail or spin
         }
+        self.round += 1;
+        let mut turned_away = 0u64;
+        // A round takes the connections that were waiting when it began;
+        // those that come meanwhile (often the ones just turned away,
+        // reconnecting) wait for the next, and send their bytes meanwhile.
+        let mut left = {
+            use std::os::fd::AsRawFd;
+            // At least one: the edge that brought us here may have come
+            // with a connection the count missed by a hair.
+            crate::net::accept_queue_len(self.listener.as_raw_fd())
+                .unwrap_or(usize::MAX)
+                .max(1)
+        };
         loop {
+            if left == 0 {
+                // More may wait: the next round takes them; at once while
+                // there is room, after the pace while the slots are full.
+                self.retry_at = Some(now + self.pace(turned_away));
+                return;
+            }
+            left -= 1;
             match self.listener.accept() {
-                Ok((mut stream, peer)) => {
-                    if self.clients.len() >= MAX_CLIENTS && !self.evict_oldest_silent() {
-                        debug!("metrics {peer}: too many scrapers, closed");
-                        continue;
-                    }
-                    let key = self.clients.vacant_entry().key();
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if let Err(e) =
-                        registry.register(&mut stream, token::metrics_client(key), interest)
-                    {
-                        debug!("metrics {peer}: cannot register: {e}");
-                        continue;
-                    }
-                    trace!("metrics {peer}: connected as client {key}");
-                    self.clients.insert(Client {
+                Ok((stream, peer)) => {
+                    let mut client = Client {
                         stream,
                         request: Vec::new(),
                         response: Vec::new(),
                         sent: 0,
                         deadline: now + DEADLINE,
                         since: now,
-                    });
+                        peer,
+                        round: self.round,
+                    };
+                    // Answered and closed at once: no slot taken.
+                    if let Next::Close = client.turn(&mut *figures) {
+                        trace!("metrics {peer}: answered on accept");
+                        continue;
+                    }
+                    let full = self.clients.len() >= MAX_CLIENTS;
+                    if full && (!client.request.is_empty() || !self.make_room(&mut *figures)) {
+                        debug!("metrics {peer}: no whole request and no room, closed");
+                        turned_away += 1;
+                        continue;
+                    }
+                    let key = self.clients.vacant_entry().key();
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) =
+                        registry.register(&mut client.stream, token::metrics_client(key), interest)
+                    {
+                        debug!("metrics {peer}: cannot register: {e}");
+                        continue;
+                    }
+                    trace!("metrics {peer}: connected as client {key}");
+                    self.clients.insert(client);
                 }
-                Err(e) if is_would_block(&e) => return,
+                Err(e) if is_would_block(&e) => {
+                    if !self.pace(turned_away).is_zero() {
+                        self.retry_at = Some(now + ACCEPT_PACE);
+                    }
+                    return;
+                }
                 Err(e) if is_interrupted(&e) => {}
                 // A client that gave up while waiting: take the next one.
                 Err(e) if is_peer_gone(&e) => {}
@@ -170,6 +270,19 @@ impl Endpoint {
                     return;
                 }
             }
+        }
+    }
+
+    /// How long to wait before the next round: none while slots are free,
+    /// [`ACCEPT_PACE`] once they are full or clients were turned away, so
+    /// that those who come meanwhile wait in the backlog long enough for
+    /// a scraper's request to arrive before it is accepted.
+    fn pace(&self, turned_away: u64) -> Duration {
+        if turned_away > 0 || self.clients.len() >= MAX_CLIENTS {
+            trace!("metrics: {turned_away} turned away, slots full; next round in {ACCEPT_PACE:?}");
+            ACCEPT_PACE
+        } else {
+            Duration::ZERO
         }
     }
 
@@ -188,7 +301,7 @@ impl Endpoint {
         self.clients.retain(|key, c| {
             let keep = c.deadline > now;
             if !keep {
-                debug!("metrics client {key}: deadline passed, closed");
+                debug!("metrics client {key} {}: deadline passed, closed", c.peer);
             }
             keep
         });
@@ -253,6 +366,7 @@ impl Client {
             }
         }
         // All sent: FIN after it, then close.
+        trace!("metrics {}: answered ({} B)", self.peer, self.sent);
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
         Next::Close
     }

@@ -7,13 +7,14 @@ pub(crate) mod live;
 pub(crate) mod metrics;
 mod stats;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
 
 pub use stats::Stats;
 
-use super::config::{Placement, ServerConfig, ServerError};
+use super::config::{ServerConfig, ServerError};
 use crate::net::BindError;
 use live::{Live, Reporter, Snapshot};
 
@@ -37,10 +38,12 @@ pub(crate) struct Observers {
 
 impl Observers {
     /// Binds the metrics endpoint and sets up the stats line, as `config`
-    /// asks.
+    /// asks, for loop `loop_index` of a cluster whose loops publish into
+    /// `live` (`None`: a slot of its own, made when stats or metrics are on).
     pub fn new(
         config: &ServerConfig,
-        placement: &Placement,
+        live: Option<Arc<Live>>,
+        loop_index: usize,
         registry: &Registry,
         now: Instant,
     ) -> Result<Observers, ServerError> {
@@ -57,17 +60,14 @@ impl Observers {
             None => None,
         };
         let observed = config.stats_interval.is_some() || metrics.is_some();
-        let live = placement
-            .live
-            .clone()
-            .or_else(|| observed.then(|| Live::new(1)));
+        let live = live.or_else(|| observed.then(|| Live::new(1)));
         Ok(Observers {
             publish_at: live
                 .as_ref()
                 .filter(|l| l.loops() > 1)
                 .map(|_| now + PUBLISH_EVERY),
             live,
-            loop_index: placement.loop_index,
+            loop_index,
             reporter: config.stats_interval.map(|every| Reporter::new(every, now)),
             metrics,
         })
@@ -109,7 +109,8 @@ impl Observers {
         }
         if let Some(m) = &mut self.metrics {
             m.expire(now);
-            m.on_timer(registry, now);
+            let (live, index) = (&self.live, self.loop_index);
+            m.on_timer(registry, now, &mut || fresh_metrics(live, index, &figures));
         }
     }
 
@@ -120,31 +121,42 @@ impl Observers {
         }
     }
 
-    /// The metrics listener is readable.
-    pub fn on_metrics_accept(&mut self, registry: &Registry, now: Instant) {
+    /// The metrics listener is readable; a scraper whose whole request
+    /// came with its connect is answered at once, with fresh totals.
+    pub fn on_metrics_accept(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        figures: impl Fn() -> Snapshot,
+    ) {
         if let Some(m) = &mut self.metrics {
-            m.on_accept_ready(registry, now);
+            let (live, index) = (&self.live, self.loop_index);
+            m.on_accept_ready(registry, now, &mut || fresh_metrics(live, index, &figures));
         }
     }
 
     /// A scraper's socket is ready: once its request is complete, answer
     /// it with fresh totals (this loop's published first).
-    pub fn on_metrics_client(&mut self, i: usize, figures: impl FnOnce() -> Snapshot) {
+    pub fn on_metrics_client(&mut self, i: usize, figures: impl Fn() -> Snapshot) {
         let Some(m) = &mut self.metrics else {
             return;
         };
         let (live, index) = (&self.live, self.loop_index);
-        m.on_client_ready(i, || {
-            let Some(live) = live else {
-                return String::new();
-            };
-            live.publish(index, figures());
-            metrics::render(&live.total(), live.loops(), live.uptime())
-        });
+        m.on_client_ready(i, || fresh_metrics(live, index, &figures));
     }
 
     /// Shutdown: scrapers get no answer from a server on its way out.
     pub fn close_metrics(&mut self) {
         self.metrics = None;
     }
+}
+
+/// The metrics text: this loop's figures, published first, plus the
+/// other loops' last ones.
+fn fresh_metrics(live: &Option<Arc<Live>>, index: usize, figures: &dyn Fn() -> Snapshot) -> String {
+    let Some(live) = live else {
+        return String::new();
+    };
+    live.publish(index, figures());
+    metrics::render(&live.total(), live.loops(), live.uptime())
 }

@@ -6,8 +6,10 @@
 
 use std::fmt;
 
-/// What one server loop has done since it started.
+/// What one server loop has done since it started. New counters may be
+/// added in any release: read the fields, start from `Stats::default()`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// TCP connections accepted and served.
     pub tcp_accepted: u64,

@@ -1,0 +1,229 @@
+//! The idle and write timeouts judge peers by what they really do: a
+//! connection that owes output is never idle, a reader that keeps reading,
+//! however slowly, is never taken for one that stopped, and one that did
+//! stop is reset within the timeout plus a sweep.
+//!
+//! The slow-reader cases run over a veth pair between two network
+//! namespaces (MTU 1500), because loopback's 64 KiB segments make a slow
+//! reader's window reopen only once per 64 KiB read (see the README).
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::netns::Pair;
+use common::*;
+
+/// A client whose receive buffer is `rcvbuf` bytes, connected to `addr`.
+fn small_window_client(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+    socket
+        .connect_timeout(&addr.into(), IO_TIMEOUT)
+        .expect("connect");
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+    s.set_write_timeout(Some(Duration::from_secs(60)))
+        .expect("write timeout");
+    s
+}
+
+/// Reads `len` bytes and checks them against `expected`; the number of
+/// bytes that arrived before the stream ended or failed, on failure.
+fn read_and_check(s: &mut TcpStream, expected: &[u8]) -> Result<(), (usize, std::io::Error)> {
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < expected.len() {
+        let want = (expected.len() - got).min(buf.len());
+        match s.read(&mut buf[..want]) {
+            Ok(0) => return Err((got, ErrorKind::UnexpectedEof.into())),
+            Ok(n) => {
+                assert!(
+                    buf[..n] == expected[got..got + n],
+                    "the echo differs from the stream at byte {got}"
+                );
+                got += n;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err((got, e)),
+        }
+    }
+    Ok(())
+}
+
+/// A client with a 4 KiB receive buffer sends 8 MB, reads nothing for
+/// three idle timeouts, then reads: it must get every byte, and then a
+/// clean end after its own half-close.
+fn idle_timeout_leaves_an_owed_echo_alone(extra: &[&str]) {
+    const SENT: usize = 8_000_000;
+    let mut args = vec!["--tcp", "127.0.0.1:0", "--idle-timeout", "1"];
+    args.extend_from_slice(extra);
+    let server = start_server(&args);
+    let mut s = small_window_client(server.tcp_addr(), 4096);
+    let data = pattern(19, SENT);
+    let writer = {
+        let mut w = s.try_clone().expect("clone");
+        let data = data.clone();
+        thread::spawn(move || w.write_all(&data))
+    };
+    // The client's pause is the behaviour under test, not a sync.
+    thread::sleep(Duration::from_secs(3));
+    let outcome = read_and_check(&mut s, &data);
+    let stderr_now = server.stderr();
+    assert!(
+        outcome.is_ok(),
+        "the echo ended early: {outcome:?}\n{}",
+        tail(&stderr_now, 20)
+    );
+    writer
+        .join()
+        .expect("writer")
+        .expect("the whole stream was sent");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut rest = Vec::new();
+    assert!(s.read_to_end(&mut rest).is_ok(), "a clean FIN at the end");
+    assert!(rest.is_empty());
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "idle"), Some(0), "{stderr}");
+    assert_eq!(final_stat(&stderr, "cut"), Some(0), "{stderr}");
+}
+
+#[test]
+fn an_idle_timeout_never_cuts_short_an_echo_owed_from_the_servers_buffer() {
+    // A deep user-space queue: the server reads all 8 MB and holds what
+    // the kernel refused.
+    idle_timeout_leaves_an_owed_echo_alone(&["--max-pending", "16000000"]);
+}
+
+#[test]
+fn an_idle_timeout_never_cuts_short_an_echo_held_back_by_backpressure() {
+    // The default: the server stops reading while output waits, so
+    // input waits in the kernel too.
+    idle_timeout_leaves_an_owed_echo_alone(&[]);
+}
+
+#[test]
+fn an_idle_timeout_still_closes_a_connection_that_owes_nothing() {
+    let server = start_server(&["--tcp", "127.0.0.1:0", "--idle-timeout", "0.5"]);
+    let mut s = connect(server.tcp_addr());
+    assert_eq!(roundtrip(&mut s, b"done\n"), b"done\n");
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    assert!(
+        s.read_to_end(&mut rest).is_ok(),
+        "closed with FIN, not a reset"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "idle"), Some(1), "{stderr}");
+}
+
+/// What happened to one client of the veth test.
+#[derive(Debug)]
+enum Ended {
+    /// Got every byte of the echo.
+    Whole,
+    /// Reset (or another error) after this long from connect.
+    Reset(Duration),
+}
+
+#[test]
+fn over_a_real_link_a_slow_reader_survives_the_write_timeout_and_a_stopped_one_does_not() {
+    const SENT: usize = 1 << 20;
+    let pair = match Pair::build(0) {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let addr = format!("{}:0", pair.server_ip());
+    let argv: Vec<String> = ["serve", "--tcp", &addr, "--write-timeout", "5"]
+        .map(String::from)
+        .into();
+    let server = start_binary_logged(
+        &argv,
+        Some(&Pair::exec_prefix(&pair.server)),
+        Some("echo_reactor=debug"),
+    );
+    let target = server.tcp_addr();
+
+    // 1 KiB a second for 20 s, four write timeouts, then the rest at once.
+    // A Linux receiver reopens a shut window once an MSS and a sixteenth
+    // of its buffer are free: with 16 KiB (32 KiB once doubled), every 2 s
+    // at this pace, well within the timeout.
+    let slow = Pair::run_in(&pair.client, move || {
+        let mut s = small_window_client(target, 16 * 1024);
+        let data = pattern(23, SENT);
+        let writer = {
+            let mut w = s.try_clone().expect("clone");
+            let data = data.clone();
+            thread::spawn(move || w.write_all(&data))
+        };
+        let start = Instant::now();
+        let mut got = 0;
+        let mut buf = [0u8; 1024];
+        while start.elapsed() < Duration::from_secs(20) {
+            match s.read(&mut buf) {
+                Ok(0) => return (Ended::Reset(start.elapsed()), got),
+                Ok(n) => {
+                    assert!(buf[..n] == data[got..got + n], "byte {got} differs");
+                    got += n;
+                }
+                Err(_) => return (Ended::Reset(start.elapsed()), got),
+            }
+            // The reader's pace is the behaviour under test.
+            thread::sleep(Duration::from_secs(1));
+        }
+        let ended = match read_and_check(&mut s, &data[got..]) {
+            Ok(()) => Ended::Whole,
+            Err((n, e)) => {
+                eprintln!("slow reader: {e} after {n} more bytes");
+                Ended::Reset(start.elapsed())
+            }
+        };
+        let _ = writer.join();
+        (ended, got)
+    });
+    // Sends the same, never reads.
+    let stopped = Pair::run_in(&pair.client, move || {
+        let s = small_window_client(target, 64 * 1024);
+        let start = Instant::now();
+        let mut w = s.try_clone().expect("clone");
+        let writer = thread::spawn(move || w.write_all(&pattern(29, SENT)));
+        // The pending socket error tells when the reset came, without
+        // reading any of the echo.
+        let ended = loop {
+            match socket2::SockRef::from(&s).take_error() {
+                Ok(None) if start.elapsed() < Duration::from_secs(30) => {}
+                Ok(None) => break Ended::Whole,
+                Ok(Some(_)) | Err(_) => break Ended::Reset(start.elapsed()),
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        drop(s);
+        let _ = writer.join();
+        ended
+    });
+    let (slow_end, slow_read_slowly) = slow.join().expect("slow reader");
+    let stopped_end = stopped.join().expect("stopped reader");
+    let stderr = server.stop();
+    assert!(
+        matches!(slow_end, Ended::Whole),
+        "the slow reader ({slow_read_slowly} B read slowly): {slow_end:?}\n{}",
+        tail(&stderr, 20)
+    );
+    match stopped_end {
+        Ended::Reset(after) => assert!(
+            after >= Duration::from_secs(5) && after < Duration::from_secs(9),
+            "the stopped reader was reset after {after:?}; the write timeout is 5 s"
+        ),
+        Ended::Whole => panic!("the stopped reader was never reset\n{stderr}"),
+    }
+    assert_eq!(final_stat(&stderr, "stalled"), Some(1), "{stderr}");
+    drop(pair);
+}
