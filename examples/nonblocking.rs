@@ -44,24 +44,32 @@ fn main() -> std::io::Result<()> {
     let mut conns: Vec<Conn> = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        // The connection loop, one try: a client, or WouldBlock and on.
-        match listener.accept() {
-            Ok((stream, _peer)) => {
-                stream.set_nonblocking(true)?;
-                stream.set_nodelay(true)?;
-                conns.push(Conn {
-                    stream,
-                    pending: Vec::new(),
-                });
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            // Interrupted, a client that reset before we took it, or out of
-            // descriptors: the next pass tries again (no message, or one
-            // per pass would flood the terminal).
-            Err(_) => {}
-        }
+        // The connection loop: every client waiting, until WouldBlock.
+        accept_all(&listener, &mut conns);
         // The communication loop, one try per connection; false drops it.
         conns.retain_mut(|c| serve_once(c, &mut buf));
+    }
+}
+
+/// Takes every connection waiting in the backlog; WouldBlock ends the try.
+fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>) {
+    loop {
+        match listener.accept() {
+            Ok((stream, _peer)) => {
+                if stream.set_nonblocking(true).is_ok() {
+                    let _ = stream.set_nodelay(true);
+                    conns.push(Conn {
+                        stream,
+                        pending: Vec::new(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // WouldBlock: nobody waiting. A client that reset before we took
+            // it, or out of descriptors: the next pass tries again (a
+            // message per pass would flood the terminal).
+            Err(_) => return,
+        }
     }
 }
 

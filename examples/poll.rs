@@ -79,7 +79,7 @@ fn main() -> std::io::Result<()> {
             revents == 0 || serve(c, revents, &mut buf)
         });
         if fds[0].revents & libc::POLLIN != 0 {
-            accept_one(&listener, &mut conns);
+            accept_all(&listener, &mut conns);
         }
     }
 }
@@ -92,23 +92,26 @@ fn pollfd(fd: i32, events: i16) -> libc::pollfd {
     }
 }
 
-/// One accept per call: level-triggered, so a backlog with more waiting
-/// is reported again on the next call.
-fn accept_one(listener: &TcpListener, conns: &mut Vec<Conn>) {
-    match listener.accept() {
-        Ok((stream, _peer)) => {
-            if stream.set_nonblocking(true).is_ok() {
-                let _ = stream.set_nodelay(true);
-                conns.push(Conn {
-                    stream,
-                    pending: Vec::new(),
-                });
+/// Accepts until WouldBlock. Level-triggered would report the rest again,
+/// but each call costs a pass over every connection: take them all now.
+fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>) {
+    loop {
+        match listener.accept() {
+            Ok((stream, _peer)) => {
+                if stream.set_nonblocking(true).is_ok() {
+                    let _ = stream.set_nodelay(true);
+                    conns.push(Conn {
+                        stream,
+                        pending: Vec::new(),
+                    });
+                }
             }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // WouldBlock: the backlog is empty. A client that reset first:
+            // poll says when to try again. (Out of descriptors, the listener
+            // stays ready and this loop spins: the real server pauses.)
+            Err(_) => return,
         }
-        // WouldBlock, Interrupted, a client that reset first: try again
-        // when poll says so. (Out of descriptors, the listener stays ready
-        // and this loop spins: the real server pauses accepting instead.)
-        Err(_) => {}
     }
 }
 
