@@ -1,0 +1,474 @@
+//! The command blocks of docs/GUIDE.md, read out of the guide and run as
+//! printed, through bash, as a student types them: so an edited command is
+//! a tested command. The only changes are the port (a free one instead of
+//! the guide's fixed 70xx) and `$T` (this build's target directory); where
+//! a student would wait a moment before the next line, the test waits for
+//! the event the next line needs, with a deadline.
+//!
+//! Each run is a process group of its own, like a terminal's job, and the
+//! whole group is killed when the test is done with it. The tools are
+//! the guide's: bash, nc (OpenBSD), ss, ps, python3 and strace, which
+//! `.ci/run` installs.
+
+mod common;
+
+use std::io::{BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+/// The repository's root: where the guide's relative paths start.
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The command blocks of a Markdown file: runs of lines indented by four
+/// spaces, also inside a `>` quote, one block per run.
+fn command_blocks(text: &str) -> Vec<Vec<String>> {
+    let mut blocks: Vec<Vec<String>> = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let body = line
+            .strip_prefix("> ")
+            .or_else(|| line.strip_prefix('>'))
+            .unwrap_or(line);
+        match body.strip_prefix("    ") {
+            Some(code) if !code.trim().is_empty() => current.push(code.to_string()),
+            _ if !current.is_empty() => blocks.push(std::mem::take(&mut current)),
+            _ => {}
+        }
+    }
+    if !current.is_empty() {
+        blocks.push(current);
+    }
+    blocks
+}
+
+/// The English guide's one command block that contains `needle`.
+fn guide_block(needle: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("docs/GUIDE.md")).expect("docs/GUIDE.md");
+    let mut found: Vec<Vec<String>> = command_blocks(&text)
+        .into_iter()
+        .filter(|b| b.iter().any(|l| l.contains(needle)))
+        .collect();
+    assert_eq!(found.len(), 1, "blocks with {needle:?} in the guide: {found:?}");
+    found.remove(0)
+}
+
+/// The guide's line containing `needle`, in `block`, with the guide's port
+/// replaced by `port`.
+fn line(block: &[String], needle: &str, port: (u16, u16)) -> String {
+    block
+        .iter()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in {block:?}"))
+        .replace(&port.0.to_string(), &port.1.to_string())
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Fails with what to install when a tool the guide uses is missing.
+fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "the guide uses {tool}: install it (.ci/run does: see the apt-get line there)"
+    );
+}
+
+/// A script run by bash in its own process group, as a terminal runs a
+/// job, with `T` set as the guide sets it and the repository as its
+/// directory; its output is collected as it comes, and the whole group is
+/// killed on drop.
+struct Job {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Job {
+    fn start(script: &str) -> Job {
+        let target: PathBuf = example_path("reactor")
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let mut child = Command::new("bash")
+            .args(["-c", script])
+            .env("T", target)
+            .current_dir(root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn bash");
+        let collect = |pipe: Box<dyn Read + Send>| {
+            let text = Arc::new(Mutex::new(String::new()));
+            let sink = Arc::clone(&text);
+            std::thread::spawn(move || {
+                // As it comes, not by lines: nc's output may have no newline.
+                let mut r = BufReader::new(pipe);
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = r.read(&mut buf) {
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+            text
+        };
+        let stdout = collect(Box::new(child.stdout.take().expect("piped")));
+        let stderr = collect(Box::new(child.stderr.take().expect("piped")));
+        Job {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits up to `limit` for stdout to contain `needle`.
+    fn wait_for(&self, needle: &str, limit: Duration) -> bool {
+        wait_until(limit, || self.stdout().contains(needle))
+    }
+
+    /// Waits up to `limit` for bash to exit; true if it did.
+    fn wait(&mut self, limit: Duration) -> bool {
+        wait_until(limit, || matches!(self.child.try_wait(), Ok(Some(_))))
+    }
+
+    /// Sends `signal` to the whole job, like Ctrl-Z (SIGSTOP) and `fg`
+    /// (SIGCONT) do.
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the process group this job created.
+        unsafe { libc::kill(-(self.child.id() as i32), signal) };
+    }
+
+    /// Numbers alone on their line, in order (what `ps -o rss=` and
+    /// `wc -c` print).
+    fn numbers(&self) -> Vec<u64> {
+        self.stdout()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until something listens on `port` (the line that started a
+/// server in the background has done its work).
+fn wait_listening(port: u16) {
+    let listening = wait_until(IO_TIMEOUT, || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(listening, "nothing listens on {port}");
+}
+
+/// Lab 1, both blocks as printed: the example's RSS climbs by hundreds of
+/// MB under a client that never reads and never sends FIN; the server's
+/// stays at a few MB.
+#[test]
+fn lab_1_pushing_without_reading_grows_the_example_not_the_server() {
+    require("nc");
+    for (needle, guide_port, grows) in [
+        ("examples/reactor 127.0.0.1:7003 & server=$!", 7003, true),
+        ("echo-reactor serve --tcp 127.0.0.1:7007 & server=$!", 7007, false),
+    ] {
+        let block = guide_block(needle);
+        let port = free_port();
+        let script = block.join("\n").replace(&guide_port.to_string(), &port.to_string());
+        let mut job = Job::start(&script);
+        assert!(job.wait(Duration::from_secs(60)), "the lab did not end");
+        let kb = job.numbers();
+        assert_eq!(kb.len(), 4, "four RSS lines: {}{}", job.stdout(), job.stderr());
+        if grows {
+            assert!(
+                kb[3] > 200_000,
+                "the example should hold hundreds of MB: {kb:?} KB"
+            );
+        } else {
+            assert!(
+                kb.iter().all(|&k| k < 20_000),
+                "the server should stay at a few MB: {kb:?} KB"
+            );
+        }
+    }
+}
+
+/// Section 1, the block as printed: `listen(5)` and no `accept` hold six
+/// established connections (Recv-Q 6, Send-Q 5 on the LISTEN socket),
+/// leave two clients in SYN-SENT, and none half-open on the server.
+#[test]
+fn section_1_listen_5_holds_six_established_and_none_half_open() {
+    require("nc");
+    require("ss");
+    let block = guide_block("s.listen(5)");
+    let port = (7012, free_port());
+    let p = port.1;
+    let script = [
+        line(&block, "s.listen(5)", port),
+        format!("until ss -Hltn 'sport = :{p}' | grep -q LISTEN; do sleep 0.05; done"),
+        line(&block, "for i in", port),
+        // A student looks a moment later; the test waits for all eight.
+        format!("until [ $(ss -Htn 'dport = :{p}' | wc -l) -ge 8 ]; do sleep 0.05; done"),
+        "echo '-- listen'".into(),
+        line(&block, "ss -ltn", port),
+        "echo '-- clients'".into(),
+        line(&block, "dport", port),
+        "echo '-- half-open'".into(),
+        line(&block, "syn-recv", port),
+        "echo '-- end'".into(),
+        line(&block, "kill", port),
+    ]
+    .join("\n");
+    let mut job = Job::start(&script);
+    assert!(job.wait(IO_TIMEOUT), "the block did not end: {}", job.stdout());
+    let out = job.stdout();
+    let part = |from: &str, to: &str| -> Vec<String> {
+        let rest = out.split_once(from).map_or("", |(_, r)| r);
+        let part = rest.split_once(to).map_or(rest, |(p, _)| p);
+        part.lines()
+            .filter(|l| !l.trim().is_empty() && !l.contains("Local Address"))
+            .map(String::from)
+            .collect()
+    };
+    let listen = part("-- listen", "-- clients");
+    let fields: Vec<&str> = listen
+        .first()
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(fields.get(..3), Some(&["LISTEN", "6", "5"][..]), "{out}");
+    let clients = part("-- clients", "-- half-open");
+    let count = |state: &str| clients.iter().filter(|l| l.starts_with(state)).count();
+    assert_eq!((count("ESTAB"), count("SYN-SENT")), (6, 2), "{out}");
+    assert!(part("-- half-open", "-- end").is_empty(), "{out}");
+}
+
+/// Section 1, the block as printed: the non-blocking polling loop uses
+/// most of a core with no client at all.
+#[test]
+fn section_1_the_polling_loop_burns_a_core_at_rest() {
+    let block = guide_block("examples/nonblocking 127.0.0.1:7006 & server=$!");
+    let port = free_port();
+    let script = block.join("\n").replace("7006", &port.to_string());
+    let mut job = Job::start(&script);
+    assert!(job.wait(IO_TIMEOUT), "the block did not end");
+    let out = job.stdout();
+    let cpu: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    // A whole core on an idle machine; a busy loop still gets a good share
+    // of a loaded one.
+    assert!(
+        cpu.len() == 1 && cpu[0] >= 20.0,
+        "ps should show most of a core: {out}"
+    );
+}
+
+/// Section 1, as printed: under strace, every `poll` call lists every
+/// socket (the test plays the two `nc`s).
+#[test]
+fn section_1_poll_hands_the_kernel_every_socket_on_every_call() {
+    require("strace");
+    let block = guide_block("trace=poll");
+    let port = (7008, free_port());
+    let job = Job::start(&line(&block, "strace", port));
+    assert!(job.wait_for("listening on", IO_TIMEOUT), "{}", job.stderr());
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port.1));
+    let _first = connect(addr);
+    let mut second = connect(addr);
+    assert_eq!(roundtrip(&mut second, b"hello\n"), b"HELLO\n");
+    let quoted = "poll([{fd=3, events=POLLIN}, {fd=4, events=POLLIN}, {fd=5, events=POLLIN}], 3, -1) = 1 ([{fd=5, revents=POLLIN}])";
+    let listed = wait_until(IO_TIMEOUT, || job.stderr().lines().any(|l| l == quoted));
+    assert!(listed, "no {quoted:?} in:\n{}", job.stderr());
+}
+
+/// Section 1, both commands as printed: the io_uring echo answers, and
+/// strace sees `io_uring_enter` where the reactor makes `recvfrom` and
+/// `sendto`.
+#[test]
+fn section_1_the_proactor_makes_no_recvfrom_or_sendto() {
+    require("strace");
+    require("nc");
+    let block = guide_block("trace=io_uring_enter");
+    let port = (7010, free_port());
+    let server = Job::start(&line(&block, "strace", port));
+    assert!(server.wait_for("listening on", IO_TIMEOUT), "{}", server.stderr());
+    let mut client = Job::start(&line(&block, "printf", port));
+    assert!(client.wait(IO_TIMEOUT), "nc did not end");
+    assert_eq!(client.stdout(), "HELLO\n");
+    let trace = server.stderr();
+    assert!(trace.contains("io_uring_enter("), "{trace}");
+    assert!(
+        !trace.contains("recvfrom(") && !trace.contains("sendto("),
+        "{trace}"
+    );
+}
+
+/// Section 2, both sides as printed: Python's `selectors` registers
+/// level-triggered and reads a 32-byte line in two wake-ups of 16 bytes;
+/// mio registers edge-triggered, and the same 16-byte reads leave the
+/// second half in the kernel until the next event.
+#[test]
+fn section_2_python_selectors_is_level_triggered_and_mio_edge_triggered() {
+    require("strace");
+    require("nc");
+    require("python3");
+    let block = guide_block("selectors_echo.py");
+    let port = (7011, free_port());
+    let python = Job::start(&line(&block, "strace", port));
+    assert!(python.wait_for("listening on", IO_TIMEOUT), "{}", python.stderr());
+    let mut client = Job::start(&line(&block, "printf", port));
+    assert!(client.wait(IO_TIMEOUT), "nc did not end");
+    assert_eq!(client.stdout(), "TWO READS OF SIXTEEN BYTES EACH\n");
+    let trace = python.stderr();
+    let conn_fd = trace
+        .lines()
+        .filter(|l| l.starts_with("epoll_ctl(") && l.contains("EPOLL_CTL_ADD"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no registration of the connection:\n{trace}"));
+    assert!(
+        conn_fd.contains("{events=EPOLLIN,") && !conn_fd.contains("EPOLLET"),
+        "{conn_fd}"
+    );
+    let calls: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.starts_with("epoll_wait(") || l.starts_with("recvfrom("))
+        .collect();
+    let first = calls
+        .iter()
+        .position(|l| l.contains("\"two reads of six\", 16, 0, NULL, NULL) = 16"))
+        .unwrap_or_else(|| panic!("no first 16-byte read:\n{trace}"));
+    assert!(calls[first - 1].starts_with("epoll_wait(") && calls[first - 1].ends_with("= 1"));
+    assert!(calls[first + 1].starts_with("epoll_wait(") && calls[first + 1].ends_with("= 1"));
+    assert!(
+        calls[first + 2].contains("\"teen bytes each\\n\", 16, 0, NULL, NULL) = 16"),
+        "{trace}"
+    );
+
+    let block = guide_block("recvfrom $T/examples/reactor");
+    let port = (7003, free_port());
+    let rust = Job::start(&line(&block, "strace", port));
+    assert!(rust.wait_for("listening on", IO_TIMEOUT), "{}", rust.stderr());
+    let client = Job::start(&line(&block, "printf", port));
+    assert!(client.wait_for("TWO READS OF SIX", IO_TIMEOUT), "{}", client.stdout());
+    // ss -tn 'sport = :7003': the other half waits in the Recv-Q.
+    let server_side = wait_until(IO_TIMEOUT, || {
+        tcp_queues_by_local(port.1) == Some((0, 16))
+    });
+    assert!(server_side, "16 bytes should wait in the Recv-Q");
+    // And no edge announces it: nothing more within a while.
+    let more = wait_until(Duration::from_millis(500), || {
+        client.stdout() != "TWO READS OF SIX"
+    });
+    assert!(!more, "the rest came without a new event: {:?}", client.stdout());
+    let trace = rust.stderr();
+    assert!(
+        trace
+            .lines()
+            .any(|l| l.contains("EPOLL_CTL_ADD") && l.contains("EPOLLIN|EPOLLRDHUP|EPOLLET")),
+        "{trace}"
+    );
+    assert_eq!(
+        trace.matches(", 16, 0, NULL, NULL) = 16").count(),
+        1,
+        "one 16-byte read:\n{trace}"
+    );
+}
+
+/// The kernel's queues of the one TCP socket with local port `port` that is
+/// not listening (the server's side of the only connection).
+fn tcp_queues_by_local(port: u16) -> Option<(u64, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local = u16::from_str_radix(f.get(1)?.rsplit_once(':')?.1, 16).ok()?;
+        if local != port || *f.get(3)? != "01" {
+            return None;
+        }
+        let (tx, rx) = f.get(4)?.split_once(':')?;
+        Some((u64::from_str_radix(tx, 16).ok()?, u64::from_str_radix(rx, 16).ok()?))
+    })
+}
+
+/// Section 4, as printed: a blocking `send` takes all 50 MB, a
+/// non-blocking one what fits, then `BlockingIOError`; the rest is still
+/// the caller's.
+#[test]
+fn section_4_send_returns_what_the_kernel_took() {
+    require("python3");
+    let block = guide_block("send_vs_sendall.py");
+    let mut job = Job::start(&block.join("\n"));
+    assert!(job.wait(Duration::from_secs(30)), "the script did not end");
+    let out = job.stdout();
+    let number_after = |prefix: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix:?} in:\n{out}{}", job.stderr()))
+    };
+    assert_eq!(number_after("blocking send returned "), 50_000_000);
+    let first = number_after("non-blocking send returned ");
+    let taken = number_after("then, at ");
+    assert!(0 < first && first <= taken && taken < 50_000_000, "{out}");
+    assert!(out.contains("send raised BlockingIOError"), "{out}");
+    assert_eq!(number_after("not lost, still ours to send: "), 50_000_000 - taken);
+}
+
+/// Section 12, the commands as printed, with Ctrl-Z and `fg` as signals to
+/// the reader's job: a reader that stopped is cut off by the flood, and
+/// after `fg` sees what was queued, then EOF, far less than the flood.
+#[test]
+fn section_12_a_stopped_reader_is_cut_off_and_sees_eof() {
+    require("nc");
+    let block = guide_block("nc -d 127.0.0.1 7005 | wc -c");
+    let port = (7005, free_port());
+    let _room = Job::start(&line(&block, "examples/chat", port));
+    wait_listening(port.1);
+    let mut reader = Job::start(&line(&block, "wc -c", port));
+    let joined = wait_until(IO_TIMEOUT, || tcp_queues_by_local(port.1).is_some());
+    assert!(joined, "the reader never connected");
+    reader.signal(libc::SIGSTOP); // Ctrl-Z
+    let mut flood = Job::start(&line(&block, "yes", port));
+    assert!(flood.wait(Duration::from_secs(60)), "the flood did not end");
+    reader.signal(libc::SIGCONT); // fg
+    assert!(
+        reader.wait(IO_TIMEOUT),
+        "the stopped reader was never cut off: its pipeline is still waiting"
+    );
+    let got = reader.numbers();
+    assert!(
+        got.len() == 1 && got[0] > 0 && got[0] < 50_000_000,
+        "wc -c should print a few MB of the 100 MB: {:?}",
+        reader.stdout()
+    );
+}
