@@ -9,6 +9,9 @@
 //! whole group is killed when the test is done with it. The tools are
 //! the guide's: bash, nc (OpenBSD), ss, ps, python3 and strace, which
 //! `.ci/run` installs.
+//!
+//! The same extraction keeps the Chinese edition (docs/zh/GUIDE.md) in
+//! step: every English command block must appear in it, comments aside.
 
 mod common;
 
@@ -472,3 +475,62 @@ fn section_12_a_stopped_reader_is_cut_off_and_sees_eof() {
         reader.stdout()
     );
 }
+
+/// A command line without its comment (`# ...` after a blank, outside
+/// quotes) and trailing blanks: what the editions must share, since the
+/// comments are translated.
+fn without_comment(line: &str) -> String {
+    let (mut single, mut double, mut prev) = (false, false, ' ');
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && prev.is_whitespace() => {
+                return line[..i].trim_end().to_string();
+            }
+            _ => {}
+        }
+        prev = c;
+    }
+    line.trim_end().to_string()
+}
+
+/// Both editions, block by block: an experiment changed in one and not in
+/// the other fails here.
+#[test]
+fn the_chinese_edition_has_every_command_of_the_english_one() {
+    let read = |path: &str| {
+        let text = std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        command_blocks(&text)
+            .into_iter()
+            .map(|b| {
+                b.iter()
+                    .map(|l| without_comment(l))
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<String>>()
+            })
+            .filter(|b| !b.is_empty())
+            .collect::<Vec<_>>()
+    };
+    let english = read("docs/GUIDE.md");
+    let chinese = read("docs/zh/GUIDE.md");
+    assert!(english.len() > 10, "the guide's blocks were not found");
+    let missing: Vec<&Vec<String>> = english.iter().filter(|b| !chinese.contains(b)).collect();
+    assert!(
+        missing.is_empty(),
+        "commands of docs/GUIDE.md missing from docs/zh/GUIDE.md:\n{missing:#?}"
+    );
+    let extra: Vec<&Vec<String>> = chinese.iter().filter(|b| !english.contains(b)).collect();
+    assert!(
+        extra.is_empty(),
+        "commands of docs/zh/GUIDE.md that the English guide does not have:\n{extra:#?}"
+    );
+}
+
+#[test]
+fn a_comment_is_cut_only_outside_quotes() {
+    assert_eq!(without_comment("ss -tn   # two lines"), "ss -tn");
+    assert_eq!(without_comment("# only a comment"), "");
+    assert_eq!(without_comment("echo '# kept' \"#kept\" a#b"), "echo '# kept' \"#kept\" a#b");
+}
+
