@@ -67,7 +67,9 @@ const SCENARIOS: [&str; 3] = ["pingpong", "idle", "syscalls"];
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.iter().any(|a| a == "--bench") {
-        println!("models bench: run it with `cargo bench --bench models [-- SCENARIO|MODEL|CONNS]`");
+        println!(
+            "models bench: run it with `cargo bench --bench models [-- SCENARIO|MODEL|CONNS]`"
+        );
         return;
     }
     let picked = |all: &[&'static str]| -> Vec<&'static str> {
@@ -378,7 +380,10 @@ fn idle_cost(model: &str, idle: usize) {
             r.msgs_per_sec(),
             cpu as f64 / 1000.0 / r.messages.max(1) as f64
         ),
-        Err(e) => println!("| {model} | {idle} | {:.0}% | run failed: {e} | |", at_rest * 100.0),
+        Err(e) => println!(
+            "| {model} | {idle} | {:.0}% | run failed: {e} | |",
+            at_rest * 100.0
+        ),
     }
     drop(held);
 }
@@ -404,7 +409,9 @@ fn syscalls(model: &str, args: &[&str]) {
         "--",
     ];
     let Some(mut server) = Model::start(model, args, &perf) else {
-        println!("| {name} | could not start it under perf (is perf installed and permitted?) | | |");
+        println!(
+            "| {name} | could not start it under perf (is perf installed and permitted?) | | |"
+        );
         return;
     };
     let report = ping_pong(server.addr, 10, Duration::from_secs(3));

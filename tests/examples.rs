@@ -331,4 +331,3 @@ fn chat_stays_small_while_one_client_floods_the_room() {
     }
     drop(stalled);
 }
-

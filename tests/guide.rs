@@ -606,7 +606,12 @@ fn states_in_the_picture(path: &str) -> Vec<String> {
     let mut states: Vec<String> = svg
         .split("<text class=\"state\"")
         .skip(1)
-        .filter_map(|rest| rest.split_once('>')?.1.split_once('<').map(|(s, _)| s.trim().to_string()))
+        .filter_map(|rest| {
+            rest.split_once('>')?
+                .1
+                .split_once('<')
+                .map(|(s, _)| s.trim().to_string())
+        })
         .collect();
     states.sort();
     states
@@ -626,4 +631,3 @@ fn the_states_picture_names_exactly_the_states_of_the_code() {
         );
     }
 }
-

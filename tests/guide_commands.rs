@@ -59,7 +59,11 @@ fn guide_block(needle: &str) -> Vec<String> {
         .into_iter()
         .filter(|b| b.iter().any(|l| l.contains(needle)))
         .collect();
-    assert_eq!(found.len(), 1, "blocks with {needle:?} in the guide: {found:?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "blocks with {needle:?} in the guide: {found:?}"
+    );
     found.remove(0)
 }
 
@@ -203,15 +207,27 @@ fn lab_1_pushing_without_reading_grows_the_example_not_the_server() {
     require("nc");
     for (needle, guide_port, grows) in [
         ("examples/reactor 127.0.0.1:7003 & server=$!", 7003, true),
-        ("echo-reactor serve --tcp 127.0.0.1:7007 & server=$!", 7007, false),
+        (
+            "echo-reactor serve --tcp 127.0.0.1:7007 & server=$!",
+            7007,
+            false,
+        ),
     ] {
         let block = guide_block(needle);
         let port = free_port();
-        let script = block.join("\n").replace(&guide_port.to_string(), &port.to_string());
+        let script = block
+            .join("\n")
+            .replace(&guide_port.to_string(), &port.to_string());
         let mut job = Job::start(&script);
         assert!(job.wait(Duration::from_secs(60)), "the lab did not end");
         let kb = job.numbers();
-        assert_eq!(kb.len(), 4, "four RSS lines: {}{}", job.stdout(), job.stderr());
+        assert_eq!(
+            kb.len(),
+            4,
+            "four RSS lines: {}{}",
+            job.stdout(),
+            job.stderr()
+        );
         if grows {
             assert!(
                 kb[3] > 200_000,
@@ -253,7 +269,11 @@ fn section_1_listen_5_holds_six_established_and_none_half_open() {
     ]
     .join("\n");
     let mut job = Job::start(&script);
-    assert!(job.wait(IO_TIMEOUT), "the block did not end: {}", job.stdout());
+    assert!(
+        job.wait(IO_TIMEOUT),
+        "the block did not end: {}",
+        job.stdout()
+    );
     let out = job.stdout();
     let part = |from: &str, to: &str| -> Vec<String> {
         let rest = out.split_once(from).map_or("", |(_, r)| r);
@@ -285,10 +305,7 @@ fn section_1_the_polling_loop_burns_a_core_at_rest() {
     let mut job = Job::start(&script);
     assert!(job.wait(IO_TIMEOUT), "the block did not end");
     let out = job.stdout();
-    let cpu: Vec<f64> = out
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
+    let cpu: Vec<f64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
     // A whole core on an idle machine; a busy loop still gets a good share
     // of a loaded one.
     assert!(
@@ -325,7 +342,11 @@ fn section_1_the_proactor_makes_no_recvfrom_or_sendto() {
     let block = guide_block("trace=io_uring_enter");
     let port = (7010, free_port());
     let server = Job::start(&line(&block, "strace", port));
-    assert!(server.wait_for("listening on", IO_TIMEOUT), "{}", server.stderr());
+    assert!(
+        server.wait_for("listening on", IO_TIMEOUT),
+        "{}",
+        server.stderr()
+    );
     let mut client = Job::start(&line(&block, "printf", port));
     assert!(client.wait(IO_TIMEOUT), "nc did not end");
     assert_eq!(client.stdout(), "HELLO\n");
@@ -349,7 +370,11 @@ fn section_2_python_selectors_is_level_triggered_and_mio_edge_triggered() {
     let block = guide_block("selectors_echo.py");
     let port = (7011, free_port());
     let python = Job::start(&line(&block, "strace", port));
-    assert!(python.wait_for("listening on", IO_TIMEOUT), "{}", python.stderr());
+    assert!(
+        python.wait_for("listening on", IO_TIMEOUT),
+        "{}",
+        python.stderr()
+    );
     let mut client = Job::start(&line(&block, "printf", port));
     assert!(client.wait(IO_TIMEOUT), "nc did not end");
     assert_eq!(client.stdout(), "TWO READS OF SIXTEEN BYTES EACH\n");
@@ -381,19 +406,29 @@ fn section_2_python_selectors_is_level_triggered_and_mio_edge_triggered() {
     let block = guide_block("recvfrom $T/examples/reactor");
     let port = (7003, free_port());
     let rust = Job::start(&line(&block, "strace", port));
-    assert!(rust.wait_for("listening on", IO_TIMEOUT), "{}", rust.stderr());
+    assert!(
+        rust.wait_for("listening on", IO_TIMEOUT),
+        "{}",
+        rust.stderr()
+    );
     let client = Job::start(&line(&block, "printf", port));
-    assert!(client.wait_for("TWO READS OF SIX", IO_TIMEOUT), "{}", client.stdout());
+    assert!(
+        client.wait_for("TWO READS OF SIX", IO_TIMEOUT),
+        "{}",
+        client.stdout()
+    );
     // ss -tn 'sport = :7003': the other half waits in the Recv-Q.
-    let server_side = wait_until(IO_TIMEOUT, || {
-        tcp_queues_by_local(port.1) == Some((0, 16))
-    });
+    let server_side = wait_until(IO_TIMEOUT, || tcp_queues_by_local(port.1) == Some((0, 16)));
     assert!(server_side, "16 bytes should wait in the Recv-Q");
     // And no edge announces it: nothing more within a while.
     let more = wait_until(Duration::from_millis(500), || {
         client.stdout() != "TWO READS OF SIX"
     });
-    assert!(!more, "the rest came without a new event: {:?}", client.stdout());
+    assert!(
+        !more,
+        "the rest came without a new event: {:?}",
+        client.stdout()
+    );
     let trace = rust.stderr();
     assert!(
         trace
@@ -419,7 +454,10 @@ fn tcp_queues_by_local(port: u16) -> Option<(u64, u64)> {
             return None;
         }
         let (tx, rx) = f.get(4)?.split_once(':')?;
-        Some((u64::from_str_radix(tx, 16).ok()?, u64::from_str_radix(rx, 16).ok()?))
+        Some((
+            u64::from_str_radix(tx, 16).ok()?,
+            u64::from_str_radix(rx, 16).ok()?,
+        ))
     })
 }
 
@@ -444,7 +482,10 @@ fn section_4_send_returns_what_the_kernel_took() {
     let taken = number_after("then, at ");
     assert!(0 < first && first <= taken && taken < 50_000_000, "{out}");
     assert!(out.contains("send raised BlockingIOError"), "{out}");
-    assert_eq!(number_after("not lost, still ours to send: "), 50_000_000 - taken);
+    assert_eq!(
+        number_after("not lost, still ours to send: "),
+        50_000_000 - taken
+    );
 }
 
 /// Section 12, the commands as printed, with Ctrl-Z and `fg` as signals to
@@ -500,7 +541,8 @@ fn without_comment(line: &str) -> String {
 #[test]
 fn the_chinese_edition_has_every_command_of_the_english_one() {
     let read = |path: &str| {
-        let text = std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let text =
+            std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
         command_blocks(&text)
             .into_iter()
             .map(|b| {
@@ -531,6 +573,8 @@ fn the_chinese_edition_has_every_command_of_the_english_one() {
 fn a_comment_is_cut_only_outside_quotes() {
     assert_eq!(without_comment("ss -tn   # two lines"), "ss -tn");
     assert_eq!(without_comment("# only a comment"), "");
-    assert_eq!(without_comment("echo '# kept' \"#kept\" a#b"), "echo '# kept' \"#kept\" a#b");
+    assert_eq!(
+        without_comment("echo '# kept' \"#kept\" a#b"),
+        "echo '# kept' \"#kept\" a#b"
+    );
 }
-
