@@ -148,6 +148,21 @@ impl Job {
         }
     }
 
+    /// Starts a server's line and waits for its `listening on` line.
+    fn serving(script: &str) -> Job {
+        let job = Job::start(script);
+        let up = job.wait_for("listening on", IO_TIMEOUT);
+        assert!(up, "{script}: no listening line; stderr:\n{}", job.stderr());
+        job
+    }
+
+    /// Runs a client's line to its end.
+    fn finished(script: &str) -> Job {
+        let mut job = Job::start(script);
+        assert!(job.wait(IO_TIMEOUT), "{script}: did not end");
+        job
+    }
+
     fn stdout(&self) -> String {
         self.stdout.lock().unwrap().clone()
     }
@@ -321,8 +336,7 @@ fn section_1_poll_hands_the_kernel_every_socket_on_every_call() {
     require("strace");
     let block = guide_block("trace=poll");
     let port = (7008, free_port());
-    let job = Job::start(&line(&block, "strace", port));
-    assert!(job.wait_for("listening on", IO_TIMEOUT), "{}", job.stderr());
+    let job = Job::serving(&line(&block, "strace", port));
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port.1));
     let _first = connect(addr);
     let mut second = connect(addr);
@@ -341,14 +355,8 @@ fn section_1_the_proactor_makes_no_recvfrom_or_sendto() {
     require("nc");
     let block = guide_block("trace=io_uring_enter");
     let port = (7010, free_port());
-    let server = Job::start(&line(&block, "strace", port));
-    assert!(
-        server.wait_for("listening on", IO_TIMEOUT),
-        "{}",
-        server.stderr()
-    );
-    let mut client = Job::start(&line(&block, "printf", port));
-    assert!(client.wait(IO_TIMEOUT), "nc did not end");
+    let server = Job::serving(&line(&block, "strace", port));
+    let client = Job::finished(&line(&block, "printf", port));
     assert_eq!(client.stdout(), "HELLO\n");
     let trace = server.stderr();
     assert!(trace.contains("io_uring_enter("), "{trace}");
@@ -369,14 +377,8 @@ fn section_2_python_selectors_is_level_triggered_and_mio_edge_triggered() {
     require("python3");
     let block = guide_block("selectors_echo.py");
     let port = (7011, free_port());
-    let python = Job::start(&line(&block, "strace", port));
-    assert!(
-        python.wait_for("listening on", IO_TIMEOUT),
-        "{}",
-        python.stderr()
-    );
-    let mut client = Job::start(&line(&block, "printf", port));
-    assert!(client.wait(IO_TIMEOUT), "nc did not end");
+    let python = Job::serving(&line(&block, "strace", port));
+    let client = Job::finished(&line(&block, "printf", port));
     assert_eq!(client.stdout(), "TWO READS OF SIXTEEN BYTES EACH\n");
     let trace = python.stderr();
     let conn_fd = trace
@@ -405,12 +407,7 @@ fn section_2_python_selectors_is_level_triggered_and_mio_edge_triggered() {
 
     let block = guide_block("recvfrom $T/examples/reactor");
     let port = (7003, free_port());
-    let rust = Job::start(&line(&block, "strace", port));
-    assert!(
-        rust.wait_for("listening on", IO_TIMEOUT),
-        "{}",
-        rust.stderr()
-    );
+    let rust = Job::serving(&line(&block, "strace", port));
     let client = Job::start(&line(&block, "printf", port));
     assert!(
         client.wait_for("TWO READS OF SIX", IO_TIMEOUT),
