@@ -77,12 +77,24 @@ fn line(block: &[String], needle: &str, port: (u16, u16)) -> String {
         .replace(&port.0.to_string(), &port.1.to_string())
 }
 
-/// A port nobody listens on right now.
+/// A port nobody uses right now, below the kernel's ephemeral range: a
+/// port from that range could be taken as the local port of some
+/// outgoing connection between this check and the guide's server binding
+/// it, and the bind would then fail.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(10_000).max(1) as u64;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64)
+        ^ (std::process::id() as u64) << 16;
+    (0..1000u64)
+        .map(|i| 10_000 + ((seed.wrapping_mul(6_364_136_223_846_793_005) + i * 7919) % span) as u16)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// Fails with what to install when a tool the guide uses is missing.
@@ -205,6 +217,13 @@ impl Drop for Job {
     }
 }
 
+/// A line of bash that waits (20 s at most) until something listens on
+/// `port`: what a student's pause between two lines gives the server
+/// started in the background by the first.
+fn until_listening(port: u16) -> String {
+    format!("for i in $(seq 400); do ss -Hltn 'sport = :{port}' | grep -q LISTEN && break; sleep 0.05; done")
+}
+
 /// Waits until something listens on `port` (the line that started a
 /// server in the background has done its work).
 fn wait_listening(port: u16) {
@@ -229,10 +248,16 @@ fn lab_1_pushing_without_reading_grows_the_example_not_the_server() {
         ),
     ] {
         let block = guide_block(needle);
-        let port = free_port();
-        let script = block
-            .join("\n")
-            .replace(&guide_port.to_string(), &port.to_string());
+        assert_eq!(block.len(), 4, "the test runs these four lines: {block:?}");
+        let port = (guide_port, free_port());
+        let script = [
+            line(&block, "server=$!", port),
+            until_listening(port.1),
+            line(&block, "client=$!", port),
+            line(&block, "for i in", port),
+            line(&block, "kill", port),
+        ]
+        .join("\n");
         let mut job = Job::start(&script);
         assert!(job.wait(Duration::from_secs(60)), "the lab did not end");
         let kb = job.numbers();
@@ -269,10 +294,10 @@ fn section_1_listen_5_holds_six_established_and_none_half_open() {
     let p = port.1;
     let script = [
         line(&block, "s.listen(5)", port),
-        format!("until ss -Hltn 'sport = :{p}' | grep -q LISTEN; do sleep 0.05; done"),
+        until_listening(p),
         line(&block, "for i in", port),
         // A student looks a moment later; the test waits for all eight.
-        format!("until [ $(ss -Htn 'dport = :{p}' | wc -l) -ge 8 ]; do sleep 0.05; done"),
+        format!("for i in $(seq 400); do [ $(ss -Htn 'dport = :{p}' | wc -l) -ge 8 ] && break; sleep 0.05; done"),
         "echo '-- listen'".into(),
         line(&block, "ss -ltn", port),
         "echo '-- clients'".into(),
@@ -325,7 +350,8 @@ fn section_1_the_polling_loop_burns_a_core_at_rest() {
     // of a loaded one.
     assert!(
         cpu.len() == 1 && cpu[0] >= 20.0,
-        "ps should show most of a core: {out}"
+        "ps should show most of a core: {out}{}",
+        job.stderr()
     );
 }
 
