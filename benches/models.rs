@@ -22,7 +22,7 @@
 //!   beside the examples.
 //!
 //! ```text
-//! cargo bench --bench models                          # all three, about 4 minutes
+//! cargo bench --bench models                          # all three, about 3 minutes
 //! cargo bench --bench models -- idle                  # one scenario: pingpong | idle | syscalls
 //! cargo bench --bench models -- pingpong poll 1000    # narrowed to models and sizes
 //! ```
