@@ -92,7 +92,12 @@ fn free_port() -> u16 {
         .map_or(0, |d| d.subsec_nanos() as u64)
         ^ (std::process::id() as u64) << 16;
     (0..1000u64)
-        .map(|i| 10_000 + ((seed.wrapping_mul(6_364_136_223_846_793_005) + i * 7919) % span) as u16)
+        .map(|i| {
+            let mixed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(i * 7919);
+            10_000 + (mixed % span) as u16
+        })
         .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
         .expect("a free port below the ephemeral range")
 }
