@@ -16,7 +16,7 @@
 mod common;
 
 use std::io::{BufReader, Read};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -227,15 +227,6 @@ impl Drop for Job {
 /// started in the background by the first.
 fn until_listening(port: u16) -> String {
     format!("for i in $(seq 400); do ss -Hltn 'sport = :{port}' | grep -q LISTEN && break; sleep 0.05; done")
-}
-
-/// Waits until something listens on `port` (the line that started a
-/// server in the background has done its work).
-fn wait_listening(port: u16) {
-    let listening = wait_until(IO_TIMEOUT, || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(listening, "nothing listens on {port}");
 }
 
 /// Lab 1, both blocks as printed: the example's RSS climbs by hundreds of
@@ -524,8 +515,7 @@ fn section_12_a_stopped_reader_is_cut_off_and_sees_eof() {
     require("nc");
     let block = guide_block("nc -d 127.0.0.1 7005 | wc -c");
     let port = (7005, free_port());
-    let _room = Job::start(&line(&block, "examples/chat", port));
-    wait_listening(port.1);
+    let _room = Job::serving(&line(&block, "examples/chat", port));
     let mut reader = Job::start(&line(&block, "wc -c", port));
     let joined = wait_until(IO_TIMEOUT, || tcp_queues_by_local(port.1).is_some());
     assert!(joined, "the reader never connected");
