@@ -15,12 +15,11 @@
 
 mod common;
 
-use std::io::{BufReader, Read};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -116,48 +115,43 @@ fn require(tool: &str) {
 
 /// A script run by bash in its own process group, as a terminal runs a
 /// job, with `T` set as the guide sets it and the repository as its
-/// directory; its output is collected as it comes, and the whole group is
-/// killed on drop.
+/// directory; the whole group is killed on drop.
+///
+/// Its output goes to files, not pipes: once bash has exited, everything
+/// its commands printed is in the file, where a pipe's reader might not
+/// have read it yet.
 struct Job {
     child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
+    stdout: PathBuf,
+    stderr: PathBuf,
 }
 
 impl Job {
     fn start(script: &str) -> Job {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let target: PathBuf = example_path("reactor")
             .parent()
             .and_then(Path::parent)
             .expect("target dir")
             .to_path_buf();
-        let mut child = Command::new("bash")
+        let name = format!(
+            "guide-job-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let stdout = std::env::temp_dir().join(format!("{name}.out"));
+        let stderr = std::env::temp_dir().join(format!("{name}.err"));
+        let file = |path: &Path| std::fs::File::create(path).expect("a file for the job's output");
+        let child = Command::new("bash")
             .args(["-c", script])
             .env("T", target)
             .current_dir(root())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(file(&stdout))
+            .stderr(file(&stderr))
             .process_group(0)
             .spawn()
             .expect("spawn bash");
-        let collect = |pipe: Box<dyn Read + Send>| {
-            let text = Arc::new(Mutex::new(String::new()));
-            let sink = Arc::clone(&text);
-            std::thread::spawn(move || {
-                // As it comes, not by lines: nc's output may have no newline.
-                let mut r = BufReader::new(pipe);
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = r.read(&mut buf) {
-                    sink.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-            text
-        };
-        let stdout = collect(Box::new(child.stdout.take().expect("piped")));
-        let stderr = collect(Box::new(child.stderr.take().expect("piped")));
         Job {
             child,
             stdout,
@@ -181,11 +175,11 @@ impl Job {
     }
 
     fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
+        String::from_utf8_lossy(&std::fs::read(&self.stdout).unwrap_or_default()).into_owned()
     }
 
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        String::from_utf8_lossy(&std::fs::read(&self.stderr).unwrap_or_default()).into_owned()
     }
 
     /// Waits up to `limit` for stdout to contain `needle`.
@@ -219,6 +213,8 @@ impl Drop for Job {
     fn drop(&mut self) {
         self.signal(libc::SIGKILL);
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stdout);
+        let _ = std::fs::remove_file(&self.stderr);
     }
 }
 
@@ -265,8 +261,11 @@ fn lab_1_pushing_without_reading_grows_the_example_not_the_server() {
             job.stderr()
         );
         if grows {
+            // 486 MB in a second or two on a quiet machine; at least 124 MB
+            // after four seconds with eight copies of this file's tests
+            // running at once on two cores.
             assert!(
-                kb[3] > 200_000,
+                kb[3] > 100_000,
                 "the example should hold hundreds of MB: {kb:?} KB"
             );
         } else {
@@ -342,10 +341,11 @@ fn section_1_the_polling_loop_burns_a_core_at_rest() {
     assert!(job.wait(IO_TIMEOUT), "the block did not end");
     let out = job.stdout();
     let cpu: Vec<f64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
-    // A whole core on an idle machine; a busy loop still gets a good share
-    // of a loaded one.
+    // A whole core on an idle machine; on a loaded one it gets its share
+    // of the cores (9% each for eight copies at once on two), where a
+    // model that waits shows 0.0.
     assert!(
-        cpu.len() == 1 && cpu[0] >= 20.0,
+        cpu.len() == 1 && cpu[0] >= 5.0,
         "ps should show most of a core: {out}{}",
         job.stderr()
     );
