@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example nonblocking -- 127.0.0.1:7006
 //! nc 127.0.0.1 7006            # type "hello" -> "HELLO"; many nc at once work
-//! $T/examples/nonblocking 127.0.0.1:7006 & sleep 2; ps -o %cpu= -p $!   # ~100: a core, with no client
+//! target/release/examples/nonblocking 127.0.0.1:7006 & sleep 2; ps -o %cpu= -p $!   # ~100: a core, with no client
 //! ```
 //!
 //! `set_nonblocking(true)` on the listener and on every connection, a list

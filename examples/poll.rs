@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example poll -- 127.0.0.1:7008
 //! nc 127.0.0.1 7008            # type "hello" -> "HELLO"; many nc at once work
-//! strace -e trace=poll $T/examples/poll 127.0.0.1:7008   # one pollfd per socket, every call
+//! strace -e trace=poll target/release/examples/poll 127.0.0.1:7008   # one pollfd per socket, every call
 //! ```
 //!
 //! What `select` and `poll` gave the lessons' 非阻塞 loop: one call that

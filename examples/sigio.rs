@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example sigio -- 127.0.0.1:7009
 //! nc 127.0.0.1 7009            # type "hello" -> "HELLO"; many nc at once work
-//! strace -e trace=rt_sigtimedwait,accept4,recvfrom,sendto $T/examples/sigio 127.0.0.1:7009
+//! strace -e trace=rt_sigtimedwait,accept4,recvfrom,sendto target/release/examples/sigio 127.0.0.1:7009
 //! ```
 //!
 //! Each socket is put in `O_ASYNC` mode with this process as its owner

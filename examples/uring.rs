@@ -5,7 +5,7 @@
 //! cargo run --release --example uring -- 127.0.0.1:7010
 //! nc 127.0.0.1 7010            # type "hello" -> "HELLO"; many nc at once work
 //! cargo run --release --example uring -- 127.0.0.1:7010 --no-batch   # one io_uring_enter per operation
-//! strace -e trace=io_uring_enter $T/examples/uring 127.0.0.1:7010     # no recvfrom, no sendto
+//! strace -e trace=io_uring_enter target/release/examples/uring 127.0.0.1:7010     # no recvfrom, no sendto
 //! ```
 //!
 //! The reactor asks "which sockets are *ready*?" and then does the read and
