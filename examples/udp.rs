@@ -11,7 +11,7 @@
 //! socket cannot take right now is dropped: UDP promises no delivery, and
 //! queueing replies would only add memory and latency.
 //!
-//! Deliberately left out, and what the real server (`src/server/udp.rs`)
+//! Deliberately left out, and what the real server (`src/server/udp/`)
 //! adds: the refusal of replies larger than requests (reflection
 //! amplification), of datagrams from service ports (echo loops between
 //! servers), per-source rate limits, and counting what was dropped.

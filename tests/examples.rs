@@ -1,7 +1,9 @@
 //! Every example builds (`cargo test` builds them) and answers a round
 //! trip, and each shows the property it exists to show: the blocking
-//! server makes a second client wait, the threaded one does not, the chat
-//! room relays a line from one client to another.
+//! server makes a second client wait, the threaded one does not, the five
+//! single-threaded models serve many clients at once and only the polling
+//! one burns CPU at idle, the chat room relays a line from one client to
+//! another and stays bounded under a flood.
 
 mod common;
 
@@ -48,15 +50,14 @@ fn threaded_serves_clients_at_the_same_time() {
     assert_eq!(roundtrip(&mut first, b"first"), b"FIRST");
 }
 
-#[test]
-fn reactor_serves_many_clients_on_one_thread() {
-    let ex = start_example("reactor", &["127.0.0.1:0"]);
+/// Fifty clients at once, then a megabyte through one connection (so
+/// partial writes are kept and flushed), every reply checked.
+fn assert_serves_many_clients_and_a_megabyte(ex: &Example) {
     let mut clients: Vec<TcpStream> = (0..50).map(|_| connect(ex.addr)).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         let msg = format!("client {i} says hi");
         assert_eq!(roundtrip(c, msg.as_bytes()), msg.to_uppercase().as_bytes());
     }
-    // A megabyte through one connection: partial writes kept and flushed.
     let big = pattern(7, 1 << 20);
     let mut c = connect(ex.addr);
     let writer = {
@@ -68,8 +69,88 @@ fn reactor_serves_many_clients_on_one_thread() {
     c.read_exact(&mut back).expect("all of it back");
     let _ = writer.join();
     assert_eq!(back, upper(&big));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", ex.pid())).unwrap_or_default();
-    assert!(status.contains("Threads:\t1\n"), "one thread: {status}");
+}
+
+fn threads(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap_or("?")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn reactor_serves_many_clients_on_one_thread() {
+    let ex = start_example("reactor", &["127.0.0.1:0"]);
+    assert_serves_many_clients_and_a_megabyte(&ex);
+    assert_eq!(threads(ex.pid()), "1");
+}
+
+#[test]
+fn nonblocking_polling_serves_many_clients_on_one_thread() {
+    let ex = start_example("nonblocking", &["127.0.0.1:0"]);
+    assert_serves_many_clients_and_a_megabyte(&ex);
+    assert_eq!(threads(ex.pid()), "1");
+}
+
+#[test]
+fn poll_serves_many_clients_on_one_thread() {
+    let ex = start_example("poll", &["127.0.0.1:0"]);
+    assert_serves_many_clients_and_a_megabyte(&ex);
+    assert_eq!(threads(ex.pid()), "1");
+}
+
+#[test]
+fn sigio_serves_many_clients_on_one_thread() {
+    let ex = start_example("sigio", &["127.0.0.1:0"]);
+    assert_serves_many_clients_and_a_megabyte(&ex);
+    assert_eq!(threads(ex.pid()), "1");
+}
+
+#[test]
+fn uring_serves_many_clients_with_and_without_batching() {
+    for args in [&["127.0.0.1:0"][..], &["127.0.0.1:0", "--no-batch"]] {
+        let ex = start_example("uring", args);
+        assert_serves_many_clients_and_a_megabyte(&ex);
+    }
+}
+
+/// Non-blocking polling tries every socket in a loop whether anything
+/// happened or not; the models that wait for the kernel sleep. The busy
+/// example is the clock: while it burns half a second of CPU, the others,
+/// each holding ten idle connections too, burn next to nothing.
+#[test]
+fn nonblocking_polling_burns_cpu_at_idle_and_the_waiting_models_do_not() {
+    let waiting: Vec<Example> = ["poll", "sigio", "reactor", "uring"]
+        .iter()
+        .map(|name| start_example(name, &["127.0.0.1:0"]))
+        .collect();
+    let busy = start_example("nonblocking", &["127.0.0.1:0"]);
+    let mut idle = Vec::new();
+    for ex in waiting.iter().chain([&busy]) {
+        for _ in 0..10 {
+            let mut c = connect(ex.addr);
+            assert_eq!(roundtrip(&mut c, b"hi"), b"HI");
+            idle.push(c);
+        }
+    }
+    let before: Vec<u64> = waiting.iter().map(|ex| cpu_ticks(ex.pid())).collect();
+    let start = cpu_ticks(busy.pid());
+    // 50 ticks: half a second of CPU; a busy loop gets that even on a
+    // shared, loaded machine within the limit.
+    let burned = wait_until(IO_TIMEOUT, || cpu_ticks(busy.pid()) >= start + 50);
+    assert!(
+        burned,
+        "the polling loop used {} ticks",
+        cpu_ticks(busy.pid()) - start
+    );
+    for (ex, before) in waiting.iter().zip(before) {
+        let used = cpu_ticks(ex.pid()) - before;
+        assert!(used <= 5, "an idle waiting model used {used} ticks");
+    }
+    drop(idle);
 }
 
 #[test]
@@ -198,4 +279,55 @@ fn chat_tells_a_client_with_a_too_long_line_why_it_is_cut_off() {
         .read_to_string(&mut heard)
         .expect("the notice, then EOF");
     assert_eq!(heard, "* disconnected: too slow or line too long\n");
+}
+
+/// The guide's flood: one client sends lines as fast as it can while
+/// another never reads. Draining the flooder to `WouldBlock` in one turn
+/// would hold everything read in that turn (and queue it for the stalled
+/// reader); with the read budget the room stays at a few MB.
+#[test]
+fn chat_stays_small_while_one_client_floods_the_room() {
+    const TOTAL: usize = 256 << 20;
+    let ex = start_example("chat", &["127.0.0.1:0"]);
+    let before = rss_bytes(ex.pid());
+    let stalled = connect(ex.addr);
+    let flood = connect(ex.addr);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let mut w = flood.try_clone().expect("clone");
+        let sent = Arc::clone(&sent);
+        std::thread::spawn(move || {
+            let line = format!("{}\n", "x".repeat(1000));
+            let chunk = line.repeat(1000);
+            while sent.load(Ordering::Relaxed) < TOTAL {
+                if w.write_all(chunk.as_bytes()).is_err() {
+                    return;
+                }
+                sent.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+        })
+    };
+    let mut peak = 0;
+    let flooded = wait_until(Duration::from_secs(60), || {
+        peak = peak.max(rss_bytes(ex.pid()));
+        writer.is_finished()
+    });
+    assert!(flooded, "the room stopped taking the flood");
+    let _ = writer.join();
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent >= TOTAL, "the flood ended early after {sent} B");
+    assert!(
+        peak < before + (32 << 20),
+        "the room grew from {before} B to {peak} B under {sent} B of lines"
+    );
+    // Still a working room: a newcomer hears the flooder's next line.
+    let newcomer = connect(ex.addr);
+    let mut heard = BufReader::new(newcomer.try_clone().expect("clone"));
+    (&flood).write_all(b"still here\n").expect("write");
+    let mut line = String::new();
+    while !line.ends_with("] still here\n") {
+        line.clear();
+        heard.read_line(&mut line).expect("a line from the room");
+    }
+    drop(stalled);
 }
