@@ -61,10 +61,20 @@ pub struct MergeArgs {
 
 /// `echo-reactor compare`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Each run's settings (protocol, target, connections, rate or closed loop, \
+size) are listed above the figures; runs not made like the first are named in a warning \
+on stderr. Exit status: 0 compared, 2 a file is missing or not a `load --json` report."
+)]
 pub struct CompareArgs {
     /// JSON reports saved from `echo-reactor load --json`; the first is the baseline
     #[arg(value_name = "FILE.json", required = true, num_args = 2..)]
     pub files: Vec<PathBuf>,
+
+    /// Print one JSON object on stdout: each run's file, settings, figures
+    /// and ratios to the first, and the unlike runs
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `echo-reactor client`.

@@ -235,25 +235,39 @@ fn save_run(
     ok
 }
 
-/// Runs `echo-reactor compare`: the table on stdout, exit 1 if a file
-/// cannot be read.
+/// Runs `echo-reactor compare`: the table (or `--json`) on stdout, a
+/// warning on stderr for runs unlike the first; exit 2, like `merge`, if
+/// a file cannot be read or is not a report.
 fn compare(args: &CompareArgs) -> ExitCode {
     let mut runs = Vec::new();
     for path in &args.files {
         let name = path.display().to_string();
         let parsed = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {name}: {e}"))
-            .and_then(|json| load::output::parse_summary(&name, &json));
+            .and_then(|json| load::compare::parse_summary(&name, &json));
         match parsed {
             Ok(run) => runs.push(run),
             Err(e) => {
                 eprintln!("echo-reactor compare: {e}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(2);
             }
         }
     }
-    print!("{}", load::output::compare_table(&runs));
-    ExitCode::SUCCESS
+    for line in load::compare::unlike_runs(&runs) {
+        eprintln!("echo-reactor compare: warning: unlike runs: {line}");
+    }
+    let text = if args.json {
+        format!("{}\n", load::compare::compare_json(&runs))
+    } else {
+        load::compare::compare_table(&runs)
+    };
+    match print_report(&text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("echo-reactor compare: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs `echo-reactor merge`: the merged report on stdout (text or one

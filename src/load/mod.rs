@@ -13,6 +13,7 @@
 //! Start reading at [`run`].
 
 pub(crate) mod client;
+pub mod compare;
 mod event_loop;
 pub mod hdr_v2;
 pub mod merge;
