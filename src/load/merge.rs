@@ -162,16 +162,6 @@ pub fn merge(parts: &[Part]) -> Result<Report, MergeError> {
     Ok(merged)
 }
 
-/// What the parts of one test must share: the target as it was named.
-/// Parts given a host name may each have resolved it to another address
-/// (a name with several, one pod each), and are still one test.
-fn test_target(r: &Report) -> String {
-    match &r.host {
-        Some(name) => format!("{}://{name}:{}", r.proto, r.target.port()),
-        None => format!("{}://{}", r.proto, r.target),
-    }
-}
-
 fn settings_of(part: &Part) -> Result<TestSettings, MergeError> {
     part.report.settings.ok_or_else(|| {
         MergeError::of(
@@ -195,8 +185,10 @@ fn check_same_test(first: &Part, want: &TestSettings, part: &Part) -> Result<(),
             ),
         ))
     };
-    if test_target(a) != test_target(b) {
-        return other("target", test_target(b), test_target(a));
+    // The target as named: parts given a host name may each have
+    // resolved it to another address (one pod each) and are one test.
+    if a.named_target() != b.named_target() {
+        return other("target", b.named_target(), a.named_target());
     }
     let got = settings_of(part)?;
     let secs = |d: &Duration| format!("{} s", d.as_secs_f64());

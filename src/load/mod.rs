@@ -329,7 +329,7 @@ impl LoadConfig {
             let room = limit.saturating_sub(RESERVED_FDS);
             if own as u64 > room {
                 return bad(format!(
-                    "{own} {} need more descriptors than the open-file limit ({limit}) allows: at most {room} (the hard limit; raise it with ulimit -Hn as root)",
+                    "{own} {} need more descriptors than the open-file limit ({limit}) allows: at most {room} (raise the limit: ulimit -n, and ulimit -Hn as root)",
                     self.target.proto.peers()
                 ));
             }

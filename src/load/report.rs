@@ -239,17 +239,21 @@ impl Report {
         }
     }
 
+    /// The target as it was named: `tcp://echo-reactor:7007`, or
+    /// `tcp://127.0.0.1:7007` for an address.
+    pub fn named_target(&self) -> String {
+        match &self.host {
+            Some(name) => format!("{}://{name}:{}", self.proto, self.target.port()),
+            None => format!("{}://{}", self.proto, self.target),
+        }
+    }
+
     /// The target for people: `tcp://127.0.0.1:7007`, or with the name it
     /// was given by, `tcp://echo-reactor:7007 at 10.96.0.12:7007`.
     pub fn target_text(&self) -> String {
         match &self.host {
-            Some(name) => format!(
-                "{}://{name}:{} at {}",
-                self.proto,
-                self.target.port(),
-                self.target
-            ),
-            None => format!("{}://{}", self.proto, self.target),
+            Some(_) => format!("{} at {}", self.named_target(), self.target),
+            None => self.named_target(),
         }
     }
 
