@@ -21,6 +21,17 @@ use common::{final_stat, run_to_end, start_binary, Finished};
 
 const BIN: &str = env!("CARGO_BIN_EXE_echo-reactor");
 
+/// One test here at a time: the manifests' test loads two cores for half
+/// a minute, and the recipes' split runs must start their windows
+/// together (merge refuses parts that overlap less than 90%), which a
+/// starved machine can delay.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A test that failed holding it leaves it poisoned, not wrong.
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn repo_file(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
@@ -178,6 +189,7 @@ fn spec_number(yaml: &str, key: &str) -> usize {
 
 #[test]
 fn the_manifests_args_run_against_a_server_by_the_services_name() {
+    let _turn = one_at_a_time();
     let ns = match Netns::new("k8s", "127.0.0.1 localhost\n127.0.0.1 echo-reactor\n") {
         Ok(ns) => ns,
         Err(why) => {
@@ -285,6 +297,7 @@ exit 0
 
 #[test]
 fn run_test_stops_at_once_when_the_job_fails_and_shows_the_pods_logs() {
+    let _turn = one_at_a_time();
     let dir = std::env::temp_dir().join(format!("er{}-kubectl", std::process::id()));
     let log = "echo-load-0: error: host name 'echo-reactor' resolves to nothing";
     fake_kubectl(&dir, "Failed", log);
@@ -326,6 +339,7 @@ fn has_pdsh() -> bool {
 
 #[test]
 fn the_readme_pdsh_recipe_runs_as_written_on_one_machine() {
+    let _turn = one_at_a_time();
     if !has_pdsh() {
         println!("skipped: pdsh is not installed");
         return;
@@ -358,6 +372,7 @@ fn the_readme_pdsh_recipe_runs_as_written_on_one_machine() {
 
 #[test]
 fn the_readme_pdsh_recipe_reaches_hosts_through_on() {
+    let _turn = one_at_a_time();
     // The real settings, with an ssh that runs the command here, and the
     // target and test made local and small: the recipe's quoting of
     // `$on` and what it carries is what this checks.
