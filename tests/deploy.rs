@@ -190,12 +190,8 @@ fn spec_number(yaml: &str, key: &str) -> usize {
 #[test]
 fn the_manifests_args_run_against_a_server_by_the_services_name() {
     let _turn = one_at_a_time();
-    let ns = match Netns::new("k8s", "127.0.0.1 localhost\n127.0.0.1 echo-reactor\n") {
-        Ok(ns) => ns,
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
+    let Some(ns) = Netns::or_skip("k8s", "127.0.0.1 localhost\n127.0.0.1 echo-reactor\n") else {
+        return;
     };
     // The server: server.yaml's args as they stand.
     let serve_args = container(&repo_file("deploy/kubernetes/server.yaml")).args;
@@ -344,12 +340,8 @@ fn the_readme_pdsh_recipe_runs_as_written_on_one_machine() {
         println!("skipped: pdsh is not installed");
         return;
     }
-    let ns = match Netns::new("pdsh", "127.0.0.1 localhost\n") {
-        Ok(ns) => ns,
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
+    let Some(ns) = Netns::or_skip("pdsh", "127.0.0.1 localhost\n") else {
+        return;
     };
     let readme = repo_file("README.md");
     let here = readme_recipe(&readme, "pdsh here");
@@ -380,12 +372,8 @@ fn the_readme_pdsh_recipe_reaches_hosts_through_on() {
         println!("skipped: pdsh is not installed");
         return;
     }
-    let ns = match Netns::new("ssh", "127.0.0.1 localhost\n") {
-        Ok(ns) => ns,
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
+    let Some(ns) = Netns::or_skip("ssh", "127.0.0.1 localhost\n") else {
+        return;
     };
     let dir = std::env::temp_dir().join(format!("er{}-ssh", std::process::id()));
     std::fs::create_dir_all(&dir).expect("stand-in dir");

@@ -121,12 +121,8 @@ fn port_serves_tcp_and_udp_on_loopback() {
 fn a_bare_port_listens_on_every_address_of_both_versions() {
     // Every address: inside a namespace of its own, so nothing outside
     // the test can reach it.
-    let ns = match Netns::new("anyaddr", "127.0.0.1 localhost\n") {
-        Ok(ns) => ns,
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
+    let Some(ns) = Netns::or_skip("anyaddr", "127.0.0.1 localhost\n") else {
+        return;
     };
     let server = start_binary(
         &["serve", "--tcp", ":0", "--udp", "127.0.0.1:0"].map(String::from),

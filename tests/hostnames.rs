@@ -42,12 +42,9 @@ fn json(out: &Finished) -> serde_json::Value {
 
 #[test]
 fn load_and_client_reach_a_made_up_name_from_the_hosts_file() {
-    let ns = match Netns::new("names", "127.0.0.1 localhost\n127.0.0.1 echo-target.test\n") {
-        Ok(ns) => ns,
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
+    let Some(ns) = Netns::or_skip("names", "127.0.0.1 localhost\n127.0.0.1 echo-target.test\n")
+    else {
+        return;
     };
     let server = start_binary(
         &["serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"].map(String::from),
@@ -92,12 +89,8 @@ fn tcp_tries_the_next_address_when_the_first_refuses() {
     // The resolver lists ::1 first (RFC 6724 prefers IPv6); the server
     // listens on 127.0.0.1 only.
     let hosts = "127.0.0.1 localhost\n::1 both.test\n127.0.0.1 both.test\n";
-    let ns = match Netns::new("order", hosts) {
-        Ok(ns) => ns,
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
+    let Some(ns) = Netns::or_skip("order", hosts) else {
+        return;
     };
     let server = start_binary(
         &["serve", "--tcp", "127.0.0.1:0"].map(String::from),
@@ -136,12 +129,8 @@ fn tcp_tries_the_next_address_when_the_first_refuses() {
 
 #[test]
 fn a_name_that_resolves_to_nothing_is_a_usage_error() {
-    let ns = match Netns::new("none", "127.0.0.1 localhost\n") {
-        Ok(ns) => ns,
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
+    let Some(ns) = Netns::or_skip("none", "127.0.0.1 localhost\n") else {
+        return;
     };
     for args in [
         &["load", "tcp://no-such-host.test:7007", "-d", "1"][..],

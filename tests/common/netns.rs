@@ -85,6 +85,14 @@ impl Netns {
         Ok(ns)
     }
 
+    /// [`Netns::new`], or `None` after printing why the calling test
+    /// skips.
+    pub fn or_skip(tag: &str, hosts: &str) -> Option<Netns> {
+        Netns::new(tag, hosts)
+            .map_err(|why| println!("skipped: {why}"))
+            .ok()
+    }
+
     /// `PROGRAM` to be run inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("ip");
