@@ -42,10 +42,12 @@ use crate::net;
 pub const QUIET: Duration = Duration::from_millis(200);
 
 /// What a session needs to know.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The server.
-    pub addr: SocketAddr,
+    /// The server's addresses, as its name resolved: TCP tries each in
+    /// turn until one accepts; UDP, which has no handshake to try, uses
+    /// the first.
+    pub addrs: Vec<SocketAddr>,
     /// One datagram per line instead of one TCP connection.
     pub udp: bool,
     /// How long to wait for the first byte of a reply.
@@ -200,8 +202,8 @@ struct Tcp {
 
 impl Tcp {
     fn connect(config: &ClientConfig) -> Result<Tcp, ClientError> {
-        let stream = TcpStream::connect_timeout(&config.addr, config.timeout)
-            .map_err(|e| ClientError::Connect(config.addr, e))?;
+        let (stream, _) = crate::resolve::connect_first(&config.addrs, config.timeout)
+            .map_err(|(addr, e)| ClientError::Connect(addr, e))?;
         // Lines are small and interactive: no Nagle delay.
         let _ = stream.set_nodelay(true);
         Ok(Tcp {
@@ -258,18 +260,19 @@ struct Udp {
 
 impl Udp {
     fn connect(config: &ClientConfig) -> Result<Udp, ClientError> {
-        let socket = UdpSocket::bind(net::unspecified_for(config.addr))
-            .map_err(|e| ClientError::Connect(config.addr, e))?;
+        let addr = config.addrs.first().copied().ok_or_else(|| {
+            let none = io::Error::new(io::ErrorKind::InvalidInput, "no address to send to");
+            ClientError::Connect(SocketAddr::from(([0; 4], 0)), none)
+        })?;
+        let socket = UdpSocket::bind(net::unspecified_for(addr))
+            .map_err(|e| ClientError::Connect(addr, e))?;
         // Connected: only the server's datagrams arrive, and ICMP "port
         // unreachable" comes back as an error instead of silence.
         socket
-            .connect(config.addr)
-            .map_err(|e| ClientError::Connect(config.addr, e))?;
+            .connect(addr)
+            .map_err(|e| ClientError::Connect(addr, e))?;
         socket.set_read_timeout(Some(config.timeout))?;
-        Ok(Udp {
-            socket,
-            addr: config.addr,
-        })
+        Ok(Udp { socket, addr })
     }
 }
 

@@ -527,16 +527,22 @@ impl Finished {
 
 /// Runs `echo-reactor ARGV` to its end, killing it after `limit`.
 pub fn run_binary(argv: &[&str], limit: Duration) -> Finished {
-    let bin = env!("CARGO_BIN_EXE_echo-reactor");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
+    cmd.args(argv);
+    run_to_end(cmd, limit)
+}
+
+/// Runs `cmd` to its end with stdin closed, stdout and stderr captured,
+/// killing it after `limit`.
+pub fn run_to_end(mut cmd: Command, limit: Duration) -> Finished {
     let started = Instant::now();
-    let mut child = Command::new(bin)
-        .args(argv)
+    let mut child = cmd
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn echo-reactor");
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();
