@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use echo_reactor::load::split::{self, Segment};
 use echo_reactor::load::{self, LoadConfig, Proto, Target};
+use echo_reactor::resolve::HostPort;
 use echo_reactor::Mode;
 use echo_reactor::ServerConfig;
 use echo_reactor::Watermarks;
@@ -65,10 +66,20 @@ pub struct MergeArgs {
 
 /// `echo-reactor compare`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Each run's settings (protocol, target, connections, rate or closed loop, \
+size) are listed above the figures; runs not made like the first are named in a warning \
+on stderr. Exit status: 0 compared, 2 a file is missing or not a `load --json` report."
+)]
 pub struct CompareArgs {
     /// JSON reports saved from `echo-reactor load --json`; the first is the baseline
     #[arg(value_name = "FILE.json", required = true, num_args = 2..)]
     pub files: Vec<PathBuf>,
+
+    /// Print one JSON object on stdout: each run's file, settings, figures
+    /// and ratios to the first, and the unlike runs
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `echo-reactor client`.
@@ -85,28 +96,29 @@ pub struct ClientArgs {
     #[arg(long)]
     pub udp: bool,
 
-    /// Seconds any wait may last, 0.001 to 3600: for a reply (TCP: its
-    /// first byte), or for the server to take more of a long line
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_nonzero_timeout)]
+    /// How long any wait may last: for a reply (TCP: its first byte), or
+    /// for the server to take more of a long line; 1ms to 1h (5, 0.5,
+    /// 500ms, 10s, 1m: a plain number is seconds)
+    #[arg(long, value_name = "DURATION", default_value = "5", value_parser = parse_nonzero_timeout)]
     pub timeout: Duration,
 
     /// The server, like 127.0.0.1:7007, [::1]:7007, localhost:7007,
-    /// tcp://127.0.0.1:7007 or udp://127.0.0.1:7007
+    /// echo.example.com:7007, tcp://127.0.0.1:7007 or udp://127.0.0.1:7007
     #[arg(value_name = "ADDR", value_parser = parse_client_addr)]
     pub addr: ClientAddr,
 }
 
-/// The client's server address, with the protocol if a URL named one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The client's server, with the protocol if a URL named one.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAddr {
     /// `Some` for a `tcp://` or `udp://` URL, `None` for a bare address.
     pub proto: Option<Proto>,
-    /// The server.
-    pub addr: SocketAddr,
+    /// The server's host (a name or an address) and port.
+    pub host: HostPort,
 }
 
-/// Parses the client's ADDR: `IP:PORT`, `localhost:PORT`, or one of them
-/// behind `tcp://` or `udp://`.
+/// Parses the client's ADDR: `HOST:PORT`, or the same behind `tcp://` or
+/// `udp://`, where HOST is a name or an IP address (`[::1]` for IPv6).
 ///
 /// # Errors
 ///
@@ -116,30 +128,44 @@ pub fn parse_client_addr(s: &str) -> Result<ClientAddr, String> {
         let target = parse_url(s)?;
         return Ok(ClientAddr {
             proto: Some(target.proto),
-            addr: target.addr,
+            host: target.host,
         });
     }
-    parse_addr(s).map(|addr| ClientAddr { proto: None, addr })
+    HostPort::parse(s)
+        .map(|host| ClientAddr { proto: None, host })
+        .map_err(|why| format!("invalid address '{s}' ({why}): {ADDR_FORMS}"))
 }
 
 impl ClientArgs {
-    /// The session these arguments describe.
+    /// Whether the session is UDP: `--udp` or a `udp://` address.
     ///
     /// # Errors
     ///
     /// A `tcp://` address together with `--udp`.
-    pub fn to_config(&self) -> Result<echo_reactor::client::ClientConfig, String> {
-        let udp = match self.addr.proto {
+    pub fn is_udp(&self) -> Result<bool, String> {
+        match self.addr.proto {
             Some(Proto::Tcp) if self.udp => {
-                return Err("a tcp:// address and --udp contradict each other".into())
+                Err("a tcp:// address and --udp contradict each other".into())
             }
-            Some(Proto::Tcp) => false,
-            Some(Proto::Udp) => true,
-            None => self.udp,
-        };
+            Some(Proto::Tcp) => Ok(false),
+            Some(Proto::Udp) => Ok(true),
+            None => Ok(self.udp),
+        }
+    }
+
+    /// The session these arguments describe, with the addresses the host
+    /// resolved to.
+    ///
+    /// # Errors
+    ///
+    /// A `tcp://` address together with `--udp`.
+    pub fn to_config(
+        &self,
+        addrs: Vec<SocketAddr>,
+    ) -> Result<echo_reactor::client::ClientConfig, String> {
         Ok(echo_reactor::client::ClientConfig {
-            addr: self.addr.addr,
-            udp,
+            addrs,
+            udp: self.is_udp()?,
             // Parsed as at least a millisecond: never "block forever".
             timeout: self.timeout,
         })
@@ -149,17 +175,25 @@ impl ClientArgs {
 /// `echo-reactor serve`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "With neither --tcp nor --udp, both listen on 127.0.0.1:7007. \
-Port 0 picks a free port; the `listening on` lines on stdout show the real one."
+    after_help = "With none of --tcp, --udp and --port, both listen on 127.0.0.1:7007. \
+ADDR is IP:PORT, localhost:PORT (127.0.0.1), or :PORT for every address, IPv4 \
+and IPv6 (0.0.0.0:PORT and [::]:PORT). Port 0 picks a free port; the \
+`listening on` lines on stdout show the real one."
 )]
 pub struct ServeArgs {
-    /// TCP address to listen on, like 127.0.0.1:7007 or [::1]:7007 (repeatable)
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
-    pub tcp: Vec<SocketAddr>,
+    /// TCP address to listen on, like 127.0.0.1:7007, [::1]:7007 or :7007
+    /// (every address) (repeatable)
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    pub tcp: Vec<ListenAddr>,
 
-    /// UDP address to serve, like 127.0.0.1:7007 or [::1]:7007 (repeatable)
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
-    pub udp: Vec<SocketAddr>,
+    /// UDP address to serve, like 127.0.0.1:7007, [::1]:7007 or :7007
+    /// (every address) (repeatable)
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    pub udp: Vec<ListenAddr>,
+
+    /// Short for --tcp 127.0.0.1:PORT --udp 127.0.0.1:PORT
+    #[arg(long, short = 'p', value_name = "PORT")]
+    pub port: Option<u16>,
 
     /// What to answer: echo (bytes unchanged), upper (ASCII a-z
     /// uppercased), discard (RFC 863), chargen (RFC 864), daytime (RFC 867)
@@ -182,9 +216,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
 
-    /// Seconds shutdown serves busy clients until they finish; then the
-    /// rest are cut (FIN) and may linger up to 1 s more before the exit
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    /// How long shutdown serves busy clients until they finish (5, 0.5,
+    /// 500ms, 1m); then the rest are cut (FIN) and may linger up to 1 s
+    /// more before the exit
+    #[arg(long, value_name = "DURATION", default_value = "5", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
     /// Share-nothing loops, each on its own thread with its own sockets
@@ -192,25 +227,26 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
-    /// Close a connection with no traffic either way for this many seconds
-    /// (with FIN; at least 0.1; 0: never)
-    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_interval)]
+    /// Close a connection with no traffic either way for this long, with
+    /// FIN (300, 5m, 500ms; at least 100ms; 0: never)
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_interval)]
     pub idle_timeout: Duration,
 
-    /// Reset a connection whose pending output has not moved for this many
-    /// seconds: its peer stopped reading (at least 0.1; 0: never)
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_interval)]
+    /// Reset a connection whose pending output has not moved for this
+    /// long: its peer stopped reading (60, 1m, 2s; at least 100ms; 0: never)
+    #[arg(long, value_name = "DURATION", default_value = "60", value_parser = parse_interval)]
     pub write_timeout: Duration,
 
     /// Answer each UDP source address at most this many datagrams per
-    /// second (bursts of one second's worth); the excess is dropped and counted
-    #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..))]
+    /// second (100, 20k, 1M; bursts of one second's worth); the excess is
+    /// dropped and counted
+    #[arg(long, value_name = "PPS", value_parser = parse_pps)]
     pub udp_rate_limit: Option<u32>,
 
-    /// Log one statistics line every SECS (at least 0.1; 0: off):
-    /// connections, bytes and datagrams per second, pending output,
-    /// accepting or paused
-    #[arg(long, value_name = "SECS", value_parser = parse_interval)]
+    /// Log one statistics line every DURATION (10, 1m, 500ms; at least
+    /// 100ms; 0: off, as without the flag): connections, bytes and
+    /// datagrams per second, pending output, accepting or paused
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
     pub stats: Option<Duration>,
 
     /// Serve Prometheus metrics over HTTP at ADDR (GET /metrics), on the
@@ -225,14 +261,16 @@ pub struct ServeArgs {
     pub udp_allow_amplification: bool,
 
     /// Receive and answer UDP in batches of up to 32 datagrams per syscall
-    /// (recvmmsg/sendmmsg; Linux only)
-    #[arg(long, value_name = "BOOL", default_value_t = false,
-          action = clap::ArgAction::Set)]
+    /// (recvmmsg/sendmmsg; Linux only); a switch, or given true or false
+    #[arg(long, value_name = "BOOL", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub udp_batch: bool,
 
     /// Skip the read that would only return WouldBlock after a short read
-    /// (sound on Linux's epoll; default on there)
+    /// (sound on Linux's epoll; default on there); a switch, or given true
+    /// or false
     #[arg(long, value_name = "BOOL", default_value_t = cfg!(target_os = "linux"),
+          num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
     pub short_read: bool,
 }
@@ -240,10 +278,18 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The server configuration these arguments describe.
     pub fn to_config(&self) -> ServerConfig {
-        let (tcp, udp) = if self.tcp.is_empty() && self.udp.is_empty() {
+        let flat = |given: &[ListenAddr]| -> Vec<SocketAddr> {
+            let mut all: Vec<SocketAddr> = given.iter().flat_map(|l| l.0.clone()).collect();
+            all.extend(
+                self.port
+                    .map(|p| SocketAddr::new(Ipv4Addr::LOCALHOST.into(), p)),
+            );
+            all
+        };
+        let (tcp, udp) = if self.tcp.is_empty() && self.udp.is_empty() && self.port.is_none() {
             (vec![DEFAULT_ADDR], vec![DEFAULT_ADDR])
         } else {
-            (self.tcp.clone(), self.udp.clone())
+            (flat(&self.tcp), flat(&self.udp))
         };
         let mut config = ServerConfig::default();
         config.tcp = tcp;
@@ -275,9 +321,10 @@ impl ServeArgs {
 --max-loss), 1 otherwise. --json prints one JSON object on stdout, also on failure."
 )]
 pub struct LoadArgs {
-    /// The server: tcp://HOST:PORT or udp://HOST:PORT (IPv6: tcp://[::1]:7007)
+    /// The server: tcp://HOST:PORT or udp://HOST:PORT, HOST a name or an
+    /// IP address (IPv6: tcp://[::1]:7007), resolved once at the start
     #[arg(value_name = "URL", value_parser = parse_url)]
-    pub url: Target,
+    pub url: TargetArg,
 
     /// Client connections (UDP: sockets), 1 to 1000000 and within the
     /// open-file limit
@@ -285,8 +332,9 @@ pub struct LoadArgs {
           value_parser = clap::value_parser!(u64).range(1..=load::MAX_CONNECTIONS as u64))]
     pub connections: u64,
 
-    /// Seconds to measure, more than 0 and at most a year
-    #[arg(long, short = 'd', value_name = "SECS", default_value = "10", value_parser = parse_window)]
+    /// How long to measure: 10, 0.5, 500ms, 10s, 1m, 2h (a plain number is
+    /// seconds); more than 0 and at most a year
+    #[arg(long, short = 'd', value_name = "DURATION", default_value = "10", value_parser = parse_window)]
     pub duration: Duration,
 
     /// Bytes per message: TCP 1 to 16777216, UDP 8 to 65507
@@ -299,9 +347,9 @@ pub struct LoadArgs {
           value_parser = clap::value_parser!(u64).range(1..=load::MAX_PIPELINE as u64))]
     pub pipeline: u64,
 
-    /// Open loop: total messages per second over all connections (0.001
-    /// to 10000000); latency counts from each message's due time
-    /// [default: closed loop]
+    /// Open loop: total messages per second over all connections, like
+    /// 20000, 20k or 1.5M (0.001 to 10M); latency counts from each
+    /// message's due time [default: closed loop]
     #[arg(long, value_name = "MSGS_PER_SEC", value_parser = parse_rate)]
     pub rate: Option<f64>,
 
@@ -309,13 +357,13 @@ pub struct LoadArgs {
     #[arg(long, value_name = "MODE", default_value = "echo", value_parser = parse_expect)]
     pub expect: Mode,
 
-    /// New connections per second, 0.001 to 1000000 [default: as fast as
-    /// the loop can, a bounded number of handshakes at a time]
+    /// New connections per second, like 500 or 2k (0.001 to 1M) [default:
+    /// as fast as the loop can, a bounded number of handshakes at a time]
     #[arg(long, value_name = "CONNS_PER_SEC", value_parser = parse_connect_rate)]
     pub connect_rate: Option<f64>,
 
-    /// Seconds of traffic before measuring, not counted (at most a year)
-    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    /// Traffic before measuring, not counted: 2, 500ms, 1m (at most a year)
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     pub warmup: Duration,
 
     /// Poll loops, each driving its share of the connections (1 to 256,
@@ -337,21 +385,23 @@ pub struct LoadArgs {
     pub max_loss: f64,
 
     /// After the window, how long to wait for the replies still in flight
-    /// (0 to 3600); any still missing then count as `timeout` errors
-    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_timeout)]
+    /// (0 to 1h: 2, 500ms, 1m); any still missing then count as `timeout`
+    /// errors
+    #[arg(long, value_name = "DURATION", default_value = "2", value_parser = parse_timeout)]
     pub drain_timeout: Duration,
 
     /// UDP: how long a request waits for its reply before it counts as
-    /// lost (0.001 to 3600)
-    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_nonzero_timeout)]
+    /// lost (1ms to 1h: 0.5, 500ms, 2s)
+    #[arg(long, value_name = "DURATION", default_value = "0.5", value_parser = parse_nonzero_timeout)]
     pub udp_timeout: Duration,
 
-    /// How long a connection may take to come up, retries included (0.001
-    /// to 3600); then it counts as a `connect` error. The run ends within
-    /// this (with --start-at, the later of this and the time until the
-    /// start) + --warmup + --duration + --drain-timeout + 1 s (plus the
-    /// ramp's pacing with --connect-rate)
-    #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_nonzero_timeout)]
+    /// How long a connection may take to come up, retries included (1ms
+    /// to 1h: 3, 500ms, 1m); then it counts as a `connect` error. The run
+    /// ends within this (with --start-at, the later of this and the time
+    /// until the start) + --warmup + --duration + --drain-timeout + 1 s
+    /// (plus the ramp's pacing with --connect-rate; plus up to this once
+    /// more to pick one address of a name that has several)
+    #[arg(long, value_name = "DURATION", default_value = "3", value_parser = parse_nonzero_timeout)]
     pub connect_timeout: Duration,
 
     /// Open a new connection in place of one that ended in error, so the
@@ -388,11 +438,17 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
-    /// The load configuration these arguments describe (check it with
+    /// The load configuration these arguments describe, against `addr`,
+    /// the address the URL's host resolved to (check it with
     /// [`LoadConfig::validate`]).
-    pub fn to_config(&self) -> LoadConfig {
+    pub fn to_config(&self, addr: SocketAddr) -> LoadConfig {
         let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let target = Target {
+            proto: self.url.proto,
+            addr,
+        };
         LoadConfig {
+            host: self.url.host.is_name().then(|| self.url.host.host.clone()),
             connections: to_usize(self.connections),
             duration: self.duration,
             size: to_usize(self.size),
@@ -411,31 +467,35 @@ impl LoadArgs {
             segment: self.segment,
             start_at: self.start_at,
             sources: self.source.clone(),
-            ..LoadConfig::new(self.url)
+            ..LoadConfig::new(target)
         }
     }
 }
 
+/// A load target as written: the protocol and a host still to resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetArg {
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// A name or an IP address, and the port.
+    pub host: HostPort,
+}
+
+/// What an address on the command line may look like, for error messages.
+const ADDR_FORMS: &str = "expected HOST:PORT, where HOST is a name or an IP address, \
+like 127.0.0.1:7007, [::1]:7007, localhost:7007 or echo.example.com:7007";
+
 /// Parses a load target: `tcp://HOST:PORT`, `udp://HOST:PORT`, or a bare
-/// `HOST:PORT` (TCP), where HOST is an IP address (`[::1]` for IPv6) or
-/// `localhost`.
+/// `HOST:PORT` (TCP), where HOST is a name or an IP address (`[::1]` for
+/// IPv6). Names are resolved later, once, by the caller.
 ///
 /// # Errors
 ///
 /// A message naming the bad input and the expected form.
-///
-/// ```
-/// use echo_reactor::cli::parse_url;
-/// assert_eq!(parse_url("tcp://[::1]:7007").unwrap().to_string(), "tcp://[::1]:7007");
-/// assert_eq!(parse_url("udp://localhost:9").unwrap().addr.port(), 9);
-/// assert_eq!(parse_url("127.0.0.1:7007").unwrap().to_string(), "tcp://127.0.0.1:7007");
-/// assert!(parse_url("http://127.0.0.1:80").is_err());
-/// assert!(parse_url("tcp://127.0.0.1").is_err());
-/// ```
-pub fn parse_url(s: &str) -> Result<Target, String> {
+pub fn parse_url(s: &str) -> Result<TargetArg, String> {
     const FORMS: &str = "expected tcp://HOST:PORT, udp://HOST:PORT or HOST:PORT (TCP), \
-where HOST is an IP address or localhost, like tcp://127.0.0.1:7007, udp://[::1]:7007 \
-or localhost:7007";
+where HOST is a name or an IP address, like tcp://127.0.0.1:7007, udp://[::1]:7007, \
+localhost:7007 or tcp://echo.example.com:7007";
     let (proto, rest) = if let Some(rest) = s.strip_prefix("tcp://") {
         (Proto::Tcp, rest)
     } else if let Some(rest) = s.strip_prefix("udp://") {
@@ -445,83 +505,159 @@ or localhost:7007";
     } else {
         (Proto::Tcp, s)
     };
-    let addr = parse_addr(rest.trim_end_matches('/'))
-        .map_err(|_| format!("invalid URL '{s}': {FORMS}"))?;
-    if addr.port() == 0 {
+    let host = HostPort::parse(rest.trim_end_matches('/'))
+        .map_err(|why| format!("invalid URL '{s}' ({why}): {FORMS}"))?;
+    if host.port == 0 {
         return Err(format!("invalid URL '{s}': port 0 is not a server's port"));
     }
-    Ok(Target { proto, addr })
+    Ok(TargetArg { proto, host })
 }
 
-/// Parses a number within `min..=max`.
-fn parse_in(s: &str, min: f64, max: f64, what: &str) -> Result<f64, String> {
-    s.parse::<f64>()
+/// Parses a count per second: a plain number (`20000`, `0.5`) or one with
+/// `k` (thousands) or `M` (millions): `20k`, `1.5M`.
+///
+/// # Errors
+///
+/// Not a number in one of those forms, negative, or not finite.
+pub fn parse_per_sec(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (number, scale) = [("k", 1e3), ("K", 1e3), ("M", 1e6)]
+        .iter()
+        .find_map(|(unit, scale)| t.strip_suffix(unit).map(|n| (n.trim_end(), *scale)))
+        .unwrap_or((t, 1.0));
+    number
+        .parse::<f64>()
+        .ok()
+        .map(|n| n * scale)
+        .filter(|x| x.is_finite() && *x >= 0.0)
+        .ok_or_else(|| format!("invalid number '{s}': {PER_SEC_FORMS}"))
+}
+
+/// The forms a rate takes, for error messages.
+const PER_SEC_FORMS: &str = "expected a number like 20000, 0.5, 20k or 1.5M";
+
+/// Parses a rate with [`parse_per_sec`] and checks it is within `min..=max`.
+fn parse_per_sec_in(s: &str, min: f64, max: f64, what: &str) -> Result<f64, String> {
+    parse_per_sec(s)
         .ok()
         .filter(|x| (min..=max).contains(x))
-        .ok_or_else(|| format!("invalid {what} '{s}': expected a number from {min} to {max}"))
+        .ok_or_else(|| {
+            format!(
+                "invalid {what} '{s}': expected {min} to {max} ({}), like 20000, 20k or 1.5M",
+                with_si(max)
+            )
+        })
 }
 
-/// Parses `--rate`: messages per second, `MIN_RATE..=MAX_RATE`.
+/// A round number written the short way: 10000000 as `10M`, 1000 as `1k`.
+fn with_si(x: f64) -> String {
+    if x >= 1e6 && (x / 1e6).fract() == 0.0 {
+        format!("{}M", x / 1e6)
+    } else if x >= 1e3 && (x / 1e3).fract() == 0.0 {
+        format!("{}k", x / 1e3)
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Parses `--rate`: messages per second, `MIN_RATE..=MAX_RATE`, with `k`
+/// or `M` if wished (`20k`).
 ///
 /// # Errors
 ///
 /// Not a number, or out of that range.
 pub fn parse_rate(s: &str) -> Result<f64, String> {
-    parse_in(s, load::MIN_RATE, load::MAX_RATE, "rate")
+    parse_per_sec_in(s, load::MIN_RATE, load::MAX_RATE, "rate")
 }
 
 /// Parses `--connect-rate`: connections per second,
-/// `MIN_RATE..=MAX_CONNECT_RATE`.
+/// `MIN_RATE..=MAX_CONNECT_RATE`, with `k` or `M` if wished.
 ///
 /// # Errors
 ///
 /// Not a number, or out of that range.
 pub fn parse_connect_rate(s: &str) -> Result<f64, String> {
-    parse_in(s, load::MIN_RATE, load::MAX_CONNECT_RATE, "connect rate")
+    parse_per_sec_in(s, load::MIN_RATE, load::MAX_CONNECT_RATE, "connect rate")
+}
+
+/// Parses a whole number per second from 1 to `u32::MAX`, with `k` or
+/// `M` if wished (`--udp-rate-limit 20k`).
+///
+/// # Errors
+///
+/// Not a number, not whole, or out of that range.
+pub fn parse_pps(s: &str) -> Result<u32, String> {
+    parse_per_sec(s)
+        .ok()
+        .filter(|x| x.fract() == 0.0 && (1.0..=f64::from(u32::MAX)).contains(x))
+        // In range and whole: the conversion is exact.
+        .map(|x| x as u32)
+        .ok_or_else(|| {
+            format!(
+                "invalid rate '{s}': expected a whole number from 1 to {}, like 100, 20k or 1M",
+                u32::MAX
+            )
+        })
 }
 
 /// Parses a measured window (`--duration`): more than 0 s, at most a year.
 ///
 /// # Errors
 ///
-/// Not a number, zero (or rounding to zero), negative, or too long.
+/// Not a duration, zero (or rounding to zero), negative, or too long.
 pub fn parse_window(s: &str) -> Result<Duration, String> {
-    parse_secs(s)
+    parse_duration(s)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("invalid seconds '{s}': expected more than 0 and at most a year"))
+        .ok_or_else(|| {
+            format!(
+                "invalid duration '{s}': expected more than 0 and at most a year, {DURATION_FORMS}"
+            )
+        })
 }
 
-/// Parses a timeout that may be 0 (`--drain-timeout`): 0 to 3600 s.
+/// Parses a timeout that may be 0 (`--drain-timeout`): 0 to an hour.
 ///
 /// # Errors
 ///
-/// Not a number, negative, or over an hour.
+/// Not a duration, negative, or over an hour.
 pub fn parse_timeout(s: &str) -> Result<Duration, String> {
-    parse_secs_in(s, Duration::ZERO, load::MAX_TIMEOUT)
+    parse_duration_in(s, Duration::ZERO, load::MAX_TIMEOUT)
 }
 
 /// Parses a timeout that must not be 0 (`--udp-timeout`,
-/// `--connect-timeout`, the client's `--timeout`): 0.001 to 3600 s.
+/// `--connect-timeout`, the client's `--timeout`): 1 ms to an hour.
 ///
 /// # Errors
 ///
-/// Not a number, under a millisecond, or over an hour.
+/// Not a duration, under a millisecond, or over an hour.
 pub fn parse_nonzero_timeout(s: &str) -> Result<Duration, String> {
-    parse_secs_in(s, load::MIN_TIMEOUT, load::MAX_TIMEOUT)
+    parse_duration_in(s, load::MIN_TIMEOUT, load::MAX_TIMEOUT)
 }
 
-fn parse_secs_in(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
-    parse_secs(s)
+fn parse_duration_in(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    parse_duration(s)
         .ok()
         .filter(|d| (min..=max).contains(d))
         .ok_or_else(|| {
             format!(
-                "invalid seconds '{s}': expected {} to {}",
-                min.as_secs_f64(),
-                max.as_secs_f64()
+                "invalid duration '{s}': expected {} to {}, {DURATION_FORMS}",
+                short_duration(min),
+                short_duration(max)
             )
         })
+}
+
+/// A bound in the unit it is round in: `1h`, `1ms`, `0`.
+fn short_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0".into(),
+        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
 }
 
 /// Parses a percentage from 0 to 100.
@@ -541,18 +677,12 @@ fn nonzero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
-/// Parses `IP:PORT` (`127.0.0.1:7007`, `[::1]:7007`) or `localhost:PORT`.
+/// Parses `IP:PORT` (`127.0.0.1:7007`, `[::1]:7007`) or `localhost:PORT`
+/// (127.0.0.1, where this server listens by default).
 ///
 /// # Errors
 ///
 /// A message naming the bad input and the expected form.
-///
-/// ```
-/// use echo_reactor::cli::parse_addr;
-/// assert_eq!(parse_addr("[::1]:0").unwrap().to_string(), "[::1]:0");
-/// assert_eq!(parse_addr("localhost:7").unwrap().to_string(), "127.0.0.1:7");
-/// assert!(parse_addr("127.0.0.1").is_err());
-/// ```
 pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
@@ -564,8 +694,36 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     }
     Err(format!(
         "invalid address '{s}': expected IP:PORT or localhost:PORT, like 127.0.0.1:7007, \
-[::1]:7007 or localhost:7007"
+[::1]:7007, localhost:7007 or 0.0.0.0:7007 (every IPv4 address)"
     ))
+}
+
+/// Where `serve` listens, as one `--tcp` or `--udp` gave it: one address,
+/// or two for `:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr(pub Vec<SocketAddr>);
+
+/// Parses a listening address: what [`parse_addr`] takes, or `:PORT` for
+/// every address of both IP versions (`0.0.0.0:PORT` and `[::]:PORT`, two
+/// sockets, since IPv6 sockets here are IPv6 only), the habit of Go's
+/// `:8080` and Docker's `-p`.
+///
+/// # Errors
+///
+/// A message naming the bad input and the forms accepted.
+pub fn parse_listen_addr(s: &str) -> Result<ListenAddr, String> {
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| {
+            format!("invalid address '{s}': :PORT needs a port from 0 to 65535, like :7007")
+        })?;
+        return Ok(ListenAddr(vec![
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+            SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port),
+        ]));
+    }
+    parse_addr(s)
+        .map(|addr| ListenAddr(vec![addr]))
+        .map_err(|e| format!("{e}, or :7007 (every address, IPv4 and IPv6)"))
 }
 
 /// Parses a `--mode` name.
@@ -587,19 +745,38 @@ pub fn parse_expect(s: &str) -> Result<Mode, String> {
     }
 }
 
-/// Parses seconds, whole or fractional (`5`, `0.25`), into a `Duration`.
+/// The forms a duration takes, for error messages.
+const DURATION_FORMS: &str = "like 10 or 0.5 (seconds), or with a unit: 500ms, 10s, 1m, 2h";
+
+/// Splits a duration as written into its number and the seconds one unit
+/// of it is worth: `500ms` is (500, 0.001), a plain `5` is (5, 1).
+fn duration_parts(s: &str) -> Option<(f64, f64)> {
+    let t = s.trim();
+    // "ms" before "s" and "m", which it ends with and starts with.
+    let (number, unit) = [("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]
+        .iter()
+        .find_map(|(unit, secs)| t.strip_suffix(unit).map(|n| (n.trim_end(), *secs)))
+        .unwrap_or((t, 1.0));
+    number.parse::<f64>().ok().map(|n| (n, unit))
+}
+
+/// Parses a duration: a number with a unit (`500ms`, `10s`, `1.5m`,
+/// `2h`) or a plain number of seconds (`5`, `0.25`), from 0 to a year.
+/// Every flag that takes a duration reads it here.
 ///
 /// # Errors
 ///
-/// Negative, not a number, or absurdly large.
-pub fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("invalid seconds '{s}': expected a number like 5 or 0.5"))?;
-    Duration::try_from_secs_f64(secs)
+/// Not one of those forms, negative, or longer than a year; the message
+/// shows the forms.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) =
+        duration_parts(s).ok_or_else(|| format!("invalid duration '{s}': {DURATION_FORMS}"))?;
+    Duration::try_from_secs_f64(number * unit)
         .ok()
         .filter(|d| d.as_secs() <= 365 * 24 * 3600)
-        .ok_or_else(|| format!("invalid seconds '{s}': must be between 0 and one year"))
+        .ok_or_else(|| {
+            format!("invalid duration '{s}': must be between 0 and a year, {DURATION_FORMS}")
+        })
 }
 
 /// The shortest period a repeating flag accepts: anything shorter turns a
@@ -607,21 +784,20 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Parses the period of something that repeats or a timeout the sweep
-/// enforces (`--stats`, `--idle-timeout`, `--write-timeout`): seconds as
-/// [`parse_secs`] reads them, 0 for off, otherwise at least
+/// enforces (`--stats`, `--idle-timeout`, `--write-timeout`): a duration
+/// as [`parse_duration`] reads it, 0 for off, otherwise at least
 /// [`MIN_INTERVAL`]. The check is on the number as written, so `1e-300`
 /// is too short rather than a zero that silently means off.
 ///
 /// # Errors
 ///
-/// What `parse_secs` refuses, and periods between 0 and 0.1 s.
+/// What `parse_duration` refuses, and periods between 0 and 100 ms.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_secs(s)?;
-    let written: f64 = s.trim().parse().unwrap_or(0.0);
+    let d = parse_duration(s)?;
+    let written = duration_parts(s).map_or(0.0, |(number, _)| number);
     if written != 0.0 && d < MIN_INTERVAL {
         return Err(format!(
-            "interval '{s}' is too short: must be 0 (off) or at least {} s",
-            MIN_INTERVAL.as_secs_f64()
+            "interval '{s}' is too short: must be 0 (off) or at least 100ms"
         ));
     }
     Ok(d)
@@ -682,9 +858,15 @@ mod tests {
         })
     }
 
+    /// The config of `a`, its host resolved without a lookup (an address
+    /// or localhost: no test here asks a resolver).
+    fn config(a: &LoadArgs) -> LoadConfig {
+        a.to_config(a.url.host.resolve().expect("a literal or localhost")[0])
+    }
+
     #[test]
     fn load_defaults_follow_the_issue() {
-        let c = load(&["tcp://127.0.0.1:7007"]).unwrap().to_config();
+        let c = config(&load(&["tcp://127.0.0.1:7007"]).unwrap());
         assert_eq!(c.target.to_string(), "tcp://127.0.0.1:7007");
         assert_eq!(
             (c.connections, c.size, c.pipeline, c.threads),
@@ -743,7 +925,7 @@ mod tests {
         ])
         .unwrap();
         assert!(a.json && a.latency);
-        let c = a.to_config();
+        let c = config(&a);
         assert_eq!(c.target.proto, Proto::Udp);
         assert_eq!(
             (c.connections, c.size, c.pipeline, c.threads),
@@ -771,7 +953,9 @@ mod tests {
             &[][..],
             &["http://127.0.0.1:7007"],
             &["tcp://127.0.0.1"],
-            &["tcp://nowhere:7"],
+            &["tcp://nowhere"],
+            &["tcp://:7"],
+            &["tcp://::1:7"],
             &["tcp://127.0.0.1:0"],
             &["tcp://127.0.0.1:7", "--connections", "0"],
             &["tcp://127.0.0.1:7", "--size", "0"],
@@ -837,7 +1021,7 @@ mod tests {
     /// whose schedule can be computed. Nothing may panic.
     fn parse_and_validate(args: &[&str]) -> Result<LoadConfig, i32> {
         let a = load(args).map_err(|e| e.exit_code())?;
-        let c = a.to_config();
+        let c = config(&a);
         match c.validate_with_fd_limit(Some(20_000)) {
             Ok(()) => {
                 if c.rate.is_some() {
@@ -911,14 +1095,162 @@ mod tests {
 
     #[test]
     fn a_bare_address_is_a_tcp_target_and_errors_mention_localhost() {
-        let c = load(&["127.0.0.1:7007"]).unwrap().to_config();
+        let c = config(&load(&["127.0.0.1:7007"]).unwrap());
         assert_eq!(c.target.to_string(), "tcp://127.0.0.1:7007");
-        let c = load(&["localhost:9"]).unwrap().to_config();
+        assert_eq!(c.host, None, "an address is no name");
+        let c = config(&load(&["localhost:9"]).unwrap());
         assert_eq!(c.target.to_string(), "tcp://127.0.0.1:9");
-        let err = load(&["nowhere:7"]).unwrap_err().to_string();
+        assert_eq!(c.host.as_deref(), Some("localhost"));
+        let err = load(&["nowhere"]).unwrap_err().to_string();
         assert!(err.contains("localhost:7007"), "{err}");
         let err = parse_addr("nowhere").unwrap_err();
         assert!(err.contains("localhost:PORT"), "{err}");
+    }
+
+    #[test]
+    fn host_names_are_taken_as_written_and_resolved_later() {
+        let a = load(&["tcp://echo-reactor:7007"]).unwrap();
+        assert_eq!(a.url.host.to_string(), "echo-reactor:7007");
+        assert!(a.url.host.is_name());
+        let c = a.to_config("10.0.0.5:7007".parse().unwrap());
+        assert_eq!(c.host.as_deref(), Some("echo-reactor"));
+        assert_eq!(c.target.to_string(), "tcp://10.0.0.5:7007");
+        let u = load(&["udp://gen-0.example.com:9"]).unwrap();
+        assert_eq!((u.url.proto, u.url.host.port), (Proto::Udp, 9));
+    }
+
+    #[test]
+    fn durations_take_units_and_plain_numbers_stay_seconds() {
+        for (s, want) in [
+            ("10", Duration::from_secs(10)),
+            ("0.5", Duration::from_millis(500)),
+            ("500ms", Duration::from_millis(500)),
+            ("10s", Duration::from_secs(10)),
+            ("1m", Duration::from_secs(60)),
+            ("1.5m", Duration::from_secs(90)),
+            ("2h", Duration::from_secs(7200)),
+            (" 3 s ", Duration::from_secs(3)),
+            ("1e3ms", Duration::from_secs(1)),
+        ] {
+            assert_eq!(parse_duration(s), Ok(want), "{s}");
+        }
+        for bad in [
+            "", "s", "ten", "10x", "10 sec", "-1s", "1ns", "nan", "infh", "9000h",
+        ] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains("500ms, 10s, 1m, 2h"), "{bad}: {err}");
+        }
+        let a = load(&["tcp://127.0.0.1:7", "-d", "1m", "--warmup", "500ms"]).unwrap();
+        let c = config(&a);
+        assert_eq!(
+            (c.duration, c.warmup),
+            (Duration::from_secs(60), Duration::from_millis(500))
+        );
+        let a = load(&[
+            "tcp://127.0.0.1:7",
+            "--drain-timeout",
+            "250ms",
+            "--connect-timeout",
+            "1m",
+        ])
+        .unwrap();
+        assert_eq!(a.drain_timeout, Duration::from_millis(250));
+        assert_eq!(a.connect_timeout, Duration::from_secs(60));
+        let err = load(&["tcp://127.0.0.1:7", "--connect-timeout", "2h"]).unwrap_err();
+        assert!(err.to_string().contains("expected 1ms to 1h"), "{err}");
+        let c = serve(&[
+            "--shutdown-timeout",
+            "1m",
+            "--idle-timeout",
+            "5m",
+            "--stats",
+            "500ms",
+        ])
+        .unwrap()
+        .to_config();
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(60));
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(c.stats_interval, Some(Duration::from_millis(500)));
+        let err = serve(&["--stats", "50ms"]).unwrap_err().to_string();
+        assert!(err.contains("too short"), "{err}");
+    }
+
+    #[test]
+    fn rates_take_k_and_m() {
+        let a = load(&[
+            "tcp://127.0.0.1:7",
+            "--rate",
+            "20k",
+            "--connect-rate",
+            "1.5k",
+        ])
+        .unwrap();
+        assert_eq!((a.rate, a.connect_rate), (Some(20_000.0), Some(1_500.0)));
+        assert_eq!(
+            load(&["tcp://127.0.0.1:7", "--rate", "10M"]).unwrap().rate,
+            Some(1e7)
+        );
+        let err = load(&["tcp://127.0.0.1:7", "--rate", "11M"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("20k or 1.5M"), "{err}");
+        for bad in ["20x", "k", "-1k", "20kk", "1m"] {
+            assert!(parse_per_sec(bad).is_err(), "{bad}");
+        }
+        let c = serve(&["--udp-rate-limit", "20k"]).unwrap().to_config();
+        assert_eq!(c.udp_rate_limit, Some(20_000));
+        for bad in ["0", "0.5", "1.5", "5000M"] {
+            assert_eq!(
+                serve(&["--udp-rate-limit", bad]).unwrap_err().exit_code(),
+                2,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn port_is_short_for_loopback_tcp_and_udp_and_a_bare_port_is_every_address() {
+        let c = serve(&["-p", "7010"]).unwrap().to_config();
+        let lo: SocketAddr = "127.0.0.1:7010".parse().unwrap();
+        assert_eq!((c.tcp.clone(), c.udp.clone()), (vec![lo], vec![lo]));
+        let c = serve(&["--port", "7010", "--tcp", "[::1]:7011"])
+            .unwrap()
+            .to_config();
+        assert_eq!(c.tcp, vec!["[::1]:7011".parse().unwrap(), lo]);
+        assert_eq!(c.udp, vec![lo]);
+        let c = serve(&["--tcp", ":7012"]).unwrap().to_config();
+        assert_eq!(
+            c.tcp,
+            vec![
+                "0.0.0.0:7012".parse().unwrap(),
+                "[::]:7012".parse::<SocketAddr>().unwrap()
+            ]
+        );
+        assert!(c.udp.is_empty());
+        for bad in [
+            &["--tcp", ":"][..],
+            &["--udp", ":x"],
+            &["-p", "70000"],
+            &["--port"],
+        ] {
+            assert_eq!(serve(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn udp_batch_and_short_read_are_switches_that_still_take_a_value() {
+        let c = serve(&["--udp-batch"]).unwrap().to_config();
+        assert!(c.udp_batch);
+        let c = serve(&["--udp-batch", "--short-read", "--tcp", "127.0.0.1:0"])
+            .unwrap()
+            .to_config();
+        assert!(c.udp_batch && c.short_read);
+        let c = serve(&["--udp-batch", "false", "--short-read", "false"])
+            .unwrap()
+            .to_config();
+        assert!(!c.udp_batch && !c.short_read);
+        assert!(serve(&["--udp-batch=true"]).unwrap().to_config().udp_batch);
+        assert_eq!(serve(&["--udp-batch", "yes"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

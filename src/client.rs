@@ -40,7 +40,7 @@
 //! back, nothing to interleave.
 
 use std::io::{self, BufRead, ErrorKind, IsTerminal, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -51,10 +51,12 @@ use crate::net;
 pub const QUIET: Duration = Duration::from_millis(200);
 
 /// What a session needs to know.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The server.
-    pub addr: SocketAddr,
+    /// The server's addresses, as its name resolved: TCP tries each in
+    /// turn until one accepts; UDP, which has no handshake to try, uses
+    /// the first.
+    pub addrs: Vec<SocketAddr>,
     /// One datagram per line instead of one TCP connection.
     pub udp: bool,
     /// How long to wait for the first byte of a reply.
@@ -246,12 +248,13 @@ enum Wait {
 
 impl Tcp {
     fn connect(config: &ClientConfig) -> Result<Tcp, ClientError> {
-        let connect_err = |e| ClientError::Connect(config.addr, e);
-        let stream =
-            TcpStream::connect_timeout(&config.addr, config.timeout).map_err(connect_err)?;
+        let (stream, addr) = crate::resolve::connect_first(&config.addrs, config.timeout)
+            .map_err(|(addr, e)| ClientError::Connect(addr, e))?;
         // Lines are small and interactive: no Nagle delay.
         let _ = stream.set_nodelay(true);
-        stream.set_nonblocking(true).map_err(connect_err)?;
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| ClientError::Connect(addr, e))?;
         let mut stream = mio::net::TcpStream::from_std(stream);
         let poll = Poll::new()?;
         // Both at once, edge-triggered: every turn writes and reads until
@@ -389,21 +392,22 @@ struct Udp {
 
 impl Udp {
     fn connect(config: &ClientConfig) -> Result<Udp, ClientError> {
-        let socket = UdpSocket::bind(net::unspecified_for(config.addr))
-            .map_err(|e| ClientError::Connect(config.addr, e))?;
+        let addr = config.addrs.first().copied().ok_or_else(|| {
+            let none = io::Error::new(io::ErrorKind::InvalidInput, "no address to send to");
+            ClientError::Connect(SocketAddr::from(([0; 4], 0)), none)
+        })?;
+        let socket = UdpSocket::bind(net::unspecified_for(addr))
+            .map_err(|e| ClientError::Connect(addr, e))?;
         // Connected: only the server's datagrams arrive, and ICMP "port
         // unreachable" comes back as an error instead of silence.
         socket
-            .connect(config.addr)
-            .map_err(|e| ClientError::Connect(config.addr, e))?;
+            .connect(addr)
+            .map_err(|e| ClientError::Connect(addr, e))?;
         socket.set_read_timeout(Some(config.timeout))?;
         // A send blocks only while the socket's own buffer is full; bound
         // that too.
         socket.set_write_timeout(Some(config.timeout))?;
-        Ok(Udp {
-            socket,
-            addr: config.addr,
-        })
+        Ok(Udp { socket, addr })
     }
 }
 

@@ -21,6 +21,7 @@
 //! | [`load::payload`] | the payload scheme, so another client can make and check the same bytes |
 //! | [`load::split`], [`load::merge`], [`load::hdr_v2`], [`load::output`] | one test split into segments and merged back, the histogram's V2 text form, reports as files and tables |
 //! | [`client`] | the interactive line client |
+//! | [`resolve`] | host names to addresses, once before a run, and the first address that accepts |
 //!
 //! The command line (clap) is the binary's (`src/main.rs`, `src/cli.rs`,
 //! behind the default `cli` feature): the library takes configs, never
@@ -34,6 +35,7 @@
 //! | `mode` | the `Service` interface and the built-in modes; no IO |
 //! | `load` | the load generator: its loop, one client interface over TCP and UDP, payloads, the report |
 //! | `client` | the interactive client; blocking on purpose |
+//! | `resolve` | host names to addresses (getaddrinfo, `localhost`), the TCP probe; blocking, before any loop |
 //! | `net` | socket setup and `io::Error` predicates |
 //!
 //! # Embedding
@@ -58,6 +60,7 @@ pub mod client;
 pub mod load;
 pub mod mode;
 mod net;
+pub mod resolve;
 pub mod server;
 
 pub use mode::{Mode, Opening, Reply, Service};

@@ -5,6 +5,10 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use log::{info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -15,7 +19,8 @@ use std::sync::Arc;
 mod cli;
 
 use cli::{Cli, ClientArgs, Command, CompareArgs, LoadArgs, MergeArgs, ServeArgs};
-use echo_reactor::load::{self, ProgressLine, Report};
+use echo_reactor::load::{self, ProgressLine, Proto, Report};
+use echo_reactor::resolve;
 use echo_reactor::Cluster;
 
 fn main() -> ExitCode {
@@ -38,18 +43,69 @@ fn main() -> ExitCode {
     }
 }
 
-/// The client's settings, or a usage error (exit 2) for ones that clash.
+/// Ends the process the way clap ends a bad command line: its message
+/// under `subcommand`'s usage on stderr, exit 2.
+fn usage_error(subcommand: &str, kind: ErrorKind, message: impl std::fmt::Display) -> ! {
+    let mut cli = Cli::command();
+    cli.build();
+    let mut cmd = cli.find_subcommand(subcommand).cloned().unwrap_or(cli);
+    cmd.error(kind, message).exit()
+}
+
+/// The client's settings, or a usage error (exit 2) for ones that clash
+/// and for a host name that resolves to nothing.
 fn client_config(args: &ClientArgs) -> echo_reactor::client::ClientConfig {
-    match args.to_config() {
-        Ok(config) => config,
-        Err(e) => {
-            let mut cli = Cli::command();
-            cli.build();
-            let mut cmd = cli.find_subcommand("client").cloned().unwrap_or(cli);
-            cmd.error(clap::error::ErrorKind::ArgumentConflict, e)
-                .exit()
+    if let Err(e) = args.is_udp() {
+        usage_error("client", ErrorKind::ArgumentConflict, e);
+    }
+    let addrs = args
+        .addr
+        .host
+        .resolve()
+        .unwrap_or_else(|e| usage_error("client", ErrorKind::ValueValidation, e));
+    args.to_config(addrs)
+        .unwrap_or_else(|e| usage_error("client", ErrorKind::ArgumentConflict, e))
+}
+
+/// The address to load: the URL's host resolved once, here, before any
+/// loop runs. With `--source`, only addresses of its IP version count.
+/// TCP takes the first address that accepts a probe connection (each
+/// tried for its share of `--connect-timeout`), so every connection of
+/// the run goes to one address that answers; UDP, with no handshake to
+/// try, takes the first.
+///
+/// # Errors
+///
+/// A name that resolves to nothing (or to no address of `--source`'s
+/// version), said for people: a usage error.
+fn load_address(args: &LoadArgs) -> Result<SocketAddr, String> {
+    let host = &args.url.host;
+    let mut addrs = host.resolve().map_err(|e| e.to_string())?;
+    if let (Some(source), true) = (args.source.first(), host.is_name()) {
+        addrs.retain(|a| a.is_ipv4() == source.is_ipv4());
+        if addrs.is_empty() {
+            return Err(format!(
+                "host name '{}' has no address of the IP version of --source {source}",
+                host.host
+            ));
         }
     }
+    let addr = match args.url.proto {
+        Proto::Tcp => {
+            let tries = u32::try_from(addrs.len()).unwrap_or(u32::MAX);
+            let each = (args.connect_timeout / tries).max(Duration::from_millis(1));
+            let probe = resolve::first_accepting(&addrs, each);
+            for (addr, e) in &probe.refused {
+                info!("load: {host}: {addr} did not accept a connection ({e})");
+            }
+            probe.addr
+        }
+        Proto::Udp => addrs[0],
+    };
+    if host.is_name() {
+        info!("load: {host} is {addr}");
+    }
+    Ok(addr)
 }
 
 /// Above the `--latency` table: its values are in the report's unit.
@@ -58,15 +114,19 @@ const LATENCY_HEADING: &str = "latency distribution, values in microseconds (us)
 /// Runs `echo-reactor load`: the report on stdout (text or one JSON
 /// object), the reason for a failure on stderr, exit 0 only without errors.
 fn run_load(args: &LoadArgs) -> ExitCode {
-    let config = args.to_config();
+    // As servers do: the usual soft limit (1,024) would refuse
+    // `--connections 1000`, while the hard limit allows far more.
+    if let Err(e) = load::raise_open_file_limit() {
+        warn!("load: cannot raise the open-file limit: {e}");
+    }
+    let addr =
+        load_address(args).unwrap_or_else(|e| usage_error("load", ErrorKind::ValueValidation, e));
+    let config = args.to_config(addr);
     // Settings that only make no run together (threads above connections,
     // a UDP size, the open-file limit) are usage errors too: exit 2 like
     // clap's own, before anything starts.
     if let Err(e) = config.validate() {
-        let mut cli = Cli::command();
-        cli.build();
-        let mut cmd = cli.find_subcommand("load").cloned().unwrap_or(cli);
-        cmd.error(clap::error::ErrorKind::ValueValidation, e).exit();
+        usage_error("load", ErrorKind::ValueValidation, e);
     }
     let (stop, signal) = stop_on_signals();
     let is_live = std::io::stderr().is_terminal();
@@ -169,25 +229,39 @@ fn save_run(args: &LoadArgs, config: &load::LoadConfig, report: &Report) -> bool
     ok
 }
 
-/// Runs `echo-reactor compare`: the table on stdout, exit 1 if a file
-/// cannot be read.
+/// Runs `echo-reactor compare`: the table (or `--json`) on stdout, a
+/// warning on stderr for runs unlike the first; exit 2, like `merge`, if
+/// a file cannot be read or is not a report.
 fn compare(args: &CompareArgs) -> ExitCode {
     let mut runs = Vec::new();
     for path in &args.files {
         let name = path.display().to_string();
         let parsed = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {name}: {e}"))
-            .and_then(|json| load::output::parse_summary(&name, &json));
+            .and_then(|json| load::compare::parse_summary(&name, &json));
         match parsed {
             Ok(run) => runs.push(run),
             Err(e) => {
                 eprintln!("echo-reactor compare: {e}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(2);
             }
         }
     }
-    print!("{}", load::output::compare_table(&runs));
-    ExitCode::SUCCESS
+    for line in load::compare::unlike_runs(&runs) {
+        eprintln!("echo-reactor compare: warning: unlike runs: {line}");
+    }
+    let text = if args.json {
+        format!("{}\n", load::compare::compare_json(&runs))
+    } else {
+        load::compare::compare_table(&runs)
+    };
+    match print_report(&text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("echo-reactor compare: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs `echo-reactor merge`: the merged report on stdout (text or one

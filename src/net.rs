@@ -311,6 +311,32 @@ pub fn accept_queue_len(fd: std::os::fd::RawFd) -> Option<usize> {
     }
 }
 
+/// Raises the soft open-file limit (`RLIMIT_NOFILE`) to the hard one, as
+/// servers do at start, and returns the soft limit now in force. Only the
+/// hard limit needs privilege; the soft one is the process's to raise.
+///
+/// # Errors
+///
+/// The OS error of `getrlimit` or `setrlimit`.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if rl.rlim_cur < rl.rlim_max {
+        rl.rlim_cur = rl.rlim_max;
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(rl.rlim_cur)
+}
+
 /// The per-process open-file limit (`RLIMIT_NOFILE`, soft), if it can be read.
 pub fn open_file_limit() -> Option<u64> {
     let mut rl = libc::rlimit {

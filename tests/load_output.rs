@@ -208,6 +208,43 @@ fn compare_puts_runs_side_by_side_with_ratios() {
     for row in ["p50 us", "p99 us", "p99.9 us", "max us", "errors"] {
         assert!(out.stdout.contains(row), "no {row} row:\n{}", out.stdout);
     }
+    // Each run's settings above the figures, and a warning that the two
+    // were not made alike (closed loop against 1,000 msgs/s).
+    let target = server.tcp_addr();
+    assert!(
+        out.stdout.contains(&format!(
+            " 1  {pa}  tcp {target}, 20 connections, closed loop (pipeline 1), 64 B"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains(" 2  "), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("warning: unlike runs: 2 (")
+            && out.stderr.contains("load 1000 msgs/s, not closed loop"),
+        "{}",
+        out.stderr
+    );
+    // Alike runs compare without a warning.
+    let same = run_binary(&["compare", &pa, &pa], Duration::from_secs(10));
+    assert_eq!(same.code(), 0, "{}", same.stderr);
+    assert!(!same.stderr.contains("unlike"), "{}", same.stderr);
+
+    let json = run_binary(&["compare", &pa, &pb, "--json"], Duration::from_secs(10));
+    assert_eq!(json.code(), 0, "{}", json.stderr);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("one JSON object");
+    assert_eq!(v["runs"][1]["settings"]["rate"], 1000.0);
+    assert_eq!(v["runs"][0]["settings"]["size"], 64);
+    let rb_json = v["runs"][1]["figures"]["msgs_per_sec"]
+        .as_f64()
+        .expect("a rate");
+    assert!((950.0..=1050.0).contains(&rb_json), "{}", json.stdout);
+    assert_eq!(
+        v["unlike"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        json.stdout
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -221,11 +258,12 @@ fn compare_rejects_missing_and_foreign_files() {
     );
     let foreign = save(&dir, "foreign.json", r#"{"hello": "world"}"#);
     let missing = dir.join("missing.json").to_string_lossy().into_owned();
+    // Like merge: a file that cannot be read, or is no report, is exit 2.
     let out = run_binary(&["compare", &good, &missing], Duration::from_secs(10));
-    assert_eq!(out.code(), 1);
+    assert_eq!(out.code(), 2);
     assert!(out.stderr.contains("cannot read"), "{}", out.stderr);
     let out = run_binary(&["compare", &good, &foreign], Duration::from_secs(10));
-    assert_eq!(out.code(), 1);
+    assert_eq!(out.code(), 2);
     assert!(out.stderr.contains("load --json"), "{}", out.stderr);
     assert!(out.stderr.contains("foreign.json"), "{}", out.stderr);
     let out = run_binary(&["compare", &good], Duration::from_secs(10));

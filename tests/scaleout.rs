@@ -13,6 +13,7 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::netns::{ip, ip_in, is_root};
 use common::{final_stat, start_binary, IO_TIMEOUT};
 
 /// Addresses from 198.18.0.0/15, the range set aside for network
@@ -83,46 +84,9 @@ impl Drop for Lab {
         let mut names = vec![self.server(), self.bridge()];
         names.extend((0..GENERATORS).map(|i| self.generator(i)));
         for ns in &names {
-            let _ = Command::new("ip")
-                .args(["netns", "pids", ns])
-                .output()
-                .map(|o| {
-                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                        let _ = Command::new("kill").args(["-9", pid]).status();
-                    }
-                });
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            common::netns::remove(ns);
         }
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
-}
-
-fn ip_in(ns: &str, args: &[&str]) -> Result<(), String> {
-    let mut all = vec!["netns", "exec", ns, "ip"];
-    all.extend_from_slice(args);
-    ip(&all)
 }
 
 fn has_pdsh() -> bool {

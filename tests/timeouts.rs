@@ -241,3 +241,61 @@ fn over_a_real_link_a_slow_reader_survives_the_write_timeout_and_a_stopped_one_d
     assert_eq!(final_stat(&stderr, "stalled"), Some(1), "{stderr}");
     drop(pair);
 }
+
+#[test]
+fn a_write_timeout_reset_counts_what_it_throws_away_in_the_stats_line_and_metrics() {
+    const SENT: usize = 512 * 1024;
+    let server = start_server(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--write-timeout",
+        "1",
+        "--stats",
+        "0.2",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let s = small_window_client(server.tcp_addr(), 4096);
+    let mut w = s.try_clone().expect("clone");
+    // Sends, never reads: the writer ends when the reset comes.
+    let writer = thread::spawn(move || w.write_all(&pattern(31, SENT)));
+    assert!(
+        wait_until(Duration::from_secs(15), || server
+            .stderr()
+            .contains("counted as stalled")),
+        "{}",
+        server.stderr()
+    );
+    let _ = writer.join();
+    drop(s);
+    let url = server.metrics.clone().expect("metrics url");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", &url])
+        .output()
+        .expect("curl is needed for this test (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let metric: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("echo_reactor_tcp_cut_bytes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no cut metric in:\n{text}"));
+    assert!(metric > 0, "nothing counted as cut:\n{text}");
+    // The stats line shows the same total once it has been logged again.
+    let line_shows = |stderr: &str| {
+        stderr
+            .lines()
+            .rev()
+            .find(|l| l.contains("stats: conns"))
+            .is_some_and(|l| l.contains(&format!(" cut {metric} B;")))
+    };
+    assert!(
+        wait_until(IO_TIMEOUT, || line_shows(&server.stderr())),
+        "{}",
+        tail(&server.stderr(), 5)
+    );
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "stalled"), Some(1), "{stderr}");
+    assert_eq!(final_stat(&stderr, "cut"), Some(metric), "{stderr}");
+    let (read, sent) = (final_stat(&stderr, "in"), final_stat(&stderr, "out"));
+    assert_eq!(read, sent.map(|o| o + metric), "in = out + cut\n{stderr}");
+}

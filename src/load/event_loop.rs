@@ -548,7 +548,11 @@ impl Loop {
                     info!("load: no connection came up; stopping");
                     self.set_phase(Phase::Done);
                 } else {
-                    debug!("load: ramp done, {} connections up", self.up);
+                    debug!(
+                        "load: ramp done, {} {} up",
+                        self.up,
+                        self.target.proto.peers()
+                    );
                     let begin = self.begin_warmup_at(now);
                     self.set_phase(Phase::Warmup {
                         until: begin + self.warmup,

@@ -147,6 +147,7 @@ pub fn merge(parts: &[Part]) -> Result<Report, MergeError> {
     let window = common_window(parts)?;
 
     let mut merged = Report::new(first.report.proto, first.report.target, 0);
+    merged.host = first.report.host.clone();
     merged.max_loss_percent = settings.max_loss_percent;
     merged.settings = Some(settings);
     merged.rate = settings.rate;
@@ -198,12 +199,10 @@ fn check_same_test(first: &Part, want: &TestSettings, part: &Part) -> Result<(),
             ),
         ))
     };
-    if (a.proto, a.target) != (b.proto, b.target) {
-        return other(
-            "target",
-            format!("{}://{}", b.proto, b.target),
-            format!("{}://{}", a.proto, a.target),
-        );
+    // The target as named: parts given a host name may each have
+    // resolved it to another address (one pod each) and are one test.
+    if a.named_target() != b.named_target() {
+        return other("target", b.named_target(), a.named_target());
     }
     let got = settings_of(part)?;
     let secs = |d: &Duration| format!("{} s", d.as_secs_f64());
@@ -520,6 +519,23 @@ mod tests {
             assert_eq!(e.part.as_deref(), Some("part1.json"), "{what}: {e}");
             assert!(e.reason.contains(what), "{what}: {e}");
         }
+    }
+
+    #[test]
+    fn parts_that_named_one_host_merge_whatever_address_each_used() {
+        let mut parts = three();
+        for (i, p) in parts.iter_mut().enumerate() {
+            p.report.host = Some("echo-reactor".into());
+            p.report.target = format!("10.0.0.{}:7007", i + 1).parse().expect("address");
+        }
+        let merged = merge(&parts).expect("one test");
+        assert_eq!(merged.host.as_deref(), Some("echo-reactor"));
+        parts[2].report.host = Some("other-server".into());
+        let e = refused(&parts);
+        assert!(e.reason.contains("tcp://other-server:7007"), "{e}");
+        parts[2].report.host = None;
+        let e = refused(&parts);
+        assert!(e.reason.contains("target"), "{e}");
     }
 
     #[test]

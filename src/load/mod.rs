@@ -13,6 +13,7 @@
 //! Start reading at [`run`].
 
 pub(crate) mod client;
+pub mod compare;
 mod event_loop;
 pub mod hdr_v2;
 pub mod merge;
@@ -96,6 +97,18 @@ pub const MAX_START_AHEAD: Duration = Duration::from_secs(24 * 3600);
 /// by more than this would begin the segments' windows apart.
 pub const MAX_START_LATE: Duration = Duration::from_secs(1);
 
+/// Raises this process's soft open-file limit to its hard limit, so that
+/// as many connections as the hard limit allows can run without `ulimit
+/// -n` first (the usual soft limit is 1,024); returns the limit now in
+/// force. Call it before [`LoadConfig::validate`], which checks against it.
+///
+/// # Errors
+///
+/// The OS error when the limit cannot be read or set.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    crate::net::raise_open_file_limit()
+}
+
 /// TCP or UDP; in JSON `"tcp"` or `"udp"`, as in a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -104,6 +117,17 @@ pub enum Proto {
     Tcp,
     /// One datagram per message on a connected socket.
     Udp,
+}
+
+impl Proto {
+    /// What a run of this protocol has many of, for people: UDP has no
+    /// connections, only sockets.
+    pub fn peers(self) -> &'static str {
+        match self {
+            Proto::Tcp => "connections",
+            Proto::Udp => "sockets",
+        }
+    }
 }
 
 impl fmt::Display for Proto {
@@ -133,8 +157,12 @@ impl fmt::Display for Target {
 /// Everything a load run needs to know.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// The server.
+    /// The server: the address the run uses.
     pub target: Target,
+    /// The name the target was given by, when it was a name
+    /// (`echo-reactor`, `localhost`); `target` holds the address it
+    /// resolved to. `None` for an IP address.
+    pub host: Option<String>,
     /// Client connections (UDP: sockets) of the whole test, over every
     /// segment and loop; this process runs its [`segment`](Self::segment)'s
     /// share ([`own_connections`](Self::own_connections)).
@@ -191,6 +219,7 @@ impl LoadConfig {
     pub fn new(target: Target) -> LoadConfig {
         LoadConfig {
             target,
+            host: None,
             connections: 100,
             duration: Duration::from_secs(10),
             size: 64,
@@ -300,7 +329,8 @@ impl LoadConfig {
             let room = limit.saturating_sub(RESERVED_FDS);
             if own as u64 > room {
                 return bad(format!(
-                    "{own} connections need more descriptors than the open-file limit ({limit}) allows: at most {room} (raise it with ulimit -n)"
+                    "{own} {} need more descriptors than the open-file limit ({limit}) allows: at most {room} (raise the limit: ulimit -n, and ulimit -Hn as root)",
+                    self.target.proto.peers()
                 ));
             }
         }
@@ -584,8 +614,9 @@ fn run_inner(
     let planned = until_start + config.warmup + config.duration;
     let own = config.own_connections();
     info!(
-        "load {}: {own} connections on {threads} loop(s), {} s, {} B, {}{}",
+        "load {}: {own} {} on {threads} loop(s), {} s, {} B, {}{}",
         config.target,
+        config.target.proto.peers(),
         config.duration.as_secs_f64(),
         config.size,
         match config.own_rate() {
@@ -596,8 +627,10 @@ fn run_inner(
             String::new()
         } else {
             format!(
-                ", segment {} of a test of {} connections",
-                config.segment, config.connections
+                ", segment {} of a test of {} {}",
+                config.segment,
+                config.connections,
+                config.target.proto.peers()
             )
         }
     );

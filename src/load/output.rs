@@ -1,16 +1,15 @@
 //! What a load run leaves behind besides its report: the HdrHistogram
-//! interval log (`--hdr-log`), the one-line description of a run that
-//! titles it and the SVG picture (`plot`), and the side by side
-//! comparison of saved JSON reports (`echo-reactor compare`).
+//! interval log (`--hdr-log`) and the one-line description of a run that
+//! titles it and the SVG picture (`plot`); and `json_number`, one figure
+//! of a saved report for scripts and benches. Comparing saved reports is
+//! `compare`'s.
 
-use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::time::SystemTime;
 
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 
-use super::report_json::ReportJson;
 use super::{LoadConfig, Report, TestSettings};
 
 /// The tag of the histograms of replies the report leaves out: to
@@ -101,19 +100,6 @@ fn describe_test(target: &str, t: &TestSettings) -> String {
     )
 }
 
-/// The figures `compare` reads from a saved `--json` report.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Summary {
-    /// Where it came from.
-    pub name: String,
-    /// msgs/s, p50, p90, p99, p99.9, max (µs), errors.
-    pub figures: [f64; 7],
-}
-
-const ROWS: [&str; 7] = [
-    "msgs/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "errors",
-];
-
 /// The first number named `key` in a JSON document: the object's own
 /// fields first, then inside its objects in the order they come, so
 /// `"p99"` finds `latency_us.p99`. For scripts and benches that want one
@@ -129,54 +115,6 @@ pub fn json_number(json: &str, key: &str) -> Option<f64> {
     find(&serde_json::from_str(json).ok()?, key)
 }
 
-/// Reads the figures from one JSON report of ours, in any field order.
-///
-/// # Errors
-///
-/// A message naming the file and what is wrong with it.
-pub fn parse_summary(name: &str, json: &str) -> Result<Summary, String> {
-    let r = ReportJson::parse(json).map_err(|e| format!("{name}: {e}"))?;
-    let l = &r.latency_us;
-    Ok(Summary {
-        name: name.to_string(),
-        figures: [
-            r.msgs_per_sec,
-            l.p50 as f64,
-            l.p90 as f64,
-            l.p99 as f64,
-            l.p999 as f64,
-            l.max as f64,
-            r.errors.total() as f64,
-        ],
-    })
-}
-
-/// Runs side by side, each with its ratio to the first.
-pub fn compare_table(runs: &[Summary]) -> String {
-    let mut out = String::new();
-    let width = runs.iter().map(|r| r.name.len()).max().unwrap_or(0).max(12);
-    let _ = write!(out, "{:<10}", "");
-    for r in runs {
-        let _ = write!(out, "  {:>width$}", r.name);
-    }
-    out.push('\n');
-    for (i, row) in ROWS.iter().enumerate() {
-        let _ = write!(out, "{row:<10}");
-        let base = runs.first().map_or(0.0, |r| r.figures[i]);
-        for (j, r) in runs.iter().enumerate() {
-            let v = r.figures[i];
-            let cell = if j == 0 || base == 0.0 {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.0} ({:.2}x)", v / base)
-            };
-            let _ = write!(out, "  {cell:>width$}");
-        }
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,57 +124,11 @@ mod tests {
     const A: &str = r#"{"proto":"tcp","target":"127.0.0.1:7007","connections":10,"connected":10,"reconnects":0,"ramp_s":0.002,"duration_s":0.1,"messages":100,"bytes":6400,"sent":102,"msgs_per_sec":1000,"bytes_per_sec":64000,"loss_percent":1.961,"latency_us":{"p50":10,"p90":20,"p99":40,"p999":80,"max":100,"mean":12.5},"errors":{"connect":0,"reset":1,"timeout":0,"mismatch":0,"lost":2,"closed":0,"io":0,"duplicate":0},"reordered":0,"late":0,"interrupted":false,"ok":false,"error":"tcp://127.0.0.1:7007: errors: reset 1"}"#;
 
     #[test]
-    fn reads_the_figures_of_a_json_report() {
-        let s = parse_summary("a.json", A).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.figures, [1000.0, 10.0, 20.0, 40.0, 80.0, 100.0, 3.0]);
-        assert!(parse_summary("x", "{}").is_err());
-        assert!(parse_summary("x", "not json")
-            .unwrap_err()
-            .contains("load --json"));
-    }
-
-    #[test]
-    fn a_report_with_its_keys_in_another_order_reads_the_same() {
-        // serde_json's map keeps keys sorted, so this turns the order
-        // written (proto, target, ...) into alphabetical order, nested
-        // objects included.
-        let value: serde_json::Value = serde_json::from_str(A).expect("A is JSON");
-        let sorted = value.to_string();
-        assert!(sorted.starts_with(r#"{"bytes":"#), "{sorted}");
-        let a = parse_summary("a.json", A).unwrap_or_else(|e| panic!("{e}"));
-        let b = parse_summary("a.json", &sorted).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(a, b);
-    }
-
-    #[test]
-    fn a_file_that_is_not_a_report_is_named_with_what_is_missing() {
-        let e = parse_summary("notes.json", r#"{"hello": "world"}"#).unwrap_err();
-        assert!(
-            e.starts_with("notes.json: not a `load --json` report"),
-            "{e}"
-        );
-        assert!(e.contains("proto"), "{e}");
-    }
-
-    #[test]
     fn json_number_finds_a_figure_at_any_depth() {
         assert_eq!(json_number(A, "sent"), Some(102.0));
         assert_eq!(json_number(A, "p99"), Some(40.0));
         assert_eq!(json_number(A, "lost"), Some(2.0));
         assert_eq!(json_number(A, "nothing"), None);
         assert_eq!(json_number("not json", "sent"), None);
-    }
-
-    #[test]
-    fn the_table_gives_ratios_to_the_first_run() {
-        let a = parse_summary("before", A).unwrap_or_else(|e| panic!("{e}"));
-        let mut b = a.clone();
-        b.name = "after".into();
-        b.figures[0] = 1500.0;
-        b.figures[3] = 20.0;
-        let t = compare_table(&[a, b]);
-        assert!(t.contains("1500 (1.50x)"), "{t}");
-        assert!(t.contains("20 (0.50x)"), "{t}");
-        assert_eq!(t.lines().count(), 8);
     }
 }

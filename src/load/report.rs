@@ -157,8 +157,11 @@ pub struct WallWindow {
 pub struct Report {
     /// TCP or UDP.
     pub proto: Proto,
-    /// The server's address.
+    /// The server's address: the one the run used.
     pub target: SocketAddr,
+    /// The name the target was given by, when it was a name; `None` for
+    /// an IP address.
+    pub host: Option<String>,
     /// Connections asked for.
     pub connections: usize,
     /// Connections that came up (UDP: sockets opened), each counted once
@@ -314,6 +317,7 @@ impl Report {
         Report {
             proto,
             target,
+            host: None,
             connections,
             connected: 0,
             reconnects: 0,
@@ -342,6 +346,24 @@ impl Report {
         }
     }
 
+    /// The target as it was named: `tcp://echo-reactor:7007`, or
+    /// `tcp://127.0.0.1:7007` for an address.
+    pub fn named_target(&self) -> String {
+        match &self.host {
+            Some(name) => format!("{}://{name}:{}", self.proto, self.target.port()),
+            None => format!("{}://{}", self.proto, self.target),
+        }
+    }
+
+    /// The target for people: `tcp://127.0.0.1:7007`, or with the name it
+    /// was given by, `tcp://echo-reactor:7007 at 10.96.0.12:7007`.
+    pub fn target_text(&self) -> String {
+        match &self.host {
+            Some(_) => format!("{} at {}", self.named_target(), self.target),
+            None => self.named_target(),
+        }
+    }
+
     /// An empty report for a run of `config`: its target, its segment and
     /// share, the test's settings.
     pub fn for_config(config: &LoadConfig) -> Report {
@@ -350,6 +372,7 @@ impl Report {
             config.target.addr,
             config.own_connections(),
         );
+        r.host = config.host.clone();
         r.max_loss_percent = config.max_loss_percent;
         r.segment = config.segment;
         r.rate = config.own_rate();
@@ -530,7 +553,7 @@ impl Report {
         if let Some(f) = &self.failure {
             return Some(f.clone());
         }
-        let url = format!("{}://{}", self.proto, self.target);
+        let url = self.target_text();
         if !self.failed_parts.is_empty() {
             return Some(format!(
                 "{url}: {} of the merged parts failed: {}",

@@ -34,6 +34,10 @@ pub struct ReportJson {
     pub proto: Proto,
     /// The server's address, `127.0.0.1:7007`.
     pub target: SocketAddr,
+    /// The name the target was given by (`echo-reactor`), when it was a
+    /// name; absent for an IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Connections asked for: this report's share of the test's.
     pub connections: usize,
     /// This report's share of the open-loop rate, messages per second;
@@ -212,6 +216,7 @@ impl From<&Report> for ReportJson {
         ReportJson {
             proto: r.proto,
             target: r.target,
+            host: r.host.clone(),
             connections: r.connections,
             rate: r.rate,
             connected: r.connected,
@@ -317,6 +322,7 @@ impl ReportJson {
             ));
         }
         let mut r = Report::new(self.proto, self.target, self.connections);
+        r.host = self.host;
         r.connected = self.connected;
         r.reconnects = self.reconnects;
         r.ramp = duration("ramp_s", self.ramp_s)?;

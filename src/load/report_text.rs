@@ -19,8 +19,8 @@ impl fmt::Display for Report {
         match self.proto {
             Proto::Tcp => writeln!(
                 f,
-                "target     tcp://{} ({} of {} connections up in {:.2} s)",
-                self.target,
+                "target     {} ({} of {} connections up in {:.2} s)",
+                self.target_text(),
                 self.connected,
                 self.connections,
                 self.ramp.as_secs_f64()
@@ -29,13 +29,16 @@ impl fmt::Display for Report {
             // "port unreachable" back.
             Proto::Udp => writeln!(
                 f,
-                "target     udp://{} ({} of {} sockets open, {} of them told port unreachable)",
-                self.target, self.connected, self.connections, self.errors.connect
+                "target     {} ({} of {} sockets open, {} of them told port unreachable)",
+                self.target_text(),
+                self.connected,
+                self.connections,
+                self.errors.connect
             )?,
         }
         if !self.segment.is_whole() {
             let of = self.settings.map_or(String::new(), |t| {
-                format!(" of a test of {} connections", t.connections)
+                format!(" of a test of {} {}", t.connections, self.proto.peers())
             });
             writeln!(f, "segment    {}{of}", self.segment)?;
         }

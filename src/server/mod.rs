@@ -261,7 +261,7 @@ impl Server {
     /// connection or drops that datagram, and the loop carries on.
     pub fn run(&mut self) -> io::Result<Stats> {
         info!(
-            "serving mode {} on {} tcp and {} udp sockets (max connections {}, high watermark {} B)",
+            "serving mode {} on {} tcp and {} udp sockets (max connections {}, --max-pending {} B)",
             self.table.service_name(),
             self.acceptor.addrs().len(),
             self.udp.addrs().len(),

@@ -561,11 +561,18 @@ impl Finished {
 pub fn run_binary(argv: &[&str], limit: Duration) -> Finished {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
     cmd.args(argv);
+    run_to_end(cmd, limit)
+}
+
+/// Runs `cmd` to its end with stdin closed, stdout and stderr captured,
+/// killing it after `limit`.
+pub fn run_to_end(cmd: Command, limit: Duration) -> Finished {
     run_command(cmd, Vec::new(), limit)
 }
 
 /// Runs `cmd` to its end with `stdin` fed from a thread (so a child that
-/// stops reading it cannot block the test), killing it after `limit`.
+/// stops reading it cannot block the test), stdout and stderr captured,
+/// killing it after `limit`.
 pub fn run_command(mut cmd: Command, stdin: Vec<u8>, limit: Duration) -> Finished {
     let started = Instant::now();
     let mut child = cmd
@@ -574,7 +581,7 @@ pub fn run_command(mut cmd: Command, stdin: Vec<u8>, limit: Duration) -> Finishe
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn the command");
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let mut input = child.stdin.take().expect("stdin piped");
     let feeder = std::thread::spawn(move || {
         // A child that ends without reading it all is the caller's story.

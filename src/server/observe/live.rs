@@ -122,15 +122,15 @@ impl Reporter {
 }
 
 /// `stats: conns 12 open, 340 accepted, 328 closed, 0 rejected; tcp in
-/// 1.2 MB/s out 1.2 MB/s; udp in 10/s out 10/s dropped 0/s rcvbuf-dropped
-/// 0/s; pending 0 B; accepting`. Rates are per second over the `secs`
-/// since `last`.
+/// 1.2 MB/s out 1.2 MB/s cut 0 B; udp in 10/s out 10/s dropped 0/s
+/// rcvbuf-dropped 0/s; pending 0 B; accepting`. Rates are per second over
+/// the `secs` since `last`; `cut` is the total so far.
 pub fn stats_line(now: &Snapshot, last: &Snapshot, secs: f64) -> String {
     let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
     let (s, l) = (&now.stats, &last.stats);
     format!(
         "stats: conns {} open, {} accepted, {} closed, {} rejected; \
-         tcp in {} out {}; udp in {:.0}/s out {:.0}/s dropped {:.0}/s \
+         tcp in {} out {} cut {} B; udp in {:.0}/s out {:.0}/s dropped {:.0}/s \
          rcvbuf-dropped {:.0}/s; pending {} B; {}",
         now.open,
         s.tcp_accepted,
@@ -138,6 +138,7 @@ pub fn stats_line(now: &Snapshot, last: &Snapshot, secs: f64) -> String {
         s.tcp_rejected,
         bytes_per_sec(rate(s.bytes_in, l.bytes_in)),
         bytes_per_sec(rate(s.bytes_out, l.bytes_out)),
+        s.tcp_cut_bytes,
         rate(s.udp_datagrams_in, l.udp_datagrams_in),
         rate(s.udp_datagrams_out, l.udp_datagrams_out),
         rate(dropped(s), dropped(l)),
@@ -182,12 +183,13 @@ mod tests {
         now.stats.bytes_out = 2_000;
         now.stats.udp_datagrams_in = 30;
         now.stats.udp_rate_limited = 10;
+        now.stats.tcp_cut_bytes = 77;
         now.stats.udp_rcvbuf_drops = 8;
         let line = stats_line(&now, &Snapshot::default(), 2.0);
         assert_eq!(
             line,
             "stats: conns 3 open, 5 accepted, 2 closed, 0 rejected; \
-             tcp in 2.00 MB/s out 1.0 kB/s; udp in 15/s out 0/s dropped 5/s \
+             tcp in 2.00 MB/s out 1.0 kB/s cut 77 B; udp in 15/s out 0/s dropped 5/s \
              rcvbuf-dropped 4/s; pending 10 B; accepting"
         );
     }

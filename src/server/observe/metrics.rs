@@ -453,6 +453,12 @@ pub fn render(t: &Snapshot, loops: usize, uptime: Duration) -> String {
         ],
     );
     metric(
+        "tcp_cut_bytes_total",
+        "counter",
+        "Echo owed to TCP peers and thrown away: output dropped by a close that had to be a reset, input read and dropped while lingering.",
+        &[("", s.tcp_cut_bytes)],
+    );
+    metric(
         "tcp_connections_rejected_total",
         "counter",
         "TCP connections accepted and closed at once at --max-connections.",

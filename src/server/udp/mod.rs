@@ -19,7 +19,7 @@ pub(crate) mod ratelimit;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use log::{debug, trace, warn};
+use log::{debug, info, trace, warn};
 use mio::net::UdpSocket;
 use mio::{Interest, Registry};
 
@@ -48,6 +48,9 @@ pub(crate) struct UdpEndpoint {
     /// Slots for batched UDP; `None` when off or there is no UDP socket.
     #[cfg(target_os = "linux")]
     batch: Option<Box<batch::UdpBatch>>,
+    /// Replies are being dropped for a full send buffer: warned once for
+    /// the episode, which ends when a socket takes a reply again.
+    is_dropping: bool,
 }
 
 impl UdpEndpoint {
@@ -87,6 +90,7 @@ impl UdpEndpoint {
             service: Arc::clone(&config.service),
             guard: UdpGuard::new(config.udp_rate_limit, own_ports),
             allow_amplification: config.udp_allow_amplification,
+            is_dropping: false,
         })
     }
 
@@ -206,22 +210,41 @@ impl UdpEndpoint {
         Some(reply_len)
     }
 
-    fn send_reply(&self, i: usize, reply: &[u8], to: SocketAddr, stats: &mut Stats) {
+    fn send_reply(&mut self, i: usize, reply: &[u8], to: SocketAddr, stats: &mut Stats) {
         let Some(socket) = self.sockets.get(i) else {
             return;
         };
         loop {
             match socket.send_to(reply, to) {
-                Ok(_) => stats.udp_datagrams_out += 1,
+                Ok(_) => {
+                    stats.udp_datagrams_out += 1;
+                    self.note_room(i);
+                }
                 Err(e) if is_interrupted(&e) => continue,
                 // Socket buffer full: drop the reply rather than queue it.
-                Err(e) if is_would_block(&e) => count_full_drops(i, 1, stats),
+                Err(e) if is_would_block(&e) => self.note_full(i, 1, stats),
                 Err(e) => {
                     stats.udp_errors += 1;
                     debug!("udp {i}: send to {to} failed: {e}");
                 }
             }
             return;
+        }
+    }
+
+    /// Counts `n` replies dropped because socket `i` was full; warns when
+    /// an episode of it starts.
+    fn note_full(&mut self, i: usize, n: u64, stats: &mut Stats) {
+        if !std::mem::replace(&mut self.is_dropping, true) {
+            warn!("udp {i}: send buffer full, dropping replies (counted in stats)");
+        }
+        stats.udp_replies_dropped += n;
+    }
+
+    /// Socket `i` took a reply: an episode of drops, if any, is over.
+    fn note_room(&mut self, i: usize) {
+        if std::mem::take(&mut self.is_dropping) {
+            info!("udp {i}: send buffer has room again");
         }
     }
 
@@ -275,7 +298,9 @@ impl UdpEndpoint {
             stats.udp_datagrams_out += sent.sent;
             stats.udp_errors += sent.errors;
             if sent.dropped > 0 {
-                count_full_drops(i, sent.dropped, stats);
+                self.note_full(i, sent.dropped, stats);
+            } else if sent.sent > 0 {
+                self.note_room(i);
             }
             // Fewer than a full batch: the queue was empty when we looked.
             if n < BATCH {
@@ -285,14 +310,6 @@ impl UdpEndpoint {
         self.batch = Some(batch);
         drained
     }
-}
-
-/// Counts replies dropped because the socket was full (warning once).
-fn count_full_drops(i: usize, n: u64, stats: &mut Stats) {
-    if stats.udp_replies_dropped == 0 {
-        warn!("udp {i}: send buffer full, dropping replies (counted in stats)");
-    }
-    stats.udp_replies_dropped += n;
 }
 
 #[cfg(test)]
