@@ -263,12 +263,13 @@ fn check(tree: &Tree, examples: &BTreeSet<String>, span: &str) -> Option<String>
         .iter()
         .copied()
         .filter(|w| {
-            !OUTSIDE.contains(w)
-                && !examples.contains(*w)
-                // A hyphenated word is a crate or a phrase, not Rust.
-                && (!w.contains('-') || w.starts_with("--"))
-                && !tree.defines(w)
-                && !(idents.len() > 1 && is_argument(span, w))
+            // A hyphenated word is a crate or a phrase, not Rust.
+            let known = OUTSIDE.contains(w)
+                || examples.contains(*w)
+                || w.contains('-')
+                || tree.defines(w)
+                || (idents.len() > 1 && is_argument(span, w));
+            !known
         })
         .collect();
     (!missing.is_empty()).then(|| format!("{} in `{span}`", missing.join(", ")))
