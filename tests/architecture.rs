@@ -47,6 +47,7 @@ const OUTSIDE: &[&str] = &[
     "SO_REUSEADDR",
     "SO_REUSEPORT",
     "SO_LINGER",
+    "SO_RXQ_OVFL",
     "TCP_NODELAY",
     "TCP_INFO",
     "TCP_USER_TIMEOUT",
