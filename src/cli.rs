@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use echo_reactor::load::split::{self, Segment};
 use echo_reactor::load::{self, LoadConfig, Proto, Target};
 use echo_reactor::resolve::HostPort;
+use echo_reactor::server::TlsIdentity;
 use echo_reactor::Mode;
 use echo_reactor::ServerConfig;
 use echo_reactor::Watermarks;
@@ -195,6 +196,36 @@ pub struct ServeArgs {
     #[arg(long, short = 'p', value_name = "PORT")]
     pub port: Option<u16>,
 
+    /// TLS address to listen on, answering in the same mode (repeatable;
+    /// needs --tls-cert and --tls-key); with only --tls, only TLS is served
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    pub tls: Vec<ListenAddr>,
+
+    /// The TLS listeners' certificate chain, PEM, leaf first
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The TLS listeners' private key, PEM (PKCS#8, SEC1 or PKCS#1)
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How long a TLS handshake may take before the connection is closed
+    /// and counted (10, 500ms, 1m; at least 100ms)
+    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = parse_nonzero_interval)]
+    pub tls_handshake_timeout: Duration,
+
+    /// Every TCP and TLS connection must begin with a PROXY protocol
+    /// header (v1 or v2, as HAProxy's send-proxy and send-proxy-v2 send
+    /// it); its source address is the client shown everywhere; without a
+    /// valid header the connection is closed unanswered
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// How long a connection has to send its whole PROXY header (5, 500ms;
+    /// at least 100ms)
+    #[arg(long, value_name = "DURATION", default_value = "5", value_parser = parse_nonzero_interval)]
+    pub proxy_timeout: Duration,
+
     /// What to answer: echo (bytes unchanged), upper (ASCII a-z
     /// uppercased), discard (RFC 863), chargen (RFC 864), daytime (RFC 867)
     /// or time (RFC 868)
@@ -276,8 +307,15 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The server configuration these arguments describe.
-    pub fn to_config(&self) -> ServerConfig {
+    /// The server configuration these arguments describe, with the TLS
+    /// certificate and key loaded.
+    ///
+    /// # Errors
+    ///
+    /// Settings that clash (`--tls` without a certificate and key, or the
+    /// other way round), and certificate or key files that do not load or
+    /// do not match, naming the file.
+    pub fn to_config(&self) -> Result<ServerConfig, String> {
         let flat = |given: &[ListenAddr]| -> Vec<SocketAddr> {
             let mut all: Vec<SocketAddr> = given.iter().flat_map(|l| l.0.clone()).collect();
             all.extend(
@@ -286,14 +324,37 @@ impl ServeArgs {
             );
             all
         };
-        let (tcp, udp) = if self.tcp.is_empty() && self.udp.is_empty() && self.port.is_none() {
-            (vec![DEFAULT_ADDR], vec![DEFAULT_ADDR])
-        } else {
+        let named = !self.tcp.is_empty()
+            || !self.udp.is_empty()
+            || !self.tls.is_empty()
+            || self.port.is_some();
+        let (tcp, udp) = if named {
             (flat(&self.tcp), flat(&self.udp))
+        } else {
+            (vec![DEFAULT_ADDR], vec![DEFAULT_ADDR])
+        };
+        let tls: Vec<SocketAddr> = self.tls.iter().flat_map(|l| l.0.clone()).collect();
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) if !tls.is_empty() => Some(
+                TlsIdentity::from_pem_files(cert, key)
+                    .map_err(|e| format!("cannot use the TLS certificate and key: {e}"))?,
+            ),
+            (None, None) if tls.is_empty() => None,
+            _ if tls.is_empty() => {
+                return Err(
+                    "--tls-cert and --tls-key are for --tls listeners; no --tls given".into(),
+                )
+            }
+            _ => return Err("--tls needs both --tls-cert FILE and --tls-key FILE".into()),
         };
         let mut config = ServerConfig::default();
         config.tcp = tcp;
         config.udp = udp;
+        config.tls = tls;
+        config.tls_identity = identity;
+        config.tls_handshake_timeout = self.tls_handshake_timeout;
+        config.proxy_protocol = self.proxy_protocol;
+        config.proxy_timeout = self.proxy_timeout;
         config.service = Arc::new(self.mode);
         config.backlog = self.backlog;
         config.watermarks = Watermarks::with_high(self.max_pending);
@@ -310,7 +371,7 @@ impl ServeArgs {
         config.metrics = self.metrics;
         config.udp_batch = self.udp_batch;
         config.handle_signals = true;
-        config
+        Ok(config)
     }
 }
 
@@ -803,6 +864,20 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses a timeout that cannot be off (`--tls-handshake-timeout`,
+/// `--proxy-timeout`): as [`parse_interval`], and not 0.
+///
+/// # Errors
+///
+/// What `parse_interval` refuses, and 0.
+pub fn parse_nonzero_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_interval(s)?;
+    if d.is_zero() {
+        return Err(format!("'{s}': this timeout cannot be off; at least 100ms"));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1167,7 +1242,8 @@ mod tests {
             "500ms",
         ])
         .unwrap()
-        .to_config();
+        .to_config()
+        .expect("config");
         assert_eq!(c.shutdown_timeout, Duration::from_secs(60));
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(300)));
         assert_eq!(c.stats_interval, Some(Duration::from_millis(500)));
@@ -1197,7 +1273,10 @@ mod tests {
         for bad in ["20x", "k", "-1k", "20kk", "1m"] {
             assert!(parse_per_sec(bad).is_err(), "{bad}");
         }
-        let c = serve(&["--udp-rate-limit", "20k"]).unwrap().to_config();
+        let c = serve(&["--udp-rate-limit", "20k"])
+            .unwrap()
+            .to_config()
+            .expect("config");
         assert_eq!(c.udp_rate_limit, Some(20_000));
         for bad in ["0", "0.5", "1.5", "5000M"] {
             assert_eq!(
@@ -1210,15 +1289,19 @@ mod tests {
 
     #[test]
     fn port_is_short_for_loopback_tcp_and_udp_and_a_bare_port_is_every_address() {
-        let c = serve(&["-p", "7010"]).unwrap().to_config();
+        let c = serve(&["-p", "7010"]).unwrap().to_config().expect("config");
         let lo: SocketAddr = "127.0.0.1:7010".parse().unwrap();
         assert_eq!((c.tcp.clone(), c.udp.clone()), (vec![lo], vec![lo]));
         let c = serve(&["--port", "7010", "--tcp", "[::1]:7011"])
             .unwrap()
-            .to_config();
+            .to_config()
+            .expect("config");
         assert_eq!(c.tcp, vec!["[::1]:7011".parse().unwrap(), lo]);
         assert_eq!(c.udp, vec![lo]);
-        let c = serve(&["--tcp", ":7012"]).unwrap().to_config();
+        let c = serve(&["--tcp", ":7012"])
+            .unwrap()
+            .to_config()
+            .expect("config");
         assert_eq!(
             c.tcp,
             vec![
@@ -1239,23 +1322,34 @@ mod tests {
 
     #[test]
     fn udp_batch_and_short_read_are_switches_that_still_take_a_value() {
-        let c = serve(&["--udp-batch"]).unwrap().to_config();
+        let c = serve(&["--udp-batch"])
+            .unwrap()
+            .to_config()
+            .expect("config");
         assert!(c.udp_batch);
         let c = serve(&["--udp-batch", "--short-read", "--tcp", "127.0.0.1:0"])
             .unwrap()
-            .to_config();
+            .to_config()
+            .expect("config");
         assert!(c.udp_batch && c.short_read);
         let c = serve(&["--udp-batch", "false", "--short-read", "false"])
             .unwrap()
-            .to_config();
+            .to_config()
+            .expect("config");
         assert!(!c.udp_batch && !c.short_read);
-        assert!(serve(&["--udp-batch=true"]).unwrap().to_config().udp_batch);
+        assert!(
+            serve(&["--udp-batch=true"])
+                .unwrap()
+                .to_config()
+                .expect("config")
+                .udp_batch
+        );
         assert_eq!(serve(&["--udp-batch", "yes"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]
     fn no_addresses_means_tcp_and_udp_on_7007() {
-        let config = serve(&[]).unwrap().to_config();
+        let config = serve(&[]).unwrap().to_config().expect("config");
         assert_eq!(config.tcp, vec![DEFAULT_ADDR]);
         assert_eq!(config.udp, vec![DEFAULT_ADDR]);
         assert_eq!(config.backlog, 1024);
@@ -1277,7 +1371,8 @@ mod tests {
             "100",
         ])
         .unwrap()
-        .to_config();
+        .to_config()
+        .expect("config");
         assert_eq!(c.idle_timeout, Some(Duration::from_millis(2500)));
         assert_eq!(c.write_timeout, None);
         assert_eq!(c.udp_rate_limit, Some(100));
@@ -1294,10 +1389,14 @@ mod tests {
     fn only_the_given_sockets_are_bound() {
         let config = serve(&["--tcp", "[::1]:0", "--tcp", "127.0.0.1:9"])
             .unwrap()
-            .to_config();
+            .to_config()
+            .expect("config");
         assert_eq!(config.tcp.len(), 2);
         assert!(config.udp.is_empty());
-        let config = serve(&["--udp", "127.0.0.1:0"]).unwrap().to_config();
+        let config = serve(&["--udp", "127.0.0.1:0"])
+            .unwrap()
+            .to_config()
+            .expect("config");
         assert!(config.tcp.is_empty());
     }
 
@@ -1320,7 +1419,7 @@ mod tests {
             "2",
         ])
         .unwrap();
-        let c = a.to_config();
+        let c = a.to_config().expect("config");
         assert_eq!(c.service.name(), "upper");
         assert_eq!(c.backlog, 5);
         assert_eq!((c.watermarks.high, c.watermarks.low), (4096, 1024));
@@ -1357,7 +1456,13 @@ mod tests {
             assert_eq!(err.exit_code(), 2, "{bad}");
             assert!(err.to_string().contains("too short"), "{err}");
         }
-        let ok = |s| serve(&["--stats", s]).unwrap().to_config().stats_interval;
+        let ok = |s| {
+            serve(&["--stats", s])
+                .unwrap()
+                .to_config()
+                .expect("config")
+                .stats_interval
+        };
         assert_eq!(ok("0.1"), Some(Duration::from_millis(100)));
         assert_eq!(ok("0"), None, "0 turns the line off");
     }
@@ -1374,7 +1479,8 @@ mod tests {
         }
         let c = serve(&["--idle-timeout", "0.1", "--write-timeout", "0"])
             .unwrap()
-            .to_config();
+            .to_config()
+            .expect("config");
         assert_eq!(c.idle_timeout, Some(Duration::from_millis(100)));
         assert_eq!(c.write_timeout, None, "0 turns it off");
     }

@@ -362,7 +362,14 @@ fn print_progress(p: &ProgressLine) {
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
-    let server = match Cluster::bind(args.to_config(), usize::from(args.threads)) {
+    let config = match args.to_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("echo-reactor serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = match Cluster::bind(config, usize::from(args.threads)) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("echo-reactor: {e}");
@@ -375,6 +382,12 @@ fn serve(args: &ServeArgs) -> ExitCode {
         .tcp_addrs()
         .iter()
         .map(|a| format!("listening on tcp://{a}"))
+        .chain(
+            server
+                .tls_addrs()
+                .iter()
+                .map(|a| format!("listening on tls://{a}")),
+        )
         .chain(
             server
                 .udp_addrs()

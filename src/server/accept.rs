@@ -20,7 +20,8 @@ use mio::net::TcpListener;
 use mio::{Interest, Registry};
 
 use super::config::{ServerConfig, ServerError};
-use super::table::ConnTable;
+use super::proxy::Kind;
+use super::table::Tables;
 use super::{token, LoopCtx};
 use crate::net::{
     self, is_fd_exhausted, is_interrupted, is_peer_gone, is_would_block, BindError, BindOptions,
@@ -37,10 +38,13 @@ const FD_RESERVE: u64 = 32;
 /// The listeners and what limits accepting.
 #[derive(Debug)]
 pub(crate) struct Acceptor {
-    /// Emptied when shutdown begins, so new connects are refused.
-    listeners: Vec<TcpListener>,
+    /// Emptied when shutdown begins, so new connects are refused: the
+    /// `--tcp` listeners, then the `--tls` ones, each with what it carries.
+    listeners: Vec<(TcpListener, Kind)>,
     /// The addresses really bound, kept after the listeners close.
     addrs: Vec<SocketAddr>,
+    /// The same for the TLS listeners.
+    tls_addrs: Vec<SocketAddr>,
     /// Open connections at most.
     max_connections: usize,
     /// Set while descriptors are exhausted: when to try again.
@@ -52,34 +56,59 @@ pub(crate) struct Acceptor {
 }
 
 impl Acceptor {
-    /// Binds and registers a listener for each `--tcp` address.
+    /// Binds and registers a listener for each `--tcp` and `--tls`
+    /// address.
+    ///
+    /// # Errors
+    ///
+    /// A bind failure naming its address; TLS listeners without an
+    /// identity.
     pub fn bind(
         config: &ServerConfig,
         reuse_port: bool,
         registry: &Registry,
     ) -> Result<Acceptor, ServerError> {
+        if !config.tls.is_empty() && config.tls_identity.is_none() {
+            return Err(ServerError::NoTlsIdentity);
+        }
         let opts = BindOptions {
             backlog: config.backlog,
             reuse_port,
         };
         let mut listeners = Vec::new();
-        let mut addrs = Vec::new();
-        for (i, &addr) in config.tcp.iter().enumerate() {
-            let mut socket = net::tcp_listener(addr, opts)?;
+        let (mut addrs, mut tls_addrs) = (Vec::new(), Vec::new());
+        let all = config
+            .tcp
+            .iter()
+            .map(|a| (*a, Kind::Plain))
+            .chain(config.tls.iter().map(|a| (*a, Kind::Tls)));
+        for (i, (addr, kind)) in all.enumerate() {
+            let proto = match kind {
+                Kind::Plain => "tcp",
+                Kind::Tls => "tls",
+            };
+            let mut socket = net::tcp_listener(addr, opts).map_err(|mut e| {
+                e.proto = proto;
+                e
+            })?;
             let bound = socket.local_addr().map_err(|source| BindError {
-                proto: "tcp",
+                proto,
                 addr,
                 source,
             })?;
             registry
                 .register(&mut socket, token::listener(i), Interest::READABLE)
                 .map_err(|e| ServerError::Setup("listener registration", e))?;
-            listeners.push(socket);
-            addrs.push(bound);
+            listeners.push((socket, kind));
+            match kind {
+                Kind::Plain => addrs.push(bound),
+                Kind::Tls => tls_addrs.push(bound),
+            }
         }
         Ok(Acceptor {
             listeners,
             addrs,
+            tls_addrs,
             max_connections: config
                 .max_connections
                 .unwrap_or_else(default_max_connections),
@@ -92,6 +121,11 @@ impl Acceptor {
     /// The addresses really bound, in `--tcp` order.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The TLS addresses really bound, in `--tls` order.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// The connection cap.
@@ -111,7 +145,7 @@ impl Acceptor {
 
     /// Listener `i` is readable: accept what waits, up to a batch, handing
     /// each new connection to `table`.
-    pub fn on_ready(&mut self, i: usize, table: &mut ConnTable, cx: &mut LoopCtx<'_>) {
+    pub fn on_ready(&mut self, i: usize, table: &mut Tables, cx: &mut LoopCtx<'_>) {
         if self.is_paused() {
             // The timer or the next close resumes; accepting now would fail.
             return;
@@ -121,11 +155,12 @@ impl Acceptor {
             return;
         }
         for _ in 0..ACCEPT_BATCH {
-            let Some(listener) = self.listeners.get(i) else {
+            let Some((listener, kind)) = self.listeners.get(i) else {
                 return; // shut down meanwhile
             };
+            let kind = *kind;
             match listener.accept() {
-                Ok((stream, peer)) => self.on_accepted(stream, peer, table, cx),
+                Ok((stream, peer)) => self.on_accepted(stream, peer, kind, table, cx),
                 // Backlog empty: the next connect raises a new edge.
                 Err(e) if is_would_block(&e) => {
                     trace!("accept: backlog empty (would block)");
@@ -150,7 +185,8 @@ impl Acceptor {
         &mut self,
         stream: mio::net::TcpStream,
         peer: SocketAddr,
-        table: &mut ConnTable,
+        kind: Kind,
+        table: &mut Tables,
         cx: &mut LoopCtx<'_>,
     ) {
         if !table.has_room(self.max_connections) {
@@ -175,7 +211,7 @@ impl Acceptor {
         // between reads (a receiver reopens its window only when an MSS is
         // free), so it cannot tell slow from dead. The timeout sweep asks
         // the kernel what the peer acknowledged instead.
-        table.open(stream, peer, cx);
+        table.admit(kind, stream, peer, cx);
     }
 
     /// The backlog is drained: an episode of running out (descriptors, or
@@ -213,7 +249,7 @@ impl Acceptor {
 
     /// Retries every listener when the pause is over, or at once when a
     /// connection has closed since (`freed`), which freed a descriptor.
-    pub fn on_timer(&mut self, freed: bool, table: &mut ConnTable, cx: &mut LoopCtx<'_>) {
+    pub fn on_timer(&mut self, freed: bool, table: &mut Tables, cx: &mut LoopCtx<'_>) {
         let Some(until) = self.paused_until else {
             return;
         };
@@ -229,7 +265,7 @@ impl Acceptor {
 
     /// Closes the listeners (shutdown): new connects are refused.
     pub fn close(&mut self, registry: &Registry) {
-        for mut listener in self.listeners.drain(..) {
+        for (mut listener, _) in self.listeners.drain(..) {
             let _ = registry.deregister(&mut listener);
         }
         self.paused_until = None;

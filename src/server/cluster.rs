@@ -51,6 +51,9 @@ impl Cluster {
         shared.tcp = probe_all(&shared.tcp, |a| {
             net::tcp_listener(a, probe_opts).and_then(|s| local_addr("tcp", a, s.local_addr()))
         })?;
+        shared.tls = probe_all(&shared.tls, |a| {
+            net::tcp_listener(a, probe_opts).and_then(|s| local_addr("tls", a, s.local_addr()))
+        })?;
         shared.udp = probe_all(&shared.udp, |a| {
             net::udp_socket(a, probe_opts).and_then(|s| local_addr("udp", a, s.local_addr()))
         })?;
@@ -79,6 +82,11 @@ impl Cluster {
     /// The TCP addresses bound (the same for every loop).
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         self.servers[0].tcp_addrs()
+    }
+
+    /// The TLS addresses bound (the same for every loop).
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        self.servers[0].tls_addrs()
     }
 
     /// The metrics endpoint's address (served by loop 0), if any.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::buffer::Watermarks;
+use super::tls::TlsIdentity;
 use crate::mode::{Mode, Service};
 use crate::net::BindError;
 
@@ -30,6 +31,17 @@ pub struct ServerConfig {
     pub tcp: Vec<SocketAddr>,
     /// UDP addresses to serve.
     pub udp: Vec<SocketAddr>,
+    /// TLS addresses to listen on; they need `tls_identity`.
+    pub tls: Vec<SocketAddr>,
+    /// The certificate and key the TLS listeners present.
+    pub tls_identity: Option<TlsIdentity>,
+    /// How long a TLS handshake may take before the connection is closed.
+    pub tls_handshake_timeout: Duration,
+    /// Every TCP and TLS connection begins with a PROXY protocol header
+    /// (v1 or v2), whose source address is then the connection's peer.
+    pub proxy_protocol: bool,
+    /// How long a connection may take to send its whole PROXY header.
+    pub proxy_timeout: Duration,
     /// What to answer.
     pub service: Arc<dyn Service>,
     /// The listen backlog.
@@ -72,6 +84,11 @@ impl Default for ServerConfig {
         ServerConfig {
             tcp: Vec::new(),
             udp: Vec::new(),
+            tls: Vec::new(),
+            tls_identity: None,
+            tls_handshake_timeout: Duration::from_secs(10),
+            proxy_protocol: false,
+            proxy_timeout: Duration::from_secs(5),
             service: Arc::new(Mode::Echo),
             backlog: 1024,
             watermarks: Watermarks::default(),
@@ -97,6 +114,8 @@ pub enum ServerError {
     Bind(BindError),
     /// The poll, waker or signal source could not be created.
     Setup(&'static str, io::Error),
+    /// TLS listeners were asked for without a certificate and key.
+    NoTlsIdentity,
 }
 
 impl std::fmt::Display for ServerError {
@@ -104,6 +123,9 @@ impl std::fmt::Display for ServerError {
         match self {
             ServerError::Bind(e) => e.fmt(f),
             ServerError::Setup(what, e) => write!(f, "cannot set up {what}: {e}"),
+            ServerError::NoTlsIdentity => {
+                f.write_str("TLS listeners need a certificate and key (--tls-cert, --tls-key)")
+            }
         }
     }
 }
@@ -113,6 +135,7 @@ impl std::error::Error for ServerError {
         match self {
             ServerError::Bind(e) => Some(e),
             ServerError::Setup(_, e) => Some(e),
+            ServerError::NoTlsIdentity => None,
         }
     }
 }

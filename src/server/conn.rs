@@ -14,6 +14,7 @@ use std::time::Duration;
 use log::trace;
 
 use super::buffer::{PendingOutput, Watermarks};
+use super::handshake::{cause_of, TlsCause, TransportNews};
 use super::observe::Stats;
 use crate::mode::{Opening, Reply, Service};
 use crate::net::{
@@ -53,12 +54,13 @@ pub fn rest_after(p: &TcpProgress) -> Duration {
 
 /// What a connection needs from a socket.
 pub trait Stream: Read + Write {
-    /// Sends FIN after the bytes already written (`shutdown(SHUT_WR)`).
+    /// Sends FIN after the bytes already written (`shutdown(SHUT_WR)`); a
+    /// TLS stream sends its `close_notify` first.
     ///
     /// # Errors
     ///
     /// What the OS says; `NotConnected` once the peer has reset.
-    fn shutdown_write(&self) -> io::Result<()>;
+    fn shutdown_write(&mut self) -> io::Result<()>;
 
     /// Makes the coming close a reset (`SO_LINGER` 0), so the kernel drops
     /// output the peer will never read instead of holding it for minutes.
@@ -82,10 +84,55 @@ pub trait Stream: Read + Write {
     fn tcp_progress(&self) -> Option<TcpProgress> {
         None
     }
+
+    /// True while the transport holds bytes `write` took but the socket
+    /// has not (TLS records waiting for room): output still owed. A plain
+    /// socket never does; this and the methods below cost it nothing.
+    fn transport_backlog(&self) -> bool {
+        false
+    }
+
+    /// Writes what the transport holds back; called on writable edges,
+    /// before the connection's own pending output.
+    ///
+    /// # Errors
+    ///
+    /// The socket's write error; `WouldBlock` is not one (the rest waits).
+    fn flush_transport(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// When the transport's handshake began, while it has not finished.
+    fn handshake_since(&self) -> Option<Tick> {
+        None
+    }
+
+    /// Moves the handshake on with what the socket has and takes;
+    /// `Ok(true)` once plaintext can flow.
+    ///
+    /// # Errors
+    ///
+    /// The handshake failed (the error carries its `TlsCause`), or the
+    /// socket did.
+    fn advance_handshake(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
+
+    /// What happened to the transport since last asked, for the counters.
+    fn take_news(&mut self) -> Option<TransportNews> {
+        None
+    }
+
+    /// True when the transport knows of an end (EOF or error) that its
+    /// last short read did not return yet: the short-read shortcut must
+    /// not wait for an edge then, as none will come.
+    fn end_pending(&self) -> bool {
+        false
+    }
 }
 
 impl Stream for mio::net::TcpStream {
-    fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
     }
 
@@ -142,6 +189,8 @@ pub enum CloseReason {
     WriteTimeout,
     /// The service had said all it had to say (daytime, time).
     Done,
+    /// The TLS handshake did not finish, for this reason.
+    Tls(TlsCause),
     /// Any other IO error.
     Io(io::ErrorKind),
 }
@@ -156,6 +205,7 @@ impl CloseReason {
             CloseReason::ShutdownDeadline => stats.tcp_forced_closes += 1,
             CloseReason::IdleTimeout => stats.tcp_idle_timeouts += 1,
             CloseReason::WriteTimeout => stats.tcp_write_timeouts += 1,
+            CloseReason::Tls(cause) => stats.count_tls_failure(*cause),
             CloseReason::PeerClosed | CloseReason::Shutdown | CloseReason::Done => {}
         }
     }
@@ -171,6 +221,7 @@ impl fmt::Display for CloseReason {
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::WriteTimeout => f.write_str("write timeout: peer not reading"),
             CloseReason::Done => f.write_str("service done"),
+            CloseReason::Tls(cause) => write!(f, "tls handshake failed: {cause}"),
             CloseReason::Io(kind) => write!(f, "io error: {kind}"),
         }
     }
@@ -421,10 +472,47 @@ impl<S: Stream> Connection<S> {
         now.wrapping_sub(self.last_active)
     }
 
-    /// True while output waits here or the socket refused the last write:
-    /// owed output that the connection itself can see, no syscall needed.
+    /// True while output waits here, in the transport, or the socket
+    /// refused the last write: owed output that the connection itself can
+    /// see, no syscall needed.
     fn owes_here(&self) -> bool {
-        !self.pending.is_empty() || self.is_write_blocked
+        !self.pending.is_empty() || self.is_write_blocked || self.stream.transport_backlog()
+    }
+
+    /// True once nothing waits here or in the transport: FIN may follow.
+    fn is_flushed(&self) -> bool {
+        self.pending.is_empty() && !self.stream.transport_backlog()
+    }
+
+    /// When the transport's handshake began, while it has not finished.
+    pub fn handshake_since(&self) -> Option<Tick> {
+        self.stream.handshake_since()
+    }
+
+    /// What happened to the transport since last asked.
+    pub fn take_news(&mut self) -> Option<TransportNews> {
+        self.stream.take_news()
+    }
+
+    /// Serves a readiness event while the transport's handshake runs:
+    /// `None` once plaintext can flow (and then the caller serves the
+    /// event as usual), else what to do. The handshake's end is the
+    /// connection's start: the service may speak first, and plaintext
+    /// that came with the last flight is read now, since no new edge will
+    /// announce it.
+    pub fn on_handshake(&mut self, cx: &mut Ctx<'_>) -> Option<Progress> {
+        self.stream.handshake_since()?;
+        match self.stream.advance_handshake() {
+            Ok(false) => Some(Progress::Wait),
+            Ok(true) => {
+                self.last_active = cx.now;
+                match self.on_open(cx) {
+                    Progress::Wait => Some(self.on_readable(cx)),
+                    other => Some(other),
+                }
+            }
+            Err(e) => Some(Progress::Close(close_reason(&e))),
+        }
     }
 
     /// Output handed to the kernel: from now on something may be owed.
@@ -538,7 +626,7 @@ impl<S: Stream> Connection<S> {
             return Progress::Close(reason);
         }
         self.set_state(cx.key, ConnState::Closing);
-        if !self.pending.is_empty() {
+        if !self.is_flushed() {
             // The rest goes out on writable edges; then on_writable finishes.
             return Progress::Wait;
         }
@@ -613,7 +701,11 @@ impl<S: Stream> Connection<S> {
                     return Progress::Close(reason);
                 }
             }
-            if cx.limits.short_read && n < cx.scratch.len() && !self.is_hangup_reported {
+            if cx.limits.short_read
+                && n < cx.scratch.len()
+                && !self.is_hangup_reported
+                && !self.stream.end_pending()
+            {
                 // Linux: a read that did not fill the buffer emptied the
                 // queue; new data raises a new edge, so skip the read that
                 // would only say WouldBlock. Not after a reported hang-up:
@@ -632,6 +724,10 @@ impl<S: Stream> Connection<S> {
     /// finish a half-close or a drain.
     pub fn on_writable(&mut self, cx: &mut Ctx<'_>) -> Progress {
         let written_before = self.bytes_out;
+        // Records the transport made before ours go first.
+        if let Err(e) = self.stream.flush_transport() {
+            return Progress::Close(close_reason(&e));
+        }
         if let Err(reason) = self.flush(cx.key, cx.stats, cx.now) {
             return Progress::Close(reason);
         }
@@ -653,10 +749,10 @@ impl<S: Stream> Connection<S> {
             }
             ConnState::Open if cx.streams && self.pending.is_empty() => self.stream_more(cx),
             ConnState::Open => Progress::Wait,
-            ConnState::ReadClosed if self.pending.is_empty() => {
+            ConnState::ReadClosed if self.is_flushed() => {
                 self.finish(cx.key, CloseReason::PeerClosed)
             }
-            ConnState::Closing if self.pending.is_empty() => self.finish_saying(cx),
+            ConnState::Closing if self.is_flushed() => self.finish_saying(cx),
             ConnState::ReadClosed | ConnState::Lingering | ConnState::Closing => Progress::Wait,
         }
     }
@@ -754,7 +850,11 @@ impl<S: Stream> Connection<S> {
             return (0, Progress::Wait);
         }
         // A failed flush means the peer is gone: nothing more can reach it.
-        let flushed = self.flush(cx.key, cx.stats, cx.now);
+        let flushed = self
+            .stream
+            .flush_transport()
+            .map_err(|e| close_reason(&e))
+            .and_then(|()| self.flush(cx.key, cx.stats, cx.now));
         let left = self.pending.len() as u64;
         self.pending = PendingOutput::new();
         if flushed.is_err() {
@@ -837,7 +937,7 @@ impl<S: Stream> Connection<S> {
     fn on_read_closed(&mut self, key: usize) -> Progress {
         trace!("conn {key}: read 0 B: peer half-closed");
         self.set_state(key, ConnState::ReadClosed);
-        if self.pending.is_empty() {
+        if self.is_flushed() {
             return self.finish(key, CloseReason::PeerClosed);
         }
         // The rest goes out on writable edges; then on_writable finishes.
@@ -933,7 +1033,9 @@ impl<S: Stream> Connection<S> {
 
 /// Why a read or write error ends a connection.
 fn close_reason(e: &io::Error) -> CloseReason {
-    if is_peer_gone(e) {
+    if let Some(cause) = cause_of(e) {
+        CloseReason::Tls(cause)
+    } else if is_peer_gone(e) {
         CloseReason::Reset
     } else if is_output_timed_out(e) {
         // The kernel's write timeout (TCP_USER_TIMEOUT, set at accept to
@@ -1012,7 +1114,7 @@ pub(crate) mod tests {
     }
 
     impl Stream for FakeStream {
-        fn shutdown_write(&self) -> io::Result<()> {
+        fn shutdown_write(&mut self) -> io::Result<()> {
             Ok(())
         }
 

@@ -16,10 +16,13 @@ pub(crate) mod config;
 pub(crate) mod conn;
 #[cfg(test)]
 mod conn_props;
+pub(crate) mod handshake;
 pub(crate) mod observe;
+pub(crate) mod proxy;
 pub(crate) mod shutdown;
 pub(crate) mod table;
 pub(crate) mod timeouts;
+pub(crate) mod tls;
 pub(crate) mod token;
 pub(crate) mod udp;
 
@@ -36,12 +39,13 @@ pub use cluster::Cluster;
 pub use config::{ServerConfig, ServerError};
 pub use observe::Stats;
 pub use shutdown::ServerHandle;
+pub use tls::{TlsIdentity, TlsSetupError};
 
 use accept::Acceptor;
 use conn::{Limits, Tick};
 use observe::Observers;
 use shutdown::{DrainStep, Shutdown};
-use table::ConnTable;
+use table::Tables;
 use token::Source;
 use udp::UdpEndpoint;
 
@@ -165,7 +169,7 @@ impl Core {
 pub struct Server {
     core: Core,
     acceptor: Acceptor,
-    table: ConnTable,
+    table: Tables,
     udp: UdpEndpoint,
     observers: Observers,
     shutdown: Shutdown,
@@ -206,7 +210,7 @@ impl Server {
             short_read: config.short_read,
             ..Limits::default()
         };
-        let table = ConnTable::new(&config, limits, acceptor.max_connections());
+        let table = Tables::new(&config, limits, acceptor.max_connections());
         Ok(Server {
             core: Core {
                 poll,
@@ -229,6 +233,11 @@ impl Server {
     /// The TCP addresses really bound, in `--tcp` order.
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         self.acceptor.addrs()
+    }
+
+    /// The TLS addresses really bound, in `--tls` order.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        self.acceptor.tls_addrs()
     }
 
     /// The UDP addresses really bound, in `--udp` order.
@@ -335,7 +344,13 @@ impl Server {
         match token::classify(token) {
             Source::Conn(key) => self
                 .table
+                .plain
                 .on_event(key, readable, writable, hangup, &mut cx),
+            Source::TlsConn(key) => self
+                .table
+                .tls
+                .on_event(key, readable, writable, hangup, &mut cx),
+            Source::Gate(key) => self.table.on_gate_event(key, &mut cx),
             Source::Listener(i) => self.acceptor.on_ready(i, &mut self.table, &mut cx),
             Source::Udp(i) => self.udp.on_ready(i, &mut cx),
             Source::Metrics => {
@@ -372,7 +387,8 @@ impl Server {
         for &token in &turn {
             let mut cx = self.core.cx();
             match token::classify(token) {
-                Source::Conn(key) => self.table.on_turn(key, &mut cx),
+                Source::Conn(key) => self.table.plain.on_turn(key, &mut cx),
+                Source::TlsConn(key) => self.table.tls.on_turn(key, &mut cx),
                 Source::Listener(i) => self.acceptor.on_ready(i, &mut self.table, &mut cx),
                 Source::Udp(i) => self.udp.on_ready(i, &mut cx),
                 _ => {}

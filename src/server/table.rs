@@ -7,30 +7,78 @@
 //! It drives a [`Connection`] by lending it a [`conn::Ctx`] and carrying
 //! out the [`Progress`] it returns. It never accepts (the acceptor hands it
 //! sockets) and never decides when shutdown steps happen (the drain does).
+//!
+//! The table is generic over the [`Transport`]: the server keeps one for
+//! plain TCP and one for TLS, each its own slab and token range, so that a
+//! plain connection pays nothing for TLS, not even a byte of its entry.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, trace, warn};
 use mio::net::TcpStream;
-use mio::Interest;
+use mio::{Interest, Token};
 use slab::Slab;
 
 use super::config::ServerConfig;
-use super::conn::{self, CloseReason, Connection, Limits, Progress};
+use super::conn::{self, CloseReason, Connection, Limits, Progress, Stream, Tick};
+use super::handshake::{TlsCause, TransportNews};
 use super::observe::{live, Stats};
+use super::proxy::{Kind, ProxyGate};
 use super::timeouts::{Sweep, Timeouts};
+use super::tls::{TlsIdentity, TlsStream};
 use super::{token, LoopCtx};
 use crate::mode::Service;
 
 /// The most connection slots reserved up front (address space, not RSS).
 const MAX_PREALLOCATED: usize = 1 << 20;
 
-/// Every open connection, and how they are all served.
-pub(crate) struct ConnTable {
-    /// The key is the mio token.
-    conns: Slab<Connection>,
+/// What a table's connections carry: how to make one from an accepted
+/// socket, and the tokens and words that set its table apart.
+pub(crate) trait Transport: Stream + Sized {
+    /// What making one needs (nothing for plain TCP, the identity for TLS).
+    type Setup;
+    /// What log lines call its connections (`conn`, `tls`).
+    const LABEL: &'static str;
+    /// The token of slab key `key`.
+    fn token(key: usize) -> Token;
+    /// Wraps an accepted socket, at `now`.
+    ///
+    /// # Errors
+    ///
+    /// The transport could not be set up; the socket is dropped.
+    fn wrap(sock: TcpStream, setup: &Self::Setup, now: Tick) -> io::Result<Self>;
+    /// The socket, to register with the poll.
+    fn socket(&mut self) -> &mut TcpStream;
+}
+
+impl Transport for TcpStream {
+    type Setup = ();
+    const LABEL: &'static str = "conn";
+
+    fn token(key: usize) -> Token {
+        token::from_key(key)
+    }
+
+    fn wrap(sock: TcpStream, _: &(), _: Tick) -> io::Result<Self> {
+        Ok(sock)
+    }
+
+    fn socket(&mut self) -> &mut TcpStream {
+        self
+    }
+}
+
+/// Every open connection of one transport, and how they are all served.
+pub(crate) struct ConnTable<S: Transport = TcpStream> {
+    /// The key is the mio token, through `S::token`.
+    conns: Slab<Connection<S>>,
+    /// What makes a new connection's transport.
+    setup: S::Setup,
+    /// `--tls-handshake-timeout`, in ticks; swept with the others.
+    handshake_timeout: Option<Tick>,
     limits: Limits,
     service: Arc<dyn Service>,
     /// `service.streams()`, asked once instead of per writable event.
@@ -42,18 +90,35 @@ pub(crate) struct ConnTable {
     closed_since: bool,
 }
 
-impl ConnTable {
-    /// An empty table sized for `max_connections`.
-    pub fn new(config: &ServerConfig, limits: Limits, max_connections: usize) -> ConnTable {
+impl<S: Transport> ConnTable<S> {
+    /// An empty table sized for `max_connections` (reserved up front when
+    /// `preallocate`), whose connections are made with `setup`; TLS tables
+    /// also sweep for handshakes past `handshake_timeout`.
+    pub fn new(
+        config: &ServerConfig,
+        limits: Limits,
+        max_connections: usize,
+        setup: S::Setup,
+        handshake_timeout: Option<Duration>,
+        preallocate: bool,
+    ) -> ConnTable<S> {
+        let mut timeouts = Timeouts::new(config.idle_timeout, config.write_timeout);
+        timeouts.handshake = handshake_timeout.and_then(Timeouts::ticks);
         ConnTable {
             // Reserve the whole table up front, as the C baseline does: pages
             // nobody touched cost no memory, and the table never moves, so
             // RSS grows by one entry per connection instead of doubling.
-            conns: Slab::with_capacity(max_connections.min(MAX_PREALLOCATED)),
+            conns: Slab::with_capacity(if preallocate {
+                max_connections.min(MAX_PREALLOCATED)
+            } else {
+                0
+            }),
+            setup,
+            handshake_timeout: timeouts.handshake,
             limits,
             streams: config.service.streams(),
             service: Arc::clone(&config.service),
-            sweep: Sweep::new(Timeouts::new(config.idle_timeout, config.write_timeout)),
+            sweep: Sweep::new(timeouts),
             closed_since: false,
         }
     }
@@ -105,18 +170,39 @@ impl ConnTable {
         }
     }
 
-    /// Registers an accepted socket and lets the service speak first.
-    pub fn open(&mut self, mut stream: TcpStream, peer: SocketAddr, cx: &mut LoopCtx<'_>) {
+    /// Registers an accepted socket (already registered with the poll
+    /// under another token when `reregister`: it waited at the PROXY
+    /// gate), and, once any handshake is done, lets the service speak
+    /// first.
+    pub fn open(
+        &mut self,
+        sock: TcpStream,
+        peer: SocketAddr,
+        reregister: bool,
+        cx: &mut LoopCtx<'_>,
+    ) {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
+        let label = S::LABEL;
+        let mut stream = match S::wrap(sock, &self.setup, cx.tick) {
+            Ok(s) => s,
+            Err(e) => {
+                cx.stats.accept_errors += 1;
+                debug!("{peer}: cannot set up the {label} transport: {e}");
+                return;
+            }
+        };
         // Both interests once: with edge triggering, a writable edge comes
         // only after a write hit WouldBlock, so it costs nothing while no
         // output is pending and saves an epoll_ctl per partial write.
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = cx
-            .registry
-            .register(&mut stream, token::from_key(key), interest)
-        {
+        let token = S::token(key);
+        let registered = if reregister {
+            cx.registry.reregister(stream.socket(), token, interest)
+        } else {
+            cx.registry.register(stream.socket(), token, interest)
+        };
+        if let Err(e) = registered {
             cx.stats.accept_errors += 1;
             debug!("{peer}: cannot register: {e}");
             return;
@@ -126,10 +212,16 @@ impl ConnTable {
             conn.tell_story(peer, cx.tick);
         }
         cx.stats.tcp_accepted += 1;
-        debug!("conn {key} {peer}: accepted");
-        trace!("conn {key}: registered READABLE | WRITABLE once, edge-triggered (token {key})");
-        // The service may speak first (daytime, time).
-        self.drive(key, cx, Connection::on_open);
+        debug!("{label} {key} {peer}: accepted");
+        trace!(
+            "{label} {key}: registered READABLE | WRITABLE once, edge-triggered (token {})",
+            token.0
+        );
+        // A handshake first, if the transport has one; then the service
+        // may speak first (daytime, time).
+        self.drive(key, cx, |conn, ccx| {
+            conn.on_handshake(ccx).unwrap_or_else(|| conn.on_open(ccx))
+        });
     }
 
     /// A readiness event for connection `key`.
@@ -142,7 +234,8 @@ impl ConnTable {
         cx: &mut LoopCtx<'_>,
     ) {
         trace!(
-            "conn {key}: event{}{}{}",
+            "{} {key}: event{}{}{}",
+            S::LABEL,
             if readable { " readable" } else { "" },
             if writable { " writable" } else { "" },
             if hangup { " hangup" } else { "" }
@@ -150,6 +243,10 @@ impl ConnTable {
         self.drive(key, cx, |conn, ccx| {
             if hangup {
                 conn.note_hangup();
+            }
+            // A transport still shaking hands takes the event itself.
+            if let Some(progress) = conn.on_handshake(ccx) {
+                return progress;
             }
             let mut progress = Progress::Wait;
             if writable {
@@ -189,10 +286,10 @@ impl ConnTable {
         &mut self,
         key: usize,
         cx: &mut LoopCtx<'_>,
-        handler: impl FnOnce(&mut Connection, &mut conn::Ctx<'_>) -> Progress,
+        handler: impl FnOnce(&mut Connection<S>, &mut conn::Ctx<'_>) -> Progress,
     ) {
         let Some(conn) = self.conns.get_mut(key) else {
-            trace!("conn {key}: closed earlier in this batch, skipped");
+            trace!("{} {key}: closed earlier in this batch, skipped", S::LABEL);
             return;
         };
         let mut ccx = conn::Ctx {
@@ -204,12 +301,17 @@ impl ConnTable {
             stats: cx.stats,
             now: cx.tick,
         };
-        match handler(conn, &mut ccx) {
+        let progress = handler(conn, &mut ccx);
+        if let Some(TransportNews::Handshaken(version)) = conn.take_news() {
+            cx.stats.tls_handshakes += 1;
+            debug!("{} {key}: handshake done ({version})", S::LABEL);
+        }
+        match progress {
             Progress::Wait => {}
             Progress::Again => {
                 if !conn.is_deferred() {
                     conn.set_deferred(true);
-                    cx.ready.push_conn(token::from_key(key));
+                    cx.ready.push_conn(S::token(key));
                 }
             }
             Progress::Close(reason) => self.close(key, reason, cx),
@@ -242,19 +344,22 @@ impl ConnTable {
         let lost = conn.abandon(reason, final_close);
         cx.stats.tcp_cut_bytes += lost.total();
         cx.stats.bytes_out = cx.stats.bytes_out.saturating_sub(lost.in_kernel);
-        let cut = if lost.total() > 0 {
-            format!(", reset, cut {} B", lost.total())
-        } else {
-            String::new()
-        };
-        if let Some((peer, bytes_in, bytes_out, age)) = conn.story(cx.tick) {
-            debug!(
-                "conn {key} {peer}: closed: {reason} (in {bytes_in} B, out {} B{cut}, {:.1} s)",
-                bytes_out.saturating_sub(lost.in_kernel),
-                f64::from(age) / 10.0
-            );
-        } else {
-            debug!("conn {key}: closed: {reason}{cut}");
+        if log::log_enabled!(log::Level::Debug) {
+            let label = S::LABEL;
+            let cut = if lost.total() > 0 {
+                format!(", reset, cut {} B", lost.total())
+            } else {
+                String::new()
+            };
+            if let Some((peer, bytes_in, bytes_out, age)) = conn.story(cx.tick) {
+                debug!(
+                    "{label} {key} {peer}: closed: {reason} (in {bytes_in} B, out {} B{cut}, {:.1} s)",
+                    bytes_out.saturating_sub(lost.in_kernel),
+                    f64::from(age) / 10.0
+                );
+            } else {
+                debug!("{label} {key}: closed: {reason}{cut}");
+            }
         }
         // Dropping the stream closes the descriptor, which also removes it
         // from the epoll set: no deregister call needed.
@@ -268,6 +373,7 @@ impl ConnTable {
         }
         let timeouts = self.sweep.timeouts();
         let tick = cx.tick;
+        let handshake = self.handshake_timeout;
         let expired: Vec<(usize, CloseReason)> = self
             .conns
             .iter_mut()
@@ -275,6 +381,12 @@ impl ConnTable {
             // idle or stalled, but its end belongs to the drain.
             .filter(|(_, conn)| !conn.is_lingering())
             .filter_map(|(key, conn)| {
+                // A handshake past its deadline ends first; until it is
+                // done, no other timeout has anything to judge.
+                if let Some(since) = conn.handshake_since() {
+                    let late = handshake.is_some_and(|limit| tick.wrapping_sub(since) > limit);
+                    return late.then_some((key, CloseReason::Tls(TlsCause::Timeout)));
+                }
                 timeouts
                     .expiry(conn.sweep_facts(tick))
                     .map(|reason| (key, reason))
@@ -315,12 +427,9 @@ impl ConnTable {
 
     /// Shutdown deadline: every connection still busy gets one last flush
     /// and a FIN, and lingers (input dropped) until its peer closes.
-    pub fn cut_busy(&mut self, linger: std::time::Duration, cx: &mut LoopCtx<'_>) {
-        if self.conns.is_empty() {
-            return;
-        }
+    /// Returns how many were cut.
+    pub fn cut_busy(&mut self, cx: &mut LoopCtx<'_>) -> usize {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        let cut_before = cx.stats.tcp_cut_bytes;
         for &key in &keys {
             self.drive(key, cx, |conn, ccx| {
                 let (left, progress) = conn.cut(ccx);
@@ -328,21 +437,7 @@ impl ConnTable {
                 progress
             });
         }
-        let never_sent = cx.stats.tcp_cut_bytes - cut_before;
-        if linger.is_zero() {
-            warn!(
-                "drain deadline passed: cut {} connections ({never_sent} B of echo never sent); \
-                 closing them now",
-                keys.len()
-            );
-        } else {
-            warn!(
-                "drain deadline passed: cut {} connections ({never_sent} B of echo never sent); \
-                 FIN sent, waiting up to {:.1} s for their peers to close",
-                keys.len(),
-                linger.as_secs_f64()
-            );
-        }
+        keys.len()
     }
 
     /// Shutdown, the end: closes what is left with a reset where the
@@ -352,5 +447,226 @@ impl ConnTable {
         for key in keys {
             self.close_as(key, CloseReason::ShutdownDeadline, true, cx);
         }
+    }
+}
+
+impl Transport for TlsStream {
+    /// `None` only for a table that no listener feeds.
+    type Setup = Option<TlsIdentity>;
+    const LABEL: &'static str = "tls";
+
+    fn token(key: usize) -> Token {
+        token::from_tls_key(key)
+    }
+
+    fn wrap(sock: TcpStream, identity: &Option<TlsIdentity>, now: Tick) -> io::Result<Self> {
+        let identity = identity
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no TLS certificate loaded"))?;
+        TlsStream::new(sock, identity, now)
+    }
+
+    fn socket(&mut self) -> &mut TcpStream {
+        self.socket_mut()
+    }
+}
+
+/// Every connection of the loop, whatever it carries: the plain table,
+/// the TLS table, and the PROXY gate in front of both. The loop and the
+/// acceptor see them as one, and each event goes to the table that owns
+/// its token.
+pub(crate) struct Tables {
+    /// Plain TCP connections.
+    pub plain: ConnTable<TcpStream>,
+    /// TLS connections; empty without TLS listeners.
+    pub tls: ConnTable<TlsStream>,
+    /// Connections awaiting their PROXY header (`--proxy-protocol`).
+    pub gate: Option<ProxyGate>,
+}
+
+impl Tables {
+    /// The tables for `config`: a TLS table that reserves nothing unless
+    /// TLS listeners exist, a gate only with `--proxy-protocol`.
+    pub fn new(config: &ServerConfig, limits: Limits, max_connections: usize) -> Tables {
+        let has_tls = !config.tls.is_empty();
+        let identity = config.tls_identity.clone();
+        Tables {
+            plain: ConnTable::new(
+                config,
+                limits,
+                max_connections,
+                (),
+                None,
+                !config.tcp.is_empty(),
+            ),
+            tls: ConnTable::new(
+                config,
+                limits,
+                max_connections,
+                identity,
+                Some(config.tls_handshake_timeout),
+                has_tls,
+            ),
+            gate: config
+                .proxy_protocol
+                .then(|| ProxyGate::new(config.proxy_timeout)),
+        }
+    }
+
+    /// Open connections, those at the gate included.
+    pub fn len(&self) -> usize {
+        self.plain.len() + self.tls.len() + self.gate.as_ref().map_or(0, ProxyGate::len)
+    }
+
+    /// True when no connection is open or waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True while one more connection fits under `max` and the token space.
+    pub fn has_room(&self, max: usize) -> bool {
+        self.len() < max && self.plain.has_room(max) && self.tls.has_room(max)
+    }
+
+    /// The service's name, for the start-up line.
+    pub fn service_name(&self) -> &str {
+        self.plain.service_name()
+    }
+
+    /// The high watermark, for the start-up line.
+    pub fn high_watermark(&self) -> usize {
+        self.plain.high_watermark()
+    }
+
+    /// The earliest sweep or header deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.plain.next_deadline(),
+            self.tls.next_deadline(),
+            self.gate.as_ref().and_then(ProxyGate::next_deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// True once after any close: a descriptor was freed since last asked.
+    pub fn take_closed(&mut self) -> bool {
+        // Both asked: each keeps its own flag.
+        self.plain.take_closed() | self.tls.take_closed()
+    }
+
+    /// A connection accepted on a listener of `kind`: to the gate when
+    /// PROXY headers are expected, else straight to its table.
+    pub fn admit(&mut self, kind: Kind, stream: TcpStream, peer: SocketAddr, cx: &mut LoopCtx<'_>) {
+        if let Some(gate) = &mut self.gate {
+            if let Err(e) = gate.admit(stream, peer, kind, cx.registry, cx.now) {
+                cx.stats.accept_errors += 1;
+                debug!("{peer}: cannot register: {e}");
+            }
+            return;
+        }
+        self.open(kind, stream, peer, false, cx);
+    }
+
+    fn open(
+        &mut self,
+        kind: Kind,
+        stream: TcpStream,
+        peer: SocketAddr,
+        reregister: bool,
+        cx: &mut LoopCtx<'_>,
+    ) {
+        match kind {
+            Kind::Plain => self.plain.open(stream, peer, reregister, cx),
+            Kind::Tls => self.tls.open(stream, peer, reregister, cx),
+        }
+    }
+
+    /// A gate connection is readable: its header, if whole, sends it on.
+    pub fn on_gate_event(&mut self, key: usize, cx: &mut LoopCtx<'_>) {
+        let Some(gate) = &mut self.gate else {
+            return;
+        };
+        match gate.on_ready(key, cx.scratch) {
+            Ok(None) => {}
+            Ok(Some(passed)) => {
+                cx.stats.proxy_headers += 1;
+                self.open(passed.kind, passed.stream, passed.peer, true, cx);
+            }
+            Err(_) => {
+                cx.stats.proxy_refused += 1;
+                self.closed_since_gate(cx);
+            }
+        }
+    }
+
+    fn closed_since_gate(&mut self, _cx: &mut LoopCtx<'_>) {
+        // A refused connection freed a descriptor, as a close does.
+        self.plain.closed_since = true;
+    }
+
+    /// The sweeps and the header deadlines, when due.
+    pub fn on_timer(&mut self, cx: &mut LoopCtx<'_>) {
+        self.plain.on_timer(cx);
+        self.tls.on_timer(cx);
+        if let Some(gate) = &mut self.gate {
+            let refused = gate.on_timer(cx.now);
+            if refused > 0 {
+                cx.stats.proxy_refused += refused;
+                self.plain.closed_since = true;
+            }
+        }
+    }
+
+    /// This loop's figures for the stats line and metrics.
+    pub fn figures(&self, stats: Stats, accept_paused: bool) -> live::Snapshot {
+        let plain = self.plain.figures(stats, accept_paused);
+        let tls = self.tls.figures(stats, accept_paused);
+        live::Snapshot {
+            open: plain.open + tls.open,
+            pending_bytes: plain.pending_bytes + tls.pending_bytes,
+            ..plain
+        }
+    }
+
+    /// Shutdown begins: connections still waiting for a header close (they
+    /// were never served), and those at rest close with FIN. Returns how
+    /// many closed.
+    pub fn close_those_at_rest(&mut self, cx: &mut LoopCtx<'_>) -> usize {
+        let waiting = self.gate.as_mut().map_or(0, ProxyGate::close_all);
+        waiting + self.plain.close_those_at_rest(cx) + self.tls.close_those_at_rest(cx)
+    }
+
+    /// Shutdown deadline: cuts every busy connection (see
+    /// [`ConnTable::cut_busy`]) and says so once.
+    pub fn cut_busy(&mut self, linger: Duration, cx: &mut LoopCtx<'_>) {
+        if self.plain.is_empty() && self.tls.is_empty() {
+            return;
+        }
+        let cut_before = cx.stats.tcp_cut_bytes;
+        let cut = self.plain.cut_busy(cx) + self.tls.cut_busy(cx);
+        let never_sent = cx.stats.tcp_cut_bytes - cut_before;
+        if linger.is_zero() {
+            warn!(
+                "drain deadline passed: cut {cut} connections ({never_sent} B of echo never sent); \
+                 closing them now"
+            );
+        } else {
+            warn!(
+                "drain deadline passed: cut {cut} connections ({never_sent} B of echo never sent); \
+                 FIN sent, waiting up to {:.1} s for their peers to close",
+                linger.as_secs_f64()
+            );
+        }
+    }
+
+    /// Shutdown, the end: closes what is left.
+    pub fn close_all(&mut self, cx: &mut LoopCtx<'_>) {
+        if let Some(gate) = &mut self.gate {
+            gate.close_all();
+        }
+        self.plain.close_all(cx);
+        self.tls.close_all(cx);
     }
 }

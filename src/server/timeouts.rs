@@ -25,6 +25,8 @@ pub(crate) struct Timeouts {
     pub idle: Option<Tick>,
     /// Pending output has not moved for this long: close with a reset.
     pub write: Option<Tick>,
+    /// A TLS handshake has not finished in this long: close (TLS tables).
+    pub handshake: Option<Tick>,
 }
 
 impl Timeouts {
@@ -34,12 +36,18 @@ impl Timeouts {
         Timeouts {
             idle: idle.and_then(to_ticks),
             write: write.and_then(to_ticks),
+            handshake: None,
         }
+    }
+
+    /// `d` in whole ticks, rounded up; `None` for zero.
+    pub fn ticks(d: Duration) -> Option<Tick> {
+        to_ticks(d)
     }
 
     /// True when some timeout is on, so the sweep has work to do.
     pub fn is_armed(&self) -> bool {
-        self.idle.is_some() || self.write.is_some()
+        self.idle.is_some() || self.write.is_some() || self.handshake.is_some()
     }
 
     /// Why a connection must close, from what the sweep learned of it: a
@@ -64,7 +72,10 @@ impl Timeouts {
     /// How often to sweep: about once a second, faster only for timeouts
     /// under two seconds so none overshoots by more than half.
     fn sweep_interval(&self) -> Duration {
-        let shortest = [self.idle, self.write].into_iter().flatten().min();
+        let shortest = [self.idle, self.write, self.handshake]
+            .into_iter()
+            .flatten()
+            .min();
         let half = shortest.map_or(SWEEP_INTERVAL, |t| tick_duration(t) / 2);
         half.clamp(MIN_SWEEP_INTERVAL, SWEEP_INTERVAL)
     }
@@ -173,6 +184,7 @@ mod tests {
         let t = Timeouts {
             idle: Some(5),
             write: Some(20),
+            handshake: None,
         };
         assert_eq!(t.expiry(c.sweep_facts(30)), None);
         assert_eq!(t.expiry(c.sweep_facts(31)), Some(CloseReason::WriteTimeout));
@@ -211,6 +223,7 @@ mod tests {
         let t = Timeouts {
             idle: Some(10),
             write: Some(50),
+            handshake: None,
         };
         // 8 KiB echoed, the kernel holds 6 KiB of it unacknowledged: an
         // idle timeout now would end a clean FIN after 2 KiB.
@@ -236,6 +249,7 @@ mod tests {
         let t = Timeouts {
             idle: None,
             write: Some(50),
+            handshake: None,
         };
         let mut c = echoed_into_the_kernel(&mut h, 60_000, 0);
         // One MSS acknowledged every 4 s, long gaps of zero window between:
@@ -272,11 +286,13 @@ mod tests {
         let t = Timeouts {
             idle: Some(10),
             write: Some(600),
+            handshake: None,
         };
         assert_eq!(t.expiry(facts(None, Some(500))), None);
         let idle_only = Timeouts {
             idle: Some(10),
             write: None,
+            handshake: None,
         };
         assert_eq!(
             idle_only.expiry(facts(None, Some(5000))),
@@ -299,6 +315,7 @@ mod tests {
         let t = Timeouts {
             idle: Some(100),
             write: Some(600),
+            handshake: None,
         };
         assert_eq!(
             t.expiry(facts(Some(100), None)),
@@ -312,6 +329,7 @@ mod tests {
         let write_only = Timeouts {
             idle: None,
             write: Some(600),
+            handshake: None,
         };
         assert_eq!(
             write_only.expiry(facts(Some(10_000), None)),
@@ -338,6 +356,7 @@ mod tests {
         let t = Timeouts {
             idle: Some(50),
             write: Some(20),
+            handshake: None,
         };
         assert_eq!(t.expiry(facts(Some(50), None)), None);
         assert_eq!(

@@ -8,6 +8,8 @@
 //! | token                     | source                 |
 //! |---------------------------|------------------------|
 //! | `0 ..= MAX_CONN_KEY`      | connection, slab key k |
+//! | `TLS_BASE + k`            | TLS connection, key k  |
+//! | `GATE_BASE + k`           | connection awaiting its PROXY header, key k |
 //! | `UDP_BASE + i`            | UDP socket i           |
 //! | `LISTENER_BASE + i`       | TCP listener i         |
 //! | `METRICS_CLIENT_BASE + i` | metrics HTTP client i  |
@@ -31,14 +33,23 @@ const METRICS_CLIENT_BASE: usize = usize::MAX - 2 - MAX_METRICS_CLIENTS;
 pub const MAX_SOCKETS: usize = 1 << 16;
 const LISTENER_BASE: usize = usize::MAX - 16 - MAX_SOCKETS;
 const UDP_BASE: usize = LISTENER_BASE - MAX_SOCKETS;
-/// The largest slab key that can be a connection's token.
-pub const MAX_CONN_KEY: usize = UDP_BASE - 1;
+/// Where the TLS connections' tokens begin: their slab is a second one,
+/// so that a plain connection pays nothing for TLS, not even a byte.
+const TLS_BASE: usize = usize::MAX / 4;
+/// Where the tokens of connections still awaiting a PROXY header begin.
+const GATE_BASE: usize = usize::MAX / 2;
+/// The largest slab key that can be a connection's token (of each kind).
+pub const MAX_CONN_KEY: usize = TLS_BASE - 1;
 
 /// What a token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// The connection with this slab key.
     Conn(usize),
+    /// The TLS connection with this key in the TLS slab.
+    TlsConn(usize),
+    /// The connection with this key among those awaiting a PROXY header.
+    Gate(usize),
     /// TCP listener number i.
     Listener(usize),
     /// UDP socket number i.
@@ -59,6 +70,18 @@ pub enum Source {
 pub fn from_key(key: usize) -> Token {
     debug_assert!(key <= MAX_CONN_KEY);
     Token(key)
+}
+
+/// The token for the TLS connection with key `key` (`key <= MAX_CONN_KEY`).
+pub fn from_tls_key(key: usize) -> Token {
+    debug_assert!(key <= MAX_CONN_KEY);
+    Token(TLS_BASE + key)
+}
+
+/// The token for gate entry `key` (`key <= MAX_CONN_KEY`).
+pub fn from_gate_key(key: usize) -> Token {
+    debug_assert!(key <= MAX_CONN_KEY);
+    Token(GATE_BASE + key)
 }
 
 /// The token for listener `i` (`i < MAX_SOCKETS`).
@@ -83,6 +106,8 @@ pub fn metrics_client(i: usize) -> Token {
 pub fn classify(token: Token) -> Source {
     match token.0 {
         k if k <= MAX_CONN_KEY => Source::Conn(k),
+        t if (TLS_BASE..TLS_BASE + MAX_CONN_KEY).contains(&t) => Source::TlsConn(t - TLS_BASE),
+        t if (GATE_BASE..GATE_BASE + MAX_CONN_KEY).contains(&t) => Source::Gate(t - GATE_BASE),
         t if t == SIGNAL.0 => Source::Signal,
         t if t == WAKER.0 => Source::Waker,
         t if t == METRICS.0 => Source::Metrics,
@@ -106,6 +131,10 @@ mod tests {
         for k in [0, 1, 4095, MAX_CONN_KEY] {
             assert_eq!(classify(from_key(k)), Source::Conn(k));
         }
+        for k in [0, 1, 4095, MAX_CONN_KEY - 1] {
+            assert_eq!(classify(from_tls_key(k)), Source::TlsConn(k));
+            assert_eq!(classify(from_gate_key(k)), Source::Gate(k));
+        }
         for i in [0, 1, MAX_SOCKETS - 1] {
             assert_eq!(classify(listener(i)), Source::Listener(i));
             assert_eq!(classify(udp(i)), Source::Udp(i));
@@ -124,7 +153,9 @@ mod tests {
 
     #[test]
     fn ranges_do_not_overlap() {
-        assert!(MAX_CONN_KEY < udp(0).0);
+        assert!(MAX_CONN_KEY < from_tls_key(0).0);
+        assert!(from_tls_key(MAX_CONN_KEY - 1).0 < from_gate_key(0).0);
+        assert!(from_gate_key(MAX_CONN_KEY - 1).0 < udp(0).0);
         assert!(udp(MAX_SOCKETS - 1).0 < listener(0).0);
         assert!(listener(MAX_SOCKETS - 1).0 < metrics_client(0).0);
         assert!(metrics_client(MAX_METRICS_CLIENTS - 1).0 < METRICS.0);

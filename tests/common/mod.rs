@@ -18,6 +18,7 @@ use echo_reactor::Stats;
 
 pub mod netns;
 mod procfs;
+pub mod tls;
 pub use procfs::{fd_count, rss_bytes};
 
 /// How long any single network wait in a test may take.
@@ -30,6 +31,8 @@ pub struct ServerProcess {
     pub tcp: Vec<SocketAddr>,
     /// UDP addresses from the `listening on udp://` lines.
     pub udp: Vec<SocketAddr>,
+    /// TLS addresses from the `listening on tls://` lines.
+    pub tls: Vec<SocketAddr>,
     /// The URL from the `listening on http://` line (`--metrics`).
     pub metrics: Option<String>,
     stderr: Arc<Mutex<String>>,
@@ -118,15 +121,12 @@ pub fn start_binary_logged(
             }
         })
     };
+    let listener = |a: &String| a == "--tcp" || a == "--udp" || a == "--tls";
     let expected = argv
         .iter()
-        .filter(|a| *a == "--tcp" || *a == "--udp")
+        .filter(|a| listener(a))
         .count()
-        .max(if argv.iter().any(|a| a == "--tcp" || a == "--udp") {
-            0
-        } else {
-            2
-        });
+        .max(if argv.iter().any(listener) { 0 } else { 2 });
     let (tx, rx) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().expect("stdout piped");
     std::thread::spawn(move || {
@@ -140,13 +140,19 @@ pub fn start_binary_logged(
         child,
         tcp: Vec::new(),
         udp: Vec::new(),
+        tls: Vec::new(),
         metrics: None,
         stderr,
         stderr_reader: Some(stderr_reader),
     };
     let expected = expected + usize::from(argv.iter().any(|a| a == "--metrics"));
     let deadline = Instant::now() + IO_TIMEOUT;
-    while server.tcp.len() + server.udp.len() + usize::from(server.metrics.is_some()) < expected {
+    while server.tcp.len()
+        + server.udp.len()
+        + server.tls.len()
+        + usize::from(server.metrics.is_some())
+        < expected
+    {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = match rx.recv_timeout(left) {
             Ok(line) => line,
@@ -159,6 +165,8 @@ pub fn start_binary_logged(
             server.tcp.push(a.parse().expect("tcp address"));
         } else if let Some(a) = line.strip_prefix("listening on udp://") {
             server.udp.push(a.parse().expect("udp address"));
+        } else if let Some(a) = line.strip_prefix("listening on tls://") {
+            server.tls.push(a.parse().expect("tls address"));
         } else if let Some(url) = line.strip_prefix("listening on ") {
             server.metrics = Some(url.to_string());
         }
@@ -748,11 +756,21 @@ pub fn tail(text: &str, n: usize) -> String {
 /// for the UDP half (`udp in`, `udp dropped`).
 pub fn final_stat(stderr: &str, key: &str) -> Option<u64> {
     let line = stderr.lines().rev().find(|l| l.contains("final stats"))?;
-    let (tcp, udp) = line.split_once("; udp ").unwrap_or((line, ""));
-    let (part, word) = match key.strip_prefix("udp ") {
-        Some(word) => (udp, word),
-        None => (tcp, key),
-    };
+    // Sections: `tcp accepted ...; udp in ...; tls handshakes ...; proxy
+    // headers ...`. A key names its section first (`udp in`, `tls
+    // timeout`), or is the TCP section's (`in`, `forced`, `cut`).
+    let body = line.split_once("final stats: ").map_or(line, |(_, b)| b);
+    let sections: Vec<&str> = body.split("; ").collect();
+    let (part, word) = ["udp", "tls", "proxy"]
+        .iter()
+        .find_map(|name| {
+            let word = key.strip_prefix(name)?.strip_prefix(' ')?;
+            let part = sections
+                .iter()
+                .find(|s| s.starts_with(&format!("{name} ")))?;
+            Some((&part[name.len()..], word))
+        })
+        .unwrap_or((sections[0], key));
     let rest = format!(" {part} ").replace(['(', ')', ','], " ");
     let after = rest.split_once(&format!(" {word} "))?.1;
     after

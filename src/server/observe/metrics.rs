@@ -513,6 +513,37 @@ pub fn render(t: &Snapshot, loops: usize, uptime: Duration) -> String {
         &[("", s.udp_errors)],
     );
     metric(
+        "tls_handshakes_total",
+        "counter",
+        "TLS handshakes that finished.",
+        &[("", s.tls_handshakes)],
+    );
+    metric(
+        "tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that did not finish, by cause.",
+        &[
+            ("{cause=\"not_tls\"}", s.tls_failed_not_tls),
+            ("{cause=\"peer_alert\"}", s.tls_failed_peer_alert),
+            ("{cause=\"incompatible\"}", s.tls_failed_incompatible),
+            ("{cause=\"closed\"}", s.tls_failed_closed),
+            ("{cause=\"timeout\"}", s.tls_failed_timeout),
+            ("{cause=\"other\"}", s.tls_failed_other),
+        ],
+    );
+    metric(
+        "proxy_headers_total",
+        "counter",
+        "Connections whose PROXY protocol header was read.",
+        &[("", s.proxy_headers)],
+    );
+    metric(
+        "proxy_refused_total",
+        "counter",
+        "Connections closed unanswered for want of a valid PROXY header.",
+        &[("", s.proxy_refused)],
+    );
+    metric(
         "tcp_connections_open",
         "gauge",
         "TCP connections open now.",

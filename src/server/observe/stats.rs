@@ -60,6 +60,52 @@ pub struct Stats {
     /// them, the receive buffer full: not bumped but read from the kernel
     /// (`SO_MEMINFO`) when figures are wanted and before the sockets close.
     pub udp_rcvbuf_drops: u64,
+    /// TLS handshakes that finished.
+    pub tls_handshakes: u64,
+    /// TLS handshakes that did not, by cause: not TLS (plaintext,
+    /// garbage), refused by the peer's alert, no common version or
+    /// cipher, peer closed, `--tls-handshake-timeout`, anything else.
+    pub tls_failed_not_tls: u64,
+    /// See `tls_failed_not_tls`.
+    pub tls_failed_peer_alert: u64,
+    /// See `tls_failed_not_tls`.
+    pub tls_failed_incompatible: u64,
+    /// See `tls_failed_not_tls`.
+    pub tls_failed_closed: u64,
+    /// See `tls_failed_not_tls`.
+    pub tls_failed_timeout: u64,
+    /// See `tls_failed_not_tls`.
+    pub tls_failed_other: u64,
+    /// Connections whose PROXY header was read (`--proxy-protocol`).
+    pub proxy_headers: u64,
+    /// Connections closed unanswered for want of a valid PROXY header: none,
+    /// a malformed or too long one, or none within `--proxy-timeout`.
+    pub proxy_refused: u64,
+}
+
+impl Stats {
+    /// Counts one TLS handshake that failed for `cause`.
+    pub(crate) fn count_tls_failure(&mut self, cause: crate::server::handshake::TlsCause) {
+        use crate::server::handshake::TlsCause;
+        *match cause {
+            TlsCause::NotTls => &mut self.tls_failed_not_tls,
+            TlsCause::PeerAlert => &mut self.tls_failed_peer_alert,
+            TlsCause::Incompatible => &mut self.tls_failed_incompatible,
+            TlsCause::Closed => &mut self.tls_failed_closed,
+            TlsCause::Timeout => &mut self.tls_failed_timeout,
+            TlsCause::Other => &mut self.tls_failed_other,
+        } += 1;
+    }
+
+    /// TLS handshakes that failed, for every cause.
+    pub fn tls_failed(&self) -> u64 {
+        self.tls_failed_not_tls
+            + self.tls_failed_peer_alert
+            + self.tls_failed_incompatible
+            + self.tls_failed_closed
+            + self.tls_failed_timeout
+            + self.tls_failed_other
+    }
 }
 
 impl Stats {
@@ -86,6 +132,15 @@ impl Stats {
             udp_rate_limited,
             udp_refused_size,
             udp_rcvbuf_drops,
+            tls_handshakes,
+            tls_failed_not_tls,
+            tls_failed_peer_alert,
+            tls_failed_incompatible,
+            tls_failed_closed,
+            tls_failed_timeout,
+            tls_failed_other,
+            proxy_headers,
+            proxy_refused,
         } = *other;
         self.tcp_accepted += tcp_accepted;
         self.tcp_closed += tcp_closed;
@@ -107,6 +162,15 @@ impl Stats {
         self.udp_rate_limited += udp_rate_limited;
         self.udp_refused_size += udp_refused_size;
         self.udp_rcvbuf_drops += udp_rcvbuf_drops;
+        self.tls_handshakes += tls_handshakes;
+        self.tls_failed_not_tls += tls_failed_not_tls;
+        self.tls_failed_peer_alert += tls_failed_peer_alert;
+        self.tls_failed_incompatible += tls_failed_incompatible;
+        self.tls_failed_closed += tls_failed_closed;
+        self.tls_failed_timeout += tls_failed_timeout;
+        self.tls_failed_other += tls_failed_other;
+        self.proxy_headers += proxy_headers;
+        self.proxy_refused += proxy_refused;
     }
 }
 
@@ -122,7 +186,9 @@ impl fmt::Display for Stats {
             "tcp accepted {} closed {} (reset {}, error {}, forced {}, cut {} B, idle {}, stalled {}) \
              rejected {}, bytes in {} out {}; \
              udp in {} out {} dropped {} errors {} refused-port {} rate-limited {} \
-             refused-size {} rcvbuf-dropped {}",
+             refused-size {} rcvbuf-dropped {}; \
+             tls handshakes {} failed {} (not-tls {}, peer-alert {}, incompatible {}, \
+             closed {}, timeout {}, other {}); proxy headers {} refused {}",
             self.tcp_accepted,
             self.tcp_closed,
             self.tcp_resets,
@@ -142,6 +208,16 @@ impl fmt::Display for Stats {
             self.udp_rate_limited,
             self.udp_refused_size,
             self.udp_rcvbuf_drops,
+            self.tls_handshakes,
+            self.tls_failed(),
+            self.tls_failed_not_tls,
+            self.tls_failed_peer_alert,
+            self.tls_failed_incompatible,
+            self.tls_failed_closed,
+            self.tls_failed_timeout,
+            self.tls_failed_other,
+            self.proxy_headers,
+            self.proxy_refused,
         )
     }
 }
