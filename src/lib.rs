@@ -65,5 +65,20 @@ pub mod server;
 
 pub use mode::{Mode, Opening, Reply, Service};
 pub use net::BindError;
+pub use server::{TlsIdentity, TlsSetupError};
+
+/// The parsers a stranger's bytes reach, for the fuzz targets in `fuzz/`
+/// (which CI does not build). Not part of the supported surface.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::server::proxy::{parse as parse_proxy_header, Parsed as ProxyHeader};
+
+    /// What the metrics endpoint answers to the request bytes `request`
+    /// (read whole, as a scraper would send them): the response it
+    /// writes, or `None` while the head is incomplete.
+    pub fn metrics_response(request: &[u8]) -> Option<Vec<u8>> {
+        crate::server::observe::metrics::answer_request(request)
+    }
+}
 pub use server::Cluster;
 pub use server::{Server, ServerConfig, ServerError, ServerHandle, Stats, Watermarks};
