@@ -71,7 +71,10 @@ pub use server::{TlsIdentity, TlsSetupError};
 /// (which CI does not build). Not part of the supported surface.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::server::proxy::{parse as parse_proxy_header, Parsed as ProxyHeader};
+    pub use crate::server::observe::metrics::MAX_REQUEST as METRICS_MAX_REQUEST;
+    pub use crate::server::proxy::{
+        parse as parse_proxy_header, Parsed as ProxyHeader, MAX_V1_HEADER, MAX_V2_HEADER,
+    };
 
     /// What the metrics endpoint answers to the request bytes `request`
     /// (read whole, as a scraper would send them): the response it
