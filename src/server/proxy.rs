@@ -85,8 +85,13 @@ fn parse_v1(bytes: &[u8]) -> Parsed {
         };
     };
     let len = cr + 2;
-    let Ok(text) = std::str::from_utf8(&bytes[..len]) else {
-        return Parsed::Invalid("v1 header is not text");
+    // The spec's v1 line is US-ASCII, and ppp needs it to be: it slices
+    // its text two bytes past the first CR, which inside a character of
+    // two bytes or more panics.
+    let header = &bytes[..len];
+    let text = match std::str::from_utf8(header) {
+        Ok(text) if header.is_ascii() => text,
+        _ => return Parsed::Invalid("v1 header is not ASCII text"),
     };
     match ppp::v1::Header::try_from(text) {
         Ok(h) => Parsed::Complete {
@@ -442,6 +447,25 @@ mod tests {
         );
         for cut in 1..line.len() {
             assert_eq!(parse(&line[..cut]), Parsed::Incomplete, "after {cut} B");
+        }
+    }
+
+    /// Found by the `proxy_header` fuzz target: a carriage return inside
+    /// a v1 line, followed by a character of two bytes, panicked in the
+    /// `ppp` crate (it slices its text two bytes past the first CR), which
+    /// took the whole server down with one connection.
+    #[test]
+    fn a_v1_line_that_is_not_ascii_is_refused_without_a_panic() {
+        for line in [
+            &b"PROXY \r\xcd\x9b\r\n"[..],
+            b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 7007\r\xc3\xa9\r\n",
+            "PROXY TCP4 192.0.2.\u{667} 198.51.100.1 40000 7007\r\n".as_bytes(),
+        ] {
+            assert!(
+                matches!(parse(line), Parsed::Invalid(_)),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 }
