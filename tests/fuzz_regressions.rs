@@ -1,7 +1,8 @@
 //! What the fuzzers in `fuzz/` found, kept found: every input saved under
 //! `fuzz/regressions/` replayed through its target's checks (no nightly,
 //! no libFuzzer), and each finding's effect on the real binary: a PROXY
-//! line that panicked the server.
+//! line that panicked the server, and reports that drifted each time
+//! `merge` read and wrote them.
 
 mod common;
 mod fuzz_checks;
@@ -9,8 +10,12 @@ mod fuzz_checks;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
 
 use common::*;
+use echo_reactor::load::report::{TestSettings, WallWindow};
+use echo_reactor::load::{Proto, Report};
+use echo_reactor::Mode;
 
 #[test]
 fn every_input_the_fuzzers_kept_replays_without_a_panic() {
@@ -79,4 +84,68 @@ fn a_proxy_line_with_a_lone_cr_before_a_multibyte_character_is_refused_and_servi
         server.stderr()
     );
     server.stop();
+}
+
+/// A report as `load --json` writes it, measured in a window whose end
+/// serde_json's default float parser misreads (`1796193799.5163233`).
+fn whole_test_report() -> Report {
+    let mut r = Report::new(Proto::Tcp, "127.0.0.1:7007".parse().expect("address"), 2);
+    r.connected = 2;
+    let start = UNIX_EPOCH + Duration::new(1_796_193_799, 16_114_200);
+    let end = UNIX_EPOCH + Duration::new(1_796_193_799, 516_323_328);
+    r.window = Some(WallWindow { start, end });
+    r.duration = end.duration_since(start).expect("end after start");
+    r.settings = Some(TestSettings {
+        connections: 2,
+        rate: None,
+        size: 64,
+        pipeline: 1,
+        expect: Mode::Echo,
+        duration: Duration::from_millis(500),
+        warmup: Duration::ZERO,
+        start_at: None,
+        max_loss_percent: 1.0,
+    });
+    for v in 1..=1000 {
+        r.latency.record(v).expect("in range");
+    }
+    r.messages = 1000;
+    r.sent = 1000;
+    r.bytes = 1000 * 64;
+    r
+}
+
+/// The `"window":{...}` of a report as written, digits and all.
+fn window_of(json: &str) -> &str {
+    let at = json.find("\"window\":{").unwrap_or_else(|| panic!("no window: {json}"));
+    let len = json[at..].find('}').expect("the window ends");
+    &json[at..=at + len]
+}
+
+/// The `report_json` and `merge_input` targets' find: a report's window
+/// came back from `merge` (and `compare`) a step off, because serde_json
+/// read `1796193799.5163233` as `1796193799.516323`. Now the window a
+/// single part measured is the merged report's to the digit, and merging
+/// `merge`'s own output changes nothing.
+#[test]
+fn merge_keeps_a_windows_digits_and_its_own_output_merges_to_the_same() {
+    let dir = std::env::temp_dir().join(format!("er-fuzz-regressions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let input = whole_test_report().to_json();
+    let mut text = input.clone();
+    let mut outputs = Vec::new();
+    for round in 0..2 {
+        let file = dir.join(format!("round{round}.json"));
+        std::fs::write(&file, &text).expect("write a report");
+        let run = run_binary(
+            &["merge", "--json", &file.display().to_string()],
+            IO_TIMEOUT,
+        );
+        assert_eq!(run.code(), 0, "{run:#?}");
+        text = run.stdout.trim().to_string();
+        outputs.push(text.clone());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(window_of(&outputs[0]), window_of(&input));
+    assert_eq!(outputs[0], outputs[1], "merge of merge's own output");
 }
