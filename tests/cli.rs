@@ -71,6 +71,11 @@ fn bad_usage_exits_2_with_a_message_and_no_listening_line() {
         (&["serve", "--tcp", "127.0.0.1"], "127.0.0.1"),
         (&["serve", "--udp", "127.0.0.1:70000"], "70000"),
         (&["serve", "--tcp", "[::1]"], "[::1]"),
+        // Just over a year: found checking the `cli` fuzz target's ranges.
+        (
+            &["serve", "--tcp", "127.0.0.1:0", "--stats", "31536000.5"],
+            "31536000.5",
+        ),
         (&["frobnicate"], "frobnicate"),
         (&[], "Usage"),
     ];
