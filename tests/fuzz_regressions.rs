@@ -117,7 +117,9 @@ fn whole_test_report() -> Report {
 
 /// The `"window":{...}` of a report as written, digits and all.
 fn window_of(json: &str) -> &str {
-    let at = json.find("\"window\":{").unwrap_or_else(|| panic!("no window: {json}"));
+    let at = json
+        .find("\"window\":{")
+        .unwrap_or_else(|| panic!("no window: {json}"));
     let len = json[at..].find('}').expect("the window ends");
     &json[at..=at + len]
 }

@@ -73,7 +73,10 @@ fuzz_target!(|data: &[u8]| {
         }
         8 => {
             if let Ok(x) = cli::parse_rate(s) {
-                assert!((load::MIN_RATE..=load::MAX_RATE).contains(&x), "{s:?} gave {x}");
+                assert!(
+                    (load::MIN_RATE..=load::MAX_RATE).contains(&x),
+                    "{s:?} gave {x}"
+                );
             }
         }
         9 => {
@@ -141,7 +144,10 @@ fuzz_target!(|data: &[u8]| {
 
 /// A host as the resolver will get it: something, without blanks.
 fn host_ok(h: &HostPort) {
-    assert!(!h.host.is_empty() && !h.host.chars().any(char::is_whitespace), "{h:?}");
+    assert!(
+        !h.host.is_empty() && !h.host.chars().any(char::is_whitespace),
+        "{h:?}"
+    );
     let _ = h.literal();
 }
 
@@ -159,11 +165,10 @@ fn whole_command_line(s: &str) {
             }
         }
         cli::Command::Load(args) => {
-            let addr = args
-                .url
-                .host
-                .literal()
-                .unwrap_or(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), args.url.host.port));
+            let addr = args.url.host.literal().unwrap_or(SocketAddr::new(
+                Ipv4Addr::LOCALHOST.into(),
+                args.url.host.port,
+            ));
             let config = args.to_config(addr);
             // The checks `validate` makes, without the process's own
             // limit or clock, so a crash replays the same way.

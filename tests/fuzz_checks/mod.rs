@@ -13,8 +13,8 @@ use std::io::Write;
 
 use base64::Engine as _;
 use echo_reactor::fuzzing::{
-    metrics_response, parse_proxy_header, ProxyHeader, METRICS_MAX_REQUEST, MAX_V1_HEADER,
-    MAX_V2_HEADER,
+    metrics_response, parse_proxy_header, ProxyHeader, MAX_V1_HEADER, MAX_V2_HEADER,
+    METRICS_MAX_REQUEST,
 };
 use echo_reactor::load::merge::{merge, parts_from_text};
 use echo_reactor::load::{compare, hdr_v2, output, Report};
