@@ -1,8 +1,9 @@
 //! What the fuzzers in `fuzz/` found, kept found: every input saved under
 //! `fuzz/regressions/` replayed through its target's checks (no nightly,
 //! no libFuzzer), and each finding's effect on the real binary: a PROXY
-//! line that panicked the server, and reports that drifted each time
-//! `merge` read and wrote them.
+//! line that panicked the server, reports that drifted each time `merge`
+//! read and wrote them, and (found while setting the fuzzers' memory
+//! limit) `merge` input that held a thousand times its size.
 
 mod common;
 mod fuzz_checks;
@@ -10,6 +11,7 @@ mod fuzz_checks;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
 use common::*;
@@ -150,4 +152,30 @@ fn merge_keeps_a_windows_digits_and_its_own_output_merges_to_the_same() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(window_of(&outputs[0]), window_of(&input));
     assert_eq!(outputs[0], outputs[1], "merge of merge's own output");
+}
+
+/// Found while choosing the `merge_input` target's memory limit: each line
+/// of `merge` input may carry a histogram of any range and precision, and
+/// one of 2^21 counts (16 MiB) takes a few dozen bytes, so 100 lines of
+/// about a kilobyte held 1.6 GiB. Under a 1 GiB address-space limit that
+/// aborted; now each part is held at the generator's own precision and the
+/// run ends with its verdict on the parts (segment 0/1, a hundred times).
+#[test]
+fn merge_input_holds_no_more_than_honest_reports_of_its_size() {
+    let mut r = whole_test_report();
+    r.latency = hdrhistogram::Histogram::new_with_bounds(1, 1 << 31, 5).expect("bounds");
+    r.messages = 0;
+    r.bytes = 0;
+    let line = r.to_json();
+    assert!(line.len() < 1500, "{} bytes a line", line.len());
+    let input = format!("{line}\n").repeat(100);
+    // prlimit as .ci/run installs it (util-linux), as in tests/load_merge.rs.
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--as=1073741824", "--"])
+        .arg(env!("CARGO_BIN_EXE_echo-reactor"))
+        .args(["merge", "-"]);
+    let run = run_command(cmd, input.into_bytes(), IO_TIMEOUT);
+    let code = run.status.and_then(|s| s.code());
+    assert_eq!(code, Some(2), "{run:#?}");
+    assert!(run.stderr.contains("segment 0/1 again"), "{}", run.stderr);
 }

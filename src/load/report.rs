@@ -29,6 +29,17 @@ pub fn new_histogram() -> Histogram<u64> {
         .expect("constant bounds 1..1h with 3 digits are valid")
 }
 
+/// Adds `from`'s values to `into`; a value beyond `into`'s range counts
+/// as its highest. Reports read back and our own share one range, so
+/// the plain `add` is the rule and saturating the exception.
+pub fn add_saturating(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    if into.add(from).is_err() {
+        for v in from.iter_recorded() {
+            into.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
+    }
+}
+
 /// Errors by kind. Each is a count of events, not of bytes. The field
 /// names are the JSON report's (`errors.reset`), in this order.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -423,13 +434,7 @@ impl Report {
             }),
             (a, b) => a.or(b),
         };
-        // Same bounds on both sides, so adding cannot fail; saturate anyway.
-        if self.latency.add(&o.latency).is_err() {
-            for v in o.latency.iter_recorded() {
-                self.latency
-                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
-            }
-        }
+        add_saturating(&mut self.latency, &o.latency);
         if self.first_error.is_none() {
             self.first_error.clone_from(&o.first_error);
         }

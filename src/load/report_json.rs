@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::report::{Errors, Report, TestSettings, WallWindow};
+use super::report::{add_saturating, new_histogram, Errors, Report, TestSettings, WallWindow};
 use super::split::{self, Segment};
 use super::{hdr_v2, Proto};
 use crate::mode::Mode;
@@ -313,7 +313,12 @@ impl ReportJson {
             .latency_us
             .histogram
             .ok_or("the report carries no latency histogram (latency_us.histogram)")?;
-        let latency = hdr_v2::decode(&encoded)?;
+        // Held at the generator's own bounds and precision, whatever the
+        // writer chose: a part read back then costs what one of ours does
+        // (about 190 KB), not the 16 MiB another range may ask for in a
+        // few dozen bytes, and merging adds like to like.
+        let mut latency = new_histogram();
+        add_saturating(&mut latency, &hdr_v2::decode(&encoded)?);
         if latency.len() != self.messages {
             return Err(format!(
                 "the latency histogram holds {} values but the report counts {} messages",
@@ -722,5 +727,30 @@ mod tests {
         let back = Report::from_json(&json).expect("reads back");
         assert_eq!(back.window.map(|w| w.end), Some(end));
         assert_eq!(back.to_json(), json);
+    }
+
+    /// Found while choosing the `merge_input` target's memory limit: a
+    /// histogram of another range and precision (1 us to 36 min at five
+    /// digits: 2^21 counts, 16 MiB) encodes to a few dozen bytes, so a
+    /// kilobyte line of `merge` input held 16 MiB. Read back, a report's
+    /// histogram now has the generator's own bounds (about 190 KB),
+    /// whatever its writer chose; the values stay, at three digits.
+    #[test]
+    fn a_histogram_of_another_range_is_held_at_the_generators() {
+        let mut r = report();
+        r.latency = hdrhistogram::Histogram::new_with_bounds(1, 1 << 31, 5).expect("bounds");
+        for v in [1, 1000, 123_456, 1 << 31] {
+            r.latency.record(v).expect("in range");
+        }
+        r.messages = 4;
+        r.bytes = 4 * 64;
+        let back = Report::from_json(&r.to_json()).expect("reads back");
+        let ours = crate::load::report::new_histogram();
+        assert_eq!(back.latency.distinct_values(), ours.distinct_values());
+        assert_eq!(back.latency.len(), 4);
+        assert!(back.latency.equivalent(back.latency.max(), 1 << 31));
+        assert!(back
+            .latency
+            .equivalent(back.latency.value_at_quantile(0.5), 1000));
     }
 }

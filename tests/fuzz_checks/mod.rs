@@ -10,6 +10,7 @@
 #![allow(dead_code)] // each includer uses its own part
 
 use std::io::Write;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use echo_reactor::fuzzing::{
@@ -17,6 +18,7 @@ use echo_reactor::fuzzing::{
     METRICS_MAX_REQUEST,
 };
 use echo_reactor::load::merge::{merge, parts_from_text};
+use echo_reactor::load::report::new_histogram;
 use echo_reactor::load::{compare, hdr_v2, output, Report};
 use flate2::write::ZlibEncoder;
 use flate2::Compression;
@@ -114,7 +116,9 @@ pub fn metrics_request(data: &[u8]) {
 /// `merge`'s input: the first byte picks how the text is named (stdin or
 /// a file), the rest is the text. Read into parts, merged, written out as
 /// `merge` writes it; each part read back, and the merged report, write
-/// JSON that reads back to the same.
+/// JSON that reads back to the same, and no part holds a histogram larger
+/// than the generator's own (memory follows the input's size, not what
+/// its headers claim).
 pub fn merge_input(data: &[u8]) {
     let Some((&which, text)) = data.split_first() else {
         return;
@@ -158,8 +162,17 @@ pub fn report_json(data: &[u8]) {
     reads_back(&report);
 }
 
-/// What `to_json` wrote, `from_json` reads, and it writes the same again.
+/// What `to_json` wrote, `from_json` reads, and it writes the same again;
+/// and the report's histogram is no larger than one of the generator's
+/// own, whatever range the input gave it.
 fn reads_back(report: &Report) {
+    static OURS: OnceLock<usize> = OnceLock::new();
+    let ours = *OURS.get_or_init(|| new_histogram().distinct_values());
+    assert!(
+        report.latency.distinct_values() <= ours,
+        "a histogram of {} counts",
+        report.latency.distinct_values()
+    );
     let json = report.to_json();
     match Report::from_json(&json) {
         Ok(back) => assert_eq!(back.to_json(), json, "a report changed on its way back"),
