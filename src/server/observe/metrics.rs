@@ -379,8 +379,13 @@ pub(crate) fn answer_request(request: &[u8]) -> Option<Vec<u8>> {
     if let Some(end) = head_end(request) {
         return Some(respond(&request[..end], String::new));
     }
-    (request.len() > MAX_REQUEST)
-        .then(|| response(431, "Request Header Fields Too Large", "request too large\n"))
+    (request.len() > MAX_REQUEST).then(|| {
+        response(
+            431,
+            "Request Header Fields Too Large",
+            "request too large\n",
+        )
+    })
 }
 
 /// Where the request head ends (after the blank line), if it has.
@@ -553,6 +558,21 @@ pub fn render(t: &Snapshot, loops: usize, uptime: Duration) -> String {
         "counter",
         "Connections closed unanswered for want of a valid PROXY header.",
         &[("", s.proxy_refused)],
+    );
+    metric(
+        "faults_injected_total",
+        "counter",
+        "Faults injected on purpose (--fault), by kind.",
+        &[
+            ("{kind=\"delay\"}", s.faults_delay),
+            ("{kind=\"rate\"}", s.faults_rate),
+            ("{kind=\"slice\"}", s.faults_slice),
+            ("{kind=\"close\"}", s.faults_close),
+            ("{kind=\"reset\"}", s.faults_reset),
+            ("{kind=\"stall\"}", s.faults_stall),
+            ("{kind=\"corrupt\"}", s.faults_corrupt),
+            ("{kind=\"drop\"}", s.faults_drop),
+        ],
     );
     metric(
         "tcp_connections_open",
