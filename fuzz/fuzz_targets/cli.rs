@@ -1,5 +1,5 @@
 //! The command line's parsers: addresses and URLs, durations, rates,
-//! percentages, segments and start times, each alone (the first byte
+//! percentages, segments, start times and faults, each alone (the first byte
 //! picks one, the rest is its text), or a whole command line through
 //! clap (arguments split at NUL bytes), then the settings it gives
 //! checked as `main` checks them. Never panics, and what a parser
@@ -15,6 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use clap::Parser;
 use echo_reactor::load::{self, split};
 use echo_reactor::resolve::HostPort;
+use echo_reactor::server::{Fault, FaultKind};
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code, unused_imports)]
@@ -30,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(rest) else {
         return;
     };
-    match which % 20 {
+    match which % 21 {
         0 => whole_command_line(s),
         1 => {
             if let Ok(d) = cli::parse_duration(s) {
@@ -133,6 +134,11 @@ fuzz_target!(|data: &[u8]| {
                 assert!(secs <= 7_258_118_400, "{s:?} gave {secs}");
             }
         }
+        19 => {
+            if let Ok(f) = cli::parse_fault(s) {
+                fault_in_range(s, &f);
+            }
+        }
         _ => {
             let _ = cli::parse_mode(s);
             if let Ok(m) = cli::parse_expect(s) {
@@ -141,6 +147,19 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// A `--fault` within the ranges its message gives, and shown as read.
+fn fault_in_range(s: &str, f: &Fault) {
+    assert!((0.0..=1.0).contains(&f.probability), "{s:?} gave {f:?}");
+    let ok = match f.kind {
+        FaultKind::Delay(d) => (Duration::from_micros(1)..=Duration::from_secs(3600)).contains(&d),
+        FaultKind::Rate(r) => (1..=10_000_000_000).contains(&r),
+        FaultKind::Slice(n) => (1..=1 << 20).contains(&n),
+        _ => true,
+    };
+    assert!(ok, "{s:?} gave {f:?}");
+    let _ = f.to_string();
+}
 
 /// A host as the resolver will get it: something, without blanks.
 fn host_ok(h: &HostPort) {
