@@ -379,8 +379,13 @@ pub(crate) fn answer_request(request: &[u8]) -> Option<Vec<u8>> {
     if let Some(end) = head_end(request) {
         return Some(respond(&request[..end], String::new));
     }
-    (request.len() > MAX_REQUEST)
-        .then(|| response(431, "Request Header Fields Too Large", "request too large\n"))
+    (request.len() > MAX_REQUEST).then(|| {
+        response(
+            431,
+            "Request Header Fields Too Large",
+            "request too large\n",
+        )
+    })
 }
 
 /// Where the request head ends (after the blank line), if it has.
