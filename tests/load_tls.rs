@@ -121,6 +121,35 @@ fn load_over_tls_with_the_servers_ca_passes_and_reports_its_handshakes() {
 }
 
 #[test]
+fn messages_larger_than_the_socket_buffers_go_through_whole_over_tls() {
+    // A 1 MiB message is many records, and the socket takes only some at
+    // a time: the rest must follow on the writable edges even once the
+    // message is all handed to the session.
+    let pki = Pki::new();
+    let server = serve(&pki, &[]);
+    let url = format!("tls://{}", server.tls[0]);
+    let out = load(&[
+        &url,
+        "--tls-ca",
+        &arg(&pki.ca),
+        "-c",
+        "2",
+        "--size",
+        "1048576",
+        "--pipeline",
+        "2",
+        "-d",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(out.code(), 0, "{out:#?}");
+    let j = json(&out);
+    assert!(j["messages"].as_u64() >= Some(2), "{j}");
+    assert_eq!(j["errors"]["timeout"], 0, "{j}");
+    server.stop();
+}
+
+#[test]
 fn another_ca_is_a_tls_error_that_names_the_unknown_issuer() {
     let pki = Pki::new();
     let server = serve(&pki, &[]);

@@ -5,7 +5,7 @@
 //! the tests run. The process and its directory go when the handle drops.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,7 +101,9 @@ impl Haproxy {
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // exited: try another port
                 }
-                if TcpStream::connect_timeout(&frontend, Duration::from_millis(200)).is_ok() {
+                // Read from the kernel's table rather than probed with a
+                // connection, which HAProxy would pass on to the server.
+                if is_listening(port) {
                     return Haproxy {
                         child,
                         dir,
@@ -134,6 +136,19 @@ impl Drop for Haproxy {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// True when a TCP socket listens on `port` (`/proc/net/tcp`, state 0A).
+fn is_listening(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let local_port = f
+            .get(1)
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+        local_port == Some(port) && f.get(3) == Some(&"0A")
+    })
 }
 
 /// A loopback port nobody listens on right now.

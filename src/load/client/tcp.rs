@@ -555,6 +555,61 @@ mod tests {
         );
     }
 
+    /// A stream that holds what it is given until flushed, as a TLS
+    /// session holds the records of plaintext it took when the socket had
+    /// no room for them.
+    struct Holding {
+        inner: FakeEcho,
+        held: Vec<u8>,
+    }
+
+    impl Read for Holding {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.inner.read(buf)
+        }
+    }
+
+    impl Write for Holding {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.held.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            let n = self.inner.write(&self.held)?;
+            self.held.drain(..n);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_writable_edge_flushes_what_the_stream_holds_even_with_nothing_new_to_send() {
+        let s = settings(64);
+        let mut tally = Tally::new(false);
+        let mut scratch = vec![0u8; 1024];
+        let now = Instant::now();
+        let mut cx = ClientCtx {
+            settings: &s,
+            now,
+            window: Window {
+                start: Some(now - Duration::from_secs(1)),
+                end: None,
+            },
+            tally: &mut tally,
+        };
+        let stream = Holding {
+            inner: fake(1024, 1024, None),
+            held: Vec::new(),
+        };
+        let mut c = TcpClient::new(stream, 0, Pace::Closed { pipeline: 1 });
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(c.stream.held.len(), 64, "the message is held, not sent");
+        // Room again: the pipeline is full, so only a flush moves it.
+        assert_eq!(c.on_ready(false, true, &mut scratch, &mut cx), Step::Wait);
+        assert!(c.stream.held.is_empty(), "flushed on the writable edge");
+        assert_eq!(c.on_ready(true, false, &mut scratch, &mut cx), Step::Wait);
+        assert_eq!(cx.tally.messages, 1);
+    }
+
     #[test]
     fn an_echoed_proxy_header_ends_the_connection_as_a_mismatch_that_says_so() {
         let s = settings(64);
