@@ -1289,6 +1289,40 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_url_takes_the_tls_flags_and_names_its_host_for_the_certificate() {
+        let a = load(&[
+            "tls://localhost:7443",
+            "--tls-insecure",
+            "--proxy-protocol",
+            "v2",
+        ])
+        .unwrap();
+        assert_eq!(a.url.proto, Proto::Tls);
+        let tls = a.tls_connector().expect("settings").expect("tls");
+        assert_eq!(tls.server_name(), "localhost", "the URL's host by default");
+        assert!(!tls.is_verified());
+        let c = config(&a);
+        assert_eq!(c.target.to_string(), "tls://127.0.0.1:7443");
+        assert_eq!(c.proxy_protocol, Some(ProxyVersion::V2));
+        let a = load(&[
+            "tls://[::1]:7443",
+            "--tls-insecure",
+            "--tls-sni",
+            "echo.example",
+        ])
+        .unwrap();
+        let tls = a.tls_connector().expect("settings").expect("tls");
+        assert_eq!(tls.server_name(), "echo.example");
+        // Without tls://, the flags are refused; without flags, nothing.
+        let a = load(&["tcp://127.0.0.1:9", "--tls-sni", "x"]).unwrap();
+        assert!(a.tls_connector().unwrap_err().contains("tls://"));
+        let a = load(&["tcp://127.0.0.1:9"]).unwrap();
+        assert!(a.tls_connector().expect("plain").is_none());
+        assert!(load(&["tls://127.0.0.1:9", "--tls-insecure", "--tls-ca", "x.pem"]).is_err());
+        assert!(load(&["tcp://127.0.0.1:9", "--proxy-protocol", "v3"]).is_err());
+    }
+
+    #[test]
     fn durations_take_units_and_plain_numbers_stay_seconds() {
         for (s, want) in [
             ("10", Duration::from_secs(10)),
