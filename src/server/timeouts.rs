@@ -69,15 +69,20 @@ impl Timeouts {
         }
     }
 
-    /// How often to sweep: about once a second, faster only for timeouts
-    /// under two seconds so none overshoots by more than half.
+    /// How often to sweep: about once a second, faster only for short
+    /// timeouts: an idle or handshake timeout overshoots by at most half,
+    /// and the write timeout's view of a slow reader is off by at most a
+    /// tenth (its progress is seen one sweep late at worst, so a reader
+    /// whose acknowledgements come every few seconds keeps its margin
+    /// under a timeout of a few seconds).
     fn sweep_interval(&self) -> Duration {
-        let shortest = [self.idle, self.write, self.handshake]
+        let by = |t: Option<Tick>, parts: u32| t.map(|t| tick_duration(t) / parts);
+        [by(self.idle, 2), by(self.handshake, 2), by(self.write, 10)]
             .into_iter()
             .flatten()
-            .min();
-        let half = shortest.map_or(SWEEP_INTERVAL, |t| tick_duration(t) / 2);
-        half.clamp(MIN_SWEEP_INTERVAL, SWEEP_INTERVAL)
+            .min()
+            .unwrap_or(SWEEP_INTERVAL)
+            .clamp(MIN_SWEEP_INTERVAL, SWEEP_INTERVAL)
     }
 }
 
@@ -349,6 +354,9 @@ mod tests {
         assert_eq!(sweep(30.0).sweep_interval(), SWEEP_INTERVAL);
         assert_eq!(sweep(1.0).sweep_interval(), Duration::from_millis(500));
         assert_eq!(sweep(0.1).sweep_interval(), MIN_SWEEP_INTERVAL);
+        let write = |w| Timeouts::new(None, Some(Duration::from_secs_f64(w)));
+        assert_eq!(write(60.0).sweep_interval(), SWEEP_INTERVAL);
+        assert_eq!(write(5.0).sweep_interval(), Duration::from_millis(500));
     }
 
     #[test]
