@@ -449,16 +449,6 @@ pub struct LoadArgs {
     #[arg(value_name = "URL", value_parser = parse_url)]
     pub url: TargetArg,
 
-    /// tls:// only: what to trust and which name to check.
-    #[command(flatten)]
-    pub tls: TlsArgs,
-
-    /// Begin each TCP or TLS connection with a PROXY protocol header, v1
-    /// (text) or v2 (binary), naming the connection's own addresses (so
-    /// --source shows through); only the payload is expected back
-    #[arg(long, value_name = "VERSION", value_parser = parse_proxy_version)]
-    pub proxy_protocol: Option<ProxyVersion>,
-
     /// Client connections (UDP: sockets), 1 to 1000000 and within the
     /// open-file limit
     #[arg(long, short = 'c', value_name = "N", default_value_t = 100,
@@ -470,7 +460,7 @@ pub struct LoadArgs {
     #[arg(long, short = 'd', value_name = "DURATION", default_value = "10", value_parser = parse_window)]
     pub duration: Duration,
 
-    /// Bytes per message: TCP 1 to 16777216, UDP 8 to 65507
+    /// Bytes per message: TCP and TLS 1 to 16777216, UDP 8 to 65507
     #[arg(long, value_name = "BYTES", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=load::MAX_TCP_SIZE as u64))]
     pub size: u64,
@@ -568,6 +558,16 @@ pub struct LoadArgs {
     /// ports towards one server [default: the kernel's choice]
     #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
     pub source: Vec<IpAddr>,
+
+    /// tls:// only: what to trust and which name to check.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// Begin each TCP or TLS connection with a PROXY protocol header, v1
+    /// (text) or v2 (binary), naming the connection's own addresses (so
+    /// --source shows through); only the payload is expected back
+    #[arg(long, value_name = "VERSION", value_parser = parse_proxy_version)]
+    pub proxy_protocol: Option<ProxyVersion>,
 }
 
 impl LoadArgs {

@@ -343,6 +343,25 @@ impl fmt::Display for TlsVersion {
     }
 }
 
+/// Whether a read that did not fill its buffer emptied the socket's
+/// queue, so that new data raises a new edge: Linux's epoll promises it.
+const SHORT_READ_IS_EMPTY: bool = cfg!(target_os = "linux");
+
+/// The socket as the session reads it, noting whether a read came back
+/// short.
+struct Noting<'a, S> {
+    sock: &'a mut S,
+    is_short: bool,
+}
+
+impl<S: Read> Read for Noting<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.is_short = n < buf.len();
+        Ok(n)
+    }
+}
+
 /// What one read of records from the socket brought.
 enum Inflow {
     /// Records, processed.
@@ -363,6 +382,10 @@ pub(crate) struct TlsStream<S = mio::net::TcpStream> {
     /// An error met after some plaintext was handed over: the next read
     /// returns it.
     deferred: Option<io::Error>,
+    /// The last read from the socket came back short, so its queue was
+    /// empty then (Linux): the read that would only say `WouldBlock` is
+    /// skipped, as the generator's short-read shortcut does for plain TCP.
+    is_drained: bool,
 }
 
 impl<S: fmt::Debug> fmt::Debug for TlsStream<S> {
@@ -387,6 +410,7 @@ impl<S: Read + Write> TlsStream<S> {
             sock,
             session: Box::new(connector.session().map_err(HandshakeError::Tls)?),
             deferred: None,
+            is_drained: false,
         })
     }
 
@@ -404,10 +428,15 @@ impl<S: Read + Write> TlsStream<S> {
     /// [`HandshakeError`]: the session refused (the certificate, an
     /// alert), the server closed, or the socket failed.
     pub(crate) fn handshake(&mut self) -> Result<bool, HandshakeError> {
+        // Called on an edge: the socket may hold news.
+        self.is_drained = false;
         loop {
             self.write_out().map_err(HandshakeError::Io)?;
             if !self.session.is_handshaking() {
                 return Ok(true);
+            }
+            if self.is_drained {
+                return Ok(false);
             }
             match self.read_in()? {
                 Inflow::Records => {}
@@ -456,7 +485,13 @@ impl<S: Read + Write> TlsStream<S> {
     /// them. A session error sends its alert, if the socket takes it.
     fn read_in(&mut self) -> Result<Inflow, HandshakeError> {
         loop {
-            return match self.session.read_tls(&mut self.sock) {
+            let mut sock = Noting {
+                sock: &mut self.sock,
+                is_short: false,
+            };
+            let read = self.session.read_tls(&mut sock);
+            self.is_drained = SHORT_READ_IS_EMPTY && sock.is_short;
+            return match read {
                 // EOF: the session knows it now, and says so on read.
                 Ok(0) => Ok(Inflow::Eof),
                 Ok(_) => match self.session.process_new_packets() {
@@ -483,6 +518,8 @@ impl<S: Read + Write> Read for TlsStream<S> {
         if let Some(e) = self.deferred.take() {
             return Err(e);
         }
+        // Called on an edge: the socket may hold news.
+        self.is_drained = false;
         let mut got = 0;
         loop {
             match self.session.reader().read(&mut buf[got..]) {
@@ -500,6 +537,14 @@ impl<S: Read + Write> Read for TlsStream<S> {
                 // The FIN came without close_notify: an end all the same.
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(got),
                 Err(e) => return Err(e),
+            }
+            if self.is_drained {
+                // The socket was empty at the last read: more raises a
+                // new edge.
+                return match got {
+                    0 => Err(io::ErrorKind::WouldBlock.into()),
+                    _ => Ok(got),
+                };
             }
             let inflow = match self.read_in() {
                 Ok(inflow) => inflow,
@@ -586,6 +631,162 @@ mod tests {
         assert!(connector
             .describe(&HandshakeError::Closed)
             .contains("closed the connection"));
+    }
+
+    /// A socket in memory: what the client writes piles up in `sent`;
+    /// reads take from `inbox`, `WouldBlock` when it is empty.
+    #[derive(Default)]
+    struct Memory {
+        inbox: std::collections::VecDeque<u8>,
+        sent: Vec<u8>,
+        reads: usize,
+    }
+
+    impl Read for Memory {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            if self.inbox.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.inbox.len());
+            for (b, x) in buf.iter_mut().zip(self.inbox.drain(..n)) {
+                *b = x;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Memory {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.sent.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A rustls server for `localhost`, and a connector that trusts its
+    /// CA, or another CA.
+    fn server_and_connector(trust_the_ca: bool) -> (rustls::ServerConnection, TlsConnector) {
+        // Each CA by its own name: an issuer is looked up by name first.
+        let make_ca = |name: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            ca.distinguished_name.push(rcgen::DnType::CommonName, name);
+            (ca.self_signed(&key).expect("ca"), key)
+        };
+        let (ca, ca_key) = make_ca("the server's CA");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("leaf");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        if trust_the_ca {
+            roots.add(ca.der().clone()).expect("root");
+        } else {
+            let (other, _) = make_ca("a stranger's CA");
+            roots.add(other.der().clone()).expect("root");
+        }
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = TlsConnector {
+            config: Arc::new(client),
+            server_name: ServerName::try_from("localhost").expect("name"),
+            trust: Trust::File("ca.pem".into()),
+        };
+        let server = rustls::ServerConnection::new(Arc::new(server)).expect("session");
+        (server, connector)
+    }
+
+    /// Moves what the client sent to the server, and the server's answer
+    /// back into the client's inbox.
+    fn pump(client: &mut TlsStream<Memory>, server: &mut rustls::ServerConnection) {
+        let sent = std::mem::take(&mut client.socket_mut().sent);
+        let mut at = &sent[..];
+        while !at.is_empty() {
+            server.read_tls(&mut at).expect("to the server");
+            server.process_new_packets().expect("server side");
+        }
+        let mut back = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut back).expect("from the server");
+        }
+        client.socket_mut().inbox.extend(back);
+    }
+
+    #[test]
+    fn a_handshake_over_memory_then_plaintext_each_way_without_a_wasted_read() {
+        let (mut server, connector) = server_and_connector(true);
+        let mut client = TlsStream::new(Memory::default(), &connector).expect("session");
+        let mut rounds = 0;
+        while !client.handshake().expect("handshake") {
+            pump(&mut client, &mut server);
+            rounds += 1;
+            assert!(rounds < 5, "the handshake does not finish");
+        }
+        pump(&mut client, &mut server); // the client's Finished
+        assert_eq!(client.version(), Some(TlsVersion::Tls13));
+        assert!(!client.is_resumed());
+        client.write_all(b"hello").expect("plaintext out");
+        pump(&mut client, &mut server);
+        let mut got = [0u8; 5];
+        server.reader().read_exact(&mut got).expect("at the server");
+        assert_eq!(&got, b"hello");
+        server.writer().write_all(b"world").expect("server writes");
+        pump(&mut client, &mut server);
+        let reads = client.socket_mut().reads;
+        let mut buf = [0u8; 4096];
+        assert_eq!(client.read(&mut buf).expect("plaintext in"), 5);
+        assert_eq!(&buf[..5], b"world");
+        let extra = usize::from(!SHORT_READ_IS_EMPTY);
+        assert_eq!(
+            client.socket_mut().reads - reads,
+            1 + extra,
+            "a short read is the end of what came (Linux)"
+        );
+        // The server's close_notify is the end.
+        server.send_close_notify();
+        pump(&mut client, &mut server);
+        assert_eq!(client.read(&mut buf).expect("the end"), 0);
+    }
+
+    #[test]
+    fn a_certificate_of_an_unknown_ca_fails_the_handshake_as_unknown_issuer() {
+        let (mut server, connector) = server_and_connector(false);
+        let mut client = TlsStream::new(Memory::default(), &connector).expect("session");
+        let mut outcome = client.handshake();
+        for _ in 0..5 {
+            if !matches!(outcome, Ok(false)) {
+                break;
+            }
+            pump(&mut client, &mut server);
+            outcome = client.handshake();
+        }
+        let e = outcome.expect_err("refused");
+        let why = connector.describe(&e);
+        assert!(
+            why.starts_with("certificate verification failed: unknown issuer"),
+            "{why}"
+        );
+        assert!(why.contains("--tls-ca ca.pem"), "{why}");
+        // The client told the server why, with an alert.
+        assert!(!client.socket_mut().sent.is_empty());
     }
 
     #[test]
