@@ -203,8 +203,10 @@ impl Loop {
                     id,
                     deadline,
                 };
-                if let Some(key) = self.put_back(key, slot) {
-                    self.on_greeting_ready(key, now);
+                match self.put_back(key, slot) {
+                    Some(key) => self.on_greeting_ready(key, now),
+                    // Gone, and counted as an IO error.
+                    None => self.handshakes -= 1,
                 }
             }
             Err(e) => {
@@ -302,9 +304,7 @@ impl Loop {
                 if is_proxied && matches!(h, HandshakeError::Closed | HandshakeError::Tls(_)) {
                     why.push_str(" (a PROXY header went first: does the server take it?)");
                 }
-                debug!("tls conn {id}: {why}");
-                self.tally.errors.tls += 1;
-                self.tally.note(|| format!("tls conn {id}: {why}"));
+                self.tls_failed(id, &why);
             }
             GreetingError::Proxy(e) => {
                 let e = io::Error::new(e.kind(), format!("sending the PROXY header: {e}"));
@@ -313,15 +313,20 @@ impl Loop {
         }
     }
 
+    /// Connection `id`'s TLS handshake failed: one `tls` error.
+    fn tls_failed(&mut self, id: u64, why: &str) {
+        debug!("tls conn {id}: {why}");
+        self.tally.errors.tls += 1;
+        self.tally.note(|| format!("tls conn {id}: {why}"));
+    }
+
     /// A greeting still going at the connection's deadline.
     pub(super) fn greeting_timed_out(&mut self, id: u64) {
         match self.tls {
-            Some(_) => {
-                let why = "TLS handshake not done within the connect timeout (--connect-timeout)";
-                debug!("tls conn {id}: {why}");
-                self.tally.errors.tls += 1;
-                self.tally.note(|| format!("tls conn {id}: {why}"));
-            }
+            Some(_) => self.tls_failed(
+                id,
+                "TLS handshake not done within the connect timeout (--connect-timeout)",
+            ),
             None => {
                 let e = io::Error::new(
                     io::ErrorKind::TimedOut,
