@@ -13,7 +13,7 @@ use echo_reactor::load::split::{self, Segment};
 use echo_reactor::load::ProxyVersion;
 use echo_reactor::load::{self, LoadConfig, Proto, Target};
 use echo_reactor::resolve::HostPort;
-use echo_reactor::server::TlsIdentity;
+use echo_reactor::server::{Fault, FaultKind, FaultPlan, TlsIdentity};
 use echo_reactor::tls_client::{TlsConnector, Trust};
 use echo_reactor::Mode;
 use echo_reactor::ServerConfig;
@@ -286,6 +286,24 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "5", value_parser = parse_nonzero_interval)]
     pub proxy_timeout: Duration,
 
+    /// Misbehave on purpose (repeatable; each kind once): KIND[=VALUE][@P],
+    /// P from 0 to 1 (default 1). Per reply: delay=DURATION (hold each
+    /// reply, 1us to 1h), slice=BYTES (write replies in pieces of at most
+    /// BYTES, 1 to 1048576, each its own write), close (FIN after the
+    /// reply), reset (RST after it), corrupt (flip one bit of it), drop
+    /// (UDP: do not send it). Per connection: rate=BYTES_PER_SEC (pace its
+    /// output, 1 to 10G), stall (never read or answer it). They act on
+    /// echo and upper; discard makes no replies, so only stall and rate
+    /// touch it; chargen's stream takes rate, slice does not cut it; UDP
+    /// takes drop, delay and corrupt. The log says loudly that faults are on
+    #[arg(long = "fault", value_name = "KIND[=VALUE][@P]", value_parser = parse_fault)]
+    pub faults: Vec<Fault>,
+
+    /// Seed of the faults' random draws, to repeat a run exactly
+    /// [default: from the clock, logged]
+    #[arg(long, value_name = "N")]
+    pub fault_seed: Option<u64>,
+
     /// What to answer: echo (bytes unchanged), upper (ASCII a-z
     /// uppercased), discard (RFC 863), chargen (RFC 864), daytime (RFC 867)
     /// or time (RFC 868)
@@ -415,6 +433,7 @@ impl ServeArgs {
         config.tls_handshake_timeout = self.tls_handshake_timeout;
         config.proxy_protocol = self.proxy_protocol;
         config.proxy_timeout = self.proxy_timeout;
+        config.faults = self.fault_plan(&config)?;
         config.service = Arc::new(self.mode);
         config.backlog = self.backlog;
         config.watermarks = Watermarks::with_high(self.max_pending);
@@ -956,6 +975,120 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+impl ServeArgs {
+    /// The `--fault` flags as a plan, checked against the listeners: each
+    /// kind once, and every kind acting on some listener given.
+    fn fault_plan(&self, config: &ServerConfig) -> Result<Option<FaultPlan>, String> {
+        if self.faults.is_empty() {
+            return match self.fault_seed {
+                Some(_) => Err("--fault-seed without any --fault".into()),
+                None => Ok(None),
+            };
+        }
+        let mut seen = Vec::new();
+        for f in &self.faults {
+            let name = f.kind.name();
+            if seen.contains(&name) {
+                return Err(format!("--fault {name} given twice: give each kind once"));
+            }
+            seen.push(name);
+            let streams = !config.tcp.is_empty() || !config.tls.is_empty();
+            let datagrams = !config.udp.is_empty();
+            let fits =
+                (streams && f.kind.applies_to_tcp()) || (datagrams && f.kind.applies_to_udp());
+            if !fits {
+                let listeners = match (streams, datagrams) {
+                    (true, false) => "TCP and TLS only",
+                    (false, true) => "UDP only",
+                    _ => "none",
+                };
+                let acts_on = match (f.kind.applies_to_tcp(), f.kind.applies_to_udp()) {
+                    (true, true) => "TCP, TLS and UDP",
+                    (true, false) => "TCP and TLS connections",
+                    _ => "UDP replies",
+                };
+                return Err(format!(
+                    "--fault {name} acts on {acts_on}, and the listeners given are {listeners}"
+                ));
+            }
+        }
+        let seed = self.fault_seed.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+        Ok(Some(FaultPlan {
+            faults: self.faults.clone(),
+            seed,
+        }))
+    }
+}
+
+/// Parses a `--fault`: `KIND[=VALUE][@PROBABILITY]`.
+///
+/// # Errors
+///
+/// An unknown kind, a value missing, unexpected or out of range, or a
+/// probability outside 0 to 1, each naming the accepted forms.
+pub fn parse_fault(s: &str) -> Result<Fault, String> {
+    const FORMS: &str = "delay=DURATION, rate=BYTES_PER_SEC, slice=BYTES, close, reset, \
+stall, corrupt, drop; each with an optional @PROBABILITY from 0 to 1";
+    let (spec, probability) = match s.rsplit_once('@') {
+        Some((spec, p)) => {
+            let p: f64 = p
+                .parse()
+                .ok()
+                .filter(|p: &f64| (0.0..=1.0).contains(p))
+                .ok_or_else(|| format!("invalid probability '{p}' in '{s}': expected 0 to 1"))?;
+            (spec, p)
+        }
+        None => (s, 1.0),
+    };
+    let (name, value) = match spec.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (spec, None),
+    };
+    let need =
+        |what: &str| value.ok_or_else(|| format!("--fault {name} needs a value: {name}={what}"));
+    let kind = match name {
+        "delay" => {
+            let d = parse_duration(need("DURATION")?)?;
+            if d < Duration::from_micros(1) || d > Duration::from_secs(3600) {
+                return Err(format!("invalid delay in '{s}': 1us to 1h"));
+            }
+            FaultKind::Delay(d)
+        }
+        "rate" => {
+            let r = parse_per_sec(need("BYTES_PER_SEC")?)?;
+            if !(1.0..=1e10).contains(&r) {
+                return Err(format!("invalid rate in '{s}': 1 to 10G bytes a second"));
+            }
+            FaultKind::Rate(r as u64)
+        }
+        "slice" => {
+            let v = need("BYTES")?;
+            let n: usize = v
+                .parse()
+                .ok()
+                .filter(|n| (1..=1 << 20).contains(n))
+                .ok_or_else(|| format!("invalid slice '{v}' in '{s}': 1 to 1048576 bytes"))?;
+            FaultKind::Slice(n)
+        }
+        "close" | "reset" | "stall" | "corrupt" | "drop" if value.is_some() => {
+            return Err(format!(
+                "--fault {name} takes no value, only @PROBABILITY: '{s}'"
+            ));
+        }
+        "close" => FaultKind::Close,
+        "reset" => FaultKind::Reset,
+        "stall" => FaultKind::Stall,
+        "corrupt" => FaultKind::Corrupt,
+        "drop" => FaultKind::Drop,
+        other => return Err(format!("unknown fault '{other}': expected {FORMS}")),
+    };
+    Ok(Fault { kind, probability })
 }
 
 /// Parses a timeout that cannot be off (`--tls-handshake-timeout`,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::buffer::Watermarks;
+use super::fault::FaultPlan;
 use super::tls::TlsIdentity;
 use crate::mode::{Mode, Service};
 use crate::net::BindError;
@@ -42,6 +43,9 @@ pub struct ServerConfig {
     pub proxy_protocol: bool,
     /// How long a connection may take to send its whole PROXY header.
     pub proxy_timeout: Duration,
+    /// Faults to inject on purpose (`--fault`); `None`: none, and the
+    /// plain path pays nothing.
+    pub faults: Option<FaultPlan>,
     /// What to answer.
     pub service: Arc<dyn Service>,
     /// The listen backlog.
@@ -89,6 +93,7 @@ impl Default for ServerConfig {
             tls_handshake_timeout: Duration::from_secs(10),
             proxy_protocol: false,
             proxy_timeout: Duration::from_secs(5),
+            faults: None,
             service: Arc::new(Mode::Echo),
             backlog: 1024,
             watermarks: Watermarks::default(),

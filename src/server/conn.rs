@@ -14,8 +14,8 @@ use std::time::Duration;
 use log::trace;
 
 use super::buffer::{PendingOutput, Watermarks};
-use super::handshake::{cause_of, TlsCause, TransportNews};
 use super::observe::Stats;
+use super::transport::{cause_of, ending_of, Ending, TlsCause, TransportNews};
 use crate::mode::{Opening, Reply, Service};
 use crate::net::{
     is_interrupted, is_output_timed_out, is_peer_gone, is_would_block, KernelQueues, TcpProgress,
@@ -129,6 +129,24 @@ pub trait Stream: Read + Write {
     fn end_pending(&self) -> bool {
         false
     }
+
+    /// The connection is about to write a reply of `len` bytes: a
+    /// transport that injects faults draws this reply's now.
+    fn begin_reply(&mut self, len: usize, stats: &mut Stats) {
+        let _ = (len, stats);
+    }
+
+    /// When held output can next move without a readiness event (a
+    /// delayed reply falls due, a pace refills); the table wakes the
+    /// connection then, as if writable.
+    fn wake_at(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// Bytes `write` took that never reached the socket (held by a fault).
+    fn held_back(&self) -> u64 {
+        0
+    }
 }
 
 impl Stream for mio::net::TcpStream {
@@ -191,6 +209,8 @@ pub enum CloseReason {
     Done,
     /// The TLS handshake did not finish, for this reason.
     Tls(TlsCause),
+    /// An injected fault ended it after a reply (`--fault close|reset`).
+    Fault(Ending),
     /// Any other IO error.
     Io(io::ErrorKind),
 }
@@ -206,7 +226,10 @@ impl CloseReason {
             CloseReason::IdleTimeout => stats.tcp_idle_timeouts += 1,
             CloseReason::WriteTimeout => stats.tcp_write_timeouts += 1,
             CloseReason::Tls(cause) => stats.count_tls_failure(*cause),
-            CloseReason::PeerClosed | CloseReason::Shutdown | CloseReason::Done => {}
+            CloseReason::PeerClosed
+            | CloseReason::Shutdown
+            | CloseReason::Done
+            | CloseReason::Fault(_) => {}
         }
     }
 }
@@ -222,6 +245,8 @@ impl fmt::Display for CloseReason {
             CloseReason::WriteTimeout => f.write_str("write timeout: peer not reading"),
             CloseReason::Done => f.write_str("service done"),
             CloseReason::Tls(cause) => write!(f, "tls handshake failed: {cause}"),
+            CloseReason::Fault(Ending::Close) => f.write_str("fault: close after a reply"),
+            CloseReason::Fault(Ending::Reset) => f.write_str("fault: reset after a reply"),
             CloseReason::Io(kind) => write!(f, "io error: {kind}"),
         }
     }
@@ -494,6 +519,11 @@ impl<S: Stream> Connection<S> {
         self.stream.take_news()
     }
 
+    /// When the transport wants to be woken to move held output.
+    pub fn wake_at(&self) -> Option<std::time::Instant> {
+        self.stream.wake_at()
+    }
+
     /// Serves a readiness event while the transport's handshake runs:
     /// `None` once plaintext can flow (and then the caller serves the
     /// event as usual), else what to do. The handshake's end is the
@@ -622,6 +652,7 @@ impl<S: Stream> Connection<S> {
             return Progress::Wait;
         };
         let n = n.min(cx.scratch.len());
+        self.stream.begin_reply(n, cx.stats);
         if let Err(reason) = self.send(cx.key, &cx.scratch[..n], cx.stats, cx.now) {
             return Progress::Close(reason);
         }
@@ -697,6 +728,7 @@ impl<S: Stream> Connection<S> {
             cx.stats.bytes_in += n as u64;
             self.last_active = cx.now;
             if cx.service.on_data(&mut cx.scratch[..n]) == Reply::Same {
+                self.stream.begin_reply(n, cx.stats);
                 if let Err(reason) = self.send(cx.key, &cx.scratch[..n], cx.stats, cx.now) {
                     return Progress::Close(reason);
                 }
@@ -908,6 +940,14 @@ impl<S: Stream> Connection<S> {
         if clean && pending == 0 && !final_close {
             return Abandoned::default();
         }
+        if reason == CloseReason::Fault(Ending::Close) {
+            // The fault's FIN went out after its reply, which the kernel
+            // still delivers; what came after it never will.
+            return Abandoned {
+                pending,
+                in_kernel: self.stream.held_back(),
+            };
+        }
         let queues = self.stream.kernel_queues().unwrap_or_default();
         // Unacknowledged output by the kernel's count. Our FIN, once sent,
         // takes one more place in the send queue, hence bytes_out minus
@@ -925,7 +965,10 @@ impl<S: Stream> Connection<S> {
             || unread > 0
             || reason == CloseReason::WriteTimeout
             || (final_close && in_kernel > 0)
-            || matches!(reason, CloseReason::Reset | CloseReason::Io(_));
+            || matches!(
+                reason,
+                CloseReason::Reset | CloseReason::Io(_) | CloseReason::Fault(Ending::Reset)
+            );
         if !resets {
             return Abandoned::default();
         }
@@ -1035,6 +1078,8 @@ impl<S: Stream> Connection<S> {
 fn close_reason(e: &io::Error) -> CloseReason {
     if let Some(cause) = cause_of(e) {
         CloseReason::Tls(cause)
+    } else if let Some(ending) = ending_of(e) {
+        CloseReason::Fault(ending)
     } else if is_peer_gone(e) {
         CloseReason::Reset
     } else if is_output_timed_out(e) {

@@ -16,7 +16,7 @@ pub(crate) mod config;
 pub(crate) mod conn;
 #[cfg(test)]
 mod conn_props;
-pub(crate) mod handshake;
+pub(crate) mod fault;
 pub(crate) mod observe;
 pub(crate) mod proxy;
 pub(crate) mod shutdown;
@@ -24,6 +24,7 @@ pub(crate) mod table;
 pub(crate) mod timeouts;
 pub(crate) mod tls;
 pub(crate) mod token;
+pub(crate) mod transport;
 pub(crate) mod udp;
 
 use std::io;
@@ -37,6 +38,7 @@ use mio::{Events, Poll, Registry, Token};
 pub use buffer::Watermarks;
 pub use cluster::Cluster;
 pub use config::{ServerConfig, ServerError};
+pub use fault::{Fault, FaultKind, FaultPlan};
 pub use observe::Stats;
 pub use shutdown::ServerHandle;
 pub use tls::{TlsIdentity, TlsSetupError};
@@ -173,6 +175,8 @@ pub struct Server {
     udp: UdpEndpoint,
     observers: Observers,
     shutdown: Shutdown,
+    /// `--fault`, for the start-up warning.
+    faults: Option<FaultPlan>,
 }
 
 impl Server {
@@ -210,7 +214,13 @@ impl Server {
             short_read: config.short_read,
             ..Limits::default()
         };
-        let table = Tables::new(&config, limits, acceptor.max_connections());
+        let table = Tables::new(
+            &config,
+            limits,
+            acceptor.max_connections(),
+            placement.loop_index,
+        );
+        let faults = config.faults.clone();
         Ok(Server {
             core: Core {
                 poll,
@@ -227,6 +237,7 @@ impl Server {
             udp,
             observers,
             shutdown,
+            faults,
         })
     }
 
@@ -270,13 +281,22 @@ impl Server {
     /// connection or drops that datagram, and the loop carries on.
     pub fn run(&mut self) -> io::Result<Stats> {
         info!(
-            "serving mode {} on {} tcp and {} udp sockets (max connections {}, --max-pending {} B)",
+            "serving mode {} on {} tcp, {} tls and {} udp sockets (max connections {}, --max-pending {} B)",
             self.table.service_name(),
             self.acceptor.addrs().len(),
+            self.acceptor.tls_addrs().len(),
             self.udp.addrs().len(),
             self.acceptor.max_connections(),
             self.table.high_watermark()
         );
+        if let Some(plan) = &self.faults {
+            let list: Vec<String> = plan.faults.iter().map(|f| f.to_string()).collect();
+            warn!(
+                "FAULTS ON: this server misbehaves on purpose: {} (--fault-seed {})",
+                list.join(", "),
+                plan.seed
+            );
+        }
         let mut events = Events::with_capacity(crate::net::EVENTS_CAPACITY);
         while !(self.shutdown.is_draining() && self.table.is_empty()) {
             let timeout = self.poll_timeout(Instant::now());
@@ -328,6 +348,7 @@ impl Server {
         [
             self.acceptor.next_deadline(),
             self.table.next_deadline(),
+            self.udp.next_deadline(),
             self.observers.next_deadline(),
             self.shutdown.next_deadline(),
         ]
@@ -342,15 +363,13 @@ impl Server {
         let mut cx = self.core.cx();
         let now = cx.now;
         match token::classify(token) {
-            Source::Conn(key) => self
+            source @ (Source::Conn(_)
+            | Source::TlsConn(_)
+            | Source::FaultConn(_)
+            | Source::FaultTlsConn(_)
+            | Source::Gate(_)) => self
                 .table
-                .plain
-                .on_event(key, readable, writable, hangup, &mut cx),
-            Source::TlsConn(key) => self
-                .table
-                .tls
-                .on_event(key, readable, writable, hangup, &mut cx),
-            Source::Gate(key) => self.table.on_gate_event(key, &mut cx),
+                .on_event(source, readable, writable, hangup, &mut cx),
             Source::Listener(i) => self.acceptor.on_ready(i, &mut self.table, &mut cx),
             Source::Udp(i) => self.udp.on_ready(i, &mut cx),
             Source::Metrics => {
@@ -387,8 +406,10 @@ impl Server {
         for &token in &turn {
             let mut cx = self.core.cx();
             match token::classify(token) {
-                Source::Conn(key) => self.table.plain.on_turn(key, &mut cx),
-                Source::TlsConn(key) => self.table.tls.on_turn(key, &mut cx),
+                source @ (Source::Conn(_)
+                | Source::TlsConn(_)
+                | Source::FaultConn(_)
+                | Source::FaultTlsConn(_)) => self.table.on_turn(source, &mut cx),
                 Source::Listener(i) => self.acceptor.on_ready(i, &mut self.table, &mut cx),
                 Source::Udp(i) => self.udp.on_ready(i, &mut cx),
                 _ => {}
@@ -406,6 +427,7 @@ impl Server {
         let freed = self.table.take_closed();
         self.acceptor.on_timer(freed, &mut self.table, &mut cx);
         self.table.on_timer(&mut cx);
+        self.udp.on_timer(cx.now, cx.stats);
         if let Some(step) = self.shutdown.on_timer(now) {
             self.apply_drain(step);
         }

@@ -12,6 +12,8 @@
 //! plain TCP and one for TLS, each its own slab and token range, so that a
 //! plain connection pays nothing for TLS, not even a byte of its entry.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,12 +26,14 @@ use slab::Slab;
 
 use super::config::ServerConfig;
 use super::conn::{self, CloseReason, Connection, Limits, Progress, Stream, Tick};
-use super::handshake::{TlsCause, TransportNews};
+use super::fault::{Draws, FaultPlan, FaultSetup, FaultStream};
 use super::observe::{live, Stats};
 use super::proxy::{Kind, ProxyGate};
 use super::timeouts::{Sweep, Timeouts};
 use super::tls::{TlsIdentity, TlsStream};
-use super::{token, LoopCtx};
+use super::token::{self, Source};
+use super::transport::{TlsCause, TransportNews};
+use super::LoopCtx;
 use crate::mode::Service;
 
 /// The most connection slots reserved up front (address space, not RSS).
@@ -44,12 +48,14 @@ pub(crate) trait Transport: Stream + Sized {
     const LABEL: &'static str;
     /// The token of slab key `key`.
     fn token(key: usize) -> Token;
-    /// Wraps an accepted socket, at `now`.
+    /// Wraps an accepted socket, at `now` (counting what it draws, for a
+    /// fault transport).
     ///
     /// # Errors
     ///
     /// The transport could not be set up; the socket is dropped.
-    fn wrap(sock: TcpStream, setup: &Self::Setup, now: Tick) -> io::Result<Self>;
+    fn wrap(sock: TcpStream, setup: &Self::Setup, now: Tick, stats: &mut Stats)
+        -> io::Result<Self>;
     /// The socket, to register with the poll.
     fn socket(&mut self) -> &mut TcpStream;
 }
@@ -62,7 +68,7 @@ impl Transport for TcpStream {
         token::from_key(key)
     }
 
-    fn wrap(sock: TcpStream, _: &(), _: Tick) -> io::Result<Self> {
+    fn wrap(sock: TcpStream, _: &(), _: Tick, _: &mut Stats) -> io::Result<Self> {
         Ok(sock)
     }
 
@@ -88,6 +94,11 @@ pub(crate) struct ConnTable<S: Transport = TcpStream> {
     /// Some connection closed since the loop last asked: a descriptor is
     /// free, so a paused acceptor may try again.
     closed_since: bool,
+    /// When connections want waking to move held output (`--fault`
+    /// delays and pacing): one heap for the whole table, however many
+    /// replies are held. An entry whose connection has since changed its
+    /// mind is skipped when met. Stays empty without faults.
+    wakes: BinaryHeap<Reverse<(Instant, usize)>>,
 }
 
 impl<S: Transport> ConnTable<S> {
@@ -120,17 +131,13 @@ impl<S: Transport> ConnTable<S> {
             service: Arc::clone(&config.service),
             sweep: Sweep::new(timeouts),
             closed_since: false,
+            wakes: BinaryHeap::new(),
         }
     }
 
     /// Open connections.
     pub fn len(&self) -> usize {
         self.conns.len()
-    }
-
-    /// True when no connection is open.
-    pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
     }
 
     /// True while one more connection fits under `max` and the token space.
@@ -148,9 +155,10 @@ impl<S: Transport> ConnTable<S> {
         self.limits.watermarks.high
     }
 
-    /// When the sweep is next due.
+    /// When the sweep or the earliest wake-up is next due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.sweep.next_at()
+        let wake = self.wakes.peek().map(|Reverse((at, _))| *at);
+        [self.sweep.next_at(), wake].into_iter().flatten().min()
     }
 
     /// True once after any close: a descriptor was freed since last asked.
@@ -158,16 +166,10 @@ impl<S: Transport> ConnTable<S> {
         std::mem::take(&mut self.closed_since)
     }
 
-    /// This loop's figures for the stats line and metrics: counters, open
-    /// connections, the output they all still owe (summed here, once per
-    /// report or scrape, rather than tracked on every write).
-    pub fn figures(&self, stats: Stats, accept_paused: bool) -> live::Snapshot {
-        live::Snapshot {
-            stats,
-            open: self.conns.len() as u64,
-            pending_bytes: self.conns.iter().map(|(_, c)| c.pending_len() as u64).sum(),
-            accept_paused,
-        }
+    /// The output all its connections still owe, summed here, once per
+    /// report or scrape, rather than tracked on every write.
+    pub fn pending_bytes(&self) -> u64 {
+        self.conns.iter().map(|(_, c)| c.pending_len() as u64).sum()
     }
 
     /// Registers an accepted socket (already registered with the poll
@@ -184,7 +186,7 @@ impl<S: Transport> ConnTable<S> {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let label = S::LABEL;
-        let mut stream = match S::wrap(sock, &self.setup, cx.tick) {
+        let mut stream = match S::wrap(sock, &self.setup, cx.tick, cx.stats) {
             Ok(s) => s,
             Err(e) => {
                 cx.stats.accept_errors += 1;
@@ -302,6 +304,9 @@ impl<S: Transport> ConnTable<S> {
             now: cx.tick,
         };
         let progress = handler(conn, &mut ccx);
+        if let Some(at) = conn.wake_at() {
+            self.wakes.push(Reverse((at, key)));
+        }
         if let Some(TransportNews::Handshaken(version)) = conn.take_news() {
             cx.stats.tls_handshakes += 1;
             debug!("{} {key}: handshake done ({version})", S::LABEL);
@@ -368,6 +373,7 @@ impl<S: Transport> ConnTable<S> {
     /// Closes the connections whose idle or write timeout has passed, when
     /// the sweep is due.
     pub fn on_timer(&mut self, cx: &mut LoopCtx<'_>) {
+        self.wake_due(cx);
         if !self.sweep.is_due(cx.now, !self.conns.is_empty()) {
             return;
         }
@@ -408,6 +414,25 @@ impl<S: Transport> ConnTable<S> {
         }
         for (key, reason) in expired {
             self.drive(key, cx, |conn, ccx| conn.expire(ccx.key, reason));
+        }
+    }
+
+    /// Wakes the connections whose held output is due, as a writable
+    /// event would.
+    fn wake_due(&mut self, cx: &mut LoopCtx<'_>) {
+        while let Some(&Reverse((at, key))) = self.wakes.peek() {
+            if at > cx.now {
+                return;
+            }
+            self.wakes.pop();
+            let wanted = self
+                .conns
+                .get(key)
+                .and_then(Connection::wake_at)
+                .is_some_and(|w| w <= cx.now);
+            if wanted {
+                self.drive(key, cx, Connection::on_writable);
+            }
         }
     }
 
@@ -459,7 +484,12 @@ impl Transport for TlsStream {
         token::from_tls_key(key)
     }
 
-    fn wrap(sock: TcpStream, identity: &Option<TlsIdentity>, now: Tick) -> io::Result<Self> {
+    fn wrap(
+        sock: TcpStream,
+        identity: &Option<TlsIdentity>,
+        now: Tick,
+        _: &mut Stats,
+    ) -> io::Result<Self> {
         let identity = identity
             .as_ref()
             .ok_or_else(|| io::Error::other("no TLS certificate loaded"))?;
@@ -471,25 +501,112 @@ impl Transport for TlsStream {
     }
 }
 
+impl<S: Transport> Transport for FaultStream<S> {
+    type Setup = FaultSetup<S::Setup>;
+    const LABEL: &'static str = "fault";
+
+    fn token(key: usize) -> Token {
+        token::with_faults(S::token(key))
+    }
+
+    fn wrap(
+        sock: TcpStream,
+        setup: &Self::Setup,
+        now: Tick,
+        stats: &mut Stats,
+    ) -> io::Result<Self> {
+        let inner = S::wrap(sock, &setup.inner, now, stats)?;
+        let mut draws = setup.draws.get();
+        let seed = draws.next_u64();
+        setup.draws.set(draws);
+        Ok(FaultStream::new(
+            inner,
+            Arc::clone(&setup.plan),
+            seed,
+            stats,
+        ))
+    }
+
+    fn socket(&mut self) -> &mut TcpStream {
+        self.inner_mut().socket()
+    }
+}
+
+/// Runs `$body` with `$t` bound to each connection table in turn (plain,
+/// TLS, and with `--fault` their fault twins).
+macro_rules! each_table {
+    ($tables:expr, |$t:ident| $body:expr) => {{
+        {
+            let $t = &mut $tables.plain;
+            $body;
+        }
+        {
+            let $t = &mut $tables.tls;
+            $body;
+        }
+        if let Some($t) = &mut $tables.faulty {
+            $body;
+        }
+        if let Some($t) = &mut $tables.faulty_tls {
+            $body;
+        }
+    }};
+}
+
 /// Every connection of the loop, whatever it carries: the plain table,
-/// the TLS table, and the PROXY gate in front of both. The loop and the
-/// acceptor see them as one, and each event goes to the table that owns
-/// its token.
+/// the TLS table, with `--fault` a fault table for each instead, and the
+/// PROXY gate in front of them. The loop and the acceptor see them as one,
+/// and each event goes to the table that owns its token.
 pub(crate) struct Tables {
     /// Plain TCP connections.
     pub plain: ConnTable<TcpStream>,
     /// TLS connections; empty without TLS listeners.
     pub tls: ConnTable<TlsStream>,
+    /// With `--fault`: plain TCP connections, misbehaving on purpose.
+    pub faulty: Option<ConnTable<FaultStream<TcpStream>>>,
+    /// With `--fault`: TLS connections, misbehaving on purpose.
+    pub faulty_tls: Option<ConnTable<FaultStream<TlsStream>>>,
     /// Connections awaiting their PROXY header (`--proxy-protocol`).
     pub gate: Option<ProxyGate>,
 }
 
 impl Tables {
-    /// The tables for `config`: a TLS table that reserves nothing unless
-    /// TLS listeners exist, a gate only with `--proxy-protocol`.
-    pub fn new(config: &ServerConfig, limits: Limits, max_connections: usize) -> Tables {
+    /// The tables for `config`: TLS tables that reserve nothing unless TLS
+    /// listeners exist, fault tables only with `--fault` (and then the
+    /// plain ones stay empty), a gate only with `--proxy-protocol`.
+    pub fn new(
+        config: &ServerConfig,
+        limits: Limits,
+        max_connections: usize,
+        loop_index: usize,
+    ) -> Tables {
         let has_tls = !config.tls.is_empty();
+        let has_tcp = !config.tcp.is_empty();
+        let faults = config
+            .faults
+            .as_ref()
+            .filter(|plan| plan.has_tcp())
+            .map(|plan| Arc::new(plan.clone()));
         let identity = config.tls_identity.clone();
+        let handshake = Some(config.tls_handshake_timeout);
+        fn setup<T>(
+            plan: Option<&Arc<FaultPlan>>,
+            loop_index: usize,
+            inner: T,
+        ) -> Option<FaultSetup<T>> {
+            plan.map(|plan| FaultSetup {
+                inner,
+                plan: Arc::clone(plan),
+                // Each loop of a cluster draws its own sequence.
+                draws: std::cell::Cell::new(Draws::new(plan.seed ^ loop_index as u64)),
+            })
+        }
+        let faulty = setup(faults.as_ref(), loop_index, ())
+            .map(|setup| ConnTable::new(config, limits, max_connections, setup, None, has_tcp));
+        let faulty_tls = setup(faults.as_ref(), loop_index, identity.clone()).map(|setup| {
+            ConnTable::new(config, limits, max_connections, setup, handshake, has_tls)
+        });
+        let plain_too = faults.is_none();
         Tables {
             plain: ConnTable::new(
                 config,
@@ -497,16 +614,18 @@ impl Tables {
                 max_connections,
                 (),
                 None,
-                !config.tcp.is_empty(),
+                has_tcp && plain_too,
             ),
             tls: ConnTable::new(
                 config,
                 limits,
                 max_connections,
                 identity,
-                Some(config.tls_handshake_timeout),
-                has_tls,
+                handshake,
+                has_tls && plain_too,
             ),
+            faulty,
+            faulty_tls,
             gate: config
                 .proxy_protocol
                 .then(|| ProxyGate::new(config.proxy_timeout)),
@@ -515,7 +634,11 @@ impl Tables {
 
     /// Open connections, those at the gate included.
     pub fn len(&self) -> usize {
-        self.plain.len() + self.tls.len() + self.gate.as_ref().map_or(0, ProxyGate::len)
+        self.plain.len()
+            + self.tls.len()
+            + self.faulty.as_ref().map_or(0, ConnTable::len)
+            + self.faulty_tls.as_ref().map_or(0, ConnTable::len)
+            + self.gate.as_ref().map_or(0, ProxyGate::len)
     }
 
     /// True when no connection is open or waiting.
@@ -538,11 +661,13 @@ impl Tables {
         self.plain.high_watermark()
     }
 
-    /// The earliest sweep or header deadline.
+    /// The earliest sweep, wake-up or header deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
         [
             self.plain.next_deadline(),
             self.tls.next_deadline(),
+            self.faulty.as_ref().and_then(ConnTable::next_deadline),
+            self.faulty_tls.as_ref().and_then(ConnTable::next_deadline),
             self.gate.as_ref().and_then(ProxyGate::next_deadline),
         ]
         .into_iter()
@@ -552,8 +677,9 @@ impl Tables {
 
     /// True once after any close: a descriptor was freed since last asked.
     pub fn take_closed(&mut self) -> bool {
-        // Both asked: each keeps its own flag.
-        self.plain.take_closed() | self.tls.take_closed()
+        let mut any = false;
+        each_table!(self, |t| any |= t.take_closed());
+        any
     }
 
     /// A connection accepted on a listener of `kind`: to the gate when
@@ -577,14 +703,62 @@ impl Tables {
         reregister: bool,
         cx: &mut LoopCtx<'_>,
     ) {
-        match kind {
-            Kind::Plain => self.plain.open(stream, peer, reregister, cx),
-            Kind::Tls => self.tls.open(stream, peer, reregister, cx),
+        match (kind, &mut self.faulty, &mut self.faulty_tls) {
+            (Kind::Plain, Some(faulty), _) => faulty.open(stream, peer, reregister, cx),
+            (Kind::Tls, _, Some(faulty)) => faulty.open(stream, peer, reregister, cx),
+            (Kind::Plain, ..) => self.plain.open(stream, peer, reregister, cx),
+            (Kind::Tls, ..) => self.tls.open(stream, peer, reregister, cx),
+        }
+    }
+
+    /// A readiness event for the connection behind `source`.
+    pub fn on_event(
+        &mut self,
+        source: Source,
+        readable: bool,
+        writable: bool,
+        hangup: bool,
+        cx: &mut LoopCtx<'_>,
+    ) {
+        match source {
+            Source::Conn(k) => self.plain.on_event(k, readable, writable, hangup, cx),
+            Source::TlsConn(k) => self.tls.on_event(k, readable, writable, hangup, cx),
+            Source::FaultConn(k) => {
+                if let Some(t) = &mut self.faulty {
+                    t.on_event(k, readable, writable, hangup, cx);
+                }
+            }
+            Source::FaultTlsConn(k) => {
+                if let Some(t) = &mut self.faulty_tls {
+                    t.on_event(k, readable, writable, hangup, cx);
+                }
+            }
+            Source::Gate(k) => self.on_gate_event(k, cx),
+            _ => {}
+        }
+    }
+
+    /// The turn on the ready list of the connection behind `source`.
+    pub fn on_turn(&mut self, source: Source, cx: &mut LoopCtx<'_>) {
+        match source {
+            Source::Conn(k) => self.plain.on_turn(k, cx),
+            Source::TlsConn(k) => self.tls.on_turn(k, cx),
+            Source::FaultConn(k) => {
+                if let Some(t) = &mut self.faulty {
+                    t.on_turn(k, cx);
+                }
+            }
+            Source::FaultTlsConn(k) => {
+                if let Some(t) = &mut self.faulty_tls {
+                    t.on_turn(k, cx);
+                }
+            }
+            _ => {}
         }
     }
 
     /// A gate connection is readable: its header, if whole, sends it on.
-    pub fn on_gate_event(&mut self, key: usize, cx: &mut LoopCtx<'_>) {
+    fn on_gate_event(&mut self, key: usize, cx: &mut LoopCtx<'_>) {
         let Some(gate) = &mut self.gate else {
             return;
         };
@@ -596,20 +770,15 @@ impl Tables {
             }
             Err(_) => {
                 cx.stats.proxy_refused += 1;
-                self.closed_since_gate(cx);
+                // A refused connection freed a descriptor, as a close does.
+                self.plain.closed_since = true;
             }
         }
     }
 
-    fn closed_since_gate(&mut self, _cx: &mut LoopCtx<'_>) {
-        // A refused connection freed a descriptor, as a close does.
-        self.plain.closed_since = true;
-    }
-
-    /// The sweeps and the header deadlines, when due.
+    /// The sweeps, the wake-ups and the header deadlines, when due.
     pub fn on_timer(&mut self, cx: &mut LoopCtx<'_>) {
-        self.plain.on_timer(cx);
-        self.tls.on_timer(cx);
+        each_table!(self, |t| t.on_timer(cx));
         if let Some(gate) = &mut self.gate {
             let refused = gate.on_timer(cx.now);
             if refused > 0 {
@@ -621,12 +790,21 @@ impl Tables {
 
     /// This loop's figures for the stats line and metrics.
     pub fn figures(&self, stats: Stats, accept_paused: bool) -> live::Snapshot {
-        let plain = self.plain.figures(stats, accept_paused);
-        let tls = self.tls.figures(stats, accept_paused);
+        let mut open = self.plain.len() + self.tls.len();
+        let mut pending = self.plain.pending_bytes() + self.tls.pending_bytes();
+        if let Some(t) = &self.faulty {
+            open += t.len();
+            pending += t.pending_bytes();
+        }
+        if let Some(t) = &self.faulty_tls {
+            open += t.len();
+            pending += t.pending_bytes();
+        }
         live::Snapshot {
-            open: plain.open + tls.open,
-            pending_bytes: plain.pending_bytes + tls.pending_bytes,
-            ..plain
+            stats,
+            open: open as u64,
+            pending_bytes: pending,
+            accept_paused,
         }
     }
 
@@ -634,18 +812,20 @@ impl Tables {
     /// were never served), and those at rest close with FIN. Returns how
     /// many closed.
     pub fn close_those_at_rest(&mut self, cx: &mut LoopCtx<'_>) -> usize {
-        let waiting = self.gate.as_mut().map_or(0, ProxyGate::close_all);
-        waiting + self.plain.close_those_at_rest(cx) + self.tls.close_those_at_rest(cx)
+        let mut closed = self.gate.as_mut().map_or(0, ProxyGate::close_all);
+        each_table!(self, |t| closed += t.close_those_at_rest(cx));
+        closed
     }
 
     /// Shutdown deadline: cuts every busy connection (see
     /// [`ConnTable::cut_busy`]) and says so once.
     pub fn cut_busy(&mut self, linger: Duration, cx: &mut LoopCtx<'_>) {
-        if self.plain.is_empty() && self.tls.is_empty() {
+        let cut_before = cx.stats.tcp_cut_bytes;
+        let mut cut = 0;
+        each_table!(self, |t| cut += t.cut_busy(cx));
+        if cut == 0 {
             return;
         }
-        let cut_before = cx.stats.tcp_cut_bytes;
-        let cut = self.plain.cut_busy(cx) + self.tls.cut_busy(cx);
         let never_sent = cx.stats.tcp_cut_bytes - cut_before;
         if linger.is_zero() {
             warn!(
@@ -666,7 +846,6 @@ impl Tables {
         if let Some(gate) = &mut self.gate {
             gate.close_all();
         }
-        self.plain.close_all(cx);
-        self.tls.close_all(cx);
+        each_table!(self, |t| t.close_all(cx));
     }
 }

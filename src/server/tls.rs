@@ -21,7 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::conn::{Stream, Tick};
-use super::handshake::{failure, TlsCause, TransportNews};
+use super::transport::{failure, TlsCause, TransportNews};
 use crate::net::{is_interrupted, is_would_block, KernelQueues, TcpProgress};
 
 /// The certificate chain and key a TLS listener presents, ready for

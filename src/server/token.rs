@@ -9,6 +9,7 @@
 //! |---------------------------|------------------------|
 //! | `0 ..= MAX_CONN_KEY`      | connection, slab key k |
 //! | `TLS_BASE + k`            | TLS connection, key k  |
+//! | `FAULT_OFFSET + ...`      | the same two, with `--fault` |
 //! | `GATE_BASE + k`           | connection awaiting its PROXY header, key k |
 //! | `UDP_BASE + i`            | UDP socket i           |
 //! | `LISTENER_BASE + i`       | TCP listener i         |
@@ -33,13 +34,18 @@ const METRICS_CLIENT_BASE: usize = usize::MAX - 2 - MAX_METRICS_CLIENTS;
 pub const MAX_SOCKETS: usize = 1 << 16;
 const LISTENER_BASE: usize = usize::MAX - 16 - MAX_SOCKETS;
 const UDP_BASE: usize = LISTENER_BASE - MAX_SOCKETS;
+/// The size of each connection kind's token range.
+const RANGE: usize = usize::MAX / 8;
 /// Where the TLS connections' tokens begin: their slab is a second one,
 /// so that a plain connection pays nothing for TLS, not even a byte.
-const TLS_BASE: usize = usize::MAX / 4;
+const TLS_BASE: usize = RANGE;
+/// With `--fault`, connections live in tables of their own, whose tokens
+/// are the plain and TLS ones moved up by this much.
+const FAULT_OFFSET: usize = 2 * RANGE;
 /// Where the tokens of connections still awaiting a PROXY header begin.
-const GATE_BASE: usize = usize::MAX / 2;
+const GATE_BASE: usize = 4 * RANGE;
 /// The largest slab key that can be a connection's token (of each kind).
-pub const MAX_CONN_KEY: usize = TLS_BASE - 1;
+pub const MAX_CONN_KEY: usize = RANGE - 1;
 
 /// What a token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +54,10 @@ pub enum Source {
     Conn(usize),
     /// The TLS connection with this key in the TLS slab.
     TlsConn(usize),
+    /// A plain connection of the fault table (`--fault`).
+    FaultConn(usize),
+    /// A TLS connection of the fault table (`--fault`).
+    FaultTlsConn(usize),
     /// The connection with this key among those awaiting a PROXY header.
     Gate(usize),
     /// TCP listener number i.
@@ -76,6 +86,11 @@ pub fn from_key(key: usize) -> Token {
 pub fn from_tls_key(key: usize) -> Token {
     debug_assert!(key <= MAX_CONN_KEY);
     Token(TLS_BASE + key)
+}
+
+/// `token`, for the same key in the fault tables.
+pub fn with_faults(token: Token) -> Token {
+    Token(token.0 + FAULT_OFFSET)
 }
 
 /// The token for gate entry `key` (`key <= MAX_CONN_KEY`).
@@ -107,6 +122,12 @@ pub fn classify(token: Token) -> Source {
     match token.0 {
         k if k <= MAX_CONN_KEY => Source::Conn(k),
         t if (TLS_BASE..TLS_BASE + MAX_CONN_KEY).contains(&t) => Source::TlsConn(t - TLS_BASE),
+        t if (FAULT_OFFSET..FAULT_OFFSET + MAX_CONN_KEY).contains(&t) => {
+            Source::FaultConn(t - FAULT_OFFSET)
+        }
+        t if (FAULT_OFFSET + TLS_BASE..FAULT_OFFSET + TLS_BASE + MAX_CONN_KEY).contains(&t) => {
+            Source::FaultTlsConn(t - FAULT_OFFSET - TLS_BASE)
+        }
         t if (GATE_BASE..GATE_BASE + MAX_CONN_KEY).contains(&t) => Source::Gate(t - GATE_BASE),
         t if t == SIGNAL.0 => Source::Signal,
         t if t == WAKER.0 => Source::Waker,
@@ -134,6 +155,11 @@ mod tests {
         for k in [0, 1, 4095, MAX_CONN_KEY - 1] {
             assert_eq!(classify(from_tls_key(k)), Source::TlsConn(k));
             assert_eq!(classify(from_gate_key(k)), Source::Gate(k));
+            assert_eq!(classify(with_faults(from_key(k))), Source::FaultConn(k));
+            assert_eq!(
+                classify(with_faults(from_tls_key(k))),
+                Source::FaultTlsConn(k)
+            );
         }
         for i in [0, 1, MAX_SOCKETS - 1] {
             assert_eq!(classify(listener(i)), Source::Listener(i));
@@ -154,7 +180,8 @@ mod tests {
     #[test]
     fn ranges_do_not_overlap() {
         assert!(MAX_CONN_KEY < from_tls_key(0).0);
-        assert!(from_tls_key(MAX_CONN_KEY - 1).0 < from_gate_key(0).0);
+        assert!(from_tls_key(MAX_CONN_KEY - 1).0 < with_faults(from_key(0)).0);
+        assert!(with_faults(from_tls_key(MAX_CONN_KEY - 1)).0 < from_gate_key(0).0);
         assert!(from_gate_key(MAX_CONN_KEY - 1).0 < udp(0).0);
         assert!(udp(MAX_SOCKETS - 1).0 < listener(0).0);
         assert!(listener(MAX_SOCKETS - 1).0 < metrics_client(0).0);

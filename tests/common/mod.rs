@@ -762,17 +762,17 @@ pub fn final_stat(stderr: &str, key: &str) -> Option<u64> {
     // timeout`), or is the TCP section's (`in`, `forced`, `cut`).
     let body = line.split_once("final stats: ").map_or(line, |(_, b)| b);
     let sections: Vec<&str> = body.split("; ").collect();
-    let (part, word) = ["udp", "tls", "proxy"]
+    let (part, word) = ["udp", "tls", "proxy", "faults"]
         .iter()
         .find_map(|name| {
             let word = key.strip_prefix(name)?.strip_prefix(' ')?;
-            let part = sections
-                .iter()
-                .find(|s| s.starts_with(&format!("{name} ")))?;
+            let part = sections.iter().find(|s| {
+                s.starts_with(&format!("{name} ")) || s.starts_with(&format!("{name}: "))
+            })?;
             Some((&part[name.len()..], word))
         })
         .unwrap_or((sections[0], key));
-    let rest = format!(" {part} ").replace(['(', ')', ','], " ");
+    let rest = format!(" {part} ").replace(['(', ')', ',', ':'], " ");
     let after = rest.split_once(&format!(" {word} "))?.1;
     after
         .split(|c: char| !c.is_ascii_digit())

@@ -123,7 +123,7 @@ impl Reporter {
 
 /// `stats: conns 12 open, 340 accepted, 328 closed, 0 rejected; tcp in
 /// 1.2 MB/s out 1.2 MB/s cut 0 B; udp in 10/s out 10/s dropped 0/s
-/// rcvbuf-dropped 0/s; tls handshakes 0 failed 0; pending 0 B;
+/// rcvbuf-dropped 0/s; tls handshakes 0 failed 0; faults 0; pending 0 B;
 /// accepting`. Rates are per second over the `secs` since `last`; `cut`
 /// and the handshakes are totals so far.
 pub fn stats_line(now: &Snapshot, last: &Snapshot, secs: f64) -> String {
@@ -132,7 +132,7 @@ pub fn stats_line(now: &Snapshot, last: &Snapshot, secs: f64) -> String {
     format!(
         "stats: conns {} open, {} accepted, {} closed, {} rejected; \
          tcp in {} out {} cut {} B; udp in {:.0}/s out {:.0}/s dropped {:.0}/s \
-         rcvbuf-dropped {:.0}/s; tls handshakes {} failed {}; pending {} B; {}",
+         rcvbuf-dropped {:.0}/s; tls handshakes {} failed {}; faults {}; pending {} B; {}",
         now.open,
         s.tcp_accepted,
         s.tcp_closed,
@@ -146,6 +146,7 @@ pub fn stats_line(now: &Snapshot, last: &Snapshot, secs: f64) -> String {
         rate(s.udp_rcvbuf_drops, l.udp_rcvbuf_drops),
         s.tls_handshakes,
         s.tls_failed(),
+        s.faults(),
         now.pending_bytes,
         if now.accept_paused {
             "accepting paused"
@@ -193,7 +194,7 @@ mod tests {
             line,
             "stats: conns 3 open, 5 accepted, 2 closed, 0 rejected; \
              tcp in 2.00 MB/s out 1.0 kB/s cut 77 B; udp in 15/s out 0/s dropped 5/s \
-             rcvbuf-dropped 4/s; tls handshakes 0 failed 0; pending 10 B; accepting"
+             rcvbuf-dropped 4/s; tls handshakes 0 failed 0; faults 0; pending 10 B; accepting"
         );
     }
 

@@ -560,6 +560,21 @@ pub fn render(t: &Snapshot, loops: usize, uptime: Duration) -> String {
         &[("", s.proxy_refused)],
     );
     metric(
+        "faults_injected_total",
+        "counter",
+        "Faults injected on purpose (--fault), by kind.",
+        &[
+            ("{kind=\"delay\"}", s.faults_delay),
+            ("{kind=\"rate\"}", s.faults_rate),
+            ("{kind=\"slice\"}", s.faults_slice),
+            ("{kind=\"close\"}", s.faults_close),
+            ("{kind=\"reset\"}", s.faults_reset),
+            ("{kind=\"stall\"}", s.faults_stall),
+            ("{kind=\"corrupt\"}", s.faults_corrupt),
+            ("{kind=\"drop\"}", s.faults_drop),
+        ],
+    );
+    metric(
         "tcp_connections_open",
         "gauge",
         "TCP connections open now.",

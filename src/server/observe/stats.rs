@@ -81,12 +81,30 @@ pub struct Stats {
     /// Connections closed unanswered for want of a valid PROXY header: none,
     /// a malformed or too long one, or none within `--proxy-timeout`.
     pub proxy_refused: u64,
+    /// Faults injected (`--fault`), by kind: replies delayed, connections
+    /// paced, replies sliced, connections closed or reset after a reply,
+    /// connections stalled, replies corrupted, UDP replies dropped.
+    pub faults_delay: u64,
+    /// See `faults_delay`.
+    pub faults_rate: u64,
+    /// See `faults_delay`.
+    pub faults_slice: u64,
+    /// See `faults_delay`.
+    pub faults_close: u64,
+    /// See `faults_delay`.
+    pub faults_reset: u64,
+    /// See `faults_delay`.
+    pub faults_stall: u64,
+    /// See `faults_delay`.
+    pub faults_corrupt: u64,
+    /// See `faults_delay`.
+    pub faults_drop: u64,
 }
 
 impl Stats {
     /// Counts one TLS handshake that failed for `cause`.
-    pub(crate) fn count_tls_failure(&mut self, cause: crate::server::handshake::TlsCause) {
-        use crate::server::handshake::TlsCause;
+    pub(crate) fn count_tls_failure(&mut self, cause: crate::server::transport::TlsCause) {
+        use crate::server::transport::TlsCause;
         *match cause {
             TlsCause::NotTls => &mut self.tls_failed_not_tls,
             TlsCause::PeerAlert => &mut self.tls_failed_peer_alert,
@@ -95,6 +113,18 @@ impl Stats {
             TlsCause::Timeout => &mut self.tls_failed_timeout,
             TlsCause::Other => &mut self.tls_failed_other,
         } += 1;
+    }
+
+    /// Faults injected, every kind.
+    pub fn faults(&self) -> u64 {
+        self.faults_delay
+            + self.faults_rate
+            + self.faults_slice
+            + self.faults_close
+            + self.faults_reset
+            + self.faults_stall
+            + self.faults_corrupt
+            + self.faults_drop
     }
 
     /// TLS handshakes that failed, for every cause.
@@ -141,6 +171,14 @@ impl Stats {
             tls_failed_other,
             proxy_headers,
             proxy_refused,
+            faults_delay,
+            faults_rate,
+            faults_slice,
+            faults_close,
+            faults_reset,
+            faults_stall,
+            faults_corrupt,
+            faults_drop,
         } = *other;
         self.tcp_accepted += tcp_accepted;
         self.tcp_closed += tcp_closed;
@@ -171,6 +209,14 @@ impl Stats {
         self.tls_failed_other += tls_failed_other;
         self.proxy_headers += proxy_headers;
         self.proxy_refused += proxy_refused;
+        self.faults_delay += faults_delay;
+        self.faults_rate += faults_rate;
+        self.faults_slice += faults_slice;
+        self.faults_close += faults_close;
+        self.faults_reset += faults_reset;
+        self.faults_stall += faults_stall;
+        self.faults_corrupt += faults_corrupt;
+        self.faults_drop += faults_drop;
     }
 }
 
@@ -188,7 +234,8 @@ impl fmt::Display for Stats {
              udp in {} out {} dropped {} errors {} refused-port {} rate-limited {} \
              refused-size {} rcvbuf-dropped {}; \
              tls handshakes {} failed {} (not-tls {}, peer-alert {}, incompatible {}, \
-             closed {}, timeout {}, other {}); proxy headers {} refused {}",
+             closed {}, timeout {}, other {}); proxy headers {} refused {}; \
+             faults: delay {}, rate {}, slice {}, close {}, reset {}, stall {}, corrupt {}, drop {}",
             self.tcp_accepted,
             self.tcp_closed,
             self.tcp_resets,
@@ -218,6 +265,14 @@ impl fmt::Display for Stats {
             self.tls_failed_other,
             self.proxy_headers,
             self.proxy_refused,
+            self.faults_delay,
+            self.faults_rate,
+            self.faults_slice,
+            self.faults_close,
+            self.faults_reset,
+            self.faults_stall,
+            self.faults_corrupt,
+            self.faults_drop,
         )
     }
 }

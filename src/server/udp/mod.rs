@@ -13,11 +13,13 @@
 
 #[cfg(target_os = "linux")]
 pub(crate) mod batch;
+mod faults;
 pub(crate) mod guard;
 pub(crate) mod ratelimit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use log::{debug, info, trace, warn};
 use mio::net::UdpSocket;
@@ -51,6 +53,8 @@ pub(crate) struct UdpEndpoint {
     /// Replies are being dropped for a full send buffer: warned once for
     /// the episode, which ends when a socket takes a reply again.
     is_dropping: bool,
+    /// `--fault drop|delay|corrupt`, when given.
+    faults: Option<faults::UdpFaults>,
 }
 
 impl UdpEndpoint {
@@ -80,9 +84,14 @@ impl UdpEndpoint {
             addrs.push(bound);
         }
         let own_ports = addrs.iter().map(SocketAddr::port).collect();
+        let faults = config
+            .faults
+            .as_ref()
+            .and_then(|plan| faults::UdpFaults::new(plan, plan.seed.rotate_left(17)));
         Ok(UdpEndpoint {
+            // Faults decide per reply on the portable path: no batches then.
             #[cfg(target_os = "linux")]
-            batch: (config.udp_batch && !sockets.is_empty())
+            batch: (config.udp_batch && !sockets.is_empty() && faults.is_none())
                 .then(|| Box::new(batch::UdpBatch::new())),
             sockets,
             addrs,
@@ -91,6 +100,7 @@ impl UdpEndpoint {
             guard: UdpGuard::new(config.udp_rate_limit, own_ports),
             allow_amplification: config.udp_allow_amplification,
             is_dropping: false,
+            faults,
         })
     }
 
@@ -114,8 +124,28 @@ impl UdpEndpoint {
             .sum()
     }
 
+    /// When a held reply falls due (`--fault delay`).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.faults.as_ref().and_then(faults::UdpFaults::next_due)
+    }
+
+    /// Sends the held replies that are due.
+    pub fn on_timer(&mut self, now: Instant, stats: &mut Stats) {
+        let Some(f) = &mut self.faults else {
+            return;
+        };
+        for (i, to, reply) in f.take_due(now) {
+            self.send_reply(i, &reply, to, stats);
+        }
+    }
+
     /// Closes the sockets (shutdown): datagrams are no longer answered.
     pub fn close(&mut self, registry: &Registry) {
+        if let Some(held) = self.faults.as_ref().map(faults::UdpFaults::held) {
+            if held > 0 {
+                debug!("udp: {held} delayed replies dropped at shutdown");
+            }
+        }
         for mut socket in self.sockets.drain(..) {
             let _ = registry.deregister(&mut socket);
         }
@@ -149,9 +179,17 @@ impl UdpEndpoint {
             };
             match socket.recv_from(buf) {
                 Ok((len, from)) => {
-                    if let Some(reply_len) = self.answer(i, buf, len, from, stats) {
-                        self.send_reply(i, &buf[..reply_len], from, stats);
+                    let Some(reply_len) = self.answer(i, buf, len, from, stats) else {
+                        continue;
+                    };
+                    if let Some(f) = &mut self.faults {
+                        let reply = &mut buf[..reply_len];
+                        match f.on_reply(i, reply, from, Instant::now(), stats) {
+                            faults::Fate::Send => {}
+                            faults::Fate::Drop | faults::Fate::Held => continue,
+                        }
                     }
+                    self.send_reply(i, &buf[..reply_len], from, stats);
                 }
                 // Queue drained: the next datagram raises a new edge.
                 Err(e) if is_would_block(&e) => return true,

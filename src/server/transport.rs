@@ -1,7 +1,8 @@
-//! What a transport's handshake tells the connection table: why one
-//! failed ([`TlsCause`], carried inside the `io::Error` that closes the
-//! connection) and that one finished ([`TransportNews`]). A leaf of the
-//! server's modules: the TLS stream makes these, the connection and the
+//! What a transport tells the connection and its table: why a TLS
+//! handshake failed ([`TlsCause`]) or how a fault ended the connection
+//! ([`Ending`]), each carried inside the `io::Error` that closes it, and
+//! that a handshake finished ([`TransportNews`]). A leaf of the server's
+//! modules: the TLS and fault streams make these, the connection and the
 //! table read them, and none of them has to know the others.
 
 use std::fmt;
@@ -86,4 +87,36 @@ pub fn cause_of(e: &io::Error) -> Option<TlsCause> {
 pub enum TransportNews {
     /// The handshake finished with this protocol version (`TLSv1_3`).
     Handshaken(&'static str),
+}
+
+/// How a connection ends after a reply, when a fault ends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// FIN, then close.
+    Close,
+    /// RST.
+    Reset,
+}
+
+/// The payload of the `io::Error` a fault stream returns once a fault
+/// has ended the connection, so it closes for that reason.
+#[derive(Debug)]
+pub struct FaultEnd(pub Ending);
+
+impl fmt::Display for FaultEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Ending::Close => f.write_str("fault: close after a reply"),
+            Ending::Reset => f.write_str("fault: reset after a reply"),
+        }
+    }
+}
+
+impl std::error::Error for FaultEnd {}
+
+/// The ending inside an error a fault stream returned, if it is one.
+pub fn ending_of(e: &io::Error) -> Option<Ending> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<FaultEnd>())
+        .map(|f| f.0)
 }

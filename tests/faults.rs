@@ -1,0 +1,340 @@
+//! `serve --fault`: each fault does what it says, counts itself, and the
+//! load generator names what it sees as what it is: a flipped bit is a
+//! mismatch (as many as the server flipped, but for those in flight when
+//! the window closed), a reset a reset, a close a close, a stall a
+//! timeout, a delay latency, a drop UDP loss; slices and pacing change
+//! only the speed. Bad fault flags are usage errors.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::tls::{tls_roundtrip, Pki};
+use common::*;
+use serde_json::Value;
+
+/// Runs `load ARGS --json` and returns its exit code and report.
+fn load_json(args: &[&str], limit: Duration) -> (i32, Value) {
+    let mut argv = vec!["load"];
+    argv.extend_from_slice(args);
+    argv.push("--json");
+    let run = run_binary(&argv, limit);
+    let report: Value = serde_json::from_str(run.stdout.trim())
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {run:#?}"));
+    (run.code(), report)
+}
+
+fn error(report: &Value, kind: &str) -> u64 {
+    report["errors"][kind].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn every_flipped_bit_is_a_mismatch_the_server_counted() {
+    let server = start_server(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--fault",
+        "corrupt@0.01",
+        "--fault-seed",
+        "7",
+    ]);
+    let url = format!("tcp://{}", server.tcp_addr());
+    let (code, report) = load_json(
+        &[&url, "-c", "10", "-d", "2", "--warmup", "0"],
+        IO_TIMEOUT * 3,
+    );
+    let stderr = server.stop();
+    assert_eq!(code, 1, "a corrupted echo fails the run: {report}");
+    let flipped = final_stat(&stderr, "faults corrupt").expect("corrupt count");
+    let seen = error(&report, "mismatch");
+    assert!(seen > 100, "too few to mean anything: {seen}");
+    // Each message in flight when the window closed may have been flipped
+    // without being counted: one per connection here.
+    assert!(
+        seen <= flipped && flipped <= seen + 10,
+        "generator saw {seen} mismatches, server flipped {flipped}"
+    );
+    for other in ["reset", "closed", "timeout", "lost"] {
+        assert_eq!(error(&report, other), 0, "{other}: {report}");
+    }
+}
+
+#[test]
+fn a_reset_after_a_reply_is_a_reset_and_reconnect_carries_on() {
+    let server = start_server(&["--tcp", "127.0.0.1:0", "--fault", "reset@0.01"]);
+    let url = format!("tcp://{}", server.tcp_addr());
+    let (code, report) = load_json(
+        &[&url, "-c", "10", "-d", "2", "--warmup", "0", "--reconnect"],
+        IO_TIMEOUT * 3,
+    );
+    let stderr = server.stop();
+    assert_eq!(code, 1, "resets fail the run: {report}");
+    let resets = final_stat(&stderr, "faults reset").expect("reset count");
+    let seen = error(&report, "reset");
+    assert!(seen > 5, "{report}");
+    assert!(
+        seen <= resets && resets <= seen + 10,
+        "saw {seen}, server reset {resets}"
+    );
+    assert_eq!(error(&report, "mismatch"), 0, "{report}");
+    assert_eq!(error(&report, "closed"), 0, "{report}");
+    // With --reconnect the load held: far more replies than one connection
+    // lifetime (about a hundred messages) each.
+    let messages = report["messages"].as_u64().unwrap_or(0);
+    assert!(
+        messages > 10 * 500,
+        "{messages} messages: the load did not hold"
+    );
+}
+
+#[test]
+fn an_early_close_is_a_close() {
+    let server = start_server(&["--tcp", "127.0.0.1:0", "--fault", "close@0.01"]);
+    let url = format!("tcp://{}", server.tcp_addr());
+    let (code, report) = load_json(
+        &[&url, "-c", "10", "-d", "2", "--warmup", "0", "--reconnect"],
+        IO_TIMEOUT * 3,
+    );
+    let stderr = server.stop();
+    assert_eq!(code, 1, "{report}");
+    let closes = final_stat(&stderr, "faults close").expect("close count");
+    let seen = error(&report, "closed");
+    assert!(seen > 5, "{report}");
+    assert!(
+        seen <= closes && closes <= seen + 10,
+        "saw {seen}, server closed {closes}"
+    );
+    assert_eq!(error(&report, "reset"), 0, "{report}");
+    assert_eq!(error(&report, "mismatch"), 0, "{report}");
+}
+
+#[test]
+fn a_stalled_connection_is_a_timeout_never_a_mismatch() {
+    // A black hole stays open after its client leaves: the drain cuts it.
+    let server = start_server(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--fault",
+        "stall",
+        "--shutdown-timeout",
+        "0.5",
+    ]);
+    let url = format!("tcp://{}", server.tcp_addr());
+    let (code, report) = load_json(
+        &[
+            &url,
+            "-c",
+            "5",
+            "-d",
+            "1",
+            "--warmup",
+            "0",
+            "--drain-timeout",
+            "1",
+        ],
+        IO_TIMEOUT * 3,
+    );
+    let stderr = server.stop();
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(
+        error(&report, "timeout"),
+        5,
+        "one message in flight each: {report}"
+    );
+    assert_eq!(error(&report, "mismatch"), 0, "{report}");
+    assert_eq!(final_stat(&stderr, "faults stall"), Some(5), "{stderr}");
+}
+
+#[test]
+fn a_thousand_connections_under_a_100_ms_delay_overlap_their_waits() {
+    let server = start_server(&["--tcp", "127.0.0.1:0", "--fault", "delay=100ms"]);
+    let url = format!("tcp://{}", server.tcp_addr());
+    let (code, report) = load_json(
+        &[
+            &url,
+            "-c",
+            "1000",
+            "-d",
+            "3",
+            "--warmup",
+            "1",
+            "--connect-timeout",
+            "10",
+        ],
+        IO_TIMEOUT * 4,
+    );
+    server.stop();
+    assert_eq!(code, 0, "a delay is no error: {report}");
+    let rate = report["msgs_per_sec"].as_f64().unwrap_or(0.0);
+    let p50 = report["latency_us"]["p50"].as_u64().unwrap_or(0);
+    // One timer structure for all: about 1,000 / 0.1 s, not 10 a second.
+    assert!(rate > 5_000.0, "{rate} msgs/s: the delays did not overlap");
+    assert!(
+        (100_000..200_000).contains(&p50),
+        "p50 {p50} us: a delay of 100 ms shows as latency"
+    );
+}
+
+#[test]
+fn slices_and_pacing_change_the_speed_and_nothing_else() {
+    let server = start_server(&["--tcp", "127.0.0.1:0", "--fault", "slice=1"]);
+    let url = format!("tcp://{}", server.tcp_addr());
+    let (code, report) = load_json(
+        &[&url, "-c", "4", "-d", "1", "--warmup", "0"],
+        IO_TIMEOUT * 3,
+    );
+    let stderr = server.stop();
+    assert_eq!(code, 0, "a correct client reads pieces: {report}");
+    assert!(
+        final_stat(&stderr, "faults slice").unwrap_or(0) > 100,
+        "{stderr}"
+    );
+
+    // Paced to 200 KB/s, a 300 KB echo takes about 1.5 s and comes back whole.
+    let server = start_server(&["--tcp", "127.0.0.1:0", "--fault", "rate=200k"]);
+    let mut s = connect(server.tcp_addr());
+    let data = pattern(3, 300_000);
+    let mut w = s.try_clone().expect("clone");
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || w.write_all(&sent));
+    let t = Instant::now();
+    let mut back = vec![0u8; data.len()];
+    s.read_exact(&mut back).expect("the whole echo");
+    let took = t.elapsed();
+    writer.join().expect("writer").expect("sent");
+    assert!(back == data, "the paced echo differs");
+    assert!(
+        took >= Duration::from_millis(1200) && took < Duration::from_secs(6),
+        "300 KB at 200 KB/s took {took:?}"
+    );
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "faults rate"), Some(1), "{stderr}");
+}
+
+#[test]
+fn udp_drops_are_loss_and_udp_delays_are_latency() {
+    let server = start_server(&["--udp", "127.0.0.1:0", "--fault", "drop@0.2"]);
+    let url = format!("udp://{}", server.udp_addr());
+    let (code, report) = load_json(
+        &[
+            &url,
+            "-c",
+            "4",
+            "-d",
+            "2",
+            "--warmup",
+            "0",
+            "--rate",
+            "2000",
+            "--max-loss",
+            "100",
+        ],
+        IO_TIMEOUT * 3,
+    );
+    let stderr = server.stop();
+    assert_eq!(code, 0, "{report}");
+    let loss = report["loss_percent"].as_f64().unwrap_or(0.0);
+    assert!((12.0..28.0).contains(&loss), "loss {loss}% for drop@0.2");
+    let dropped = final_stat(&stderr, "faults drop").unwrap_or(0);
+    let lost = error(&report, "lost");
+    assert!(
+        lost <= dropped && dropped <= lost + 400,
+        "lost {lost}, dropped {dropped}"
+    );
+
+    let server = start_server(&["--udp", "127.0.0.1:0", "--fault", "delay=50ms"]);
+    let url = format!("udp://{}", server.udp_addr());
+    let (code, report) = load_json(
+        &[
+            &url, "-c", "4", "-d", "1", "--warmup", "0", "--rate", "1000",
+        ],
+        IO_TIMEOUT * 3,
+    );
+    server.stop();
+    assert_eq!(code, 0, "{report}");
+    let p50 = report["latency_us"]["p50"].as_u64().unwrap_or(0);
+    assert!(
+        (50_000..120_000).contains(&p50),
+        "p50 {p50} us for a 50 ms delay"
+    );
+}
+
+#[test]
+fn over_tls_a_fault_acts_on_the_plaintext() {
+    let pki = Pki::new();
+    let mut argv: Vec<String> = vec!["serve".into()];
+    argv.extend(pki.serve_args());
+    argv.extend(["--fault", "corrupt"].map(String::from));
+    let server = start_binary(&argv, None);
+    let mut s = pki.connect(server.tls[0]);
+    let msg = pattern(5, 1000);
+    let back = tls_roundtrip(&mut s, &msg);
+    let flipped: u32 = back
+        .iter()
+        .zip(&msg)
+        .map(|(a, b)| (a ^ b).count_ones())
+        .sum();
+    // The record decrypted fine (TLS saw nothing wrong); the plaintext has
+    // exactly one bit flipped.
+    assert_eq!(flipped, 1, "bits flipped in the echo");
+    drop(s);
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "faults corrupt"), Some(1), "{stderr}");
+}
+
+#[test]
+fn faults_show_in_metrics_and_the_log_says_they_are_on() {
+    let server = start_server_logged(
+        &[
+            "--tcp",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--fault",
+            "corrupt",
+        ],
+        "info",
+    );
+    let mut s = connect(server.tcp_addr());
+    let back = roundtrip(&mut s, b"0123456789");
+    assert_ne!(back, b"0123456789");
+    let addr = server.metrics.clone().expect("metrics");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", &addr])
+        .output()
+        .expect("curl (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("echo_reactor_faults_injected_total{kind=\"corrupt\"} 1"),
+        "{text}"
+    );
+    let stderr = server.stop();
+    assert!(stderr.contains("FAULTS ON"), "{stderr}");
+}
+
+#[test]
+fn bad_fault_flags_are_usage_errors() {
+    for (args, needle) in [
+        (vec!["--fault", "explode"], "unknown fault"),
+        (vec!["--fault", "corrupt@1.5"], "probability"),
+        (vec!["--fault", "delay"], "needs a value"),
+        (vec!["--fault", "delay=forever"], "invalid"),
+        (vec!["--fault", "slice=0"], "slice"),
+        (vec!["--fault", "close=3"], "takes no value"),
+        (
+            vec!["--fault", "corrupt", "--fault", "corrupt@0.5"],
+            "twice",
+        ),
+        (vec!["--tcp", "127.0.0.1:0", "--fault", "drop"], "UDP"),
+        (vec!["--udp", "127.0.0.1:0", "--fault", "stall"], "TCP"),
+        (vec!["--fault-seed", "3"], "without any --fault"),
+    ] {
+        let mut argv = vec!["serve"];
+        argv.extend(args.iter());
+        let run = run_binary(&argv, IO_TIMEOUT);
+        assert_eq!(run.code(), 2, "{args:?}: {run:#?}");
+        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
+    }
+}
