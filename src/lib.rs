@@ -65,6 +65,7 @@ mod net;
 pub mod resolve;
 pub mod server;
 pub mod tls_client;
+mod tls_records;
 
 pub use mode::{Mode, Opening, Reply, Service};
 pub use net::BindError;

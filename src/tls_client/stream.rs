@@ -14,7 +14,8 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 use super::TlsConnector;
-use crate::net::{is_interrupted, is_would_block};
+use crate::net::is_would_block;
+use crate::tls_records::{self, Inflow};
 
 /// Why a handshake did not finish.
 #[derive(Debug)]
@@ -56,35 +57,6 @@ impl fmt::Display for TlsVersion {
             TlsVersion::Tls13 => "TLSv1.3",
         })
     }
-}
-
-/// Whether a read that did not fill its buffer emptied the socket's
-/// queue, so that new data raises a new edge: Linux's epoll promises it.
-const SHORT_READ_IS_EMPTY: bool = cfg!(target_os = "linux");
-
-/// The socket as the session reads it, noting whether a read came back
-/// short.
-struct Noting<'a, S> {
-    sock: &'a mut S,
-    is_short: bool,
-}
-
-impl<S: Read> Read for Noting<'_, S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.sock.read(buf)?;
-        self.is_short = n < buf.len();
-        Ok(n)
-    }
-}
-
-/// What one read of records from the socket brought.
-enum Inflow {
-    /// Records, processed.
-    Records,
-    /// Nothing: the socket said `WouldBlock`.
-    Empty,
-    /// The server's FIN.
-    Eof,
 }
 
 /// A socket carrying a TLS client session: plaintext in and out through
@@ -154,7 +126,7 @@ impl<S: Read + Write> TlsStream<S> {
                 return Ok(false);
             }
             match self.read_in()? {
-                Inflow::Records => {}
+                Inflow::Records { .. } => {}
                 Inflow::Eof => return Err(HandshakeError::Closed),
                 Inflow::Empty => return Ok(false),
             }
@@ -184,43 +156,23 @@ impl<S: Read + Write> TlsStream<S> {
     /// Writes the records the session made until it has none or the
     /// socket is full.
     fn write_out(&mut self) -> io::Result<()> {
-        while self.session.wants_write() {
-            match self.session.write_tls(&mut self.sock) {
-                Ok(_) => {}
-                // Full: the rest goes on the next writable edge.
-                Err(e) if is_would_block(&e) => return Ok(()),
-                Err(e) if is_interrupted(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        tls_records::write_out(&mut self.session, &mut self.sock).map(|_| ())
     }
 
     /// Reads records from the socket into the session once and processes
     /// them. A session error sends its alert, if the socket takes it.
+    /// An EOF, the session knows it now and says so on read.
     fn read_in(&mut self) -> Result<Inflow, HandshakeError> {
-        loop {
-            let mut sock = Noting {
-                sock: &mut self.sock,
-                is_short: false,
-            };
-            let read = self.session.read_tls(&mut sock);
-            self.is_drained = SHORT_READ_IS_EMPTY && sock.is_short;
-            return match read {
-                // EOF: the session knows it now, and says so on read.
-                Ok(0) => Ok(Inflow::Eof),
-                Ok(_) => match self.session.process_new_packets() {
-                    Ok(_) => Ok(Inflow::Records),
-                    Err(e) => {
-                        let _ = self.write_out();
-                        Err(HandshakeError::Tls(e))
-                    }
-                },
-                Err(e) if is_would_block(&e) => Ok(Inflow::Empty),
-                Err(e) if is_interrupted(&e) => continue,
-                Err(e) => Err(HandshakeError::Io(e)),
-            };
+        let inflow =
+            tls_records::read_in(&mut self.session, &mut self.sock).map_err(HandshakeError::Io)?;
+        self.is_drained = matches!(inflow, Inflow::Records { is_drained: true });
+        if let Inflow::Records { .. } = inflow {
+            if let Err(e) = self.session.process_new_packets() {
+                let _ = self.write_out();
+                return Err(HandshakeError::Tls(e));
+            }
         }
+        Ok(inflow)
     }
 }
 
@@ -277,7 +229,7 @@ impl<S: Read + Write> Read for TlsStream<S> {
                 }
             };
             match inflow {
-                Inflow::Records | Inflow::Eof => {}
+                Inflow::Records { .. } | Inflow::Eof => {}
                 Inflow::Empty if got > 0 => return Ok(got),
                 Inflow::Empty => return Err(io::ErrorKind::WouldBlock.into()),
             }
@@ -439,7 +391,7 @@ mod tests {
         let mut buf = [0u8; 4096];
         assert_eq!(client.read(&mut buf).expect("plaintext in"), 5);
         assert_eq!(&buf[..5], b"world");
-        let extra = usize::from(!SHORT_READ_IS_EMPTY);
+        let extra = usize::from(!tls_records::SHORT_READ_IS_EMPTY);
         assert_eq!(
             client.socket_mut().reads - reads,
             1 + extra,
