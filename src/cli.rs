@@ -10,9 +10,11 @@ use std::time::SystemTime;
 use clap::{Args, Parser, Subcommand};
 
 use echo_reactor::load::split::{self, Segment};
+use echo_reactor::load::ProxyVersion;
 use echo_reactor::load::{self, LoadConfig, Proto, Target};
 use echo_reactor::resolve::HostPort;
 use echo_reactor::server::{Fault, FaultKind, FaultPlan, TlsIdentity};
+use echo_reactor::tls_client::{TlsConnector, Trust};
 use echo_reactor::Mode;
 use echo_reactor::ServerConfig;
 use echo_reactor::Watermarks;
@@ -35,7 +37,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: TCP and UDP on one single-threaded poll loop.
     Serve(ServeArgs),
-    /// Load a TCP or UDP echo server from one poll loop and check every reply.
+    /// Load a TCP, TLS or UDP echo server from one poll loop and check every reply.
     Load(LoadArgs),
     /// Type lines, see the replies: an interactive client for any echo server.
     Client(ClientArgs),
@@ -89,7 +91,7 @@ pub struct CompareArgs {
     after_help = "On a terminal it prompts `>>: `; with stdin from a pipe it \
 prints replies only. A TCP reply is complete once it is as long as the request, or \
 200 ms after its last byte. Exit status: 0 at end of input, 1 when the server is \
-unreachable, closes or resets, or a request got no reply."
+unreachable, closes or resets, the TLS handshake fails, or a request got no reply."
 )]
 pub struct ClientArgs {
     /// Send each line as one UDP datagram instead of over one TCP
@@ -104,9 +106,64 @@ pub struct ClientArgs {
     pub timeout: Duration,
 
     /// The server, like 127.0.0.1:7007, [::1]:7007, localhost:7007,
-    /// echo.example.com:7007, tcp://127.0.0.1:7007 or udp://127.0.0.1:7007
+    /// echo.example.com:7007, tcp://127.0.0.1:7007, udp://127.0.0.1:7007
+    /// or tls://localhost:7443
     #[arg(value_name = "ADDR", value_parser = parse_client_addr)]
     pub addr: ClientAddr,
+
+    /// tls:// only: what to trust and which name to check.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// The TLS flags of `load` and `client`, for `tls://` addresses.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// tls:// only: trust the root certificates in this PEM file instead
+    /// of the system's
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_insecure")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// tls:// only: do not verify the server's certificate at all (any
+    /// issuer, any name, expired or not); the report says so
+    #[arg(long)]
+    pub tls_insecure: bool,
+
+    /// tls:// only: the server name to send (SNI) and to check the
+    /// certificate against: a DNS name, or an IP address, checked against
+    /// the certificate's IP addresses [default: the address's host]
+    #[arg(long, value_name = "NAME")]
+    pub tls_sni: Option<String>,
+}
+
+impl TlsArgs {
+    /// The TLS settings for a connection to `host`, `None` when `is_tls`
+    /// is false (a tcp:// or udp:// address).
+    ///
+    /// # Errors
+    ///
+    /// A TLS flag for an address that is not tls://, a name that is no
+    /// DNS name or IP address, or a roots file that does not load (naming
+    /// it), or no system roots.
+    pub fn connector(&self, is_tls: bool, host: &HostPort) -> Result<Option<TlsConnector>, String> {
+        if !is_tls {
+            if self.tls_ca.is_some() || self.tls_insecure || self.tls_sni.is_some() {
+                return Err(
+                    "--tls-ca, --tls-insecure and --tls-sni are for tls:// addresses".into(),
+                );
+            }
+            return Ok(None);
+        }
+        let trust = match (&self.tls_ca, self.tls_insecure) {
+            (_, true) => Trust::Insecure,
+            (Some(file), false) => Trust::File(file.clone()),
+            (None, false) => Trust::System,
+        };
+        let name = self.tls_sni.as_deref().unwrap_or(&host.host);
+        TlsConnector::new(trust, name)
+            .map(Some)
+            .map_err(|e| format!("TLS: {e}"))
+    }
 }
 
 /// The client's server, with the protocol if a URL named one.
@@ -142,13 +199,13 @@ impl ClientArgs {
     ///
     /// # Errors
     ///
-    /// A `tcp://` address together with `--udp`.
+    /// A `tcp://` or `tls://` address together with `--udp`.
     pub fn is_udp(&self) -> Result<bool, String> {
         match self.addr.proto {
-            Some(Proto::Tcp) if self.udp => {
-                Err("a tcp:// address and --udp contradict each other".into())
-            }
-            Some(Proto::Tcp) => Ok(false),
+            Some(proto @ (Proto::Tcp | Proto::Tls)) if self.udp => Err(format!(
+                "a {proto}:// address and --udp contradict each other"
+            )),
+            Some(Proto::Tcp | Proto::Tls) => Ok(false),
             Some(Proto::Udp) => Ok(true),
             None => Ok(self.udp),
         }
@@ -159,16 +216,19 @@ impl ClientArgs {
     ///
     /// # Errors
     ///
-    /// A `tcp://` address together with `--udp`.
+    /// A `tcp://` or `tls://` address together with `--udp`; TLS flags
+    /// without a `tls://` address, or TLS settings that do not load.
     pub fn to_config(
         &self,
         addrs: Vec<SocketAddr>,
     ) -> Result<echo_reactor::client::ClientConfig, String> {
+        let is_tls = self.addr.proto == Some(Proto::Tls);
         Ok(echo_reactor::client::ClientConfig {
             addrs,
             udp: self.is_udp()?,
             // Parsed as at least a millisecond: never "block forever".
             timeout: self.timeout,
+            tls: self.tls.connector(is_tls, &self.addr.host)?,
         })
     }
 }
@@ -398,11 +458,13 @@ impl ServeArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Exit status: 0 when every reply came back right (UDP: loss within \
---max-loss), 1 otherwise. --json prints one JSON object on stdout, also on failure."
+--max-loss), 1 otherwise (a TLS handshake that fails counts as a `tls` error). --json \
+prints one JSON object on stdout, also on failure."
 )]
 pub struct LoadArgs {
-    /// The server: tcp://HOST:PORT or udp://HOST:PORT, HOST a name or an
-    /// IP address (IPv6: tcp://[::1]:7007), resolved once at the start
+    /// The server: tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT,
+    /// HOST a name or an IP address (IPv6: tcp://[::1]:7007), resolved
+    /// once at the start
     #[arg(value_name = "URL", value_parser = parse_url)]
     pub url: TargetArg,
 
@@ -417,7 +479,7 @@ pub struct LoadArgs {
     #[arg(long, short = 'd', value_name = "DURATION", default_value = "10", value_parser = parse_window)]
     pub duration: Duration,
 
-    /// Bytes per message: TCP 1 to 16777216, UDP 8 to 65507
+    /// Bytes per message: TCP and TLS 1 to 16777216, UDP 8 to 65507
     #[arg(long, value_name = "BYTES", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=load::MAX_TCP_SIZE as u64))]
     pub size: u64,
@@ -515,6 +577,16 @@ pub struct LoadArgs {
     /// ports towards one server [default: the kernel's choice]
     #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
     pub source: Vec<IpAddr>,
+
+    /// tls:// only: what to trust and which name to check.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// Begin each TCP or TLS connection with a PROXY protocol header, v1
+    /// (text) or v2 (binary), naming the connection's own addresses (so
+    /// --source shows through); only the payload is expected back
+    #[arg(long, value_name = "VERSION", value_parser = parse_proxy_version)]
+    pub proxy_protocol: Option<ProxyVersion>,
 }
 
 impl LoadArgs {
@@ -547,9 +619,29 @@ impl LoadArgs {
             segment: self.segment,
             start_at: self.start_at,
             sources: self.source.clone(),
+            proxy_protocol: self.proxy_protocol,
             ..LoadConfig::new(target)
         }
     }
+
+    /// The TLS settings of a tls:// URL; `None` for tcp:// and udp://.
+    ///
+    /// # Errors
+    ///
+    /// As [`TlsArgs::connector`].
+    pub fn tls_connector(&self) -> Result<Option<TlsConnector>, String> {
+        self.tls
+            .connector(self.url.proto == Proto::Tls, &self.url.host)
+    }
+}
+
+/// Parses `--proxy-protocol`: `v1` or `v2`.
+///
+/// # Errors
+///
+/// Anything else, with the versions known.
+pub fn parse_proxy_version(s: &str) -> Result<ProxyVersion, String> {
+    s.parse()
 }
 
 /// A load target as written: the protocol and a host still to resolve.
@@ -573,13 +665,15 @@ like 127.0.0.1:7007, [::1]:7007, localhost:7007 or echo.example.com:7007";
 ///
 /// A message naming the bad input and the expected form.
 pub fn parse_url(s: &str) -> Result<TargetArg, String> {
-    const FORMS: &str = "expected tcp://HOST:PORT, udp://HOST:PORT or HOST:PORT (TCP), \
-where HOST is a name or an IP address, like tcp://127.0.0.1:7007, udp://[::1]:7007, \
-localhost:7007 or tcp://echo.example.com:7007";
+    const FORMS: &str = "expected tcp://HOST:PORT, udp://HOST:PORT, tls://HOST:PORT or \
+HOST:PORT (TCP), where HOST is a name or an IP address, like tcp://127.0.0.1:7007, \
+udp://[::1]:7007, localhost:7007, tcp://echo.example.com:7007 or tls://localhost:7443";
     let (proto, rest) = if let Some(rest) = s.strip_prefix("tcp://") {
         (Proto::Tcp, rest)
     } else if let Some(rest) = s.strip_prefix("udp://") {
         (Proto::Udp, rest)
+    } else if let Some(rest) = s.strip_prefix("tls://") {
+        (Proto::Tls, rest)
     } else if s.contains("://") {
         return Err(format!("invalid URL '{s}': {FORMS}"));
     } else {
@@ -1339,6 +1433,40 @@ mod tests {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("between 0 and a year"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_tls_url_takes_the_tls_flags_and_names_its_host_for_the_certificate() {
+        let a = load(&[
+            "tls://localhost:7443",
+            "--tls-insecure",
+            "--proxy-protocol",
+            "v2",
+        ])
+        .unwrap();
+        assert_eq!(a.url.proto, Proto::Tls);
+        let tls = a.tls_connector().expect("settings").expect("tls");
+        assert_eq!(tls.server_name(), "localhost", "the URL's host by default");
+        assert!(!tls.is_verified());
+        let c = config(&a);
+        assert_eq!(c.target.to_string(), "tls://127.0.0.1:7443");
+        assert_eq!(c.proxy_protocol, Some(ProxyVersion::V2));
+        let a = load(&[
+            "tls://[::1]:7443",
+            "--tls-insecure",
+            "--tls-sni",
+            "echo.example",
+        ])
+        .unwrap();
+        let tls = a.tls_connector().expect("settings").expect("tls");
+        assert_eq!(tls.server_name(), "echo.example");
+        // Without tls://, the flags are refused; without flags, nothing.
+        let a = load(&["tcp://127.0.0.1:9", "--tls-sni", "x"]).unwrap();
+        assert!(a.tls_connector().unwrap_err().contains("tls://"));
+        let a = load(&["tcp://127.0.0.1:9"]).unwrap();
+        assert!(a.tls_connector().expect("plain").is_none());
+        assert!(load(&["tls://127.0.0.1:9", "--tls-insecure", "--tls-ca", "x.pem"]).is_err());
+        assert!(load(&["tcp://127.0.0.1:9", "--proxy-protocol", "v3"]).is_err());
     }
 
     #[test]

@@ -38,6 +38,13 @@
 //! ends the session quietly with exit status 0, like other line tools.
 //! UDP stays blocking, with timeouts on both calls: one datagram out, one
 //! back, nothing to interleave.
+//!
+//! **TLS.** `client tls://HOST:PORT` speaks the same lines over a TLS
+//! session: the handshake comes first, bounded by `--timeout`, and a
+//! certificate the client does not trust ends the session at once with
+//! what failed (unknown issuer, name mismatch, expired). The session's
+//! records go through the same non-blocking turns as plain bytes; at the
+//! end of input the client sends `close_notify`, then FIN.
 
 use std::io::{self, BufRead, ErrorKind, IsTerminal, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -46,6 +53,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::net;
+use crate::tls_client::{TlsConnector, TlsStream};
 
 /// After the first bytes of a reply, this long without more ends it.
 pub const QUIET: Duration = Duration::from_millis(200);
@@ -59,8 +67,11 @@ pub struct ClientConfig {
     pub addrs: Vec<SocketAddr>,
     /// One datagram per line instead of one TCP connection.
     pub udp: bool,
-    /// How long to wait for the first byte of a reply.
+    /// How long to wait for the first byte of a reply (and for the TLS
+    /// handshake).
     pub timeout: Duration,
+    /// TLS over the TCP connection, begun so; `None`: plain TCP.
+    pub tls: Option<TlsConnector>,
 }
 
 /// How a session ended badly.
@@ -68,6 +79,8 @@ pub struct ClientConfig {
 pub enum ClientError {
     /// The connection could not be made.
     Connect(SocketAddr, io::Error),
+    /// The TLS handshake with the server failed: what failed, in words.
+    Tls(SocketAddr, String),
     /// The server closed the connection while replies were still expected.
     Closed,
     /// The server reset the connection.
@@ -98,6 +111,7 @@ impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ClientError::Connect(addr, e) => write!(f, "cannot connect to {addr}: {e}"),
+            ClientError::Tls(addr, why) => write!(f, "TLS with {addr} failed: {why}"),
             ClientError::Closed => f.write_str("the server closed the connection"),
             ClientError::Reset => f.write_str("the server reset the connection"),
             ClientError::Unreachable(addr) => {
@@ -155,8 +169,9 @@ pub fn run(config: &ClientConfig) -> Result<(), ClientError> {
     } else {
         let mut tcp = Tcp::connect(config)?;
         let result = session(&mut tcp, &mut input, &mut output, prompt);
-        // End of input: tell the server we are done (FIN, not a reset).
-        let _ = tcp.stream.shutdown(std::net::Shutdown::Write);
+        // End of input: tell the server we are done (FIN, not a reset;
+        // close_notify first over TLS).
+        let _ = tcp.stream.shutdown_write();
         result
     };
     match result {
@@ -223,10 +238,60 @@ const SOCKET: Token = Token(0);
 /// Bytes read per call.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The client's byte stream: the socket, or a TLS session over it.
+#[derive(Debug)]
+enum Stream {
+    Plain(mio::net::TcpStream),
+    Tls(TlsStream),
+}
+
+impl Stream {
+    fn socket_mut(&mut self) -> &mut mio::net::TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => t.socket_mut(),
+        }
+    }
+
+    /// The end of our output: FIN, after `close_notify` over TLS.
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        if let Stream::Tls(t) = self {
+            t.close_notify()?;
+        }
+        self.socket_mut().shutdown(std::net::Shutdown::Write)
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    /// TLS: the records the socket did not take yet; plain: nothing.
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(_) => Ok(()),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
 /// One persistent TCP connection, non-blocking in a poll of its own so
 /// that the reply can be read while the line is still going out.
 struct Tcp {
-    stream: mio::net::TcpStream,
+    stream: Stream,
     poll: Poll,
     events: Events,
     scratch: Box<[u8]>,
@@ -261,14 +326,49 @@ impl Tcp {
         // the kernel says WouldBlock, so no edge is ever missed.
         poll.registry()
             .register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
-        Ok(Tcp {
+        let stream = match &config.tls {
+            Some(connector) => Stream::Tls(
+                TlsStream::new(stream, connector)
+                    .map_err(|e| ClientError::Tls(addr, connector.describe(&e)))?,
+            ),
+            None => Stream::Plain(stream),
+        };
+        let mut tcp = Tcp {
             stream,
             poll,
             events: Events::with_capacity(4),
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             timeout: config.timeout,
             is_closed: false,
-        })
+        };
+        if let Some(connector) = &config.tls {
+            tcp.handshake(connector, addr)?;
+        }
+        Ok(tcp)
+    }
+
+    /// Makes the TLS handshake, within `--timeout`.
+    fn handshake(&mut self, connector: &TlsConnector, addr: SocketAddr) -> Result<(), ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let Stream::Tls(tls) = &mut self.stream else {
+                return Ok(());
+            };
+            match tls.handshake() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => return Err(ClientError::Tls(addr, connector.describe(&e))),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let why = format!(
+                    "the handshake was not done within {} s (--timeout)",
+                    self.timeout.as_secs_f64()
+                );
+                return Err(ClientError::Tls(addr, why));
+            }
+            self.wait(deadline - now)?;
+        }
     }
 
     /// Sends what the kernel takes of `data`; how many bytes it took.
@@ -335,6 +435,12 @@ impl Exchange for Tcp {
         let mut sent_at = None;
         let mut replied_at = None;
         loop {
+            // TLS: records of what was already taken may wait for room.
+            match self.stream.flush() {
+                Ok(()) => {}
+                Err(e) if net::is_interrupted(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
             if sent < line.len() {
                 let n = self.send_some(&line[sent..])?;
                 sent += n;

@@ -22,6 +22,7 @@
 //! | [`load::split`], [`load::merge`], [`load::hdr_v2`], [`load::output`] | one test split into segments and merged back, the histogram's V2 text form, reports as files and tables |
 //! | [`client`] | the interactive line client |
 //! | [`resolve`] | host names to addresses, once before a run, and the first address that accepts |
+//! | [`tls_client`]: [`tls_client::TlsConnector`] | what `load tls://` and `client tls://` trust and check |
 //!
 //! The command line (clap) is the binary's (`src/main.rs`, `src/cli.rs`,
 //! behind the default `cli` feature): the library takes configs, never
@@ -36,6 +37,7 @@
 //! | `load` | the load generator: its loop, one client interface over TCP and UDP, payloads, the report |
 //! | `client` | the interactive client; blocking on purpose |
 //! | `resolve` | host names to addresses (getaddrinfo, `localhost`), the TCP probe; blocking, before any loop |
+//! | `tls_client` | the clients' side of TLS: trust, server name, a non-blocking session over a socket |
 //! | `net` | socket setup and `io::Error` predicates |
 //!
 //! # Embedding
@@ -62,6 +64,8 @@ pub mod mode;
 mod net;
 pub mod resolve;
 pub mod server;
+pub mod tls_client;
+mod tls_records;
 
 pub use mode::{Mode, Opening, Reply, Service};
 pub use net::BindError;

@@ -25,9 +25,14 @@ use echo_reactor::Cluster;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    // rustls warns of every peer that breaks the protocol; our own
+    // counters and debug lines tell those stories once, so by default it
+    // speaks only of its own errors.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,rustls=error"),
+    )
+    .format_timestamp_millis()
+    .init();
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => run_load(&args),
@@ -91,7 +96,7 @@ fn load_address(args: &LoadArgs) -> Result<SocketAddr, String> {
         }
     }
     let addr = match args.url.proto {
-        Proto::Tcp => {
+        Proto::Tcp | Proto::Tls => {
             let tries = u32::try_from(addrs.len()).unwrap_or(u32::MAX);
             let each = (args.connect_timeout / tries).max(Duration::from_millis(1));
             let probe = resolve::first_accepting(&addrs, each);
@@ -119,9 +124,15 @@ fn run_load(args: &LoadArgs) -> ExitCode {
     if let Err(e) = load::raise_open_file_limit() {
         warn!("load: cannot raise the open-file limit: {e}");
     }
+    // TLS settings that clash or do not load are usage errors, before any
+    // address is probed.
+    let tls = args
+        .tls_connector()
+        .unwrap_or_else(|e| usage_error("load", ErrorKind::ValueValidation, e));
     let addr =
         load_address(args).unwrap_or_else(|e| usage_error("load", ErrorKind::ValueValidation, e));
-    let config = args.to_config(addr);
+    let mut config = args.to_config(addr);
+    config.tls = tls;
     // Settings that only make no run together (threads above connections,
     // a UDP size, the open-file limit) are usage errors too: exit 2 like
     // clap's own, before anything starts.

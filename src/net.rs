@@ -224,6 +224,9 @@ pub struct TcpProgress {
     /// Segments retransmitted over the connection's life
     /// (`tcpi_total_retrans`): nonzero once the path has lost something.
     pub total_retrans: u32,
+    /// Data segments sent over the connection's life, retransmissions
+    /// included (`tcpi_data_segs_out`, Linux 4.6; 0 where not told).
+    pub data_segs_out: u32,
     /// The smoothed round-trip time (`tcpi_rtt`).
     pub srtt: Duration,
     /// The current retransmission timeout, backoff included (`tcpi_rto`).
@@ -232,6 +235,21 @@ pub struct TcpProgress {
     pub since_data_recv: Duration,
     /// Since the peer last acknowledged anything (`tcpi_last_ack_recv`).
     pub since_ack_recv: Duration,
+    /// The connection is closed in the kernel (`TCP_CLOSE`): reset or
+    /// aborted, its send queue already thrown away.
+    pub is_closed: bool,
+}
+
+impl TcpProgress {
+    /// The share of our data segments the path lost (retransmitted over
+    /// sent): 0 while nothing was lost, 1 when losses are known but not
+    /// what they are out of.
+    pub fn loss_rate(&self) -> f64 {
+        if self.total_retrans == 0 {
+            return 0.0;
+        }
+        f64::from(self.total_retrans) / f64::from(self.data_segs_out.max(self.total_retrans))
+    }
 }
 
 /// The kernel's progress figures for a connected TCP socket, or `None`
@@ -261,6 +279,9 @@ pub fn tcp_progress(fd: std::os::fd::RawFd) -> Option<TcpProgress> {
         if rc != 0 || (len as usize) < needed {
             return None;
         }
+        let data_segs_end = std::ptr::addr_of!(info.tcpi_data_segs_out) as usize
+            - std::ptr::addr_of!(info) as usize
+            + std::mem::size_of::<u32>();
         let micros = |us: u32| Duration::from_micros(u64::from(us));
         let millis = |ms: u32| Duration::from_millis(u64::from(ms));
         Some(TcpProgress {
@@ -268,10 +289,17 @@ pub fn tcp_progress(fd: std::os::fd::RawFd) -> Option<TcpProgress> {
             unacked_segments: info.tcpi_unacked,
             retransmits: info.tcpi_retransmits,
             total_retrans: info.tcpi_total_retrans,
+            data_segs_out: if (len as usize) >= data_segs_end {
+                info.tcpi_data_segs_out
+            } else {
+                0
+            },
             srtt: micros(info.tcpi_rtt),
             rto: micros(info.tcpi_rto),
             since_data_recv: millis(info.tcpi_last_data_recv),
             since_ack_recv: millis(info.tcpi_last_ack_recv),
+            // TCP_CLOSE in the kernel's tcp_states.h.
+            is_closed: info.tcpi_state == 7,
         })
     }
     #[cfg(not(target_os = "linux"))]

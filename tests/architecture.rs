@@ -26,6 +26,7 @@ const OUTSIDE: &[&str] = &[
     "WriteZero",
     "ToSocketAddrs",
     "Slab",
+    "TcpStream",
     "Read",
     "Write",
     "usize",
@@ -61,6 +62,7 @@ const OUTSIDE: &[&str] = &[
     "poll",
     "accept",
     "tcpi_bytes_acked",
+    "MSG_PEEK",
     // crates and tools
     "env_logger",
     "io-uring",
@@ -69,6 +71,10 @@ const OUTSIDE: &[&str] = &[
     "pdsh",
     "kubectl",
     "cargo",
+    "ppp",
+    // rustls's
+    "read_tls",
+    "write_tls",
     // log levels, cargo profiles and features
     "error",
     "warn",
@@ -165,7 +171,10 @@ impl Tree {
     fn has_flag(&self, flag: &str) -> bool {
         let cli = fs::read_to_string(self.root.join("src/cli.rs")).unwrap_or_default();
         let field = flag.trim_start_matches('-').replace('-', "_");
-        cli.contains(&format!("pub {field}:")) || cli.contains(&format!("\"{flag}\""))
+        let long = flag.trim_start_matches('-');
+        cli.contains(&format!("pub {field}:"))
+            || cli.contains(&format!("\"{flag}\""))
+            || cli.contains(&format!("long = \"{long}\""))
     }
 }
 

@@ -171,6 +171,42 @@ fn never_reading_pusher(
 }
 
 #[test]
+fn a_client_beyond_the_cap_that_spoke_before_it_was_accepted_reads_eof_not_a_reset() {
+    let server = start_server(&["--max-connections", "1"]);
+    let addr = server.tcp_addr();
+    let mut held = connect(addr);
+    assert_eq!(roundtrip(&mut held, b"in\n"), b"in\n");
+    // Stopped, the server cannot accept: the kernel completes the
+    // handshake and queues the request, so it is there when the server
+    // takes the connection and turns it away.
+    let pid = server.pid().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .map(|s| s.success());
+        assert!(matches!(ok, Ok(true)), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let mut extra = connect(addr);
+    extra.write_all(b"hello, is anyone there?\n").unwrap();
+    signal("-CONT");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let end = extra.read(&mut buf);
+    assert!(
+        matches!(end, Ok(0)),
+        "the rejected client read {end:?}, not EOF; stderr:\n{}",
+        server.stderr()
+    );
+    assert_eq!(roundtrip(&mut held, b"still\n"), b"still\n");
+    let stats = final_stats(&server.stop());
+    assert!(stats.contains("rejected 1"), "{stats}");
+}
+
+#[test]
 fn connection_beyond_the_cap_sees_eof_at_once_and_others_keep_echoing() {
     let server = start_server(&["--max-connections", "3"]);
     let addr = server.tcp_addr();

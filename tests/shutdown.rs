@@ -300,25 +300,120 @@ fn client_still_sending_at_the_deadline(extra: &[&str]) {
 }
 
 #[test]
-fn an_idle_server_with_open_connections_stops_in_milliseconds() {
+fn an_idle_server_stops_as_soon_as_its_clients_close_after_its_fin() {
     let mut server = start_server(&["--tcp", "127.0.0.1:0", "--shutdown-timeout", "30"]);
     let mut clients: Vec<TcpStream> = (0..50).map(|_| connect(server.tcp_addr())).collect();
     for c in &mut clients {
         assert_eq!(roundtrip(c, b"ping\n"), b"ping\n");
     }
+    // Clients as they are written: at EOF they close.
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            thread::spawn(move || {
+                let mut rest = Vec::new();
+                let end = c.read_to_end(&mut rest);
+                (end.is_ok(), rest.is_empty())
+            })
+        })
+        .collect();
     let signalled = Instant::now();
     server.signal(libc::SIGTERM);
     let status = server.wait_timeout(IO_TIMEOUT);
     let took = signalled.elapsed();
     let stderr = server.final_stderr();
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{stderr}");
-    assert!(took < Duration::from_secs(2), "took {took:?}\n{stderr}");
+    // Quiet for a few round trips and retransmission timeouts, then FIN.
+    assert!(took < Duration::from_secs(1), "took {took:?}\n{stderr}");
     assert_eq!(final_stat(&stderr, "forced"), Some(0), "{stderr}");
-    for mut c in clients {
-        let mut rest = Vec::new();
-        assert!(c.read_to_end(&mut rest).is_ok(), "FIN, not a reset");
-        assert!(rest.is_empty());
+    assert_eq!(final_stat(&stderr, "cut"), Some(0), "{stderr}");
+    for r in readers {
+        assert_eq!(r.join().expect("reader"), (true, true), "FIN, not a reset");
     }
+}
+
+#[test]
+fn a_request_that_crosses_the_fin_of_a_close_at_rest_meets_eof_and_is_counted() {
+    // A client that thinks longer than the rest rule waits is taken for
+    // done; its next request must neither vanish unseen nor meet a reset.
+    let mut server = start_server(&["--tcp", "127.0.0.1:0", "--shutdown-timeout", "30"]);
+    let mut c = connect(server.tcp_addr());
+    assert_eq!(roundtrip(&mut c, b"first\n"), b"first\n");
+    server.signal(libc::SIGTERM);
+    assert!(
+        wait_until(IO_TIMEOUT, || server.stderr().contains("shutdown begun")),
+        "{}",
+        server.stderr()
+    );
+    // Think time past the rest rule (about 0.4 s here), before our FIN
+    // is read.
+    thread::sleep(Duration::from_millis(700));
+    let _ = c.write_all(b"second\n");
+    let mut rest = Vec::new();
+    let end = c.read_to_end(&mut rest);
+    assert!(end.is_ok(), "EOF, not a reset: {end:?}");
+    assert!(rest.is_empty(), "no answer after the FIN");
+    let status = server.wait_timeout(IO_TIMEOUT);
+    let stderr = server.final_stderr();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{stderr}");
+    assert_eq!(
+        final_stat(&stderr, "cut"),
+        Some(7),
+        "the request counted\n{stderr}"
+    );
+    assert_eq!(final_stat(&stderr, "forced"), Some(0), "{stderr}");
+}
+
+#[test]
+fn a_peer_that_resets_while_lingering_leaves_out_as_what_it_got() {
+    // Clients that push and never read, cut at the deadline, then close
+    // with unread data (a reset) while the server lingers: the kernel
+    // throws the server's unacknowledged output away, and `out` must not
+    // count it as delivered.
+    const CLIENTS: usize = 3;
+    let mut server = start_server(&["--tcp", "127.0.0.1:0", "--shutdown-timeout", "0.3"]);
+    let addr = server.tcp_addr();
+    let clients: Vec<(TcpStream, thread::JoinHandle<()>)> = (0..CLIENTS)
+        .map(|i| {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+            socket.connect(&addr.into()).expect("connect");
+            let s: TcpStream = socket.into();
+            let mut w = s.try_clone().expect("clone");
+            let chunk = pattern(80 + i as u64, 64 * 1024);
+            let writer = thread::spawn(move || while w.write_all(&chunk).is_ok() {});
+            (s, writer)
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    server.signal(libc::SIGTERM);
+    assert!(
+        wait_until(IO_TIMEOUT, || server
+            .stderr()
+            .contains("drain deadline passed")),
+        "{}",
+        server.stderr()
+    );
+    // Closing with the echo unread: a reset, during the linger.
+    let mut got = 0usize;
+    for (s, writer) in clients {
+        got += s.take_error().map_or(0, |_| 0);
+        let _ = s.shutdown(std::net::Shutdown::Both);
+        drop(s);
+        writer.join().expect("writer");
+    }
+    let status = server.wait_timeout(IO_TIMEOUT);
+    let stderr = server.final_stderr();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{stderr}");
+    let stat = |key| final_stat(&stderr, key).unwrap_or_else(|| panic!("{key}: {stderr}"));
+    // What could have reached them: their receive buffers, a few KiB each.
+    assert!(
+        stat("out") <= (got + CLIENTS * 64 * 1024) as u64,
+        "out {} B counted as delivered to clients that read nothing\n{stderr}",
+        stat("out")
+    );
+    assert_eq!(stat("in"), stat("out") + stat("cut"), "{stderr}");
 }
 
 #[test]

@@ -299,3 +299,102 @@ fn a_write_timeout_reset_counts_what_it_throws_away_in_the_stats_line_and_metric
     let (read, sent) = (final_stat(&stderr, "in"), final_stat(&stderr, "out"));
     assert_eq!(read, sent.map(|o| o + metric), "in = out + cut\n{stderr}");
 }
+
+#[test]
+fn a_client_that_trickles_input_and_never_reads_is_still_reset_by_the_write_timeout() {
+    let server = start_server(&["--tcp", "127.0.0.1:0", "--write-timeout", "1"]);
+    let mut s = small_window_client(server.tcp_addr(), 4096);
+    let start = Instant::now();
+    // 100 B every 10 ms: input keeps coming, the echo is never read.
+    let ended = loop {
+        if s.write_all(&[b't'; 100]).is_err() {
+            break Some(start.elapsed());
+        }
+        if let Ok(Some(_)) = socket2::SockRef::from(&s).take_error() {
+            break Some(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            break None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = server.stop();
+    let after = ended.unwrap_or_else(|| panic!("never reset\n{}", tail(&stderr, 10)));
+    assert!(after < Duration::from_secs(6), "reset after {after:?}");
+    assert_eq!(final_stat(&stderr, "stalled"), Some(1), "{stderr}");
+}
+
+#[test]
+fn the_idle_timeout_counts_from_the_last_byte_the_peer_took() {
+    // 1 MB echoed to a reader that takes it over about 2.5 s, then asks
+    // again at once: with --idle-timeout 1 it must get its answer, as the
+    // peer taking bytes is activity.
+    const SENT: usize = 1 << 20;
+    let server = start_server(&["--tcp", "127.0.0.1:0", "--idle-timeout", "1"]);
+    let mut s = small_window_client(server.tcp_addr(), 16 * 1024);
+    let data = pattern(41, SENT);
+    let mut w = s.try_clone().expect("clone");
+    let sent = data.clone();
+    let writer = thread::spawn(move || w.write_all(&sent));
+    let mut got = vec![0u8; SENT];
+    let start = Instant::now();
+    for (i, chunk) in got.chunks_mut(16 * 1024).enumerate() {
+        s.read_exact(chunk).expect("echo");
+        // About 400 KB a second, by the clock.
+        let next = start + Duration::from_millis((i as u64 + 1) * 40);
+        thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    writer.join().expect("writer").expect("sent");
+    assert!(got == data, "the echo differs");
+    assert_eq!(roundtrip(&mut s, b"and again\n"), b"and again\n");
+    drop(s);
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "idle"), Some(0), "{stderr}");
+}
+
+#[test]
+fn bytes_sent_never_decrease_in_metrics_while_resets_take_some_back() {
+    let server = start_server(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--write-timeout",
+        "1",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let url = server.metrics.clone().expect("metrics");
+    let scrape = || -> Option<u64> {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-m", "5", &url])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("echo_reactor_tcp_sent_bytes_total "))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let stoppers: Vec<_> = (0..3)
+        .map(|i| {
+            let s = small_window_client(server.tcp_addr(), 4096);
+            let mut w = s.try_clone().expect("clone");
+            let data = pattern(50 + i, 512 * 1024);
+            (s, thread::spawn(move || w.write_all(&data)))
+        })
+        .collect();
+    let mut last = 0;
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < deadline {
+        if let Some(v) = scrape() {
+            assert!(v >= last, "the counter went from {last} to {v}");
+            last = v;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    for (s, w) in stoppers {
+        drop(s);
+        let _ = w.join();
+    }
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "stalled"), Some(3), "{stderr}");
+    assert!(last > 0, "nothing was sent");
+}

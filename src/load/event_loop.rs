@@ -16,13 +16,16 @@ use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use super::client::contract::{count_end, ClientCtx, End, Pace, Settings, Step, Tally, Window};
+use super::client::greeting::{Greeting, ProxyVersion};
 use super::client::Client;
+use super::report::TlsReport;
 #[cfg(target_os = "linux")]
 use super::timer;
 use super::{
     report, Clock, LoadConfig, LoadError, ProgressBoard, Report, Target, WallWindow, MAX_HANDSHAKES,
 };
 use crate::net::is_interrupted;
+use crate::tls_client::TlsConnector;
 
 mod connect;
 
@@ -78,14 +81,21 @@ enum Slot {
         deadline: Instant,
         attempt: u32,
     },
-    /// A client that is up: a TCP connection or a UDP socket.
+    /// TCP is up; the PROXY header or the TLS handshake is on its way.
+    Greeting {
+        greeting: Greeting,
+        id: u64,
+        /// The connection's deadline, carried over from `Connecting`.
+        deadline: Instant,
+    },
+    /// A client that is up: a TCP or TLS connection, or a UDP socket.
     Up(Client),
 }
 
 impl Slot {
     fn id(&self) -> u64 {
         match self {
-            Slot::Connecting { id, .. } => *id,
+            Slot::Connecting { id, .. } | Slot::Greeting { id, .. } => *id,
             Slot::Up(c) => c.id(),
         }
     }
@@ -138,6 +148,10 @@ pub(super) struct Loop {
     drain_timeout: Duration,
     /// How long a connection may take to come up, all attempts together.
     connect_timeout: Duration,
+    /// `tls://`: how each connection's TLS session begins.
+    tls: Option<TlsConnector>,
+    /// `--proxy-protocol`: the header each connection sends first.
+    proxy: Option<ProxyVersion>,
     window: Window,
     tally: Tally,
     /// Clients established over the run (each once), and those up now.
@@ -215,8 +229,16 @@ impl Loop {
             duration: config.duration,
             drain_timeout: config.drain_timeout,
             connect_timeout: config.connect_timeout,
+            tls: config.tls.clone(),
+            proxy: config.proxy_protocol,
             window: Window::default(),
-            tally: Tally::new(board.is_some()),
+            tally: Tally {
+                tls: config
+                    .tls
+                    .as_ref()
+                    .map(|t| TlsReport::new(t.server_name(), t.is_verified())),
+                ..Tally::new(board.is_some())
+            },
             connected: 0,
             up: 0,
             reconnect: config.reconnect,
@@ -286,6 +308,7 @@ impl Loop {
         r.mismatch_upper = self.tally.mismatch_upper;
         r.rcvbuf_drops = self.tally.rcvbuf_drops;
         r.latency = std::mem::replace(&mut self.tally.latency, report::new_histogram());
+        r.tls = self.tally.tls.take();
         r.max_loss_percent = self.max_loss_percent;
         r.first_error = self.tally.first_error.clone();
         r.interrupted = self.is_interrupted;
@@ -370,6 +393,10 @@ impl Loop {
         let step = match slot {
             Slot::Connecting { .. } => {
                 self.on_connect_ready(key, now);
+                return;
+            }
+            Slot::Greeting { .. } => {
+                self.on_greeting_ready(key, now);
                 return;
             }
             Slot::Up(c) => {
@@ -496,7 +523,7 @@ impl Loop {
         let mut steps = Vec::new();
         for (key, slot) in self.slots.iter_mut() {
             match slot {
-                Slot::Connecting { deadline, .. } => {
+                Slot::Connecting { deadline, .. } | Slot::Greeting { deadline, .. } => {
                     if now >= *deadline {
                         expired.push(key);
                     }
@@ -516,13 +543,21 @@ impl Loop {
             }
         }
         for key in expired {
-            if let Some(Slot::Connecting { id, .. }) = self.slots.try_remove(key) {
-                self.handshakes -= 1;
-                let e = io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no handshake within the connect timeout (--connect-timeout)",
-                );
-                self.connect_gave_up(id, &e);
+            match self.slots.try_remove(key) {
+                Some(Slot::Connecting { id, .. }) => {
+                    self.handshakes -= 1;
+                    let e = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no handshake within the connect timeout (--connect-timeout)",
+                    );
+                    self.connect_gave_up(id, &e);
+                }
+                Some(Slot::Greeting { id, .. }) => {
+                    self.handshakes -= 1;
+                    self.greeting_timed_out(id);
+                }
+                // The list holds the handshakes just seen, nothing else.
+                Some(Slot::Up(_)) | None => {}
             }
         }
         for (key, step) in steps {
@@ -626,12 +661,12 @@ impl Loop {
                 }
                 // A handshake still in progress is dropped, uncounted: it
                 // never carried a message.
-                Slot::Connecting { .. } => Step::Close(End::Done),
+                Slot::Connecting { .. } | Slot::Greeting { .. } => Step::Close(End::Done),
             };
             steps.push((key, step));
         }
         for (key, step) in steps {
-            if let Some(Slot::Connecting { .. }) = self.slots.get(key) {
+            if let Some(Slot::Connecting { .. } | Slot::Greeting { .. }) = self.slots.get(key) {
                 self.slots.remove(key);
                 self.handshakes -= 1;
                 continue;

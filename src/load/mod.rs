@@ -37,6 +37,8 @@ use std::time::{Duration, Instant, SystemTime};
 use log::info;
 
 use crate::mode::Mode;
+use crate::tls_client::TlsConnector;
+pub use client::greeting::ProxyVersion;
 use event_loop::Loop;
 pub use report::{Completions, Interval, Recent, Report, TestSettings, WallWindow};
 pub use report_text::percentile_distribution;
@@ -109,7 +111,7 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
     crate::net::raise_open_file_limit()
 }
 
-/// TCP or UDP; in JSON `"tcp"` or `"udp"`, as in a URL.
+/// TCP, UDP or TLS; in JSON `"tcp"`, `"udp"` or `"tls"`, as in a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
@@ -117,6 +119,9 @@ pub enum Proto {
     Tcp,
     /// One datagram per message on a connected socket.
     Udp,
+    /// One TLS session over TCP per connection: a stream like TCP's,
+    /// after a handshake.
+    Tls,
 }
 
 impl Proto {
@@ -124,9 +129,15 @@ impl Proto {
     /// connections, only sockets.
     pub fn peers(self) -> &'static str {
         match self {
-            Proto::Tcp => "connections",
+            Proto::Tcp | Proto::Tls => "connections",
             Proto::Udp => "sockets",
         }
+    }
+
+    /// TCP and TLS: a stream per connection, which loses nothing on its
+    /// own.
+    pub fn is_stream(self) -> bool {
+        self != Proto::Udp
     }
 }
 
@@ -135,6 +146,7 @@ impl fmt::Display for Proto {
         f.write_str(match self {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
+            Proto::Tls => "tls",
         })
     }
 }
@@ -211,6 +223,13 @@ pub struct LoadConfig {
     /// Local addresses the connections are bound to, in turn by
     /// connection number (`--source`); empty: the kernel's choice.
     pub sources: Vec<IpAddr>,
+    /// `tls://`: what the connections trust and which name they check;
+    /// `None` for TCP and UDP, and required for TLS.
+    pub tls: Option<TlsConnector>,
+    /// Each TCP or TLS connection begins with a PROXY header of this
+    /// version, naming its own addresses (`--proxy-protocol`); `None`:
+    /// no header.
+    pub proxy_protocol: Option<ProxyVersion>,
 }
 
 impl LoadConfig {
@@ -238,6 +257,8 @@ impl LoadConfig {
             segment: Segment::WHOLE,
             start_at: None,
             sources: Vec::new(),
+            tls: None,
+            proxy_protocol: None,
         }
     }
 
@@ -355,10 +376,25 @@ impl LoadConfig {
                     payload::MIN_UDP_SIZE
                 ))
             }
-            Proto::Tcp if self.size > MAX_TCP_SIZE => {
+            Proto::Tcp | Proto::Tls if self.size > MAX_TCP_SIZE => {
                 return bad(format!("size must be at most {MAX_TCP_SIZE} bytes"))
             }
             _ => {}
+        }
+        match (self.target.proto, &self.tls) {
+            (Proto::Tls, None) => return bad("a tls:// target needs TLS settings".into()),
+            (Proto::Tcp | Proto::Udp, Some(_)) => {
+                return bad(format!(
+                    "TLS settings are for tls:// targets, not {}://",
+                    self.target.proto
+                ))
+            }
+            _ => {}
+        }
+        if let (Some(v), Proto::Udp) = (self.proxy_protocol, self.target.proto) {
+            return bad(format!(
+                "a PROXY header ({v}) opens a TCP or TLS connection; UDP has none"
+            ));
         }
         if !self.expect.is_byte_transform() {
             return bad(format!(

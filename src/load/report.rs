@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 use super::split::Segment;
 use super::{LoadConfig, Proto};
 use crate::mode::Mode;
+use crate::tls_client::TlsVersion;
 
 /// Latencies are recorded in microseconds, from 1 us to one hour.
 const LATENCY_MAX_US: u64 = 3_600_000_000;
@@ -27,17 +28,6 @@ pub const BEHIND_BELOW: f64 = 0.95;
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
         .expect("constant bounds 1..1h with 3 digits are valid")
-}
-
-/// Adds `from`'s values to `into`; a value beyond `into`'s range counts
-/// as its highest. Reports read back and our own share one range, so
-/// the plain `add` is the rule and saturating the exception.
-pub fn add_saturating(into: &mut Histogram<u64>, from: &Histogram<u64>) {
-    if into.add(from).is_err() {
-        for v in from.iter_recorded() {
-            into.saturating_record_n(v.value_iterated_to(), v.count_at_value());
-        }
-    }
 }
 
 /// Errors by kind. Each is a count of events, not of bytes. The field
@@ -63,6 +53,12 @@ pub struct Errors {
     /// UDP: a second reply to a request already answered. A server fault
     /// (and an amplification), so it fails the run.
     pub duplicate: u64,
+    /// TLS: connections whose TLS handshake failed (the certificate was
+    /// refused, the server refused us, or did not speak TLS, or did not
+    /// finish within `--connect-timeout`). Never retried: the same
+    /// certificate fails the same way.
+    #[serde(default)]
+    pub tls: u64,
 }
 
 impl Errors {
@@ -77,6 +73,7 @@ impl Errors {
             self.closed,
             self.io,
             self.duplicate,
+            self.tls,
         ]
         .into_iter()
         .fold(0, u64::saturating_add)
@@ -103,6 +100,7 @@ impl Errors {
             closed: add("errors.closed", self.closed, o.closed)?,
             io: add("errors.io", self.io, o.io)?,
             duplicate: add("errors.duplicate", self.duplicate, o.duplicate)?,
+            tls: add("errors.tls", self.tls, o.tls)?,
         };
         *self = sum;
         Ok(())
@@ -151,6 +149,87 @@ pub struct TestSettings {
     pub start_at: Option<SystemTime>,
     /// The loss (percent) UDP may have and still pass.
     pub max_loss_percent: f64,
+}
+
+/// What a `tls://` run tells of TLS: the name checked and whether the
+/// certificate was, and its handshakes, counted over the whole run (ramp
+/// and replacements included, since handshakes mostly happen outside the
+/// window).
+#[derive(Debug, Clone)]
+pub struct TlsReport {
+    /// The name the certificate was checked against (and sent as SNI).
+    pub server_name: String,
+    /// False with `--tls-insecure`: no certificate was checked.
+    pub verified: bool,
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Of those, sessions resumed from an earlier one's ticket.
+    pub resumed: u64,
+    /// Of those, TLS 1.2 ones; the rest are TLS 1.3.
+    pub tls12: u64,
+    /// Each handshake's time, from the TCP connection being up to the
+    /// TLS handshake being done, in microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl TlsReport {
+    /// No handshake yet, for connections checking `server_name`.
+    pub fn new(server_name: String, verified: bool) -> TlsReport {
+        TlsReport {
+            server_name,
+            verified,
+            handshakes: 0,
+            resumed: 0,
+            tls12: 0,
+            latency: new_histogram(),
+        }
+    }
+
+    /// One more handshake, of `version`, resumed or not, that took `took`.
+    pub fn record(&mut self, version: TlsVersion, resumed: bool, took: Duration) {
+        self.handshakes += 1;
+        self.resumed += u64::from(resumed);
+        self.tls12 += u64::from(version == TlsVersion::Tls12);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.latency.saturating_record(micros);
+    }
+
+    /// TLS 1.3 handshakes.
+    pub fn tls13(&self) -> u64 {
+        self.handshakes.saturating_sub(self.tls12)
+    }
+
+    /// The version every handshake used (`TLSv1.3`), `mixed`, or `None`
+    /// without handshakes.
+    pub fn version(&self) -> Option<&'static str> {
+        match (self.tls12, self.tls13()) {
+            (0, 0) => None,
+            (_, 0) => Some("TLSv1.2"),
+            (0, _) => Some("TLSv1.3"),
+            _ => Some("mixed"),
+        }
+    }
+
+    /// (p50, p90, p99, p99.9, max) handshake time in microseconds.
+    pub fn percentiles_us(&self) -> [u64; 5] {
+        percentiles(&self.latency)
+    }
+
+    /// This report with `o`'s handshakes added; a part run without
+    /// verification makes the sum unverified.
+    ///
+    /// # Errors
+    ///
+    /// A count's sum does not fit.
+    fn plus(&self, o: &TlsReport) -> Result<TlsReport, Overflow> {
+        let mut sum = self.clone();
+        sum.handshakes = add("tls.handshakes", self.handshakes, o.handshakes)?;
+        sum.resumed = add("tls.resumed", self.resumed, o.resumed)?;
+        sum.tls12 = add("tls.versions.tls12", self.tls12, o.tls12)?;
+        sum.verified &= o.verified;
+        add_histogram(&mut sum.latency, &o.latency);
+        Ok(sum)
+    }
 }
 
 /// The measured window by the wall clock, so that the windows of
@@ -239,6 +318,9 @@ pub struct Report {
     /// Merged reports: the parts that failed on their own, one line each
     /// (`segment 1/3: ...`). Any fails the merged run.
     pub failed_parts: Vec<String>,
+    /// `tls://` runs: the handshakes and how the server was checked;
+    /// `None` for TCP and UDP.
+    pub tls: Option<TlsReport>,
 }
 
 /// Replies that completed over some span: how many, and their latencies
@@ -354,6 +436,7 @@ impl Report {
             window: None,
             settings: None,
             failed_parts: Vec::new(),
+            tls: None,
         }
     }
 
@@ -388,6 +471,10 @@ impl Report {
         r.segment = config.segment;
         r.rate = config.own_rate();
         r.settings = Some(config.test_settings());
+        r.tls = config
+            .tls
+            .as_ref()
+            .map(|t| TlsReport::new(t.server_name(), t.is_verified()));
         r
     }
 
@@ -401,6 +488,10 @@ impl Report {
     pub fn merge(&mut self, o: &Report) -> Result<(), Overflow> {
         let mut errors = self.errors;
         errors.merge(&o.errors)?;
+        let tls = match (&self.tls, &o.tls) {
+            (Some(a), Some(b)) => Some(a.plus(b)?),
+            (a, b) => a.as_ref().or(b.as_ref()).cloned(),
+        };
         let counts = [
             add("connected", self.connected, o.connected)?,
             add("reconnects", self.reconnects, o.reconnects)?,
@@ -413,6 +504,7 @@ impl Report {
             add("rcvbuf_drops", self.rcvbuf_drops, o.rcvbuf_drops)?,
         ];
         self.errors = errors;
+        self.tls = tls;
         [
             self.connected,
             self.reconnects,
@@ -434,7 +526,7 @@ impl Report {
             }),
             (a, b) => a.or(b),
         };
-        add_saturating(&mut self.latency, &o.latency);
+        add_histogram(&mut self.latency, &o.latency);
         if self.first_error.is_none() {
             self.first_error.clone_from(&o.first_error);
         }
@@ -505,7 +597,7 @@ impl Report {
             return false;
         }
         match self.proto {
-            Proto::Tcp => self.errors.lost == 0,
+            Proto::Tcp | Proto::Tls => self.errors.lost == 0,
             Proto::Udp => self.loss_percent() <= self.max_loss_percent,
         }
     }
@@ -514,7 +606,7 @@ impl Report {
     /// never came up, or a UDP socket told "port unreachable".
     pub(crate) fn connect_word(&self) -> &'static str {
         match self.proto {
-            Proto::Tcp => "connect",
+            Proto::Tcp | Proto::Tls => "connect",
             Proto::Udp => "unreachable",
         }
     }
@@ -534,11 +626,17 @@ impl Report {
     }
 
     /// The errors by kind, as both the text report and the failure line
-    /// say them: `connect 0, reset 0, ..., io 0`.
+    /// say them: `connect 0, reset 0, ..., io 0` (`connect 0, tls 0, ...`
+    /// for TLS).
     pub(crate) fn errors_text(&self) -> String {
         let e = &self.errors;
+        let tls = if self.proto == Proto::Tls || e.tls > 0 {
+            format!(", tls {}", e.tls)
+        } else {
+            String::new()
+        };
         format!(
-            "{} {}, reset {}, timeout {}, mismatch {}, lost {}, closed {}, io {}",
+            "{} {}{tls}, reset {}, timeout {}, mismatch {}, lost {}, closed {}, io {}",
             self.connect_word(),
             e.connect,
             e.reset,
@@ -585,6 +683,12 @@ impl Report {
                 .first_error
                 .as_deref()
                 .unwrap_or("no connection came up");
+            if self.errors.tls > 0 {
+                return Some(format!(
+                    "{url}: no TLS handshake succeeded ({} failed): {why}",
+                    self.errors.tls
+                ));
+            }
             return Some(format!("cannot reach {url}: {why}"));
         }
         if self.messages == 0 && self.errors.total() == 0 {
@@ -628,17 +732,33 @@ impl Report {
 
     /// (p50, p90, p99, p99.9, max) latency in microseconds; zeros if empty.
     pub fn percentiles_us(&self) -> [u64; 5] {
-        let h = &self.latency;
-        if h.is_empty() {
-            return [0; 5];
+        percentiles(&self.latency)
+    }
+}
+
+/// (p50, p90, p99, p99.9, max) of `h`; zeros if empty.
+fn percentiles(h: &Histogram<u64>) -> [u64; 5] {
+    if h.is_empty() {
+        return [0; 5];
+    }
+    [
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.9),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max(),
+    ]
+}
+
+/// Adds `o` into `h`. Our histograms and those read back from reports
+/// share the bounds of [`new_histogram`], so adding cannot fail; should
+/// it (a report's histogram of another range, as read back), the values
+/// are recorded one by one, saturating.
+pub(crate) fn add_histogram(h: &mut Histogram<u64>, o: &Histogram<u64>) {
+    if h.add(o).is_err() {
+        for v in o.iter_recorded() {
+            h.saturating_record_n(v.value_iterated_to(), v.count_at_value());
         }
-        [
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.9),
-            h.value_at_quantile(0.99),
-            h.value_at_quantile(0.999),
-            h.max(),
-        ]
     }
 }
 
@@ -774,6 +894,53 @@ mod tests {
         a.merge(&b).expect("fits");
         assert_eq!((a.connected, a.messages, a.latency.len()), (4, 2000, 2000));
         assert_eq!(a.duration, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn merge_adds_handshake_counts_and_histograms() {
+        let tls = |handshakes: u64, us: u64, verified: bool| {
+            let mut t = TlsReport::new("localhost".into(), verified);
+            for _ in 0..handshakes {
+                t.record(TlsVersion::Tls13, false, Duration::from_micros(us));
+            }
+            t
+        };
+        let mut a = report();
+        a.tls = Some(tls(3, 1000, true));
+        let mut b = report();
+        b.tls = Some(tls(2, 5000, false));
+        b.tls
+            .as_mut()
+            .expect("tls")
+            .record(TlsVersion::Tls12, true, Duration::ZERO);
+        a.merge(&b).expect("fits");
+        let t = a.tls.expect("tls");
+        assert_eq!((t.handshakes, t.resumed, t.tls12, t.tls13()), (6, 1, 1, 5));
+        assert_eq!(t.latency.len(), 6);
+        assert_eq!(t.latency.max(), 5003, "within the histogram's precision");
+        assert!(!t.verified, "one unverified part makes the sum unverified");
+        assert_eq!(t.version(), Some("mixed"));
+        // A merged report starts from none and takes the first part's.
+        let mut empty = Report::new(Proto::Tls, "127.0.0.1:7".parse().unwrap(), 0);
+        let mut c = report();
+        c.tls = Some(tls(4, 10, true));
+        empty.merge(&c).expect("fits");
+        assert_eq!(empty.tls.expect("tls").handshakes, 4);
+    }
+
+    #[test]
+    fn a_run_whose_every_handshake_failed_says_so() {
+        let mut r = report();
+        r.proto = Proto::Tls;
+        (r.connected, r.messages, r.sent) = (0, 0, 0);
+        r.errors.tls = 2;
+        r.first_error = Some("tls conn 0: certificate verification failed: expired".into());
+        let why = r.failure_summary().expect("fails");
+        assert!(
+            why.contains("no TLS handshake succeeded (2 failed): tls conn 0: certificate"),
+            "{why}"
+        );
+        assert!(r.errors_text().contains("connect 0, tls 2, reset 0"));
     }
 
     #[test]

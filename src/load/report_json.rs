@@ -13,9 +13,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::report::{add_saturating, new_histogram, Errors, Report, TestSettings, WallWindow};
+use super::report::{
+    add_histogram, new_histogram, Errors, Report, TestSettings, TlsReport, WallWindow,
+};
 use super::split::{self, Segment};
 use super::{hdr_v2, Proto};
 use crate::mode::Mode;
@@ -25,9 +28,10 @@ use crate::mode::Mode;
 /// Fields added after the first reports were saved (`histogram`,
 /// `mismatch_upper`, `max_loss_percent`, `first_error`, `failure`,
 /// `rate`, `segment`, `window`, `test`, `failed_parts`, `achieved_share`,
-/// `behind`, `rcvbuf_drops`) may be missing,
+/// `behind`, `rcvbuf_drops`, `errors.tls`) may be missing,
 /// so older files still `compare`; [`Report::from_json`] needs the
-/// histogram, and `merge` needs `test`.
+/// histogram, and `merge` needs `test`. `tls` is there for `tls://` runs
+/// only.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReportJson {
     /// `tcp` or `udp`.
@@ -80,6 +84,9 @@ pub struct ReportJson {
     pub behind: bool,
     /// Latency of the measured messages, in microseconds.
     pub latency_us: LatencyJson,
+    /// `tls://` runs: the handshakes; absent for TCP and UDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsJson>,
     /// Errors by kind.
     pub errors: Errors,
     /// UDP replies that overtook a later request's (not errors).
@@ -143,6 +150,34 @@ pub struct LatencyJson {
     /// encoding ([`hdr_v2::encode`]); `null` if it could not be encoded.
     #[serde(default)]
     pub histogram: Option<String>,
+}
+
+/// `tls`: the handshakes of a `tls://` run, over the whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsJson {
+    /// The name the certificate was checked against (and sent as SNI).
+    pub server_name: String,
+    /// False with `--tls-insecure`: no certificate was checked.
+    pub verified: bool,
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Of those, resumed sessions.
+    pub resumed: u64,
+    /// Derived: `TLSv1.3`, `TLSv1.2`, `mixed`, or `null` without handshakes.
+    pub version: Option<String>,
+    /// Handshakes by version.
+    pub versions: TlsVersionsJson,
+    /// Each handshake's time (TCP up to TLS done), in microseconds.
+    pub handshake_us: LatencyJson,
+}
+
+/// `tls.versions`: handshakes by version.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct TlsVersionsJson {
+    /// TLS 1.2 handshakes.
+    pub tls12: u64,
+    /// TLS 1.3 handshakes.
+    pub tls13: u64,
 }
 
 /// `segment`: which part of how many.
@@ -210,9 +245,74 @@ fn default_max_loss_percent() -> f64 {
     1.0
 }
 
+impl LatencyJson {
+    /// The figures of `h` and the histogram itself.
+    fn of(h: &Histogram<u64>, [p50, p90, p99, p999, max]: [u64; 5]) -> LatencyJson {
+        LatencyJson {
+            p50,
+            p90,
+            p99,
+            p999,
+            max,
+            mean: if h.is_empty() { 0.0 } else { h.mean() },
+            // Encoding into memory fails only on an encoder bug; the
+            // report is still worth printing without the histogram.
+            histogram: hdr_v2::encode(h).ok(),
+        }
+    }
+}
+
+impl From<&TlsReport> for TlsJson {
+    fn from(t: &TlsReport) -> TlsJson {
+        TlsJson {
+            server_name: t.server_name.clone(),
+            verified: t.verified,
+            handshakes: t.handshakes,
+            resumed: t.resumed,
+            version: t.version().map(String::from),
+            versions: TlsVersionsJson {
+                tls12: t.tls12,
+                tls13: t.tls13(),
+            },
+            handshake_us: LatencyJson::of(&t.latency, t.percentiles_us()),
+        }
+    }
+}
+
+impl TlsJson {
+    /// The handshakes back, checked: the histogram holds one value per
+    /// handshake, the versions add up to them, resumed ones are among them.
+    fn into_tls(self) -> Result<TlsReport, String> {
+        let v = self.versions;
+        if v.tls12.checked_add(v.tls13) != Some(self.handshakes) || self.resumed > self.handshakes {
+            return Err(format!(
+                "tls: {} handshakes, but {} TLS 1.2 and {} TLS 1.3, {} resumed",
+                self.handshakes, v.tls12, v.tls13, self.resumed
+            ));
+        }
+        let encoded = self
+            .handshake_us
+            .histogram
+            .ok_or("the report carries no handshake histogram (tls.handshake_us.histogram)")?;
+        let mut t = TlsReport::new(self.server_name, self.verified);
+        // At our own bounds, as the message latency (see `into_report`).
+        add_histogram(&mut t.latency, &hdr_v2::decode(&encoded)?);
+        if t.latency.len() != self.handshakes {
+            return Err(format!(
+                "the handshake histogram holds {} values but the report counts {} handshakes",
+                t.latency.len(),
+                self.handshakes
+            ));
+        }
+        t.handshakes = self.handshakes;
+        t.resumed = self.resumed;
+        t.tls12 = v.tls12;
+        Ok(t)
+    }
+}
+
 impl From<&Report> for ReportJson {
     fn from(r: &Report) -> ReportJson {
-        let [p50, p90, p99, p999, max] = r.percentiles_us();
         ReportJson {
             proto: r.proto,
             target: r.target,
@@ -231,21 +331,8 @@ impl From<&Report> for ReportJson {
             loss_percent: r.loss_percent(),
             achieved_share: r.achieved_share(),
             behind: r.is_behind(),
-            latency_us: LatencyJson {
-                p50,
-                p90,
-                p99,
-                p999,
-                max,
-                mean: if r.latency.is_empty() {
-                    0.0
-                } else {
-                    r.latency.mean()
-                },
-                // Encoding into memory fails only on an encoder bug; the
-                // report is still worth printing without the histogram.
-                histogram: hdr_v2::encode(&r.latency).ok(),
-            },
+            latency_us: LatencyJson::of(&r.latency, r.percentiles_us()),
+            tls: r.tls.as_ref().map(TlsJson::from),
             errors: r.errors,
             reordered: r.reordered,
             late: r.late,
@@ -318,7 +405,7 @@ impl ReportJson {
         // (about 190 KB), not the 16 MiB another range may ask for in a
         // few dozen bytes, and merging adds like to like.
         let mut latency = new_histogram();
-        add_saturating(&mut latency, &hdr_v2::decode(&encoded)?);
+        add_histogram(&mut latency, &hdr_v2::decode(&encoded)?);
         if latency.len() != self.messages {
             return Err(format!(
                 "the latency histogram holds {} values but the report counts {} messages",
@@ -371,6 +458,7 @@ impl ReportJson {
             None => None,
         };
         r.failed_parts = self.failed_parts;
+        r.tls = self.tls.map(TlsJson::into_tls).transpose()?;
         Ok(r)
     }
 }
@@ -545,6 +633,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls_client::TlsVersion;
 
     fn report() -> Report {
         let mut r = Report::new(Proto::Udp, "[::1]:7007".parse().expect("address"), 3);
@@ -620,6 +709,33 @@ mod tests {
         assert_eq!(back.latency, report().latency);
         assert_eq!(back.errors, report().errors);
         assert_eq!(back.failure_summary(), report().failure_summary());
+    }
+
+    #[test]
+    fn a_tls_report_carries_its_handshakes_there_and_back() {
+        let mut r = report();
+        r.proto = Proto::Tls;
+        let mut tls = TlsReport::new("echo.example".into(), true);
+        for us in [900, 1200, 4000] {
+            tls.record(TlsVersion::Tls13, us == 900, Duration::from_micros(us));
+        }
+        r.tls = Some(tls);
+        let j = r.to_json();
+        assert!(
+            j.contains(r#""tls":{"server_name":"echo.example","verified":true,"handshakes":3,"resumed":1,"version":"TLSv1.3","versions":{"tls12":0,"tls13":3},"handshake_us":{"p50":1200,"#),
+            "{j}"
+        );
+        let back = Report::from_json(&j).unwrap_or_else(|e| panic!("{e}: {j}"));
+        assert_eq!(back.to_json(), j);
+        let t = back.tls.expect("tls");
+        assert_eq!((t.handshakes, t.resumed, t.latency.len()), (3, 1, 3));
+        // Counts that do not add up are refused by name.
+        let mut v: serde_json::Value = serde_json::from_str(&j).expect("JSON");
+        v["tls"]["handshakes"] = 4.into();
+        let e = Report::from_json(&v.to_string()).unwrap_err();
+        assert!(e.contains("tls: 4 handshakes"), "{e}");
+        // TCP and UDP reports carry no `tls` at all.
+        assert!(!report().to_json().contains("\"tls\":{"));
     }
 
     #[test]
@@ -737,20 +853,30 @@ mod tests {
     /// whatever its writer chose; the values stay, at three digits.
     #[test]
     fn a_histogram_of_another_range_is_held_at_the_generators() {
+        let wide = || {
+            let mut h = hdrhistogram::Histogram::new_with_bounds(1, 1 << 31, 5).expect("bounds");
+            for v in [1, 1000, 123_456, 1 << 31] {
+                h.record(v).expect("in range");
+            }
+            h
+        };
         let mut r = report();
-        r.latency = hdrhistogram::Histogram::new_with_bounds(1, 1 << 31, 5).expect("bounds");
-        for v in [1, 1000, 123_456, 1 << 31] {
-            r.latency.record(v).expect("in range");
-        }
+        r.proto = Proto::Tls;
+        r.latency = wide();
         r.messages = 4;
         r.bytes = 4 * 64;
+        let mut tls = TlsReport::new("echo.example".into(), true);
+        tls.latency = wide();
+        (tls.handshakes, tls.tls12) = (4, 4);
+        r.tls = Some(tls);
         let back = Report::from_json(&r.to_json()).expect("reads back");
-        let ours = crate::load::report::new_histogram();
-        assert_eq!(back.latency.distinct_values(), ours.distinct_values());
-        assert_eq!(back.latency.len(), 4);
-        assert!(back.latency.equivalent(back.latency.max(), 1 << 31));
-        assert!(back
-            .latency
-            .equivalent(back.latency.value_at_quantile(0.5), 1000));
+        let ours = new_histogram().distinct_values();
+        let handshakes = &back.tls.as_ref().expect("tls").latency;
+        for h in [&back.latency, handshakes] {
+            assert_eq!(h.distinct_values(), ours);
+            assert_eq!(h.len(), 4);
+            assert!(h.equivalent(h.max(), 1 << 31));
+            assert!(h.equivalent(h.value_at_quantile(0.5), 1000));
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::fmt::{self, Write as _};
 
 use hdrhistogram::Histogram;
 
-use super::report::Report;
+use super::report::{Report, TlsReport};
 use super::split::rfc3339;
 use super::Proto;
 
@@ -17,7 +17,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [p50, p90, p99, p999, max] = self.percentiles_us();
         match self.proto {
-            Proto::Tcp => writeln!(
+            Proto::Tcp | Proto::Tls => writeln!(
                 f,
                 "target     {} ({} of {} connections up in {:.2} s)",
                 self.target_text(),
@@ -91,6 +91,9 @@ impl fmt::Display for Report {
                 latency(max)
             )?;
         }
+        if let Some(tls) = &self.tls {
+            writeln!(f, "tls        {}", tls_text(tls))?;
+        }
         let e = &self.errors;
         writeln!(f, "errors     {}", self.errors_text())?;
         if self.proto == Proto::Udp {
@@ -110,6 +113,33 @@ impl fmt::Display for Report {
         };
         write!(f, "result     {result}")
     }
+}
+
+/// The TLS line: `TLSv1.3, 50 handshakes (0 resumed): p50 1.9 ms, p99
+/// 3.2 ms; certificate verified for localhost`, or NOT verified.
+fn tls_text(tls: &TlsReport) -> String {
+    let checked = if tls.verified {
+        format!("certificate verified for {}", tls.server_name)
+    } else {
+        "certificate NOT verified (--tls-insecure)".to_string()
+    };
+    let Some(version) = tls.version() else {
+        let checking = if tls.verified {
+            format!("the certificate checked for {}", tls.server_name)
+        } else {
+            "the certificate not checked (--tls-insecure)".to_string()
+        };
+        return format!("no handshake completed, {checking}");
+    };
+    let [p50, _, p99, _, max] = tls.percentiles_us();
+    format!(
+        "{version}, {} handshakes ({} resumed): p50 {}, p99 {}, max {}; {checked}",
+        tls.handshakes,
+        tls.resumed,
+        latency(p50),
+        latency(p99),
+        latency(max)
+    )
 }
 
 /// A latency for people: microseconds below 10 ms (`542 us`), then

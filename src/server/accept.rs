@@ -11,7 +11,7 @@
 //!   connection closes. Edge-triggered readiness will not announce the
 //!   waiting backlog again, so resuming means calling `accept` ourselves.
 
-use std::io;
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -199,6 +199,10 @@ impl Acceptor {
                 );
             }
             debug!("{peer}: rejected: connection cap");
+            // What the client sent before it was accepted is read and
+            // dropped first: closing with unread input would make the
+            // kernel send RST instead of the FIN the client should see.
+            let _ = (&stream).read(cx.scratch);
             return; // dropping the stream closes it: the client sees EOF
         }
         // Echo replies are small and latency-bound: do not let Nagle hold

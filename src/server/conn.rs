@@ -37,19 +37,54 @@ pub fn tick_duration(t: Tick) -> Duration {
 /// outlast the peer's retransmissions (see [`rest_after`]).
 pub const QUIET_TICKS: Tick = 2;
 
-/// How many retransmission timeouts a quiet spell must outlast before a
-/// shutdown takes the connection for at rest: a segment the peer sent and
-/// the path lost comes again after the peer's RTO, which we cannot see;
-/// ours starts from the same round trip, and twice it leaves room for the
-/// two to differ.
+/// How long a connection closed at rest lingers (FIN sent, its input read,
+/// dropped and counted) for its client to close too: one second.
+pub const REST_LINGER_TICKS: Tick = 10;
+
+/// How many of our retransmission timeouts stand for one of the peer's: a
+/// segment the peer sent and the path lost comes again after the peer's
+/// RTO, which we cannot see; ours starts from the same round trip, and
+/// twice it leaves room for the two to differ.
 pub const REST_RTOS: u32 = 2;
 
+/// The odds a shutdown accepts of taking a connection for at rest while
+/// the peer's segment is still in its retransmission backoff: one in ten
+/// thousand, at the loss rate the kernel measured.
+pub const REST_RISK: f64 = 1e-4;
+
+/// The most losses in a row a quiet spell is made to outlast: ten, which
+/// at one RTO of 0.2 s is minutes, longer than any shutdown deadline.
+const REST_MAX_LOSSES: u32 = 10;
+
 /// How long a connection must have been quiet, by the kernel's account,
-/// before nothing can still be on its way over a path that has lost
-/// nothing: the smoothed round trip plus [`REST_RTOS`] retransmission
-/// timeouts.
-pub fn rest_after(p: &TcpProgress) -> Duration {
-    p.srtt + p.rto * REST_RTOS
+/// before nothing can still be on its way from the peer.
+///
+/// A segment the path lost `j` times in a row arrives after the peer's
+/// RTO, then twice that, and so on: `(2^j - 1)` RTOs. The wait covers as
+/// many losses in a row as the loss rate makes likelier than
+/// [`REST_RISK`], at least one: over a path that has lost nothing, the
+/// round trip plus [`REST_RTOS`] RTOs (0.4 s on a LAN); at 3% loss three
+/// times that; at 20% loss 62 RTOs, beyond any usual deadline. The rate
+/// is the worse of this connection's own (`loss_rate`: what the kernel
+/// had to send again, out of what it sent) and `path_loss`, the same over
+/// every connection of the loop, so that a connection that happens to
+/// have lost nothing on a lossy network waits as its neighbours do. The
+/// peer's own losses are invisible; ours stand for them. No finite wait
+/// covers every run of losses: the linger after the FIN counts what a
+/// longer one would have caught.
+pub fn rest_after(p: &TcpProgress, path_loss: f64) -> Duration {
+    let loss = p.loss_rate().max(path_loss);
+    let losses = if loss <= 0.0 {
+        1
+    } else if loss >= 1.0 {
+        REST_MAX_LOSSES
+    } else {
+        // Fewest k with loss^(k+1) <= REST_RISK: losses beyond k are rarer
+        // than the risk taken.
+        let k = (REST_RISK.ln() / loss.ln()).ceil() - 1.0;
+        (k.max(1.0) as u32).min(REST_MAX_LOSSES)
+    };
+    p.srtt + p.rto * REST_RTOS * ((1 << losses) - 1)
 }
 
 /// What a connection needs from a socket.
@@ -361,6 +396,9 @@ pub struct Connection<S = mio::net::TcpStream> {
     /// implied; a stream (chargen) keeps nothing pending, so this is what
     /// tells the write timeout that it is stuck too.
     is_write_blocked: bool,
+    /// Cut by the shutdown deadline (its linger is the drain's), rather
+    /// than lingering briefly after a close at rest.
+    was_cut: bool,
     /// The poll reported the peer's FIN or an error. Sticky: a later read
     /// may still find data before the EOF or error, and no new edge will
     /// announce what follows it.
@@ -402,6 +440,7 @@ impl<S: Stream> Connection<S> {
             is_write_blocked: false,
             is_hangup_reported: false,
             is_owing: false,
+            was_cut: false,
             story: None,
         }
     }
@@ -557,8 +596,8 @@ impl<S: Stream> Connection<S> {
     /// What the timeout sweep needs: whether the connection is idle (and
     /// for how long) or owes output (and since when the peer acknowledged
     /// any). The kernel is asked only about connections that may owe
-    /// output and moved no bytes this tick, so healthy busy connections
-    /// cost nothing per message and nothing per sweep.
+    /// output, once per sweep: nothing per message, and nothing at all for
+    /// connections that owe nothing.
     ///
     /// "Not reading" means the bytes the peer acknowledged have not grown:
     /// a slow reader's acknowledgements grow, however slowly, even while
@@ -575,12 +614,19 @@ impl<S: Stream> Connection<S> {
                 stalled_for: None,
             };
         }
-        if !owes_here && self.idle_for(now) == 0 {
-            // Moving bytes right now, nothing stuck here: neither.
-            return SweepFacts::default();
-        }
+        // Asked even while input keeps coming: a peer that trickles bytes
+        // in and reads none of its echo is still not reading.
         match self.stream.tcp_progress() {
             Some(p) => {
+                // Only the low bits are kept: a change is all that matters.
+                let mark = p.bytes_acked as u32;
+                if mark != self.acked_mark {
+                    // The peer took more: progress, and activity too, so an
+                    // idle timeout counts from the last byte it took.
+                    self.acked_mark = mark;
+                    self.progress_at = now;
+                    self.last_active = now;
+                }
                 let in_kernel = self.bytes_out.saturating_sub(p.bytes_acked);
                 if !owes_here && in_kernel == 0 {
                     // Everything acknowledged: owed nothing until the next write.
@@ -589,12 +635,6 @@ impl<S: Stream> Connection<S> {
                         idle_for: Some(self.idle_for(now)),
                         stalled_for: None,
                     };
-                }
-                // Only the low bits are kept: a change is all that matters.
-                let mark = p.bytes_acked as u32;
-                if mark != self.acked_mark {
-                    self.acked_mark = mark;
-                    self.progress_at = now;
                 }
             }
             // The kernel cannot be asked: judge by our own buffer, whose
@@ -830,16 +870,29 @@ impl<S: Stream> Connection<S> {
     /// [`rest_after`] its round trip, so that a segment the path lost and
     /// the peer will send again is not taken for the end.
     ///
-    /// A path that has lost anything on this connection (the kernel
-    /// retransmitted some of ours) can go quiet for any length of
-    /// retransmission backoff, each loss doubling the wait: no quiet spell
-    /// proves the peer is done there, so only its own half-close or the
-    /// deadline ends it. Where the kernel cannot tell (not Linux),
-    /// [`QUIET_TICKS`] of quiet must do.
+    /// A path that loses segments (the kernel retransmitted some of ours,
+    /// here or on the loop's other connections, `path_loss`) can go quiet
+    /// for a retransmission backoff, each loss doubling it, so
+    /// [`rest_after`] asks it for a longer quiet spell. Where the kernel
+    /// cannot tell (not Linux), [`QUIET_TICKS`] of quiet must do.
     ///
     /// A connection with anything moving keeps being served: its client may
     /// still be sending, and gets its echo until it half-closes.
-    pub fn close_if_at_rest(&mut self, key: usize, now: Tick) -> Progress {
+    ///
+    /// The close is a lingering one, for [`REST_LINGER_TICKS`]: FIN now,
+    /// then whatever the client still sends (a request that crossed our
+    /// FIN) is read, dropped and counted as cut, so it is neither lost
+    /// unseen nor met with a reset; the client sees our FIN where its
+    /// answer would have been.
+    pub fn close_if_at_rest(&mut self, cx: &mut Ctx<'_>, path_loss: f64) -> Progress {
+        let (key, now) = (cx.key, cx.now);
+        if self.state == ConnState::Lingering
+            && !self.was_cut
+            && self.idle_for(now) >= REST_LINGER_TICKS
+        {
+            // The rest linger is over: the client had its time to close.
+            return self.finish(key, CloseReason::Shutdown);
+        }
         if self.state != ConnState::Open
             || self.idle_for(now) < QUIET_TICKS
             || self.owes_here()
@@ -855,22 +908,23 @@ impl<S: Stream> Connection<S> {
             let quiet = tick_duration(self.idle_for(now))
                 .min(p.since_data_recv)
                 .min(p.since_ack_recv);
-            if p.unacked_segments > 0
-                || p.retransmits > 0
-                || p.total_retrans > 0
-                || quiet <= rest_after(&p)
-            {
+            let wait = rest_after(&p, path_loss);
+            if p.unacked_segments > 0 || p.retransmits > 0 || quiet <= wait {
                 return Progress::Wait;
             }
             trace!(
                 "conn {key}: at rest: quiet {} ms > {} ms (srtt {} us, rto {} ms)",
                 quiet.as_millis(),
-                rest_after(&p).as_millis(),
+                wait.as_millis(),
                 p.srtt.as_micros(),
                 p.rto.as_millis()
             );
         }
-        self.finish(key, CloseReason::Shutdown)
+        let _ = self.stream.shutdown_write();
+        trace!("conn {key}: at rest: FIN sent, lingering");
+        self.set_state(key, ConnState::Lingering);
+        self.last_active = now;
+        self.linger(cx)
     }
 
     /// The shutdown deadline passed: one last flush, then FIN after what
@@ -879,8 +933,11 @@ impl<S: Stream> Connection<S> {
     /// the kernel, and what to do next.
     pub fn cut(&mut self, cx: &mut Ctx<'_>) -> (u64, Progress) {
         if self.state == ConnState::Lingering {
+            // Already closed at rest, or already cut: nothing owed is
+            // left to cut, and a close at rest stays a clean one.
             return (0, Progress::Wait);
         }
+        self.was_cut = true;
         // A failed flush means the peer is gone: nothing more can reach it.
         let flushed = self
             .stream
@@ -904,10 +961,21 @@ impl<S: Stream> Connection<S> {
     /// Reads and drops input after our FIN, until the peer closes. What it
     /// drops is echo the client never gets: it counts as cut.
     fn linger(&mut self, cx: &mut Ctx<'_>) -> Progress {
+        let end = if self.was_cut {
+            CloseReason::ShutdownDeadline
+        } else {
+            CloseReason::Shutdown
+        };
         loop {
             match self.stream.read(cx.scratch) {
-                // EOF: the peer closed too; the close is clean now.
-                Ok(0) => return Progress::Close(CloseReason::ShutdownDeadline),
+                // EOF: the peer closed too. The close is clean once it
+                // has acknowledged all we sent; until then a reset of its
+                // (say, it closed with our echo unread) would throw the
+                // rest away, and the kernel's account must see it. The
+                // reset, or the end of the linger, comes as an event or
+                // from the drain.
+                Ok(0) if self.unacked_in_kernel() => return Progress::Wait,
+                Ok(0) => return Progress::Close(end),
                 Ok(n) => {
                     self.note_read(n);
                     cx.stats.bytes_in += n as u64;
@@ -916,8 +984,32 @@ impl<S: Stream> Connection<S> {
                 // WouldBlock: dropped all there was; the next edge brings more.
                 Err(e) if is_would_block(&e) => return Progress::Wait,
                 Err(e) if is_interrupted(&e) => {}
-                Err(_) => return Progress::Close(CloseReason::ShutdownDeadline),
+                Err(_) => return Progress::Close(end),
             }
+        }
+    }
+
+    /// The kernel's account of this connection, if it gives one.
+    pub fn tcp_progress(&self) -> Option<TcpProgress> {
+        self.stream.tcp_progress()
+    }
+
+    /// True while the kernel holds output the peer has not acknowledged
+    /// and has not thrown away (where it can tell).
+    fn unacked_in_kernel(&self) -> bool {
+        self.stream
+            .tcp_progress()
+            .is_some_and(|p| !p.is_closed && self.bytes_out > p.bytes_acked)
+    }
+
+    /// How the drain's last close counts this connection: a close at rest
+    /// that was still lingering for its client is a clean shutdown, any
+    /// other one was cut by the deadline.
+    pub fn drain_end(&self) -> CloseReason {
+        if self.state == ConnState::Lingering && !self.was_cut {
+            CloseReason::Shutdown
+        } else {
+            CloseReason::ShutdownDeadline
         }
     }
 
@@ -949,15 +1041,18 @@ impl<S: Stream> Connection<S> {
             };
         }
         let queues = self.stream.kernel_queues().unwrap_or_default();
+        let progress = self.stream.tcp_progress();
         // Unacknowledged output by the kernel's count. Our FIN, once sent,
         // takes one more place in the send queue, hence bytes_out minus
         // what was acknowledged rather than the queue's length.
-        let in_kernel = self
-            .stream
-            .tcp_progress()
-            .map_or(queues.unsent as u64, |p| {
-                self.bytes_out.saturating_sub(p.bytes_acked)
-            });
+        let in_kernel = progress.map_or(queues.unsent as u64, |p| {
+            self.bytes_out.saturating_sub(p.bytes_acked)
+        });
+        if progress.is_some_and(|p| p.is_closed) {
+            // The peer reset it (during a linger, say): the kernel threw
+            // its send queue away already, whatever the close now does.
+            return Abandoned { pending, in_kernel };
+        }
         let unread = queues.unread;
         // Closing with unread input makes the kernel reset the connection
         // anyway; a write timeout or the final close gives up on the peer.
@@ -1110,6 +1205,8 @@ pub(crate) mod tests {
         pub written: Vec<u8>,
         pub fin_sent: bool,
         pub reads: usize,
+        /// `shutdown_write` was called: our FIN went out.
+        pub shut: bool,
         /// What the fake kernel says the peer acknowledged of `written`;
         /// `None`: the kernel cannot be asked.
         pub acked: Option<u64>,
@@ -1160,6 +1257,7 @@ pub(crate) mod tests {
 
     impl Stream for FakeStream {
         fn shutdown_write(&mut self) -> io::Result<()> {
+            self.shut = true;
             Ok(())
         }
 
@@ -1491,27 +1589,63 @@ pub(crate) mod tests {
         assert_eq!(c.stream.written, b"0123456789");
     }
 
+    /// `close_if_at_rest` at tick `now`.
+    fn rest_at(c: &mut Connection<FakeStream>, h: &mut Harness, now: Tick) -> Progress {
+        rest_at_loss(c, h, now, 0.0)
+    }
+
+    fn rest_at_loss(
+        c: &mut Connection<FakeStream>,
+        h: &mut Harness,
+        now: Tick,
+        path_loss: f64,
+    ) -> Progress {
+        let mut cx = h.cx();
+        cx.now = now;
+        c.close_if_at_rest(&mut cx, path_loss)
+    }
+
     #[test]
     fn shutdown_closes_a_connection_at_rest_and_keeps_serving_a_busy_one() {
+        let mut h = Harness::new(8);
         let mut c = conn(b"", 8, 100);
+        assert_eq!(rest_at(&mut c, &mut h, 1), Progress::Wait);
+        assert_eq!(c.state(), ConnState::Open, "not quiet long enough");
+        // At rest: FIN, then a short linger for the client to close.
+        assert_eq!(rest_at(&mut c, &mut h, QUIET_TICKS), Progress::Wait);
+        assert_eq!(c.state(), ConnState::Lingering);
+        assert!(c.stream.shut, "FIN sent");
+        // A request that crossed our FIN is read, dropped and counted.
+        c.stream.input.extend_from_slice(b"late");
+        let cut_before = h.stats.tcp_cut_bytes;
+        assert_eq!(c.on_readable(&mut h.cx()), Progress::Wait);
+        assert_eq!(h.stats.tcp_cut_bytes - cut_before, 4);
+        assert!(c.stream.written.is_empty(), "never answered");
+        // The linger ends: a clean close, not a forced one.
+        let over = QUIET_TICKS + REST_LINGER_TICKS;
+        assert_eq!(rest_at(&mut c, &mut h, over - 1), Progress::Wait);
         assert_eq!(
-            c.close_if_at_rest(1, 1),
-            Progress::Wait,
-            "not quiet long enough"
+            rest_at(&mut c, &mut h, over),
+            Progress::Close(CloseReason::Shutdown)
         );
+        // The client's own close ends it sooner, as cleanly.
+        let mut c = conn(b"", 8, 100);
+        assert_eq!(rest_at(&mut c, &mut h, QUIET_TICKS), Progress::Wait);
+        c.stream.eof = true;
         assert_eq!(
-            c.close_if_at_rest(1, QUIET_TICKS),
+            c.on_readable(&mut h.cx()),
             Progress::Close(CloseReason::Shutdown)
         );
 
         // Input waiting in the kernel: its client is still sending.
-        let mut h = Harness::new(8);
         let mut c = conn(b"abc", 8, 100);
-        assert_eq!(c.close_if_at_rest(1, 100), Progress::Wait);
+        assert_eq!(rest_at(&mut c, &mut h, 100), Progress::Wait);
+        assert_eq!(c.state(), ConnState::Open);
         // Output pending here: the echo is still owed.
         let mut c = conn(b"abcdefgh", 8, 3);
         c.on_readable(&mut h.cx());
-        assert_eq!(c.close_if_at_rest(1, 100), Progress::Wait);
+        assert_eq!(rest_at(&mut c, &mut h, 100), Progress::Wait);
+        assert_eq!(c.state(), ConnState::Open);
         // It keeps reading and answering during the drain, and a
         // half-close still ends it cleanly once everything is delivered.
         c.stream.input.extend_from_slice(b"more");
@@ -1613,14 +1747,18 @@ pub(crate) mod tests {
             since_ack_recv: Duration::from_secs(10),
             ..TcpProgress::default()
         };
-        let at_rest = |c: &mut Connection<FakeStream>, now| c.close_if_at_rest(1, now);
+        let mut h = Harness::new(8);
+        let mut at_rest = |c: &mut Connection<FakeStream>, now| {
+            rest_at(c, &mut h, now);
+            c.state() == ConnState::Lingering
+        };
         let mut c = conn(b"", 8, 100);
         c.stream.acked = Some(0);
         c.stream.progress = progress;
         // Quiet 0.4 s by our clock: the peer's retransmission of a lost
         // segment might still come (its RTO is about ours, 0.2 s).
-        assert_eq!(at_rest(&mut c, 4), Progress::Wait);
-        assert_eq!(at_rest(&mut c, 5), Progress::Close(CloseReason::Shutdown));
+        assert!(!at_rest(&mut c, 4));
+        assert!(at_rest(&mut c, 5));
 
         // The kernel saw an acknowledgement 0.3 s ago: not quiet enough.
         let mut c = conn(b"", 8, 100);
@@ -1629,21 +1767,70 @@ pub(crate) mod tests {
             since_ack_recv: Duration::from_millis(300),
             ..progress
         };
-        assert_eq!(at_rest(&mut c, 100), Progress::Wait);
+        assert!(!at_rest(&mut c, 100));
         // Our own segment is being retransmitted: in flight.
         c.stream.progress = TcpProgress {
             unacked_segments: 1,
             retransmits: 2,
             ..progress
         };
-        assert_eq!(at_rest(&mut c, 100), Progress::Wait);
-        // The path has lost segments before: any quiet may be a backoff.
-        c.stream.progress = TcpProgress {
-            total_retrans: 1,
-            ..progress
-        };
-        assert_eq!(at_rest(&mut c, 100), Progress::Wait);
+        assert!(!at_rest(&mut c, 100));
         c.stream.progress = progress;
-        assert_eq!(at_rest(&mut c, 100), Progress::Close(CloseReason::Shutdown));
+        assert!(at_rest(&mut c, 100));
+    }
+
+    #[test]
+    fn a_lossy_path_asks_for_quiet_that_outlasts_the_likely_runs_of_losses() {
+        let base = TcpProgress {
+            srtt: Duration::from_millis(1),
+            rto: Duration::from_millis(200),
+            ..TcpProgress::default()
+        };
+        let lossy = |total_retrans, data_segs_out| TcpProgress {
+            total_retrans,
+            data_segs_out,
+            ..base
+        };
+        let ms = |d: Duration| d.as_millis();
+        // Nothing lost: one loss covered, by two of our RTOs.
+        assert_eq!(ms(rest_after(&base, 0.0)), 401);
+        // 1%: two losses in a row are 1 in 10,000, so one is covered.
+        assert_eq!(ms(rest_after(&lossy(1, 101), 0.0)), 401);
+        // 3% (say, a loopback burst): two in a row covered, 3 RTOs each.
+        assert_eq!(ms(rest_after(&lossy(4, 130), 0.0)), 1201);
+        // 20%: five in a row, 31 RTOs.
+        assert_eq!(ms(rest_after(&lossy(20, 100), 0.0)), 12401);
+        // Losses known, out of nothing known: the longest wait.
+        assert_eq!(ms(rest_after(&lossy(1, 0), 0.0)), 1 + 400 * 1023);
+        // A clean connection on a lossy loop waits as its neighbours do.
+        assert_eq!(ms(rest_after(&base, 0.2)), 12401);
+        assert_eq!(
+            ms(rest_after(&lossy(1, 5), 0.0)),
+            ms(rest_after(&base, 0.2))
+        );
+
+        // And the shutdown judges by it: quiet 1.2 s is not enough at 3%.
+        let quiet = |q_ms, p: TcpProgress| TcpProgress {
+            since_data_recv: Duration::from_millis(q_ms),
+            since_ack_recv: Duration::from_millis(q_ms),
+            ..p
+        };
+        let mut h = Harness::new(8);
+        let mut c = conn(b"", 8, 100);
+        c.stream.acked = Some(0);
+        c.stream.progress = quiet(1200, lossy(4, 130));
+        rest_at(&mut c, &mut h, 100);
+        assert_eq!(c.state(), ConnState::Open);
+        c.stream.progress = quiet(1202, lossy(4, 130));
+        rest_at(&mut c, &mut h, 100);
+        assert_eq!(c.state(), ConnState::Lingering);
+        // Nothing lost here, but 20% on the loop: 5 s of quiet is not rest.
+        let mut c = conn(b"", 8, 100);
+        c.stream.acked = Some(0);
+        c.stream.progress = quiet(5000, base);
+        rest_at_loss(&mut c, &mut h, 100, 0.2);
+        assert_eq!(c.state(), ConnState::Open);
+        rest_at_loss(&mut c, &mut h, 100, 0.0);
+        assert_eq!(c.state(), ConnState::Lingering);
     }
 }

@@ -348,7 +348,7 @@ impl<S: Transport> ConnTable<S> {
         // then counts only what was not thrown away.
         let lost = conn.abandon(reason, final_close);
         cx.stats.tcp_cut_bytes += lost.total();
-        cx.stats.bytes_out = cx.stats.bytes_out.saturating_sub(lost.in_kernel);
+        cx.stats.tcp_out_dropped += lost.in_kernel;
         if log::log_enabled!(log::Level::Debug) {
             let label = S::LABEL;
             let cut = if lost.total() > 0 {
@@ -443,18 +443,44 @@ impl<S: Transport> ConnTable<S> {
     /// Returns how many it closed.
     pub fn close_those_at_rest(&mut self, cx: &mut LoopCtx<'_>) -> usize {
         let before = self.conns.len();
+        let path_loss = self.path_loss();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            self.drive(key, cx, |conn, ccx| conn.close_if_at_rest(ccx.key, ccx.now));
+            self.drive(key, cx, |conn, ccx| conn.close_if_at_rest(ccx, path_loss));
         }
         before - self.conns.len()
+    }
+
+    /// The share of data segments the kernel had to send again, over all
+    /// the table's connections: how lossy the network behind them is, for
+    /// the connections that have not sent enough to tell on their own.
+    /// One `TCP_INFO` per connection, asked only during a shutdown.
+    fn path_loss(&self) -> f64 {
+        let (mut lost, mut sent) = (0u64, 0u64);
+        for (_, conn) in &self.conns {
+            if let Some(p) = conn.tcp_progress() {
+                lost += u64::from(p.total_retrans);
+                sent += u64::from(p.data_segs_out.max(p.total_retrans));
+            }
+        }
+        if sent == 0 {
+            0.0
+        } else {
+            lost as f64 / sent as f64
+        }
     }
 
     /// Shutdown deadline: every connection still busy gets one last flush
     /// and a FIN, and lingers (input dropped) until its peer closes.
     /// Returns how many were cut.
     pub fn cut_busy(&mut self, cx: &mut LoopCtx<'_>) -> usize {
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        // Those lingering after a close at rest are done, not busy.
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| !conn.is_lingering())
+            .map(|(key, _)| key)
+            .collect();
         for &key in &keys {
             self.drive(key, cx, |conn, ccx| {
                 let (left, progress) = conn.cut(ccx);
@@ -470,7 +496,10 @@ impl<S: Transport> ConnTable<S> {
     pub fn close_all(&mut self, cx: &mut LoopCtx<'_>) {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            self.close_as(key, CloseReason::ShutdownDeadline, true, cx);
+            let reason = self.conns.get(key).map(Connection::drain_end);
+            if let Some(reason) = reason {
+                self.close_as(key, reason, true, cx);
+            }
         }
     }
 }

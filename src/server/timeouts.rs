@@ -242,10 +242,12 @@ mod tests {
             Some(CloseReason::WriteTimeout),
             "nothing acknowledged for the write timeout: the peer stopped"
         );
-        // Once everything is acknowledged, it owes nothing: idle again.
+        // Once everything is acknowledged, it owes nothing: idle again,
+        // counted from when the peer took its last byte.
         c.stream_mut().acked = Some(8192);
-        assert_eq!(c.sweep_facts(60), facts(Some(60), None));
-        assert_eq!(t.expiry(c.sweep_facts(60)), Some(CloseReason::IdleTimeout));
+        assert_eq!(c.sweep_facts(60), facts(Some(0), None));
+        assert_eq!(t.expiry(c.sweep_facts(65)), None, "not idle for long yet");
+        assert_eq!(t.expiry(c.sweep_facts(71)), Some(CloseReason::IdleTimeout));
     }
 
     #[test]
@@ -278,12 +280,26 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_connection_is_neither_idle_nor_stalled_and_costs_no_question() {
+    fn a_peer_that_trickles_input_and_reads_none_of_its_echo_is_still_stalled() {
         let mut h = Harness::new(1 << 16);
-        // acked None would make a stale clock look stalled if it were asked.
+        let t = Timeouts {
+            idle: None,
+            write: Some(20),
+            handshake: None,
+        };
         let mut c = echoed_into_the_kernel(&mut h, 100, 0);
-        c.stream_mut().acked = None;
-        assert_eq!(c.sweep_facts(0), SweepFacts::default());
+        assert_eq!(c.sweep_facts(5).stalled_for, Some(5));
+        // A few bytes in every tick, echoed into the kernel: busy, and
+        // still nothing acknowledged.
+        for tick in 6..=30u32 {
+            c.stream_mut().input.extend_from_slice(b"x");
+            assert_eq!(c.on_readable(&mut at(&mut h, tick)), Progress::Wait);
+        }
+        assert_eq!(
+            t.expiry(c.sweep_facts(30)),
+            Some(CloseReason::WriteTimeout),
+            "reading its input is not reading our output"
+        );
     }
 
     #[test]

@@ -22,7 +22,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::conn::{Stream, Tick};
 use super::transport::{failure, TlsCause, TransportNews};
-use crate::net::{is_interrupted, is_would_block, KernelQueues, TcpProgress};
+use crate::net::{is_would_block, KernelQueues, TcpProgress};
+use crate::tls_records::{self, Inflow};
 
 /// The certificate chain and key a TLS listener presents, ready for
 /// sessions. Cheap to clone.
@@ -111,16 +112,6 @@ fn pem_problem(e: &rustls::pki_types::pem::Error, what: &str) -> String {
     }
 }
 
-/// What one read of records from the socket brought.
-enum Inflow {
-    /// Records, processed.
-    Records,
-    /// Nothing: the socket said `WouldBlock`.
-    Empty,
-    /// The peer's FIN.
-    Eof,
-}
-
 /// A TCP socket carrying a TLS session.
 pub struct TlsStream {
     sock: mio::net::TcpStream,
@@ -180,40 +171,25 @@ impl TlsStream {
     /// Writes records the session made until it has none or the socket is
     /// full.
     fn write_out(&mut self) -> io::Result<()> {
-        while self.session.wants_write() {
-            match self.session.write_tls(&mut self.sock) {
-                Ok(n) => self.cipher_out += n as u64,
-                // Full: the rest goes on the next writable edge.
-                Err(e) if is_would_block(&e) => return Ok(()),
-                Err(e) if is_interrupted(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        self.cipher_out += tls_records::write_out(&mut self.session, &mut self.sock)?;
         Ok(())
     }
 
     /// Reads records from the socket into the session once and processes
-    /// them. A session error sends its alert, if the socket takes it, and
-    /// becomes a failure.
+    /// them (an EOF, the session knows it now and says so on read). A
+    /// session error sends its alert, if the socket takes it, and becomes
+    /// a failure.
     fn read_in(&mut self) -> io::Result<Inflow> {
-        loop {
-            return match self.session.read_tls(&mut self.sock) {
-                // EOF: the session knows it now, and says so on read.
-                Ok(0) => Ok(Inflow::Eof),
-                Ok(_) => {
-                    if let Err(e) = self.session.process_new_packets() {
-                        let cause = TlsCause::of(&e);
-                        let _ = self.write_out();
-                        log::debug!("tls: {e}");
-                        return Err(failure(cause));
-                    }
-                    Ok(Inflow::Records)
-                }
-                Err(e) if is_would_block(&e) => Ok(Inflow::Empty),
-                Err(e) if is_interrupted(&e) => continue,
-                Err(e) => Err(e),
-            };
+        let inflow = tls_records::read_in(&mut self.session, &mut self.sock)?;
+        if let Inflow::Records { .. } = inflow {
+            if let Err(e) = self.session.process_new_packets() {
+                let cause = TlsCause::of(&e);
+                let _ = self.write_out();
+                log::debug!("tls: {e}");
+                return Err(failure(cause));
+            }
         }
+        Ok(inflow)
     }
 }
 
@@ -225,6 +201,10 @@ impl Read for TlsStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.end_pending = false;
         let mut got = 0;
+        // The socket came back short at the last read of this call: it was
+        // empty, and more raises a new edge (the short-read shortcut, one
+        // syscall saved per message).
+        let mut is_drained = false;
         loop {
             match self.session.reader().read(&mut buf[got..]) {
                 // close_notify came: EOF, after what came before it.
@@ -248,8 +228,15 @@ impl Read for TlsStream {
                 }
                 Err(e) => return Err(e),
             }
+            if is_drained {
+                return match got {
+                    0 => Err(io::ErrorKind::WouldBlock.into()),
+                    _ => Ok(got),
+                };
+            }
             match self.read_in() {
-                Ok(Inflow::Records | Inflow::Eof) => {}
+                Ok(Inflow::Records { is_drained: d }) => is_drained = d,
+                Ok(Inflow::Eof) => {}
                 Ok(Inflow::Empty) if got > 0 => return Ok(got),
                 Ok(Inflow::Empty) => return Err(io::ErrorKind::WouldBlock.into()),
                 Err(e) if got > 0 => {
@@ -351,12 +338,15 @@ impl Stream for TlsStream {
                 return Ok(true);
             }
             match self.read_in()? {
-                Inflow::Records => {}
-                Inflow::Eof => return Err(failure(TlsCause::Closed)),
-                Inflow::Empty => {
+                Inflow::Records { is_drained: false } => {}
+                // Empty now: the client's next flight raises a new edge.
+                Inflow::Records { is_drained: true } | Inflow::Empty => {
                     self.write_out()?;
-                    return Ok(false);
+                    if self.session.is_handshaking() {
+                        return Ok(false);
+                    }
                 }
+                Inflow::Eof => return Err(failure(TlsCause::Closed)),
             }
         }
     }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use echo_reactor::server::{Server, ServerConfig, ServerHandle};
 use echo_reactor::Stats;
 
+pub mod haproxy;
 pub mod netns;
 mod procfs;
 pub mod tls;

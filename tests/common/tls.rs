@@ -4,7 +4,9 @@
 //! [`Pki::new`] makes a CA and a server certificate for `localhost`,
 //! `127.0.0.1` and `::1`, writes them as PEM files into a directory of its
 //! own, and removes it on drop. [`Pki::stranger`] is another CA that
-//! signed nothing the server presents.
+//! signed nothing the server presents; [`Pki::expired`] a certificate of
+//! the same CA that expired long ago; [`Pki::haproxy_pem`] the certificate
+//! and key in the one file HAProxy's `crt` reads.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -28,6 +30,8 @@ pub struct Pki {
     /// The server's private key, PEM (PKCS#8).
     pub key: PathBuf,
     ca_der: CertificateDer<'static>,
+    ca_cert: rcgen::Certificate,
+    ca_key: KeyPair,
 }
 
 impl Pki {
@@ -41,14 +45,7 @@ impl Pki {
         ));
         std::fs::create_dir_all(&dir).expect("pki dir");
         let (ca_cert, ca_key) = make_ca("echo-reactor test CA");
-        let key = KeyPair::generate().expect("key");
-        let mut params =
-            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()])
-                .expect("params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "echo-reactor test server");
-        let cert = params.signed_by(&key, &ca_cert, &ca_key).expect("sign");
+        let (cert, key) = server_cert(&ca_cert, &ca_key, false);
         let write = |name: &str, text: String| {
             let path = dir.join(name);
             std::fs::write(&path, text).expect("write pem");
@@ -59,8 +56,33 @@ impl Pki {
             cert: write("cert.pem", cert.pem()),
             key: write("key.pem", key.serialize_pem()),
             ca_der: ca_cert.der().clone(),
+            ca_cert,
+            ca_key,
             dir,
         }
+    }
+
+    /// A server certificate of this CA for the same names that was valid
+    /// in 2000 only: its chain and key files, PEM.
+    pub fn expired(&self) -> (PathBuf, PathBuf) {
+        let (cert, key) = server_cert(&self.ca_cert, &self.ca_key, true);
+        let (cert_path, key_path) = (
+            self.dir.join("expired.pem"),
+            self.dir.join("expired-key.pem"),
+        );
+        std::fs::write(&cert_path, cert.pem()).expect("write pem");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write pem");
+        (cert_path, key_path)
+    }
+
+    /// The certificate, then its key, in one PEM file, as HAProxy's
+    /// `crt` takes them.
+    pub fn haproxy_pem(&self) -> PathBuf {
+        let path = self.dir.join("haproxy.pem");
+        let cert = std::fs::read_to_string(&self.cert).expect("cert");
+        let key = std::fs::read_to_string(&self.key).expect("key");
+        std::fs::write(&path, format!("{cert}{key}")).expect("write pem");
+        path
     }
 
     /// Another CA, which signed nothing the server presents: its PEM file.
@@ -109,6 +131,28 @@ impl Drop for Pki {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A server certificate for `localhost`, `127.0.0.1` and `::1` signed by
+/// the CA; `expired`: valid in 2000 only (otherwise rcgen's default span).
+fn server_cert(
+    ca_cert: &rcgen::Certificate,
+    ca_key: &KeyPair,
+    expired: bool,
+) -> (rcgen::Certificate, KeyPair) {
+    let key = KeyPair::generate().expect("key");
+    let mut params =
+        CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()])
+            .expect("params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "echo-reactor test server");
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    }
+    let cert = params.signed_by(&key, ca_cert, ca_key).expect("sign");
+    (cert, key)
 }
 
 fn make_ca(name: &str) -> (rcgen::Certificate, KeyPair) {

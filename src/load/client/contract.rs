@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::load::report::{Errors, Recent};
+use crate::load::report::{Errors, Recent, TlsReport};
 use crate::mode::Mode;
 
 /// Most messages one open-loop client has in flight before it waits for
@@ -126,6 +126,8 @@ pub struct Tally {
     pub recent: Option<Recent>,
     /// The first error, described for people.
     pub first_error: Option<String>,
+    /// `tls://`: the handshakes completed; `None` for TCP and UDP.
+    pub tls: Option<TlsReport>,
 }
 
 impl Tally {
@@ -143,6 +145,7 @@ impl Tally {
             latency: crate::load::report::new_histogram(),
             recent: with_recent.then(Recent::default),
             first_error: None,
+            tls: None,
         }
     }
 
@@ -212,6 +215,9 @@ pub enum End {
     Eof,
     /// The server sent more bytes than it was sent.
     Excess,
+    /// The reply began with the PROXY header the connection sent: the
+    /// server does not take the protocol and echoed it (a mismatch).
+    HeaderEchoed,
     /// The drain grace period ended with replies still in flight.
     Timeout,
     /// Any other IO error.
@@ -225,6 +231,10 @@ impl fmt::Display for End {
             End::Reset => f.write_str("reset by server"),
             End::Eof => f.write_str("closed by server with replies outstanding"),
             End::Excess => f.write_str("server sent more bytes than it was sent"),
+            End::HeaderEchoed => f.write_str(
+                "the reply began with our PROXY header: the server does not take the \
+                 PROXY protocol and echoed it (serve --proxy-protocol takes it)",
+            ),
             End::Timeout => {
                 f.write_str("replies still outstanding when the drain timed out (--drain-timeout)")
             }
@@ -249,7 +259,7 @@ pub fn count_end(tally: &mut Tally, end: End, in_flight: u64, who: &dyn fmt::Dis
         End::Done => return,
         End::Reset => tally.errors.reset += 1,
         End::Eof => tally.errors.closed += 1,
-        End::Excess => tally.errors.mismatch += 1,
+        End::Excess | End::HeaderEchoed => tally.errors.mismatch += 1,
         End::Timeout => tally.errors.timeout += 1,
         End::Io(_) => tally.errors.io += 1,
     }

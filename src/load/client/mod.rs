@@ -1,15 +1,19 @@
 //! The generator's clients behind one interface: [`Client`] is a TCP
-//! connection ([`tcp`]) or a connected UDP socket ([`udp`]), and the loop
-//! talks to either through the same handful of calls. What both share
-//! with the loop (settings, pace, window, tally, context, step) is in
-//! [`contract`]. A client sends as its pace allows, checks every reply and
-//! counts into the loop's tally; the `Poll`, the slab, the schedule and
-//! connecting belong to the loop.
+//! connection ([`tcp`]), a TLS session over one (the same [`tcp`] client
+//! over a TLS stream), or a connected UDP socket ([`udp`]), and the loop
+//! talks to each through the same handful of calls. What they share with
+//! the loop (settings, pace, window, tally, context, step) is in
+//! [`contract`]; what a connection says before its first message (a
+//! PROXY header, the TLS handshake) is [`greeting`]'s. A client sends as
+//! its pace allows, checks every reply and counts into the loop's tally;
+//! the `Poll`, the slab, the schedule and connecting belong to the loop.
 //!
-//! An enum rather than a trait object: two kinds, known here, so each
-//! call is one `match` and no indirection on the per-event path.
+//! An enum rather than a trait object: three kinds, known here, so each
+//! call is one `match` and no indirection on the per-event path; and the
+//! TCP client is generic over its stream, so the plain one carries no TLS.
 
 pub mod contract;
+pub mod greeting;
 pub mod tcp;
 pub mod udp;
 
@@ -20,12 +24,16 @@ use contract::{ClientCtx, Step};
 use tcp::TcpClient;
 use udp::UdpClient;
 
-/// One client of a load loop, TCP or UDP. Both kinds offer the same calls
-/// with the same meaning, so the loop never asks which one it holds.
+use crate::tls_client::TlsStream;
+
+/// One client of a load loop, TCP, TLS or UDP. The kinds offer the same
+/// calls with the same meaning, so the loop never asks which one it holds.
 #[derive(Debug)]
 pub enum Client {
     /// One TCP connection, past its handshake.
     Tcp(TcpClient),
+    /// One TLS session over TCP, past both handshakes.
+    Tls(TcpClient<TlsStream>),
     /// One connected UDP socket.
     Udp(UdpClient),
 }
@@ -35,6 +43,7 @@ macro_rules! each {
     ($self:expr, $c:ident => $call:expr) => {
         match $self {
             Client::Tcp($c) => $call,
+            Client::Tls($c) => $call,
             Client::Udp($c) => $call,
         }
     };
@@ -60,24 +69,39 @@ impl Client {
     /// full; a TCP connection loses nothing that way.
     pub fn rcvbuf_drops(&self) -> u64 {
         match self {
-            Client::Tcp(_) => 0,
+            Client::Tcp(_) | Client::Tls(_) => 0,
             Client::Udp(c) => c.rcvbuf_drops(),
         }
     }
 
-    /// Its name in logs and error stories: `tcp conn 3`, `udp socket 3`.
+    /// Its name in logs and error stories: `tcp conn 3`, `tls conn 3`,
+    /// `udp socket 3`.
     pub fn label(&self) -> Label {
         match self {
             Client::Tcp(c) => Label::tcp(c.id()),
+            Client::Tls(c) => Label::tls(c.id()),
             Client::Udp(c) => Label::udp(c.id()),
         }
     }
 
+    /// The TCP socket under a TCP or TLS client, for re-registration;
+    /// `None` for UDP.
+    pub fn tcp_socket_mut(&mut self) -> Option<&mut mio::net::TcpStream> {
+        match self {
+            Client::Tcp(c) => Some(c.stream_mut()),
+            Client::Tls(c) => Some(c.stream_mut().socket_mut()),
+            Client::Udp(_) => None,
+        }
+    }
+
     /// The poll reported the peer's FIN or an error on this socket: a TCP
-    /// client then reads to the end instead of trusting a short read.
+    /// or TLS client then reads to the end instead of trusting a short
+    /// read.
     pub fn note_hangup(&mut self) {
-        if let Client::Tcp(c) = self {
-            c.note_hangup();
+        match self {
+            Client::Tcp(c) => c.note_hangup(),
+            Client::Tls(c) => c.note_hangup(),
+            Client::Udp(_) => {}
         }
     }
 
@@ -103,7 +127,7 @@ impl Client {
     /// the loop's, bounds it.
     pub fn on_tick(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
         match self {
-            Client::Tcp(_) => Step::Wait,
+            Client::Tcp(_) | Client::Tls(_) => Step::Wait,
             Client::Udp(c) => c.on_tick(scratch, cx),
         }
     }
@@ -128,6 +152,14 @@ impl Label {
     pub fn tcp(id: u64) -> Label {
         Label {
             kind: "tcp conn",
+            id,
+        }
+    }
+
+    /// `tls conn <id>`.
+    pub fn tls(id: u64) -> Label {
+        Label {
+            kind: "tls conn",
             id,
         }
     }

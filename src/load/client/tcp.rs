@@ -4,8 +4,10 @@
 //! heap or other clients; connecting (and retrying) is the loop's job,
 //! and what it shares with the UDP client is in `contract`.
 //!
-//! The logic is generic over `Read + Write` so unit tests drive it with a
-//! fake stream that takes N bytes and then says `WouldBlock`.
+//! The logic is generic over `Read + Write`: a plain socket, a TLS
+//! session over one (`tls_client::TlsStream`, for `tls://`), or in unit
+//! tests a fake stream that takes N bytes and then says `WouldBlock`. Each
+//! is its own monomorphized client, so plain TCP pays nothing for TLS.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -43,6 +45,10 @@ pub struct TcpClient<S = mio::net::TcpStream> {
     /// The poll reported the server's FIN or an error. Sticky: it may sit
     /// behind reply bytes a short read leaves, and its edge is spent.
     is_hangup_reported: bool,
+    /// How the PROXY header this connection sent first begins, if it sent
+    /// one: a reply that begins so is that header echoed back. Looked at
+    /// only once a reply is already wrong.
+    echo_signature: Option<&'static [u8]>,
 }
 
 impl<S: Read + Write> TcpClient<S> {
@@ -65,7 +71,17 @@ impl<S: Read + Write> TcpClient<S> {
             is_recv_bad: false,
             is_recv_upper: false,
             is_hangup_reported: false,
+            echo_signature: None,
         }
+    }
+
+    /// This connection sent a PROXY header beginning with `signature`
+    /// before its first message: a reply that begins with it ends the
+    /// connection as [`End::HeaderEchoed`] (the server does not take the
+    /// protocol) instead of an anonymous mismatch.
+    pub fn echo_guard(mut self, signature: Option<&'static [u8]>) -> Self {
+        self.echo_signature = signature;
+        self
     }
 
     /// Records that the poll reported the server's FIN or an error, which
@@ -119,7 +135,13 @@ impl<S: Read + Write> TcpClient<S> {
         // Write first, into the room the edge announced; reading ends
         // with a send of its own for the slots its replies freed.
         if writable {
-            step = self.send(scratch, cx);
+            // TLS: records of messages already taken may wait for this
+            // room. A plain socket's flush does nothing.
+            step = match self.stream.flush() {
+                Ok(()) => self.send(scratch, cx),
+                Err(e) if is_peer_gone(&e) => Step::Close(End::Reset),
+                Err(e) => Step::Close(End::Io(e.kind())),
+            };
         }
         if readable && step == Step::Wait {
             step = self.on_readable(scratch, cx);
@@ -248,7 +270,7 @@ impl<S: Read + Write> TcpClient<S> {
         let sent = self.send_seq * size as u64 + self.send_off as u64;
         let received = self.recv_seq * size as u64 + self.recv_off as u64;
         if received + data.len() as u64 > sent {
-            return Err(End::Excess);
+            return Err(self.excess_or_echo(data));
         }
         while !data.is_empty() {
             let take = (size - self.recv_off).min(data.len());
@@ -258,6 +280,9 @@ impl<S: Read + Write> TcpClient<S> {
             };
             if !self.is_recv_bad {
                 if let Some(i) = msg.check(cx.settings.expect, self.recv_off, &data[..take]) {
+                    if self.is_echoed_header(data) {
+                        return Err(End::HeaderEchoed);
+                    }
                     self.is_recv_bad = true;
                     let (off, got) = (self.recv_off + i, data[i]);
                     // Payload bytes are all lowercase letters, so a reply
@@ -310,6 +335,26 @@ impl<S: Read + Write> TcpClient<S> {
             }
         }
         Ok(())
+    }
+
+    /// More came back than was sent: our PROXY header echoed, or excess.
+    fn excess_or_echo(&self, data: &[u8]) -> End {
+        if self.is_echoed_header(data) {
+            End::HeaderEchoed
+        } else {
+            End::Excess
+        }
+    }
+
+    /// True when `data`, the reply bytes from the very first on, begin
+    /// with the PROXY header this connection sent (at least 5 bytes of
+    /// it, no payload byte being any of them).
+    fn is_echoed_header(&self, data: &[u8]) -> bool {
+        let Some(signature) = self.echo_signature else {
+            return false;
+        };
+        let n = data.len().min(signature.len());
+        self.recv_seq == 0 && self.recv_off == 0 && n >= 5 && data[..n] == signature[..n]
     }
 
     /// Done once draining with nothing in flight and nothing half sent.
@@ -507,6 +552,93 @@ mod tests {
             c.on_readable(&mut scratch, &mut cx),
             Step::Close(End::Eof),
             "with the hang-up reported, the read goes on to the FIN"
+        );
+    }
+
+    /// A stream that holds what it is given until flushed, as a TLS
+    /// session holds the records of plaintext it took when the socket had
+    /// no room for them.
+    struct Holding {
+        inner: FakeEcho,
+        held: Vec<u8>,
+    }
+
+    impl Read for Holding {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.inner.read(buf)
+        }
+    }
+
+    impl Write for Holding {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.held.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            let n = self.inner.write(&self.held)?;
+            self.held.drain(..n);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_writable_edge_flushes_what_the_stream_holds_even_with_nothing_new_to_send() {
+        let s = settings(64);
+        let mut tally = Tally::new(false);
+        let mut scratch = vec![0u8; 1024];
+        let now = Instant::now();
+        let mut cx = ClientCtx {
+            settings: &s,
+            now,
+            window: Window {
+                start: Some(now - Duration::from_secs(1)),
+                end: None,
+            },
+            tally: &mut tally,
+        };
+        let stream = Holding {
+            inner: fake(1024, 1024, None),
+            held: Vec::new(),
+        };
+        let mut c = TcpClient::new(stream, 0, Pace::Closed { pipeline: 1 });
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(c.stream.held.len(), 64, "the message is held, not sent");
+        // Room again: the pipeline is full, so only a flush moves it.
+        assert_eq!(c.on_ready(false, true, &mut scratch, &mut cx), Step::Wait);
+        assert!(c.stream.held.is_empty(), "flushed on the writable edge");
+        assert_eq!(c.on_ready(true, false, &mut scratch, &mut cx), Step::Wait);
+        assert_eq!(cx.tally.messages, 1);
+    }
+
+    #[test]
+    fn an_echoed_proxy_header_ends_the_connection_as_a_mismatch_that_says_so() {
+        let s = settings(64);
+        let mut tally = Tally::new(false);
+        let mut scratch = vec![0u8; 1024];
+        let mut cx = ClientCtx {
+            settings: &s,
+            now: Instant::now(),
+            window: Window::default(),
+            tally: &mut tally,
+        };
+        let v2 = crate::load::ProxyVersion::V2;
+        let mut c = TcpClient::new(fake(1024, 1024, None), 0, Pace::Closed { pipeline: 1 })
+            .echo_guard(Some(v2.signature()));
+        // What an echo server without the protocol does: the header back
+        // first, then the message.
+        c.stream.echoed.extend(v2.signature().iter().copied());
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(
+            c.on_readable(&mut scratch, &mut cx),
+            Step::Close(End::HeaderEchoed)
+        );
+        // Without a header sent, the same bytes are plain excess.
+        let mut c = TcpClient::new(fake(1024, 1024, None), 0, Pace::Closed { pipeline: 1 });
+        c.stream.echoed.extend(v2.signature().iter().copied());
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(
+            c.on_readable(&mut scratch, &mut cx),
+            Step::Close(End::Excess)
         );
     }
 

@@ -21,11 +21,13 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::{Loop, Retry, Slot};
 use crate::load::client::contract::{count_end, End};
+use crate::load::client::greeting::{Greeting, GreetingError};
 use crate::load::client::tcp::TcpClient;
 use crate::load::client::udp::UdpClient;
 use crate::load::client::{Client, Label};
 use crate::load::{Proto, MAX_HANDSHAKES};
 use crate::net;
+use crate::tls_client::HandshakeError;
 
 /// Attempts per connection before it counts as a connect error.
 const CONNECT_ATTEMPTS: u32 = 3;
@@ -86,7 +88,7 @@ impl Loop {
 
     pub(super) fn start_one(&mut self, id: u64, attempt: u32, deadline: Instant, now: Instant) {
         let result = match self.target.proto {
-            Proto::Tcp => self.start_tcp(id, attempt, deadline),
+            Proto::Tcp | Proto::Tls => self.start_tcp(id, attempt, deadline),
             Proto::Udp => self.start_udp(id, now),
         };
         if let Err(e) = result {
@@ -172,37 +174,167 @@ impl Loop {
         }
     }
 
+    /// TCP is up: a plain connection becomes a client at once; one with a
+    /// PROXY header to send or a TLS handshake to make greets first.
     pub(super) fn on_established(&mut self, key: usize, now: Instant) {
-        let Some(Slot::Connecting { stream, id, .. }) = self.slots.try_remove(key) else {
+        let Some(Slot::Connecting {
+            stream,
+            id,
+            deadline,
+            ..
+        }) = self.slots.try_remove(key)
+        else {
             return;
         };
-        self.handshakes -= 1;
         // Small request/response messages: never wait for Nagle.
         if let Err(e) = stream.set_nodelay(true) {
             debug!("tcp conn {id}: TCP_NODELAY: {e}");
         }
-        let mut client = TcpClient::new(stream, id, self.pace(id, now));
+        if self.tls.is_none() && self.proxy.is_none() {
+            self.handshakes -= 1;
+            let client = Client::Tcp(TcpClient::new(stream, id, self.pace(id, now)));
+            self.go_up(key, client, now);
+            return;
+        }
+        match Greeting::new(stream, self.proxy, self.tls.as_ref(), now) {
+            Ok(greeting) => {
+                let slot = Slot::Greeting {
+                    greeting,
+                    id,
+                    deadline,
+                };
+                match self.put_back(key, slot) {
+                    Some(key) => self.on_greeting_ready(key, now),
+                    // Gone, and counted as an IO error.
+                    None => self.handshakes -= 1,
+                }
+            }
+            Err(e) => {
+                self.handshakes -= 1;
+                self.greeting_failed(id, &e, false);
+            }
+        }
+    }
+
+    /// A greeting's socket reported: header out and handshake done, failed,
+    /// or not yet. The same path serves every new connection of a run.
+    pub(super) fn on_greeting_ready(&mut self, key: usize, now: Instant) {
+        let Some(Slot::Greeting { greeting, .. }) = self.slots.get_mut(key) else {
+            return;
+        };
+        let outcome = greeting.advance();
+        if let Ok(false) = outcome {
+            return;
+        }
+        let Some(Slot::Greeting { greeting, id, .. }) = self.slots.try_remove(key) else {
+            return;
+        };
+        self.handshakes -= 1;
+        match outcome {
+            Ok(_) => {
+                // The clock now, not the batch's: the handshake may have
+                // finished within this very call, after its first flight
+                // went out.
+                let done = Instant::now();
+                if let (Some(tls), Some((version, resumed, took))) =
+                    (&mut self.tally.tls, greeting.handshake_facts(done))
+                {
+                    trace!("tls conn {id}: handshake done ({version}, {took:?})");
+                    tls.record(version, resumed, took);
+                }
+                let client = greeting.into_client(id, self.pace(id, now));
+                self.go_up(key, client, now);
+            }
+            Err(e) => self.greeting_failed(id, &e, greeting.is_proxied()),
+        }
+    }
+
+    /// Puts `slot` back under `key`, which the slab hands out again right
+    /// after its removal; should it ever not, the socket's registration
+    /// follows the new key. The key it went under, or `None` (counted as
+    /// an IO error) when the socket cannot be registered again.
+    fn put_back(&mut self, key: usize, mut slot: Slot) -> Option<usize> {
         let entry = self.slots.vacant_entry();
         let new_key = entry.key();
-        // The slab reuses the key just freed, so the registration holds;
-        // should it ever not, the token follows the key.
-        if new_key != key {
+        let socket = match &mut slot {
+            Slot::Connecting { stream, .. } => Some(stream),
+            Slot::Greeting { greeting, .. } => Some(greeting.socket_mut()),
+            Slot::Up(client) => client.tcp_socket_mut(),
+        };
+        if let (true, Some(socket)) = (new_key != key, socket) {
             if let Err(e) = self.poll.registry().reregister(
-                client.stream_mut(),
+                socket,
                 Token(new_key),
                 Interest::READABLE | Interest::WRITABLE,
             ) {
+                let id = slot.id();
                 count_end(&mut self.tally, End::Io(e.kind()), 0, &Label::tcp(id));
-                return;
+                return None;
             }
         }
-        entry.insert(Slot::Up(Client::Tcp(client)));
+        entry.insert(slot);
+        Some(new_key)
+    }
+
+    /// A TCP or TLS client is ready: into the slab under `key` (or where
+    /// its socket is registered again), counted up, and sending.
+    fn go_up(&mut self, key: usize, client: Client, now: Instant) {
+        let (id, who) = (client.id(), client.label());
+        let Some(key) = self.put_back(key, Slot::Up(client)) else {
+            return;
+        };
         if self.first_time_up(id) {
             self.connected += 1;
         }
         self.up += 1;
-        trace!("tcp conn {id}: established");
-        self.kick(new_key, now);
+        trace!("{who}: established");
+        self.kick(key, now);
+    }
+
+    /// A greeting failed: a TLS handshake is a `tls` error, never retried
+    /// (the same certificate fails the same way); a PROXY header that
+    /// could not be written is a `connect` error.
+    fn greeting_failed(&mut self, id: u64, e: &GreetingError, is_proxied: bool) {
+        match e {
+            GreetingError::Tls(h) => {
+                let mut why = match &self.tls {
+                    Some(tls) => tls.describe(h),
+                    None => h.to_string(),
+                };
+                if is_proxied && matches!(h, HandshakeError::Closed | HandshakeError::Tls(_)) {
+                    why.push_str(" (a PROXY header went first: does the server take it?)");
+                }
+                self.tls_failed(id, &why);
+            }
+            GreetingError::Proxy(e) => {
+                let e = io::Error::new(e.kind(), format!("sending the PROXY header: {e}"));
+                self.connect_gave_up(id, &e);
+            }
+        }
+    }
+
+    /// Connection `id`'s TLS handshake failed: one `tls` error.
+    fn tls_failed(&mut self, id: u64, why: &str) {
+        debug!("tls conn {id}: {why}");
+        self.tally.errors.tls += 1;
+        self.tally.note(|| format!("tls conn {id}: {why}"));
+    }
+
+    /// A greeting still going at the connection's deadline.
+    pub(super) fn greeting_timed_out(&mut self, id: u64) {
+        match self.tls {
+            Some(_) => self.tls_failed(
+                id,
+                "TLS handshake not done within the connect timeout (--connect-timeout)",
+            ),
+            None => {
+                let e = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "PROXY header not sent within the connect timeout (--connect-timeout)",
+                );
+                self.connect_gave_up(id, &e);
+            }
+        }
     }
 
     pub(super) fn connect_failed(

@@ -495,8 +495,14 @@ pub fn render(t: &Snapshot, loops: usize, uptime: Duration) -> String {
     metric(
         "tcp_sent_bytes_total",
         "counter",
-        "TCP payload bytes written.",
+        "TCP payload bytes written to the kernel.",
         &[("", s.bytes_out)],
+    );
+    metric(
+        "tcp_sent_dropped_bytes_total",
+        "counter",
+        "Of the bytes written, those a reset threw away before the peer acknowledged them (part of the cut).",
+        &[("", s.tcp_out_dropped)],
     );
     metric(
         "udp_received_datagrams_total",

@@ -36,8 +36,12 @@ pub struct Stats {
     pub accept_errors: u64,
     /// TCP payload bytes read.
     pub bytes_in: u64,
-    /// TCP payload bytes written.
+    /// TCP payload bytes written to the kernel (never decreases).
     pub bytes_out: u64,
+    /// Of `bytes_out`, what resets threw away before the peer acknowledged
+    /// it (also part of `tcp_cut_bytes`): what peers got is `bytes_out`
+    /// minus this, the `out` of the final line.
+    pub tcp_out_dropped: u64,
     /// UDP datagrams received.
     pub udp_datagrams_in: u64,
     /// UDP reply datagrams sent.
@@ -115,6 +119,12 @@ impl Stats {
         } += 1;
     }
 
+    /// TCP payload bytes written and not thrown away by a reset: what
+    /// peers got, give or take what was still in flight at a reset.
+    pub fn delivered(&self) -> u64 {
+        self.bytes_out.saturating_sub(self.tcp_out_dropped)
+    }
+
     /// Faults injected, every kind.
     pub fn faults(&self) -> u64 {
         self.faults_delay
@@ -154,6 +164,7 @@ impl Stats {
             accept_errors,
             bytes_in,
             bytes_out,
+            tcp_out_dropped,
             udp_datagrams_in,
             udp_datagrams_out,
             udp_replies_dropped,
@@ -192,6 +203,7 @@ impl Stats {
         self.accept_errors += accept_errors;
         self.bytes_in += bytes_in;
         self.bytes_out += bytes_out;
+        self.tcp_out_dropped += tcp_out_dropped;
         self.udp_datagrams_in += udp_datagrams_in;
         self.udp_datagrams_out += udp_datagrams_out;
         self.udp_replies_dropped += udp_replies_dropped;
@@ -246,7 +258,7 @@ impl fmt::Display for Stats {
             self.tcp_write_timeouts,
             self.tcp_rejected,
             self.bytes_in,
-            self.bytes_out,
+            self.delivered(),
             self.udp_datagrams_in,
             self.udp_datagrams_out,
             self.udp_replies_dropped,

@@ -19,7 +19,7 @@ pub(crate) mod ratelimit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, trace, warn};
 use mio::net::UdpSocket;
@@ -51,8 +51,12 @@ pub(crate) struct UdpEndpoint {
     #[cfg(target_os = "linux")]
     batch: Option<Box<batch::UdpBatch>>,
     /// Replies are being dropped for a full send buffer: warned once for
-    /// the episode, which ends when a socket takes a reply again.
+    /// the episode, which ends when no reply was dropped for a second
+    /// (under a sustained flood the socket takes one reply in a few, and
+    /// each of those must not end the episode and start a new warning).
     is_dropping: bool,
+    /// When the last reply was dropped for a full send buffer.
+    last_full: Option<Instant>,
     /// `--fault drop|delay|corrupt`, when given.
     faults: Option<faults::UdpFaults>,
 }
@@ -100,6 +104,7 @@ impl UdpEndpoint {
             guard: UdpGuard::new(config.udp_rate_limit, own_ports),
             allow_amplification: config.udp_allow_amplification,
             is_dropping: false,
+            last_full: None,
             faults,
         })
     }
@@ -276,13 +281,20 @@ impl UdpEndpoint {
         if !std::mem::replace(&mut self.is_dropping, true) {
             warn!("udp {i}: send buffer full, dropping replies (counted in stats)");
         }
+        self.last_full = Some(Instant::now());
         stats.udp_replies_dropped += n;
     }
 
-    /// Socket `i` took a reply: an episode of drops, if any, is over.
+    /// Socket `i` took a reply: an episode of drops, if any, is over once
+    /// none was dropped for a second.
     fn note_room(&mut self, i: usize) {
-        if std::mem::take(&mut self.is_dropping) {
-            info!("udp {i}: send buffer has room again");
+        if self.is_dropping
+            && self
+                .last_full
+                .map_or(true, |at| at.elapsed() >= Duration::from_secs(1))
+        {
+            self.is_dropping = false;
+            info!("udp {i}: replies flowing again, none dropped for a second");
         }
     }
 
