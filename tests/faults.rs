@@ -193,8 +193,29 @@ fn slices_and_pacing_change_the_speed_and_nothing_else() {
 
     // Paced to 200 KB/s, a 300 KB echo takes about 1.5 s and comes back whole.
     let server = start_server(&["--tcp", "127.0.0.1:0", "--fault", "rate=200k"]);
+    let took = paced_echo(&server, 300_000);
+    assert!(
+        took >= Duration::from_millis(1200) && took < Duration::from_secs(6),
+        "300 KB at 200 KB/s took {took:?}"
+    );
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "faults rate"), Some(1), "{stderr}");
+
+    // A fast pace is kept too: poll's millisecond wake-ups once lost a
+    // third of 2 MB/s (4 MB took 3.3 s), now the bucket absorbs them.
+    let server = start_server(&["--tcp", "127.0.0.1:0", "--fault", "rate=2M"]);
+    let took = paced_echo(&server, 4_000_000);
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_millis(2900),
+        "4 MB at 2 MB/s took {took:?}"
+    );
+    drop(server);
+}
+
+/// How long an echo of `len` bytes takes to come back whole.
+fn paced_echo(server: &ServerProcess, len: usize) -> Duration {
     let mut s = connect(server.tcp_addr());
-    let data = pattern(3, 300_000);
+    let data = pattern(4, len);
     let mut w = s.try_clone().expect("clone");
     let sent = data.clone();
     let writer = std::thread::spawn(move || w.write_all(&sent));
@@ -204,12 +225,7 @@ fn slices_and_pacing_change_the_speed_and_nothing_else() {
     let took = t.elapsed();
     writer.join().expect("writer").expect("sent");
     assert!(back == data, "the paced echo differs");
-    assert!(
-        took >= Duration::from_millis(1200) && took < Duration::from_secs(6),
-        "300 KB at 200 KB/s took {took:?}"
-    );
-    let stderr = server.stop();
-    assert_eq!(final_stat(&stderr, "faults rate"), Some(1), "{stderr}");
+    took
 }
 
 #[test]

@@ -182,11 +182,26 @@ pub fn count(stats: &mut Stats, kind: &FaultKind) {
 
 /// Most bytes a connection's stream holds back (delayed, paced, sliced)
 /// before it says `WouldBlock`, so the usual backpressure stops reading.
+/// Each held reply also counts [`HELD_OVERHEAD`] against it, so a flood of
+/// one-byte replies is bounded in memory too, not only in bytes.
 pub const HOLD_CAP: usize = 256 * 1024;
 
+/// What one held reply costs beside its bytes: its entry and the
+/// allocator's share of its buffer.
+const HELD_OVERHEAD: usize = std::mem::size_of::<Held>() + 16;
+
+/// Most writes one turn of held output makes (sliced replies are many
+/// small writes): then the connection waits for its next turn, as a read
+/// budget makes a reader wait, so one connection cannot hold the loop.
+const PUMP_WRITES: usize = 64;
+
 /// The smallest amount worth a pacing wake-up: a rate is kept by
-/// writing about this much at a time (less for slow rates).
+/// writing at least this much at a time (less for slow rates, whose
+/// bursts are a tenth of a second's worth).
 const PACE_QUANTUM: u64 = 1460;
+
+/// The most a pace lets out at once: 1 MiB, ten milliseconds at 100 MB/s.
+const PACE_MAX_BURST: u64 = 1 << 20;
 
 /// One reply, or its part still held.
 #[derive(Debug)]
@@ -245,13 +260,20 @@ impl Pace {
         }
     }
 
+    /// The bucket's size: twenty milliseconds' worth (at least a segment,
+    /// or a tenth of a second's worth for slow rates), so that a wake-up
+    /// a millisecond late, as poll timeouts are, loses nothing.
     fn burst(&self) -> u64 {
-        (self.per_sec / 10).clamp(1, PACE_QUANTUM.max(1))
+        let floor = (self.per_sec / 10).min(PACE_QUANTUM);
+        (self.per_sec / 50).max(floor).clamp(1, PACE_MAX_BURST)
     }
 
-    /// When `want` bytes will have been earned.
+    /// When to wake for `want` bytes: once half a bucket (or `want`) is
+    /// earned, so that a late wake-up finds the bucket not yet full and
+    /// no token is lost to its cap.
     fn when(&self, want: u64) -> Instant {
-        let missing = want.min(self.burst()).saturating_sub(self.tokens).max(1);
+        let target = want.min(self.burst() / 2).max(1);
+        let missing = target.saturating_sub(self.tokens).max(1);
         self.since + Duration::from_secs_f64(missing as f64 / self.per_sec as f64)
     }
 }
@@ -280,11 +302,18 @@ pub struct FaultStream<S> {
     /// The number the next reply gets.
     next_reply: u64,
     held: VecDeque<Held>,
+    /// Bytes held, and what they cost in memory (bytes plus
+    /// [`HELD_OVERHEAD`] per held reply).
     held_bytes: usize,
+    held_cost: usize,
     /// A fault ended the connection: every call now says so.
     ended: Option<Ending>,
+    /// The end is not yet told to the table (see `take_news`).
+    end_untold: bool,
     /// When held output can next move (a delay runs out, a pace refills).
     wake_at: Option<Instant>,
+    /// The wake-up the table's heap holds for us.
+    armed_wake: Option<Instant>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for FaultStream<S> {
@@ -335,8 +364,11 @@ impl<S: Stream> FaultStream<S> {
             next_reply: 0,
             held: VecDeque::new(),
             held_bytes: 0,
+            held_cost: 0,
             ended: None,
+            end_untold: false,
             wake_at: None,
+            armed_wake: None,
         }
     }
 
@@ -360,7 +392,7 @@ impl<S: Stream> FaultStream<S> {
     fn pump(&mut self) -> io::Result<()> {
         self.wake_at = None;
         let now = Instant::now();
-        loop {
+        for _ in 0..PUMP_WRITES {
             let Some(front) = self.held.front_mut() else {
                 return Ok(());
             };
@@ -375,7 +407,7 @@ impl<S: Stream> FaultStream<S> {
                     return Ok(());
                 }
                 let then = front.then;
-                self.held.pop_front();
+                self.pop_front();
                 if let Some(end) = then {
                     return self.end(end);
                 }
@@ -407,7 +439,7 @@ impl<S: Stream> FaultStream<S> {
                     if front.sent == front.bytes.len() && front.to_come == 0 {
                         // Free the reply's memory as soon as it is out.
                         let then = front.then;
-                        self.held.pop_front();
+                        self.pop_front();
                         if let Some(end) = then {
                             return self.end(end);
                         }
@@ -418,12 +450,26 @@ impl<S: Stream> FaultStream<S> {
                 Err(e) => return Err(e),
             }
         }
+        // The turn's writes are spent: the rest at the next turn of the
+        // loop, after everyone else's events.
+        if !self.held.is_empty() {
+            self.wake_at = Some(now);
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest held reply, all of it written.
+    fn pop_front(&mut self) {
+        if let Some(h) = self.held.pop_front() {
+            self.held_cost -= h.bytes.len() + HELD_OVERHEAD;
+        }
     }
 
     /// A fault ends the connection now: FIN at once for `close` (so the
     /// peer sees the end right after the reply), RST on close for `reset`.
     fn end(&mut self, end: Ending) -> io::Result<()> {
         self.ended = Some(end);
+        self.end_untold = true;
         match end {
             Ending::Close => {
                 let _ = self.inner.shutdown_write();
@@ -474,7 +520,12 @@ impl<S: Stream> Write for FaultStream<S> {
             self.took(n);
             return Ok(n);
         }
-        let room = HOLD_CAP.saturating_sub(self.held_bytes);
+        let joins = matches!(
+            self.held.back(),
+            Some(back) if back.reply == spec.id && back.to_come > 0
+        );
+        let overhead = if joins { 0 } else { HELD_OVERHEAD };
+        let room = HOLD_CAP.saturating_sub(self.held_cost + overhead);
         if room == 0 {
             self.pump()?;
             return Err(io::ErrorKind::WouldBlock.into());
@@ -506,9 +557,16 @@ impl<S: Stream> Write for FaultStream<S> {
             }),
         }
         self.held_bytes += n;
+        self.held_cost += n + overhead;
         self.took(n);
-        self.pump()?;
-        Ok(n)
+        match self.pump() {
+            Ok(()) => Ok(n),
+            // These bytes are taken (held, or written before a fault's
+            // end): the connection counts them, and learns of the end from
+            // the next call, or from `take_news` if it makes none.
+            Err(_) if self.ended.is_some() => Ok(n),
+            Err(e) => Err(e),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -572,7 +630,16 @@ impl<S: Stream> Stream for FaultStream<S> {
     }
 
     fn take_news(&mut self) -> Option<TransportNews> {
-        self.inner.take_news()
+        if let Some(news) = self.inner.take_news() {
+            return Some(news);
+        }
+        match self.ended {
+            Some(end) if self.end_untold => {
+                self.end_untold = false;
+                Some(TransportNews::Ended(end))
+            }
+            _ => None,
+        }
     }
 
     fn end_pending(&self) -> bool {
@@ -628,6 +695,20 @@ impl<S: Stream> Stream for FaultStream<S> {
 
     fn wake_at(&self) -> Option<Instant> {
         self.wake_at
+    }
+
+    fn arm_wake(&mut self, at: Instant) -> bool {
+        let is_new = self.armed_wake != Some(at);
+        self.armed_wake = Some(at);
+        is_new
+    }
+
+    fn disarm_wake(&mut self, at: Instant) -> bool {
+        let is_armed = self.armed_wake == Some(at);
+        if is_armed {
+            self.armed_wake = None;
+        }
+        is_armed
     }
 
     fn held_back(&self) -> u64 {

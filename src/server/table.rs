@@ -303,13 +303,25 @@ impl<S: Transport> ConnTable<S> {
             stats: cx.stats,
             now: cx.tick,
         };
-        let progress = handler(conn, &mut ccx);
+        let mut progress = handler(conn, &mut ccx);
         if let Some(at) = conn.wake_at() {
-            self.wakes.push(Reverse((at, key)));
+            // One heap entry per wake-up time, not one per event.
+            if conn.arm_wake(at) {
+                self.wakes.push(Reverse((at, key)));
+            }
         }
-        if let Some(TransportNews::Handshaken(version)) = conn.take_news() {
-            cx.stats.tls_handshakes += 1;
-            debug!("{} {key}: handshake done ({version})", S::LABEL);
+        while let Some(news) = conn.take_news() {
+            match news {
+                TransportNews::Handshaken(version) => {
+                    cx.stats.tls_handshakes += 1;
+                    debug!("{} {key}: handshake done ({version})", S::LABEL);
+                }
+                TransportNews::Ended(end) => {
+                    if !matches!(progress, Progress::Close(_)) {
+                        progress = Progress::Close(CloseReason::Fault(end));
+                    }
+                }
+            }
         }
         match progress {
             Progress::Wait => {}
@@ -342,6 +354,11 @@ impl<S: Transport> ConnTable<S> {
             return;
         };
         reason.count_in(cx.stats);
+        if conn.is_handshaking() && !matches!(reason, CloseReason::Tls(_)) {
+            // Ended mid-handshake for another reason (the shutdown, say):
+            // every TLS connection is a handshake done or failed.
+            cx.stats.count_tls_failure(TlsCause::Closed);
+        }
         self.closed_since = true;
         // Output the peer will never get is cut, whatever the reason, and
         // what the kernel held unacknowledged leaves `bytes out`, which
@@ -425,11 +442,10 @@ impl<S: Transport> ConnTable<S> {
                 return;
             }
             self.wakes.pop();
-            let wanted = self
-                .conns
-                .get(key)
-                .and_then(Connection::wake_at)
-                .is_some_and(|w| w <= cx.now);
+            let wanted = self.conns.get_mut(key).is_some_and(|conn| {
+                // An entry for a wake-up since replaced is stale.
+                conn.disarm_wake(at) && conn.wake_at().is_some_and(|w| w <= cx.now)
+            });
             if wanted {
                 self.drive(key, cx, Connection::on_writable);
             }

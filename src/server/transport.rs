@@ -82,11 +82,15 @@ pub fn cause_of(e: &io::Error) -> Option<TlsCause> {
         .map(|f| f.0)
 }
 
-/// What happened to a handshake, reported once to the table's counters.
+/// What a transport has to tell its table, once: a handshake finished,
+/// or a fault ended the connection after a write the connection counted
+/// as taken (so that it closes now, not at its next event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportNews {
     /// The handshake finished with this protocol version (`TLSv1_3`).
     Handshaken(&'static str),
+    /// A fault ended the connection.
+    Ended(Ending),
 }
 
 /// How a connection ends after a reply, when a fault ends it.
