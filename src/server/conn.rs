@@ -31,6 +31,18 @@ pub fn tick_duration(t: Tick) -> Duration {
     Duration::from_millis(u64::from(t) * 100)
 }
 
+/// The tick `ago` before `now` (whole ticks, rounded down).
+fn tick_before(now: Tick, ago: Duration) -> Tick {
+    let ticks = (ago.as_millis() / 100).min(u128::from(Tick::MAX / 2));
+    now.wrapping_sub(ticks as Tick)
+}
+
+/// True when tick `a` is later than tick `b`, both within half the tick
+/// range of `now` (coarse ticks wrap).
+fn is_later(now: Tick, a: Tick, b: Tick) -> bool {
+    now.wrapping_sub(a) < now.wrapping_sub(b)
+}
+
 /// How long a connection must have moved no bytes before a shutdown
 /// looks closer at whether it is at rest: two ticks, 0.1 to 0.2 s. Where
 /// the kernel tells its round trip (`TCP_INFO`), the quiet spell must also
@@ -181,6 +193,19 @@ pub trait Stream: Read + Write {
     /// Bytes `write` took that never reached the socket (held by a fault).
     fn held_back(&self) -> u64 {
         0
+    }
+
+    /// The table's heap now holds a wake-up for `at`: true when that is
+    /// new. A transport with wake-ups remembers the one armed, so that
+    /// each time gets one heap entry, not one per event.
+    fn arm_wake(&mut self, _at: std::time::Instant) -> bool {
+        true
+    }
+
+    /// The heap's wake-up for `at` came: true when it is the one armed
+    /// (now disarmed), false for one since replaced.
+    fn disarm_wake(&mut self, _at: std::time::Instant) -> bool {
+        true
     }
 }
 
@@ -563,6 +588,23 @@ impl<S: Stream> Connection<S> {
         self.stream.wake_at()
     }
 
+    /// True while the transport's handshake has not finished.
+    pub fn is_handshaking(&self) -> bool {
+        self.stream.handshake_since().is_some()
+    }
+
+    /// Notes that the table's heap holds a wake-up for `at`: true when it
+    /// is new (the table pushes it), false when already armed for it.
+    pub fn arm_wake(&mut self, at: std::time::Instant) -> bool {
+        self.stream.arm_wake(at)
+    }
+
+    /// The table's wake-up for `at` is due: true when it is the one armed
+    /// (it disarms it), false for a stale entry.
+    pub fn disarm_wake(&mut self, at: std::time::Instant) -> bool {
+        self.stream.disarm_wake(at)
+    }
+
     /// Serves a readiness event while the transport's handshake runs:
     /// `None` once plaintext can flow (and then the caller serves the
     /// event as usual), else what to do. The handshake's end is the
@@ -622,10 +664,17 @@ impl<S: Stream> Connection<S> {
                 let mark = p.bytes_acked as u32;
                 if mark != self.acked_mark {
                     // The peer took more: progress, and activity too, so an
-                    // idle timeout counts from the last byte it took.
+                    // idle timeout counts from the last byte it took, when
+                    // the kernel saw its acknowledgement, not when the
+                    // sweep came by.
                     self.acked_mark = mark;
-                    self.progress_at = now;
-                    self.last_active = now;
+                    let acked_at = tick_before(now, p.since_ack_recv);
+                    if is_later(now, acked_at, self.progress_at) {
+                        self.progress_at = acked_at;
+                    }
+                    if is_later(now, acked_at, self.last_active) {
+                        self.last_active = acked_at;
+                    }
                 }
                 let in_kernel = self.bytes_out.saturating_sub(p.bytes_acked);
                 if !owes_here && in_kernel == 0 {
@@ -684,12 +733,13 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// The connection was just accepted: the service may speak first. A
-    /// service that sends and closes (daytime, time) gets its bytes written
-    /// and a FIN after them.
+    /// The connection was just accepted (and its handshake is done): the
+    /// service may speak first. A service that sends and closes (daytime,
+    /// time) gets its bytes written and a FIN after them; a streaming one
+    /// (chargen) starts its stream.
     pub fn on_open(&mut self, cx: &mut Ctx<'_>) -> Progress {
         let Opening::SendAndClose(n) = cx.service.on_connect(cx.scratch) else {
-            return Progress::Wait;
+            return self.start_stream(cx);
         };
         let n = n.min(cx.scratch.len());
         self.stream.begin_reply(n, cx.stats);
@@ -702,6 +752,17 @@ impl<S: Stream> Connection<S> {
             return Progress::Wait;
         }
         self.finish_saying(cx)
+    }
+
+    /// A streaming service (chargen) starts at once rather than on the
+    /// socket's first writable edge: a TLS handshake or the PROXY gate
+    /// has used that edge up already, and no other comes while nothing
+    /// is pending.
+    fn start_stream(&mut self, cx: &mut Ctx<'_>) -> Progress {
+        if cx.streams && self.state == ConnState::Open && self.pending.is_empty() {
+            return self.stream_more(cx);
+        }
+        Progress::Wait
     }
 
     /// The service's last byte is written: drop what the peer sent
@@ -1106,9 +1167,16 @@ impl<S: Stream> Connection<S> {
         }
         let mut written = 0;
         while written < data.len() {
-            match self.write_once(key, &data[written..], stats, now)? {
-                Some(n) => written += n,
-                None => break,
+            match self.write_once(key, &data[written..], stats, now) {
+                Ok(Some(n)) => written += n,
+                Ok(None) => break,
+                Err(reason) => {
+                    // The rest of this read is echo owed and now lost: it
+                    // joins the pending output, which the close counts as
+                    // cut, so `in = out + cut` holds.
+                    self.pending.push(&data[written..]);
+                    return Err(reason);
+                }
             }
         }
         if written < data.len() {
@@ -1178,8 +1246,8 @@ fn close_reason(e: &io::Error) -> CloseReason {
     } else if is_peer_gone(e) {
         CloseReason::Reset
     } else if is_output_timed_out(e) {
-        // The kernel's write timeout (TCP_USER_TIMEOUT, set at accept to
-        // --write-timeout) fired: output sat unread in its send queue.
+        // The kernel gave up retransmitting (ETIMEDOUT): output sat
+        // unacknowledged in its send queue.
         CloseReason::WriteTimeout
     } else {
         CloseReason::Io(e.kind())

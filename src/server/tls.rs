@@ -112,6 +112,9 @@ fn pem_problem(e: &rustls::pki_types::pem::Error, what: &str) -> String {
     }
 }
 
+/// The most plaintext one TLS record carries (RFC 8446, 5.1).
+const MAX_RECORD_PLAINTEXT: u64 = 16 * 1024;
+
 /// A TCP socket carrying a TLS session.
 pub struct TlsStream {
     sock: mio::net::TcpStream,
@@ -182,11 +185,16 @@ impl TlsStream {
     fn read_in(&mut self) -> io::Result<Inflow> {
         let inflow = tls_records::read_in(&mut self.session, &mut self.sock)?;
         if let Inflow::Records { .. } = inflow {
+            let was_handshaking = self.session.is_handshaking();
             if let Err(e) = self.session.process_new_packets() {
-                let cause = TlsCause::of(&e);
                 let _ = self.write_out();
                 log::debug!("tls: {e}");
-                return Err(failure(cause));
+                if !was_handshaking {
+                    // After the handshake a bad record is the connection's
+                    // error, not a failed handshake: counted as `error`.
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+                return Err(failure(TlsCause::of(&e)));
             }
         }
         Ok(inflow)
@@ -294,15 +302,19 @@ impl Stream for TlsStream {
     }
 
     /// The kernel's account in plaintext terms: the acknowledged share of
-    /// the ciphertext, as plaintext.
+    /// the ciphertext, as plaintext, less one whole record while anything
+    /// is unacknowledged, since a peer cannot decrypt a record it has only
+    /// part of. So what it counts as delivered may fall short of what the
+    /// peer got, never exceed it.
     fn tcp_progress(&self) -> Option<TcpProgress> {
         let mut p = self.sock.tcp_progress()?;
         let unacked_cipher = self.cipher_out.saturating_sub(p.bytes_acked);
-        let unacked_plain = if self.cipher_out == 0 {
+        let unacked_plain = if self.cipher_out == 0 || unacked_cipher == 0 {
             0
         } else {
-            (u128::from(unacked_cipher) * u128::from(self.plain_out) / u128::from(self.cipher_out))
-                as u64
+            let share = u128::from(unacked_cipher) * u128::from(self.plain_out)
+                / u128::from(self.cipher_out);
+            (share as u64 + MAX_RECORD_PLAINTEXT).min(self.plain_out)
         };
         let waiting = u64::from(self.session.wants_write());
         p.bytes_acked = self.plain_out.saturating_sub(unacked_plain + waiting);
