@@ -695,7 +695,7 @@ udp://[::1]:7007, localhost:7007, tcp://echo.example.com:7007 or tls://localhost
 /// Not a number in one of those forms, negative, or not finite.
 pub fn parse_per_sec(s: &str) -> Result<f64, String> {
     let t = s.trim();
-    let (number, scale) = [("k", 1e3), ("K", 1e3), ("M", 1e6)]
+    let (number, scale) = [("k", 1e3), ("K", 1e3), ("M", 1e6), ("G", 1e9)]
         .iter()
         .find_map(|(unit, scale)| t.strip_suffix(unit).map(|n| (n.trim_end(), *scale)))
         .unwrap_or((t, 1.0));
@@ -708,7 +708,7 @@ pub fn parse_per_sec(s: &str) -> Result<f64, String> {
 }
 
 /// The forms a rate takes, for error messages.
-const PER_SEC_FORMS: &str = "expected a number like 20000, 0.5, 20k or 1.5M";
+const PER_SEC_FORMS: &str = "expected a number like 20000, 0.5, 20k, 1.5M or 10G";
 
 /// Parses a rate with [`parse_per_sec`] and checks it is within `min..=max`.
 fn parse_per_sec_in(s: &str, min: f64, max: f64, what: &str) -> Result<f64, String> {
@@ -926,11 +926,18 @@ const DURATION_FORMS: &str = "like 10 or 0.5 (seconds), or with a unit: 500ms, 1
 /// of it is worth: `500ms` is (500, 0.001), a plain `5` is (5, 1).
 fn duration_parts(s: &str) -> Option<(f64, f64)> {
     let t = s.trim();
-    // "ms" before "s" and "m", which it ends with and starts with.
-    let (number, unit) = [("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]
-        .iter()
-        .find_map(|(unit, secs)| t.strip_suffix(unit).map(|n| (n.trim_end(), *secs)))
-        .unwrap_or((t, 1.0));
+    // "ms" and "us" before "s" and "m", which they end with and start with.
+    let (number, unit) = [
+        ("ms", 1e-3),
+        ("us", 1e-6),
+        ("µs", 1e-6),
+        ("s", 1.0),
+        ("m", 60.0),
+        ("h", 3600.0),
+    ]
+    .iter()
+    .find_map(|(unit, secs)| t.strip_suffix(unit).map(|n| (n.trim_end(), *secs)))
+    .unwrap_or((t, 1.0));
     number.parse::<f64>().ok().map(|n| (n, unit))
 }
 
@@ -1481,6 +1488,8 @@ mod tests {
             ("2h", Duration::from_secs(7200)),
             (" 3 s ", Duration::from_secs(3)),
             ("1e3ms", Duration::from_secs(1)),
+            ("250us", Duration::from_micros(250)),
+            ("1µs", Duration::from_micros(1)),
         ] {
             assert_eq!(parse_duration(s), Ok(want), "{s}");
         }
@@ -1548,6 +1557,11 @@ mod tests {
         for bad in ["20x", "k", "-1k", "20kk", "1m"] {
             assert!(parse_per_sec(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_per_sec("10G"), Ok(1e10));
+        // The fault flags' documented ends are accepted.
+        assert!(parse_fault("rate=10G").is_ok());
+        assert!(parse_fault("delay=1us").is_ok());
+        assert!(parse_fault("rate=11G").is_err());
         let c = serve(&["--udp-rate-limit", "20k"])
             .unwrap()
             .to_config()
