@@ -354,3 +354,29 @@ fn bad_fault_flags_are_usage_errors() {
         assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
     }
 }
+
+#[test]
+fn udp_replies_a_delay_still_holds_at_shutdown_are_counted_dropped() {
+    let server = start_server(&["--udp", "127.0.0.1:0", "--fault", "delay=30s"]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a client socket");
+    for i in 0..20u8 {
+        sock.send_to(&[i; 8], server.udp_addr())
+            .expect("send a datagram");
+    }
+    // Nothing comes back while the delay holds the replies; half a second
+    // also gives the server ample time to read all twenty on loopback.
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("set a read timeout");
+    let mut buf = [0u8; 64];
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "a 30 s delay answered at once"
+    );
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "faults delay"), Some(20), "{stderr}");
+    assert_eq!(final_stat(&stderr, "udp dropped"), Some(20), "{stderr}");
+    assert!(
+        stderr.contains("20 delayed replies dropped at shutdown"),
+        "{stderr}"
+    );
+}

@@ -452,7 +452,7 @@ impl Server {
                 self.acceptor.close(cx.registry);
                 // The kernel's count goes with the sockets: keep the last.
                 *cx.stats = with_rcvbuf_drops(*cx.stats, &self.udp);
-                self.udp.close(cx.registry);
+                self.udp.close(cx.registry, cx.stats);
                 // Scrapers get no answer from a server on its way out.
                 self.observers.close_metrics();
                 let idle = self.table.close_those_at_rest(&mut cx);

@@ -12,8 +12,14 @@ use std::time::{Duration, Instant};
 use crate::server::fault::{count, Draws, FaultKind, FaultPlan};
 use crate::server::observe::Stats;
 
-/// Most reply bytes held by a delay at once.
+/// Most memory held by a delay at once: payload bytes plus
+/// [`HELD_OVERHEAD`] per reply.
 const HOLD_CAP: usize = 8 << 20;
+
+/// What one held reply costs beside its payload: the queue entry and the
+/// allocation's bookkeeping. Without it a flood of empty datagrams would
+/// hold millions of entries while the payload count stayed at zero.
+const HELD_OVERHEAD: usize = std::mem::size_of::<(Instant, usize, SocketAddr, Vec<u8>)>() + 16;
 
 /// What to do with one reply.
 pub(super) enum Fate {
@@ -33,7 +39,8 @@ pub(super) struct UdpFaults {
     draws: Draws,
     /// (due, socket, to, reply), oldest first.
     held: VecDeque<(Instant, usize, SocketAddr, Vec<u8>)>,
-    held_bytes: usize,
+    /// Payload plus [`HELD_OVERHEAD`] per held reply; never above [`HOLD_CAP`].
+    held_cost: usize,
 }
 
 impl UdpFaults {
@@ -45,7 +52,7 @@ impl UdpFaults {
             delay: None,
             draws: Draws::new(seed),
             held: VecDeque::new(),
-            held_bytes: 0,
+            held_cost: 0,
         };
         for fault in &plan.faults {
             match fault.kind {
@@ -79,12 +86,13 @@ impl UdpFaults {
         }
         match self.delay {
             Some((d, p)) if self.draws.chance(p) => {
-                if self.held_bytes + reply.len() > HOLD_CAP {
+                let cost = reply.len() + HELD_OVERHEAD;
+                if self.held_cost + cost > HOLD_CAP {
                     stats.udp_replies_dropped += 1;
                     return Fate::Drop;
                 }
                 count(stats, &FaultKind::Delay(d));
-                self.held_bytes += reply.len();
+                self.held_cost += cost;
                 self.held.push_back((now + d, i, to, reply.to_vec()));
                 Fate::Held
             }
@@ -102,15 +110,55 @@ impl UdpFaults {
         let mut due = Vec::new();
         while self.held.front().is_some_and(|(at, ..)| *at <= now) {
             if let Some((_, i, to, bytes)) = self.held.pop_front() {
-                self.held_bytes -= bytes.len();
+                self.held_cost -= bytes.len() + HELD_OVERHEAD;
                 due.push((i, to, bytes));
             }
         }
         due
     }
 
-    /// Replies still held (shutdown: they are dropped).
-    pub fn held(&self) -> usize {
-        self.held.len()
+    /// Drops the replies still held (shutdown) and says how many.
+    pub fn drop_held(&mut self) -> usize {
+        let n = self.held.len();
+        self.held.clear();
+        self.held_cost = 0;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::fault::Fault;
+
+    fn delay_plan() -> FaultPlan {
+        FaultPlan {
+            faults: vec![Fault {
+                kind: FaultKind::Delay(Duration::from_secs(1)),
+                probability: 1.0,
+            }],
+            seed: 1,
+        }
+    }
+
+    #[test]
+    fn empty_replies_count_against_the_hold_cap() {
+        let mut f = UdpFaults::new(&delay_plan(), 1).expect("a delay is a UDP fault");
+        let mut stats = Stats::default();
+        let to: SocketAddr = ([127, 0, 0, 1], 9).into();
+        let now = Instant::now();
+        let mut held = 0;
+        for _ in 0..(2 * HOLD_CAP / HELD_OVERHEAD) {
+            if let Fate::Held = f.on_reply(0, &mut [], to, now, &mut stats) {
+                held += 1;
+            }
+        }
+        assert!(held > 0 && held <= HOLD_CAP / HELD_OVERHEAD, "held {held}");
+        assert_eq!(
+            stats.udp_replies_dropped as usize,
+            2 * HOLD_CAP / HELD_OVERHEAD - held
+        );
+        assert_eq!(f.drop_held(), held);
+        assert_eq!(f.next_due(), None);
     }
 }

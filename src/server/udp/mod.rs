@@ -144,11 +144,13 @@ impl UdpEndpoint {
         }
     }
 
-    /// Closes the sockets (shutdown): datagrams are no longer answered.
-    pub fn close(&mut self, registry: &Registry) {
-        if let Some(held) = self.faults.as_ref().map(faults::UdpFaults::held) {
+    /// Closes the sockets (shutdown): datagrams are no longer answered,
+    /// and replies a delay still holds are dropped and counted.
+    pub fn close(&mut self, registry: &Registry, stats: &mut Stats) {
+        if let Some(held) = self.faults.as_mut().map(faults::UdpFaults::drop_held) {
             if held > 0 {
-                debug!("udp: {held} delayed replies dropped at shutdown");
+                info!("udp: {held} delayed replies dropped at shutdown");
+                stats.udp_replies_dropped += held as u64;
             }
         }
         for mut socket in self.sockets.drain(..) {
