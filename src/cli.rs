@@ -292,10 +292,11 @@ pub struct ServeArgs {
     /// BYTES, 1 to 1048576, each its own write), close (FIN after the
     /// reply), reset (RST after it), corrupt (flip one bit of it), drop
     /// (UDP: do not send it). Per connection: rate=BYTES_PER_SEC (pace its
-    /// output, 1 to 10G), stall (never read or answer it). They act on
-    /// echo and upper; discard makes no replies, so only stall and rate
-    /// touch it; chargen's stream takes rate, slice does not cut it; UDP
-    /// takes drop, delay and corrupt. The log says loudly that faults are on
+    /// output, 1 to 10G), stall (never read or answer it). Per-reply
+    /// faults act on echo and upper; on a stream chargen, daytime and time
+    /// take only rate and stall, discard (no output) only stall; UDP takes
+    /// drop, delay and corrupt. A fault that cannot act is a usage error.
+    /// The log says loudly that faults are on
     #[arg(long = "fault", value_name = "KIND[=VALUE][@P]", value_parser = parse_fault)]
     pub faults: Vec<Fault>,
 
@@ -984,6 +985,23 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// True when a fault of `kind` can do something in `mode` on the listeners
+/// given: the per-reply faults act on replies to requests, which only echo
+/// and upper make on a stream; discard makes no output at all.
+fn fault_acts_in_mode(kind: &FaultKind, mode: Mode, streams: bool, datagrams: bool) -> bool {
+    let on_streams = streams
+        && kind.applies_to_tcp()
+        && match mode {
+            Mode::Echo | Mode::Upper => true,
+            Mode::Discard => matches!(kind, FaultKind::Stall),
+            Mode::Chargen | Mode::Daytime | Mode::Time => {
+                matches!(kind, FaultKind::Rate(_) | FaultKind::Stall)
+            }
+        };
+    let on_datagrams = datagrams && kind.applies_to_udp() && mode != Mode::Discard;
+    on_streams || on_datagrams
+}
+
 impl ServeArgs {
     /// The `--fault` flags as a plan, checked against the listeners: each
     /// kind once, and every kind acting on some listener given.
@@ -1005,6 +1023,16 @@ impl ServeArgs {
             let datagrams = !config.udp.is_empty();
             let fits =
                 (streams && f.kind.applies_to_tcp()) || (datagrams && f.kind.applies_to_udp());
+            if fits && !fault_acts_in_mode(&f.kind, self.mode, streams, datagrams) {
+                return Err(format!(
+                    "--fault {name} cannot act on --mode {}: {}",
+                    echo_reactor::Service::name(&self.mode),
+                    match self.mode {
+                        Mode::Discard => "discard sends nothing, so only stall acts on it",
+                        _ => "on a stream its output is not replies to requests, so only rate and stall act on its TCP and TLS connections",
+                    }
+                ));
+            }
             if !fits {
                 let listeners = match (streams, datagrams) {
                     (true, false) => "TCP and TLS only",

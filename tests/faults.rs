@@ -345,6 +345,51 @@ fn bad_fault_flags_are_usage_errors() {
         (vec!["--tcp", "127.0.0.1:0", "--fault", "drop"], "UDP"),
         (vec!["--udp", "127.0.0.1:0", "--fault", "stall"], "TCP"),
         (vec!["--fault-seed", "3"], "without any --fault"),
+        // Faults that cannot act on what the mode writes.
+        (
+            vec![
+                "--tcp",
+                "127.0.0.1:0",
+                "--mode",
+                "discard",
+                "--fault",
+                "rate=1000",
+            ],
+            "--mode discard",
+        ),
+        (
+            vec![
+                "--udp",
+                "127.0.0.1:0",
+                "--mode",
+                "discard",
+                "--fault",
+                "drop",
+            ],
+            "--mode discard",
+        ),
+        (
+            vec![
+                "--tcp",
+                "127.0.0.1:0",
+                "--mode",
+                "chargen",
+                "--fault",
+                "slice=10",
+            ],
+            "--mode chargen",
+        ),
+        (
+            vec![
+                "--tcp",
+                "127.0.0.1:0",
+                "--mode",
+                "daytime",
+                "--fault",
+                "corrupt",
+            ],
+            "--mode daytime",
+        ),
     ] {
         let mut argv = vec!["serve"];
         argv.extend(args.iter());
@@ -352,6 +397,48 @@ fn bad_fault_flags_are_usage_errors() {
         assert_eq!(run.code(), 2, "{args:?}: {run:#?}");
         assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
         assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn faults_that_can_act_on_a_mode_are_accepted() {
+    for args in [
+        [
+            "--tcp",
+            "127.0.0.1:0",
+            "--mode",
+            "discard",
+            "--fault",
+            "stall",
+        ],
+        [
+            "--tcp",
+            "127.0.0.1:0",
+            "--mode",
+            "chargen",
+            "--fault",
+            "rate=1000",
+        ],
+        [
+            "--udp",
+            "127.0.0.1:0",
+            "--mode",
+            "chargen",
+            "--fault",
+            "delay=1ms",
+        ],
+        [
+            "--tcp",
+            "127.0.0.1:0",
+            "--mode",
+            "upper",
+            "--fault",
+            "slice=3",
+        ],
+    ] {
+        let server = start_server(&args);
+        let stderr = server.stop();
+        assert!(stderr.contains("FAULTS ON"), "{args:?}: {stderr}");
     }
 }
 
