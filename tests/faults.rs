@@ -467,3 +467,96 @@ fn udp_replies_a_delay_still_holds_at_shutdown_are_counted_dropped() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_one_byte_slice_flood_neither_starves_others_nor_delays_shutdown() {
+    let server = start_server(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--fault",
+        "slice=1",
+        "--shutdown-timeout",
+        "2",
+    ]);
+    let addr = server.tcp_addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut floods = Vec::new();
+    for _ in 0..4 {
+        let mut s = connect(addr);
+        let mut w = s.try_clone().expect("clone");
+        let stop = stop.clone();
+        floods.push(std::thread::spawn(move || {
+            let chunk = [b'f'; 64 * 1024];
+            let writer = std::thread::spawn(move || {
+                for _ in 0..32 {
+                    if w.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            });
+            // Read as fast as the server writes, so its queue never fills
+            // and every reply is one-byte writes all the way.
+            let mut buf = [0u8; 64 * 1024];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            let _ = writer.join();
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut probe = connect(addr);
+    let mut rtts = Vec::new();
+    for i in 0..20u8 {
+        let t = Instant::now();
+        probe.write_all(&[i; 16]).expect("probe send");
+        let mut back = [0u8; 16];
+        probe.read_exact(&mut back).expect("probe echo");
+        rtts.push(t.elapsed());
+        assert_eq!(back, [i; 16]);
+    }
+    rtts.sort();
+    let median = rtts[rtts.len() / 2];
+    assert!(
+        median < Duration::from_millis(100),
+        "a probe beside four 1-byte-slice floods waited {median:?} per round trip"
+    );
+    // Shutdown: the floods are busy and never half-close, so the deadline
+    // (2 s) cuts them; the budget keeps the loop turning to see it.
+    let t = Instant::now();
+    let stderr = server.stop();
+    let took = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        took < Duration::from_millis(4500),
+        "SIGTERM to exit took {took:?}: {stderr}"
+    );
+    for f in floods {
+        let _ = f.join();
+    }
+}
+
+#[test]
+fn replies_that_end_in_a_fault_close_or_reset_are_counted_out() {
+    for kind in ["close", "reset"] {
+        let server = start_server(&["--tcp", "127.0.0.1:0", "--fault", kind]);
+        for i in 0..20u8 {
+            let mut s = connect(server.tcp_addr());
+            s.write_all(&[i; 100]).expect("send");
+            let mut back = Vec::new();
+            // close: the reply, then EOF; reset: the reply, then usually
+            // ECONNRESET (the RST may overtake what was not read yet).
+            let _ = s.read_to_end(&mut back);
+            assert!(back.iter().all(|b| *b == i), "{kind}: a wrong byte");
+        }
+        let stderr = server.stop();
+        let bytes_in = final_stat(&stderr, "in").expect("bytes in");
+        let out = final_stat(&stderr, "out").expect("bytes out");
+        let cut = final_stat(&stderr, "cut").expect("cut");
+        assert_eq!(bytes_in, 2000, "{kind}: {stderr}");
+        assert_eq!(bytes_in, out + cut, "{kind}: in = out + cut: {stderr}");
+        assert_eq!(final_stat(&stderr, &format!("faults {kind}")), Some(20));
+    }
+}

@@ -715,3 +715,121 @@ impl<S: Stream> Stream for FaultStream<S> {
         self.held_bytes as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes everything and counts its writes.
+    #[derive(Debug, Default)]
+    struct Sink {
+        out: Vec<u8>,
+        writes: usize,
+        shut: bool,
+    }
+
+    impl Read for Sink {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
+            self.out.extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Stream for Sink {
+        fn shutdown_write(&mut self) -> io::Result<()> {
+            self.shut = true;
+            Ok(())
+        }
+    }
+
+    fn stream(kind: FaultKind) -> (FaultStream<Sink>, Stats) {
+        let plan = FaultPlan {
+            faults: vec![Fault {
+                kind,
+                probability: 1.0,
+            }],
+            seed: 7,
+        };
+        let mut stats = Stats::default();
+        let s = FaultStream::new(Sink::default(), Arc::new(plan), 7, &mut stats);
+        (s, stats)
+    }
+
+    #[test]
+    fn one_byte_replies_held_by_a_delay_are_bounded_by_their_count_too() {
+        let (mut s, mut stats) = stream(FaultKind::Delay(Duration::from_secs(60)));
+        let mut taken = 0;
+        for _ in 0..HOLD_CAP {
+            s.begin_reply(1, &mut stats);
+            match s.write(b"x") {
+                Ok(n) => taken += n,
+                Err(e) if is_would_block(&e) => break,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert!(
+            taken > 0 && taken <= HOLD_CAP / HELD_OVERHEAD,
+            "held {taken} replies"
+        );
+        assert!(s.held_cost <= HOLD_CAP);
+        assert!(s.inner.out.is_empty(), "a delayed reply went out at once");
+    }
+
+    #[test]
+    fn a_sliced_reply_makes_at_most_a_budget_of_writes_per_turn() {
+        let (mut s, mut stats) = stream(FaultKind::Slice(1));
+        s.begin_reply(10_000, &mut stats);
+        assert_eq!(s.write(&[b'a'; 10_000]).ok(), Some(10_000));
+        assert_eq!(s.inner.writes, PUMP_WRITES);
+        assert!(s.wake_at().is_some(), "the rest must be woken for");
+        for _ in 0..10_000 {
+            if s.inner.out.len() == 10_000 {
+                break;
+            }
+            s.flush().expect("a sink never fails");
+        }
+        assert_eq!(s.inner.out, vec![b'a'; 10_000]);
+    }
+
+    #[test]
+    fn a_close_after_a_reply_reports_the_reply_taken_then_the_end() {
+        let (mut s, mut stats) = stream(FaultKind::Close);
+        s.begin_reply(5, &mut stats);
+        assert_eq!(
+            s.write(b"hello").ok(),
+            Some(5),
+            "the reply's bytes are counted"
+        );
+        assert_eq!(s.inner.out, b"hello");
+        assert!(s.inner.shut, "FIN right after the reply");
+        assert!(matches!(
+            s.take_news(),
+            Some(TransportNews::Ended(Ending::Close))
+        ));
+        assert!(s.take_news().is_none(), "told once");
+        assert!(s.write(b"more").is_err(), "nothing after the end");
+        assert_eq!(stats.faults_close, 1);
+    }
+
+    #[test]
+    fn one_heap_entry_per_wake_up_time() {
+        let (mut s, _) = stream(FaultKind::Delay(Duration::from_millis(5)));
+        let at = Instant::now();
+        assert!(s.arm_wake(at));
+        assert!(!s.arm_wake(at), "the same time again is not a new entry");
+        let later = at + Duration::from_millis(1);
+        assert!(s.arm_wake(later));
+        assert!(!s.disarm_wake(at), "a replaced wake-up is stale");
+        assert!(s.disarm_wake(later));
+    }
+}
