@@ -72,3 +72,40 @@ fn shutdown_logs_the_totals_once() {
         .count();
     assert_eq!(totals, 1, "{stderr}");
 }
+
+#[test]
+fn a_peer_that_resets_mid_echo_leaves_bytes_in_equal_to_out_plus_cut() {
+    use std::io::Write;
+    // Twenty clients each send 2 MiB without reading, with the server
+    // buffering up to 1 MB per connection, then reset: the echo is cut at
+    // every stage (pending here, queued in the kernel, half written), and
+    // every byte read must be either delivered or counted cut.
+    let argv: Vec<String> = ["serve", "--tcp", "127.0.0.1:0", "--max-pending", "1000000"]
+        .map(String::from)
+        .into();
+    let server = start_binary_logged(&argv, None, Some("echo_reactor=debug"));
+    let addr = server.tcp_addr();
+    let mut clients = Vec::new();
+    for i in 0..20u8 {
+        let mut s = connect(addr);
+        s.set_write_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let data = vec![i; 2 << 20];
+        let _ = s.write_all(&data);
+        clients.push(s);
+    }
+    for s in clients {
+        reset_abruptly(s);
+    }
+    assert!(
+        wait_until(IO_TIMEOUT, || server.stderr().matches("closed:").count()
+            >= 20),
+        "the resets were not all seen"
+    );
+    let stderr = server.stop();
+    let bytes_in = final_stat(&stderr, "in").expect("in");
+    let out = final_stat(&stderr, "out").expect("out");
+    let cut = final_stat(&stderr, "cut").expect("cut");
+    assert!(bytes_in > 0, "{stderr}");
+    assert_eq!(bytes_in, out + cut, "in = out + cut: {stderr}");
+}

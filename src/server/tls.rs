@@ -182,6 +182,18 @@ impl TlsStream {
     /// them (an EOF, the session knows it now and says so on read). A
     /// session error sends its alert, if the socket takes it, and becomes
     /// a failure.
+    /// The handshake has finished: tell the table once, with the version.
+    fn note_handshake_done(&mut self) {
+        if self.handshake_since.take().is_some() {
+            let version = match self.session.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "TLS",
+            };
+            self.news = Some(TransportNews::Handshaken(version));
+        }
+    }
+
     fn read_in(&mut self) -> io::Result<Inflow> {
         let inflow = tls_records::read_in(&mut self.session, &mut self.sock)?;
         if let Inflow::Records { .. } = inflow {
@@ -189,7 +201,13 @@ impl TlsStream {
             if let Err(e) = self.session.process_new_packets() {
                 let _ = self.write_out();
                 log::debug!("tls: {e}");
-                if !was_handshaking {
+                if was_handshaking && !self.session.is_handshaking() {
+                    // The client's last flight and the bad record came in
+                    // one read: the handshake did finish, then the record
+                    // broke the connection.
+                    self.note_handshake_done();
+                }
+                if !self.session.is_handshaking() {
                     // After the handshake a bad record is the connection's
                     // error, not a failed handshake: counted as `error`.
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));
@@ -337,14 +355,7 @@ impl Stream for TlsStream {
         loop {
             self.write_out()?;
             if !self.session.is_handshaking() {
-                if self.handshake_since.take().is_some() {
-                    let version = match self.session.protocol_version() {
-                        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-                        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-                        _ => "TLS",
-                    };
-                    self.news = Some(TransportNews::Handshaken(version));
-                }
+                self.note_handshake_done();
                 // The last flight may have carried plaintext: the caller
                 // reads it now, as no new edge will announce it.
                 return Ok(true);
