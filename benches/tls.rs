@@ -47,8 +47,8 @@ use support::haproxy::{
 use support::procfs::rss_bytes;
 use support::tls::Pki;
 use support::{
-    build_c_baseline, count_syscalls, cpu_ns, free_port, load, print_header, start_c,
-    start_echo_reactor, start_ours, wait_for_port, Sut, OURS,
+    build_c_baseline, count_syscalls, cpu_ns, free_port, load, load_with_json, print_header,
+    start_c, start_echo_reactor, start_ours, wait_for_port, Sut, OURS,
 };
 
 /// Counts the bytes live on the heap, so the memory scenario can weigh
@@ -487,21 +487,23 @@ impl ChurnRow {
 /// 64 B echo at 50 and 500 connections: server CPU per message at a
 /// fixed 20,000 msgs/s, then the closed-loop rate; our TLS against our
 /// plain TCP and against HAProxy terminating TLS in front of our plain
-/// server.
+/// server. CPU per message moves with what else the shared machine runs,
+/// so each server is measured in each of three rounds, the order turning,
+/// and the table gives the median and the median of the per-round ratios.
 fn scenario_echo(pki: &Pki, haproxy: bool) {
     let rate = 20_000;
-    let secs = "3";
+    let rounds = 3;
     print_header(
         &format!(
-            "TLS echo, 64 B: server CPU per message at a fixed {rate} msgs/s ({secs} s), \
-             then closed loop ({secs} s, 1 s warm-up)"
+            "TLS echo, 64 B: server CPU per message at a fixed {rate} msgs/s (median of \
+             {rounds} rounds of 2 s, handshakes left out), then closed loop (2 s, 1 s warm-up)"
         ),
         &[
             "connections",
             "server",
             "CPU us/msg",
             "of it backend",
-            "vs plain",
+            "vs plain (median of rounds)",
             "closed-loop msgs/s",
             "vs plain",
             "p99 us",
@@ -512,7 +514,6 @@ fn scenario_echo(pki: &Pki, haproxy: bool) {
     let ca = pki.ca.display().to_string();
     for conns in [50, 500] {
         let c = conns.to_string();
-        let mut plain = (f64::NAN, f64::NAN);
         let plain_sut = start_ours("echo-reactor tcp", &[]);
         let servers = tls_servers(pki, haproxy);
         let mut rows: Vec<(String, String, Vec<&str>, Box<dyn Fn() -> (u64, u64)>)> = vec![(
@@ -529,37 +530,129 @@ fn scenario_echo(pki: &Pki, haproxy: bool) {
                 Box::new(move || s.cpu_ns()),
             ));
         }
-        for (name, url, extra, server_cpu) in rows {
-            // Fixed rate: every server keeps up, so CPU per message
-            // compares like with like. The handshakes of the ramp are in
-            // it (at most one per connection, against 60,000 messages).
-            let (s0, b0) = server_cpu();
-            let mut args = vec!["-c", &c, "-d", secs, "--rate", "20000"];
-            args.extend(&extra);
-            let fixed = load(&url, &args);
-            let (s1, b1) = server_cpu();
-            let us = (s1 - s0 + b1 - b0) as f64 / 1000.0 / fixed.sent;
-            let backend = (b1 - b0) as f64 / 1000.0 / fixed.sent;
-            let mut args = vec!["-c", &c, "-d", secs, "--warmup", "1"];
-            args.extend(&extra);
-            let closed = load(&url, &args);
-            if name == "echo-reactor tcp" {
-                plain = (us, closed.msgs_per_sec);
+        // Fixed rate: every server keeps up, so CPU per message compares
+        // like with like.
+        let mut errors = vec![String::new(); rows.len()];
+        let cpu = interleaved(rows.len(), rounds, |k| {
+            let (_, url, extra, server_cpu) = &rows[k];
+            let mut args = vec!["-c", &c, "-d", "2", "--rate", "20000"];
+            args.extend(extra);
+            // Time enough for the connections to come up first.
+            let lead = Duration::from_millis(if conns > 100 { 2000 } else { 1000 });
+            let (per_msg, errs) = window_cpu(lead, url, &args, server_cpu.as_ref());
+            errors[k].push_str(&errs);
+            per_msg
+        });
+        let mut plain_rate = f64::NAN;
+        for (k, (name, url, extra, _)) in rows.iter().enumerate() {
+            let mut args = vec!["-c", &c, "-d", "2", "--warmup", "1"];
+            args.extend(extra);
+            let (closed, json) = load_with_json(url, &args);
+            let errs = format!("{}{}", errors[k], errors_named(&json));
+            let (us, backend, vs) = (
+                median_of(&cpu, k, |r| r.0),
+                median_of(&cpu, k, |r| r.1),
+                median_ratio(&cpu, k, 0, |r| r.0),
+            );
+            if k == 0 {
+                plain_rate = closed.msgs_per_sec;
             }
             println!(
-                "| {conns} | {name} | {us:.2} | {backend:.2} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {} |",
-                us / plain.0,
+                "| {conns} | {name} | {us:.2} | {backend:.2} | {vs:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {} |",
                 closed.msgs_per_sec,
-                closed.msgs_per_sec / plain.1,
+                closed.msgs_per_sec / plain_rate,
                 closed.p99_us,
                 closed.gen_cpu_ns as f64 / 1000.0 / closed.sent,
-                fixed.errors + closed.errors,
+                if errs.is_empty() { "0" } else { &errs },
             );
         }
         if !haproxy {
             skipped_row(10);
         }
     }
+}
+
+/// Runs `load URL ARGS` starting its window `lead` from now (the
+/// connections, and their handshakes, come up before it) and returns the
+/// server CPU per message answered in the window, in us (all of it, and
+/// the backend's part), and the run's errors by class.
+fn window_cpu(
+    lead: Duration,
+    url: &str,
+    args: &[&str],
+    server_cpu: &dyn Fn() -> (u64, u64),
+) -> ((f64, f64), String) {
+    let start = std::time::SystemTime::now() + lead;
+    let at = start
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let at = format!("{at:.3}");
+    let mut args = args.to_vec();
+    args.extend(["--start-at", &at]);
+    std::thread::scope(|scope| {
+        let run = scope.spawn(|| load_with_json(url, &args));
+        if let Ok(wait) = start.duration_since(std::time::SystemTime::now()) {
+            std::thread::sleep(wait);
+        }
+        let (s0, b0) = server_cpu();
+        let (r, json) = run.join().unwrap_or_default();
+        let (s1, b1) = server_cpu();
+        let per = |ns: u64| ns as f64 / 1000.0 / r.messages;
+        ((per(s1 - s0 + b1 - b0), per(b1 - b0)), errors_named(&json))
+    })
+}
+
+/// The error classes a load report counted, like "timeout 3 ", or "".
+fn errors_named(json: &str) -> String {
+    let mut out = String::new();
+    for class in [
+        "connect", "tls", "reset", "timeout", "mismatch", "lost", "closed", "io",
+    ] {
+        let n = support::json_number(json, class);
+        if n > 0.0 {
+            out.push_str(&format!("{class} {n} "));
+        }
+    }
+    out
+}
+
+/// Calls `measure(k)` for each of `n` servers in each of `rounds` rounds,
+/// the order turning by one each round; `values[k][round]`.
+fn interleaved<T: Copy + Default>(
+    n: usize,
+    rounds: usize,
+    mut measure: impl FnMut(usize) -> T,
+) -> Vec<Vec<T>> {
+    let mut values = vec![vec![T::default(); rounds]; n];
+    for round in 0..rounds {
+        for i in 0..n {
+            let k = (i + round) % n;
+            values[k][round] = measure(k);
+        }
+    }
+    values
+}
+
+/// The median over rounds of server `k`'s figure.
+fn median_of<T: Copy>(values: &[Vec<T>], k: usize, figure: impl Fn(T) -> f64) -> f64 {
+    let mut v: Vec<f64> = values[k].iter().map(|&x| figure(x)).collect();
+    median(&mut v)
+}
+
+/// The median over rounds of server `k`'s figure divided by server
+/// `reference`'s in the same round.
+fn median_ratio<T: Copy>(
+    values: &[Vec<T>],
+    k: usize,
+    reference: usize,
+    figure: impl Fn(T) -> f64,
+) -> f64 {
+    let mut v: Vec<f64> = values[k]
+        .iter()
+        .zip(&values[reference])
+        .map(|(&a, &b)| figure(a) / figure(b))
+        .collect();
+    median(&mut v)
 }
 
 // ------------------------------------------------------------------ bulk
@@ -968,19 +1061,15 @@ fn scenario_plain() {
     if let Some(bin) = &c {
         servers.push(start_c(bin, true));
     }
-    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
-    for round in 0..rounds {
-        for k in 0..servers.len() {
-            let i = (k + round) % servers.len();
-            let sut = &servers[i];
-            let before = cpu_ns(sut.pid());
-            let fixed = load(
-                &format!("tcp://{}", sut.tcp),
-                &["-c", "50", "-d", "2", "--rate", &rate.to_string()],
-            );
-            cpu[i].push((cpu_ns(sut.pid()) - before) as f64 / 1000.0 / fixed.sent);
-        }
-    }
+    let cpu = interleaved(servers.len(), rounds, |k| {
+        let sut = &servers[k];
+        let before = cpu_ns(sut.pid());
+        let fixed = load(
+            &format!("tcp://{}", sut.tcp),
+            &["-c", "50", "-d", "2", "--rate", &rate.to_string()],
+        );
+        (cpu_ns(sut.pid()) - before) as f64 / 1000.0 / fixed.sent
+    });
     let syscalls: Vec<Option<f64>> = servers
         .iter()
         .map(|sut| {
@@ -999,29 +1088,23 @@ fn scenario_plain() {
         &[
             "server",
             "CPU us/msg (median)",
-            "rounds",
-            "vs this build",
-            "vs C -s",
+            "each round",
+            "vs this build (median of rounds)",
+            "vs C -s (median of rounds)",
             "syscalls/msg",
         ],
     );
-    let medians: Vec<f64> = cpu.iter_mut().map(|v| median(v)).collect();
-    let this = medians.first().copied().unwrap_or(f64::NAN);
-    let c_us = servers
-        .iter()
-        .zip(&medians)
-        .find(|(s, _)| s.name.starts_with("c-epoll"))
-        .map_or(f64::NAN, |(_, m)| *m);
-    for (i, sut) in servers.iter().enumerate() {
-        let all: Vec<String> = cpu[i].iter().map(|v| format!("{v:.2}")).collect();
-        let sys = syscalls[i].map_or("(perf not available)".to_string(), |v| format!("{v:.3}"));
+    let c_index = servers.iter().position(|s| s.name.starts_with("c-epoll"));
+    for (k, sut) in servers.iter().enumerate() {
+        let each: Vec<String> = cpu[k].iter().map(|v| format!("{v:.2}")).collect();
+        let sys = syscalls[k].map_or("(perf not available)".to_string(), |v| format!("{v:.3}"));
+        let vs_c = c_index.map_or(f64::NAN, |c| median_ratio(&cpu, k, c, |x| x));
         println!(
-            "| {} | {:.2} | {} | {:.2} | {:.2} | {sys} |",
+            "| {} | {:.2} | {} | {:.2} | {vs_c:.2} | {sys} |",
             sut.name,
-            medians[i],
-            all.join(", "),
-            medians[i] / this,
-            medians[i] / c_us
+            median_of(&cpu, k, |x| x),
+            each.join(", "),
+            median_ratio(&cpu, k, 0, |x| x),
         );
     }
     for n in notes {
