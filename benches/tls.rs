@@ -602,15 +602,23 @@ fn window_cpu(
     })
 }
 
-/// The error classes a load report counted, like "timeout 3 ", or "".
+/// The error classes a load report counted and its first error's words,
+/// like "tls 3 (...) ", or "" when there were none.
 fn errors_named(json: &str) -> String {
+    let Ok(report) = serde_json::from_str::<serde_json::Value>(json) else {
+        return "no report ".to_string();
+    };
     let mut out = String::new();
-    for class in [
-        "connect", "tls", "reset", "timeout", "mismatch", "lost", "closed", "io",
-    ] {
-        let n = support::json_number(json, class);
-        if n > 0.0 {
-            out.push_str(&format!("{class} {n} "));
+    if let Some(errors) = report["errors"].as_object() {
+        for (class, n) in errors {
+            if n.as_f64().is_some_and(|n| n > 0.0) {
+                out.push_str(&format!("{class} {n} "));
+            }
+        }
+    }
+    if let Some(first) = report["first_error"].as_str() {
+        if !out.is_empty() {
+            out.push_str(&format!("({first}) "));
         }
     }
     out
@@ -1037,10 +1045,10 @@ fn baselines() -> Vec<(String, PathBuf)> {
 /// never fires, of the older builds named in `ECHO_REACTOR_BASELINE_BIN`,
 /// and of the C baseline, in one run. CPU per message moves with what
 /// else the shared machine runs, so every server is measured in each of
-/// three rounds, the order turning, and the median is shown.
+/// five rounds, the order turning, and the median is shown.
 fn scenario_plain() {
     let rate = 20_000;
-    let rounds = 3;
+    let rounds = 5;
     let c = build_c_baseline();
     let mut servers = vec![
         start_ours("this build", &[]),
