@@ -204,6 +204,9 @@ impl TlsServer {
     }
 }
 
+/// Reads a server's CPU time so far, ns: (the server's, its backend's or 0).
+type CpuProbe<'a> = Box<dyn Fn() -> (u64, u64) + 'a>;
+
 /// Our TLS server, and HAProxy's when it is installed.
 fn tls_servers(pki: &Pki, haproxy: bool) -> Vec<TlsServer> {
     let mut v = vec![TlsServer::Ours(start_ours_tls(pki))];
@@ -516,7 +519,7 @@ fn scenario_echo(pki: &Pki, haproxy: bool) {
         let c = conns.to_string();
         let plain_sut = start_ours("echo-reactor tcp", &[]);
         let servers = tls_servers(pki, haproxy);
-        let mut rows: Vec<(String, String, Vec<&str>, Box<dyn Fn() -> (u64, u64)>)> = vec![(
+        let mut rows: Vec<(String, String, Vec<&str>, CpuProbe)> = vec![(
             plain_sut.name.clone(),
             format!("tcp://{}", plain_sut.tcp),
             vec![],
@@ -535,17 +538,37 @@ fn scenario_echo(pki: &Pki, haproxy: bool) {
         let mut errors = vec![String::new(); rows.len()];
         let cpu = interleaved(rows.len(), rounds, |k| {
             let (_, url, extra, server_cpu) = &rows[k];
-            let mut args = vec!["-c", &c, "-d", "2", "--rate", "20000"];
+            // HAProxy's 500 handshakes at once can take more than the
+            // default 3 s on the loaded machine.
+            let mut args = vec![
+                "-c",
+                &c,
+                "-d",
+                "2",
+                "--rate",
+                "20000",
+                "--connect-timeout",
+                "10",
+            ];
             args.extend(extra);
             // Time enough for the connections to come up first.
-            let lead = Duration::from_millis(if conns > 100 { 2000 } else { 1000 });
+            let lead = Duration::from_millis(if conns > 100 { 3000 } else { 1000 });
             let (per_msg, errs) = window_cpu(lead, url, &args, server_cpu.as_ref());
             errors[k].push_str(&errs);
             per_msg
         });
         let mut plain_rate = f64::NAN;
         for (k, (name, url, extra, _)) in rows.iter().enumerate() {
-            let mut args = vec!["-c", &c, "-d", "2", "--warmup", "1"];
+            let mut args = vec![
+                "-c",
+                &c,
+                "-d",
+                "2",
+                "--warmup",
+                "1",
+                "--connect-timeout",
+                "10",
+            ];
             args.extend(extra);
             let (closed, json) = load_with_json(url, &args);
             let errs = format!("{}{}", errors[k], errors_named(&json));
@@ -626,16 +649,16 @@ fn errors_named(json: &str) -> String {
 
 /// Calls `measure(k)` for each of `n` servers in each of `rounds` rounds,
 /// the order turning by one each round; `values[k][round]`.
-fn interleaved<T: Copy + Default>(
+fn interleaved<T: Clone>(
     n: usize,
     rounds: usize,
     mut measure: impl FnMut(usize) -> T,
 ) -> Vec<Vec<T>> {
-    let mut values = vec![vec![T::default(); rounds]; n];
+    let mut values = vec![Vec::with_capacity(rounds); n];
     for round in 0..rounds {
         for i in 0..n {
             let k = (i + round) % n;
-            values[k][round] = measure(k);
+            values[k].push(measure(k));
         }
     }
     values
@@ -684,7 +707,7 @@ fn scenario_bulk(pki: &Pki, haproxy: bool) {
     let config = client_config(pki, false);
     let plain_sut = start_ours("echo-reactor tcp", &[]);
     let servers = tls_servers(pki, haproxy);
-    let mut rows: Vec<(String, SocketAddr, Option<_>, Box<dyn Fn() -> (u64, u64)>)> = vec![(
+    let mut rows: Vec<(String, SocketAddr, Option<_>, CpuProbe)> = vec![(
         plain_sut.name.clone(),
         plain_sut.tcp,
         None,
