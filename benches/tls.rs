@@ -5,7 +5,7 @@
 //! machinery, beside an older build and the C baseline.
 //!
 //! ```text
-//! cargo bench --bench tls                  # every scenario (about 5 minutes)
+//! cargo bench --bench tls                  # every scenario (about 4.5 minutes)
 //! cargo bench --bench tls -- handshakes    # handshakes | echo | bulk | memory | plain
 //! ECHO_REACTOR_BASELINE_BIN=before-faults=/path/to/echo-reactor \
 //!     cargo bench --bench tls -- plain
