@@ -587,6 +587,22 @@ pub struct LoadArgs {
     /// --source shows through); only the payload is expected back
     #[arg(long, value_name = "VERSION", value_parser = parse_proxy_version)]
     pub proxy_protocol: Option<ProxyVersion>,
+
+    /// TCP and TLS: close each connection after N verified replies (our
+    /// FIN first, then the server's) and open a new one in its place, so
+    /// --connections stay in flight; N is 1 (one request per connection,
+    /// like tcp_crr) to 1000000000. With --rate the rate is messages, each
+    /// connection carrying N. The report adds connects/s and connect
+    /// latency. Each close leaves a TIME_WAIT port behind: spread over
+    /// --source addresses, or use --churn-reset
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=load::MAX_CHURN))]
+    pub churn: Option<u64>,
+
+    /// With --churn: close with a reset (SO_LINGER 0) instead of FIN, so
+    /// no port stays in TIME_WAIT; the server counts each as a reset
+    #[arg(long, requires = "churn")]
+    pub churn_reset: bool,
 }
 
 impl LoadArgs {
@@ -620,6 +636,8 @@ impl LoadArgs {
             start_at: self.start_at,
             sources: self.source.clone(),
             proxy_protocol: self.proxy_protocol,
+            churn: self.churn,
+            churn_reset: self.churn_reset,
             ..LoadConfig::new(target)
         }
     }

@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::report::{
-    add_histogram, new_histogram, Errors, Report, TestSettings, TlsReport, WallWindow,
+    add_histogram, new_histogram, Connects, Errors, Report, TestSettings, TlsReport, WallWindow,
 };
 use super::split::{self, Segment};
 use super::{hdr_v2, Proto};
@@ -87,6 +87,21 @@ pub struct ReportJson {
     /// `tls://` runs: the handshakes; absent for TCP and UDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsJson>,
+    /// Connections that came up in the measured window (`--churn` makes
+    /// many; without it, only replacements do).
+    #[serde(default)]
+    pub connects: u64,
+    /// Derived: `connects / duration_s`.
+    #[serde(default, serialize_with = "figure")]
+    pub connects_per_sec: f64,
+    /// Connections that came up over the whole run (ramp, warm-up, window
+    /// and drain): what the server accepted.
+    #[serde(default)]
+    pub connects_total: u64,
+    /// The window's connects: connect latency, in microseconds, from the
+    /// SYN to established (TLS: to the handshake done).
+    #[serde(default)]
+    pub connect_latency_us: ConnectLatencyJson,
     /// Errors by kind.
     pub errors: Errors,
     /// UDP replies that overtook a later request's (not errors).
@@ -150,6 +165,60 @@ pub struct LatencyJson {
     /// encoding ([`hdr_v2::encode`]); `null` if it could not be encoded.
     #[serde(default)]
     pub histogram: Option<String>,
+}
+
+/// `connect_latency_us`: how long the window's connects took.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectLatencyJson {
+    /// Derived: median.
+    pub p50: u64,
+    /// Derived: 90th percentile.
+    pub p90: u64,
+    /// Derived: 99th percentile.
+    pub p99: u64,
+    /// Derived: the largest.
+    pub max: u64,
+    /// The whole distribution, as [`LatencyJson::histogram`]; what
+    /// `merge` adds. `null` in reports written before connects were kept.
+    #[serde(default)]
+    pub histogram: Option<String>,
+}
+
+impl ConnectLatencyJson {
+    /// The figures of `c` and its histogram.
+    fn of(c: &Connects) -> ConnectLatencyJson {
+        let [p50, p90, p99, _, max] = c.percentiles_us();
+        ConnectLatencyJson {
+            p50,
+            p90,
+            p99,
+            max,
+            histogram: hdr_v2::encode(&c.latency).ok(),
+        }
+    }
+
+    /// The connects back, `measured` of them in the window and `total`
+    /// over the run, checked against the histogram.
+    fn into_connects(self, measured: u64, total: u64) -> Result<Connects, String> {
+        if measured > total {
+            return Err(format!(
+                "connects is {measured}, more than the {total} of the whole run (connects_total)"
+            ));
+        }
+        let mut c = Connects::default();
+        if let Some(encoded) = self.histogram {
+            add_histogram(&mut c.latency, &hdr_v2::decode(&encoded)?);
+        }
+        if c.latency.len() != measured {
+            return Err(format!(
+                "the connect latency histogram holds {} values but the report counts {measured} connects",
+                c.latency.len()
+            ));
+        }
+        c.measured = measured;
+        c.total = total;
+        Ok(c)
+    }
 }
 
 /// `tls`: the handshakes of a `tls://` run, over the whole run.
@@ -333,6 +402,10 @@ impl From<&Report> for ReportJson {
             behind: r.is_behind(),
             latency_us: LatencyJson::of(&r.latency, r.percentiles_us()),
             tls: r.tls.as_ref().map(TlsJson::from),
+            connects: r.connects.measured,
+            connects_per_sec: r.connects_per_sec(),
+            connects_total: r.connects.total,
+            connect_latency_us: ConnectLatencyJson::of(&r.connects),
             errors: r.errors,
             reordered: r.reordered,
             late: r.late,
@@ -459,6 +532,9 @@ impl ReportJson {
         };
         r.failed_parts = self.failed_parts;
         r.tls = self.tls.map(TlsJson::into_tls).transpose()?;
+        r.connects = self
+            .connect_latency_us
+            .into_connects(self.connects, self.connects_total)?;
         Ok(r)
     }
 }
