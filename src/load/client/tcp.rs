@@ -203,6 +203,9 @@ impl<S: Read + Write> TcpClient<S> {
                     }
                     return match self.drained_step() {
                         Step::Close(End::Done) => Step::Close(End::Done),
+                        // Its last reply in, the server closed first: it
+                        // owed nothing more.
+                        Step::Finished => Step::Close(End::Closed),
                         _ => Step::Close(End::Eof),
                     };
                 }
