@@ -8,10 +8,13 @@
 //! 2. Generators: our generator against a small C client loop
 //!    (`benches/c/crr_client.c`, a thread per flow: connect, one echo,
 //!    FIN, wait for the server's, close), both against our server, at 1
-//!    and at 16 connections in flight.
+//!    and at 16 connections in flight (ours on one loop, and on two:
+//!    the C client's 16 threads use both cores).
 //!
-//! Run: `cargo bench --bench churn` (about 30 s; `-- --duration SECS` sets
-//! each run's length, default 3). Both C programs are compiled here with
+//! Run: `cargo bench --bench churn` (about 40 s: three rounds of each
+//! pair, the two sides back to back in alternating order, the median of
+//! the rounds' ratios; `-- --duration SECS` sets each run's length,
+//! default 2). Both C programs are compiled here with
 //! `cc -O2`; without a C compiler their rows are left out. Every run spreads
 //! its connections over 8 source addresses of its own (127.0.N.1-8), so
 //! the TIME_WAIT ports of one run never starve the next. Nothing is
@@ -41,78 +44,88 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse::<f64>().ok())
         .filter(|s| *s > 0.0)
-        .unwrap_or(3.0);
+        .unwrap_or(2.0);
     let mut prefixes = 20u8..;
     let mut next_prefix = || prefixes.next().expect("fewer than 235 runs");
 
     let c_server = compile("epoll_echo.c", "c-epoll", &[]);
     let c_client = compile("crr_client.c", "c-crr", &["-pthread"]);
 
-    println!("\n== servers: connects/s accepted, our generator, --churn 1 -c 16, {secs} s ==");
     println!(
-        "{:<22} {:>12} {:>10} {:>8}",
-        "server", "connects/s", "p99 conn", "errors"
+        "\n== servers: connects/s accepted, our generator, --churn 1 -c 16, {secs} s a run =="
     );
-    let mut ours_rate = f64::NAN;
-    let mut c_rate = f64::NAN;
-    for round in 0..2 {
-        // Alternate the order so neither always runs on a warmer machine.
-        let order: [bool; 2] = if round == 0 {
+    if let Some(c_bin) = &c_server {
+        let ratios = paired(ROUNDS, "echo-reactor", "c-epoll", |is_ours| {
+            let server = if is_ours {
+                Server::ours()
+            } else {
+                Server::c(c_bin)
+            };
+            let r = generate(server.addr, 16, 1, secs, next_prefix());
+            (r.connects_per_sec, r.errors)
+        });
+        summary("ours / c-epoll", &ratios);
+    }
+
+    println!("\n== generators: connects/s against our server, one echo each, {secs} s a run ==");
+    let server = Server::ours();
+    for (flows, threads) in [(1usize, 1usize), (16, 1), (16, 2)] {
+        let Some(c_bin) = &c_client else { break };
+        let ours = format!("load -c {flows} --threads {threads}");
+        let theirs = format!("crr_client {flows} threads");
+        let ratios = paired(ROUNDS, &ours, &theirs, |is_ours| {
+            if is_ours {
+                let r = generate(server.addr, flows, threads, secs, next_prefix());
+                (r.connects_per_sec, r.errors)
+            } else {
+                c_loop(c_bin, server.addr, flows, secs, next_prefix())
+            }
+        });
+        summary(&format!("{ours} / {theirs}"), &ratios);
+    }
+}
+
+/// Rounds of each pair: the two sides run back to back, in alternating
+/// order, so a busier moment of the machine hits both alike.
+const ROUNDS: usize = 3;
+
+/// Runs `run(true)` (ours) and `run(false)` (theirs) `rounds` times each,
+/// printing every run; returns each round's ratio ours / theirs.
+fn paired(
+    rounds: usize,
+    ours: &str,
+    theirs: &str,
+    mut run: impl FnMut(bool) -> (f64, f64),
+) -> Vec<f64> {
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
             [true, false]
         } else {
             [false, true]
         };
+        let mut rates = [f64::NAN; 2];
         for is_ours in order {
-            let server = match (is_ours, &c_server) {
-                (true, _) => Server::ours(),
-                (false, Some(bin)) => Server::c(bin),
-                (false, None) => continue,
-            };
-            let r = generate(server.addr, 16, secs, next_prefix());
-            let name = if is_ours { "echo-reactor" } else { "c-epoll" };
-            println!(
-                "{name:<22} {:>12.0} {:>8} us {:>8}",
-                r.connects_per_sec, r.connect_p99_us, r.errors
-            );
-            let slot = if is_ours { &mut ours_rate } else { &mut c_rate };
-            *slot = if slot.is_nan() {
-                r.connects_per_sec
-            } else {
-                (*slot + r.connects_per_sec) / 2.0
-            };
+            let (rate, errors) = run(is_ours);
+            let name = if is_ours { ours } else { theirs };
+            println!("  round {round}: {name:<32} {rate:>9.0} connects/s  {errors} errors");
+            rates[usize::from(!is_ours)] = rate;
         }
+        ratios.push(rates[0] / rates[1]);
     }
-    if c_rate.is_finite() {
-        println!(
-            "ratio ours / c-epoll (mean of 2 rounds): {:.2}",
-            ours_rate / c_rate
-        );
-    }
+    ratios
+}
 
-    println!("\n== generators: connects/s against our server, one echo each, {secs} s ==");
+/// The rounds' ratios and their median.
+fn summary(what: &str, ratios: &[f64]) {
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!(
-        "{:<6} {:<28} {:>12} {:>8}",
-        "flows", "client", "connects/s", "errors"
+        "ratio {what}: median {:.2} (rounds: {})",
+        sorted[sorted.len() / 2],
+        each.join(", ")
     );
-    let server = Server::ours();
-    for flows in [1usize, 16] {
-        let ours = generate(server.addr, flows, secs, next_prefix());
-        println!(
-            "{flows:<6} {:<28} {:>12.0} {:>8}",
-            "load --churn 1 (1 loop)", ours.connects_per_sec, ours.errors
-        );
-        if let Some(bin) = &c_client {
-            let (rate, errors) = c_loop(bin, server.addr, flows, secs, next_prefix());
-            println!(
-                "{flows:<6} {:<28} {rate:>12.0} {errors:>8}",
-                "crr_client (thread a flow)"
-            );
-            println!(
-                "{flows:<6} ratio ours / C client: {:.2}",
-                ours.connects_per_sec / rate
-            );
-        }
-    }
 }
 
 /// Compiles `benches/c/SRC` beside the bench binary as `name`; `None`
@@ -200,15 +213,16 @@ fn sources(prefix: u8) -> String {
 
 struct Figures {
     connects_per_sec: f64,
-    connect_p99_us: u64,
     errors: f64,
 }
 
-/// Our generator, `--churn 1` with `flows` connections for `secs`.
-fn generate(addr: SocketAddr, flows: usize, secs: f64, prefix: u8) -> Figures {
+/// Our generator, `--churn 1` with `flows` connections on `threads`
+/// loops for `secs`.
+fn generate(addr: SocketAddr, flows: usize, threads: usize, secs: f64, prefix: u8) -> Figures {
     let out = Command::new(OURS)
         .args(["load", &format!("tcp://{addr}"), "--churn", "1", "--json"])
         .args(["-c", &flows.to_string(), "-d", &secs.to_string()])
+        .args(["--threads", &threads.to_string()])
         .args(["--source", &sources(prefix)])
         .stderr(Stdio::null())
         .output()
@@ -220,13 +234,12 @@ fn generate(addr: SocketAddr, flows: usize, secs: f64, prefix: u8) -> Figures {
         .map_or(f64::NAN, |e| e.values().filter_map(|x| x.as_f64()).sum());
     Figures {
         connects_per_sec: v["connects_per_sec"].as_f64().unwrap_or(f64::NAN),
-        connect_p99_us: v["connect_latency_us"]["p99"].as_u64().unwrap_or(0),
         errors,
     }
 }
 
 /// The C client loop with `flows` threads for `secs`: connects/s, errors.
-fn c_loop(bin: &Path, addr: SocketAddr, flows: usize, secs: f64, prefix: u8) -> (f64, u64) {
+fn c_loop(bin: &Path, addr: SocketAddr, flows: usize, secs: f64, prefix: u8) -> (f64, f64) {
     let mut child = Command::new(bin)
         .arg(addr.ip().to_string())
         .arg(addr.port().to_string())
@@ -252,5 +265,5 @@ fn c_loop(bin: &Path, addr: SocketAddr, flows: usize, secs: f64, prefix: u8) -> 
             .unwrap_or(f64::NAN)
     };
     let rate = field("connects") / field("seconds");
-    (rate, field("errors") as u64)
+    (rate, field("errors"))
 }

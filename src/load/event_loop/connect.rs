@@ -423,11 +423,14 @@ impl Loop {
 /// connect time (`IP_BIND_ADDRESS_NO_PORT`), so each source address has
 /// the whole ephemeral range towards each server address.
 fn connect_from(source: IpAddr, target: SocketAddr) -> io::Result<TcpStream> {
-    let socket = Socket::new(
-        Domain::for_address(target),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
+    // Non-blocking from the start on Linux (SOCK_NONBLOCK): two fcntl
+    // calls fewer per connection, which --churn makes by the thousand.
+    #[cfg(target_os = "linux")]
+    let kind = Type::STREAM.nonblocking();
+    #[cfg(not(target_os = "linux"))]
+    let kind = Type::STREAM;
+    let socket = Socket::new(Domain::for_address(target), kind, Some(Protocol::TCP))?;
+    #[cfg(not(target_os = "linux"))]
     socket.set_nonblocking(true)?;
     #[cfg(target_os = "linux")]
     bind_address_no_port(&socket);
