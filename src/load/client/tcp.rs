@@ -696,6 +696,79 @@ mod tests {
     }
 
     #[test]
+    fn a_churned_client_carries_its_messages_then_finishes_and_waits_for_the_servers_end() {
+        let s = settings(16);
+        let mut tally = Tally::new(false);
+        let mut scratch = vec![0u8; 1024];
+        let now = Instant::now();
+        let mut cx = ClientCtx {
+            settings: &s,
+            now,
+            window: Window {
+                start: Some(now - Duration::from_secs(1)),
+                end: None,
+            },
+            tally: &mut tally,
+        };
+        // Messages 6, 7 and 8, where the connection before it stopped.
+        let mut c =
+            TcpClient::new(fake(1024, 1024, None), 2, Pace::Closed { pipeline: 2 }).carrying(6, 3);
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(c.stream.taken, 32, "two in flight, as the pipeline allows");
+        assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(c.stream.taken, 48, "and the third, no fourth");
+        assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Finished);
+        assert_eq!(cx.tally.messages, 3);
+        assert_eq!(
+            cx.tally.errors,
+            Errors::default(),
+            "message numbers 6 to 8 check"
+        );
+        assert_eq!(c.next_seq(), 9);
+        c.set_closing();
+        assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Wait);
+        c.stream.is_fin_sent = true;
+        assert_eq!(
+            c.on_readable(&mut scratch, &mut cx),
+            Step::Close(End::Closed)
+        );
+    }
+
+    #[test]
+    fn a_server_that_closes_before_the_last_reply_or_sends_after_it_is_an_error() {
+        let s = settings(16);
+        let mut tally = Tally::new(false);
+        let mut scratch = vec![0u8; 1024];
+        let mut cx = ClientCtx {
+            settings: &s,
+            now: Instant::now(),
+            window: Window::default(),
+            tally: &mut tally,
+        };
+        let mut c =
+            TcpClient::new(fake(16, 1024, None), 0, Pace::Closed { pipeline: 1 }).carrying(0, 2);
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(
+            c.on_readable(&mut scratch, &mut cx),
+            Step::Wait,
+            "one of two"
+        );
+        c.stream.is_fin_sent = true;
+        assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Close(End::Eof));
+        // All its replies in, then a byte where the server's end belongs.
+        let mut c =
+            TcpClient::new(fake(16, 1024, None), 0, Pace::Closed { pipeline: 1 }).carrying(0, 1);
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Finished);
+        c.set_closing();
+        c.stream.echoed.push_back(b'x');
+        assert_eq!(
+            c.on_readable(&mut scratch, &mut cx),
+            Step::Close(End::Excess)
+        );
+    }
+
+    #[test]
     fn open_loop_stamps_the_due_time() {
         let t0 = Instant::now();
         let pace = Pace::Open {
