@@ -3,7 +3,8 @@
 //! `--churn 1` and `--churn 10`, closed loop, pipelined, open loop and over
 //! TLS; each connection carries its N messages, every reply verified, so a
 //! server that closes early is an error; `--churn-reset` shows on the
-//! server as resets; split runs merge their connects; bad values are usage
+//! server as resets; split runs merge their connects (and refuse a part
+//! with another `--churn`); bad values are usage
 //! errors; and a run out of local ports (a namespace with four of them)
 //! says so, where `--churn-reset` in the same room runs on.
 
@@ -212,7 +213,7 @@ fn a_server_that_closes_before_the_nth_reply_is_an_error_and_one_that_keeps_to_i
 }
 
 #[test]
-fn split_churn_runs_merge_their_connects() {
+fn split_churn_runs_merge_their_connects_and_parts_of_another_churn_are_refused() {
     let server = start_server(&["--tcp", "127.0.0.1:0"]);
     let url = format!("tcp://{}", server.tcp_addr());
     let start = SystemTime::now() + Duration::from_millis(1500);
@@ -252,7 +253,19 @@ fn split_churn_runs_merge_their_connects() {
     let mut argv = vec!["merge", "--json"];
     argv.extend(files.iter().map(String::as_str));
     let merged = run_binary(&argv, IO_TIMEOUT);
+    // A part of a test with another --churn is not a part of this one.
+    let mut other = parts[1].clone();
+    assert_eq!(other["test"]["churn"], 2, "{other}");
+    other["test"]["churn"] = 3.into();
+    let other_file = dir.join("other.json");
+    std::fs::write(&other_file, other.to_string()).expect("write a part");
+    let refused = run_binary(
+        &["merge", &files[0], &other_file.display().to_string()],
+        IO_TIMEOUT,
+    );
     let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(refused.code(), 2, "{refused:#?}");
+    assert!(refused.stderr.contains("churn"), "{}", refused.stderr);
     assert_eq!(merged.code(), 0, "{merged:#?}");
     let m = json(&merged);
     for key in ["connects", "connects_total"] {

@@ -302,6 +302,7 @@ impl LoadConfig {
             warmup: self.warmup,
             start_at: self.start_at,
             max_loss_percent: self.max_loss_percent,
+            churn: self.churn,
         }
     }
 

@@ -149,6 +149,9 @@ pub struct TestSettings {
     pub start_at: Option<SystemTime>,
     /// The loss (percent) UDP may have and still pass.
     pub max_loss_percent: f64,
+    /// `--churn`: messages per connection; `None`: a connection lives
+    /// for the whole run.
+    pub churn: Option<u64>,
 }
 
 /// What a `tls://` run tells of TLS: the name checked and whether the

@@ -307,6 +307,9 @@ pub struct TestJson {
     /// `--start-at` as Unix seconds; `null` without it.
     #[serde(serialize_with = "optional_number")]
     pub start_at: Option<f64>,
+    /// `--churn`: messages per connection; absent without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<u64>,
 }
 
 /// What `--max-loss` defaults to, for reports saved without it.
@@ -434,6 +437,7 @@ impl From<&Report> for ReportJson {
                 duration_s: t.duration.as_secs_f64(),
                 warmup_s: t.warmup.as_secs_f64(),
                 start_at: t.start_at.map(split::unix_seconds),
+                churn: t.churn,
             }),
             failed_parts: r.failed_parts.clone(),
             ok: r.is_ok(),
@@ -527,6 +531,7 @@ impl ReportJson {
                 warmup: duration("test.warmup_s", t.warmup_s)?,
                 start_at: t.start_at.map(|s| wall("test.start_at", s)).transpose()?,
                 max_loss_percent: self.max_loss_percent,
+                churn: t.churn,
             }),
             None => None,
         };
@@ -748,6 +753,7 @@ mod tests {
             warmup: Duration::from_millis(500),
             start_at: Some(start - Duration::from_millis(500)),
             max_loss_percent: 2.5,
+            churn: None,
         });
         r
     }
