@@ -1275,6 +1275,24 @@ mod tests {
     }
 
     #[test]
+    fn churn_parses_within_its_range_and_reset_needs_it() {
+        let c = config(&load(&["tcp://127.0.0.1:9", "--churn", "10", "--churn-reset"]).unwrap());
+        assert_eq!((c.churn, c.churn_reset), (Some(10), true));
+        let c = config(&load(&["tcp://127.0.0.1:9"]).unwrap());
+        assert_eq!((c.churn, c.churn_reset), (None, false));
+        for bad in [
+            &["tcp://127.0.0.1:9", "--churn", "0"][..],
+            &["tcp://127.0.0.1:9", "--churn", "1000000001"],
+            &["tcp://127.0.0.1:9", "--churn-reset"],
+        ] {
+            assert!(load(bad).is_err(), "{bad:?}");
+        }
+        // UDP has no connection to churn: refused when the settings meet.
+        let c = config(&load(&["udp://127.0.0.1:9", "--churn", "1"]).unwrap());
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
     fn bad_load_input_is_a_usage_error() {
         for bad in [
             &[][..],
