@@ -171,7 +171,8 @@ fn churn_over_tls_makes_a_handshake_per_connect() {
     assert_eq!(final_stat(&stderr, "tls failed"), Some(0), "{stderr}");
 }
 
-/// Answers the first 64-byte message of each connection, then closes it.
+/// Answers the first 64-byte message of each connection, then closes it
+/// (FIN), one connection at a time.
 fn one_reply_server() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("address");
@@ -188,6 +189,11 @@ fn one_reply_server() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
             if msg[0] == b'Q' {
                 return;
             }
+            // Our FIN, then whatever the client still sends is read and
+            // dropped until its end: closing with unread input would be
+            // a reset, not the close this server stands for.
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let _ = std::io::copy(&mut s, &mut std::io::sink());
         }
     });
     (addr, thread)
