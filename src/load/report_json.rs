@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::report::{
-    add_histogram, new_histogram, Errors, Report, TestSettings, TlsReport, WallWindow,
+    add_histogram, new_histogram, Connects, Errors, Report, TestSettings, TlsReport, WallWindow,
 };
 use super::split::{self, Segment};
 use super::{hdr_v2, Proto};
@@ -87,6 +87,21 @@ pub struct ReportJson {
     /// `tls://` runs: the handshakes; absent for TCP and UDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsJson>,
+    /// Connections that came up in the measured window (`--churn` makes
+    /// many; without it, only replacements do).
+    #[serde(default)]
+    pub connects: u64,
+    /// Derived: `connects / duration_s`.
+    #[serde(default, serialize_with = "figure")]
+    pub connects_per_sec: f64,
+    /// Connections that came up over the whole run (ramp, warm-up, window
+    /// and drain): what the server accepted.
+    #[serde(default)]
+    pub connects_total: u64,
+    /// The window's connects: connect latency, in microseconds, from the
+    /// SYN to established (TLS: to the handshake done).
+    #[serde(default)]
+    pub connect_latency_us: ConnectLatencyJson,
     /// Errors by kind.
     pub errors: Errors,
     /// UDP replies that overtook a later request's (not errors).
@@ -150,6 +165,60 @@ pub struct LatencyJson {
     /// encoding ([`hdr_v2::encode`]); `null` if it could not be encoded.
     #[serde(default)]
     pub histogram: Option<String>,
+}
+
+/// `connect_latency_us`: how long the window's connects took.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectLatencyJson {
+    /// Derived: median.
+    pub p50: u64,
+    /// Derived: 90th percentile.
+    pub p90: u64,
+    /// Derived: 99th percentile.
+    pub p99: u64,
+    /// Derived: the largest.
+    pub max: u64,
+    /// The whole distribution, as [`LatencyJson::histogram`]; what
+    /// `merge` adds. `null` in reports written before connects were kept.
+    #[serde(default)]
+    pub histogram: Option<String>,
+}
+
+impl ConnectLatencyJson {
+    /// The figures of `c` and its histogram.
+    fn of(c: &Connects) -> ConnectLatencyJson {
+        let [p50, p90, p99, _, max] = c.percentiles_us();
+        ConnectLatencyJson {
+            p50,
+            p90,
+            p99,
+            max,
+            histogram: hdr_v2::encode(&c.latency).ok(),
+        }
+    }
+
+    /// The connects back, `measured` of them in the window and `total`
+    /// over the run, checked against the histogram.
+    fn into_connects(self, measured: u64, total: u64) -> Result<Connects, String> {
+        if measured > total {
+            return Err(format!(
+                "connects is {measured}, more than the {total} of the whole run (connects_total)"
+            ));
+        }
+        let mut c = Connects::default();
+        if let Some(encoded) = self.histogram {
+            add_histogram(&mut c.latency, &hdr_v2::decode(&encoded)?);
+        }
+        if c.latency.len() != measured {
+            return Err(format!(
+                "the connect latency histogram holds {} values but the report counts {measured} connects",
+                c.latency.len()
+            ));
+        }
+        c.measured = measured;
+        c.total = total;
+        Ok(c)
+    }
 }
 
 /// `tls`: the handshakes of a `tls://` run, over the whole run.
@@ -238,6 +307,9 @@ pub struct TestJson {
     /// `--start-at` as Unix seconds; `null` without it.
     #[serde(serialize_with = "optional_number")]
     pub start_at: Option<f64>,
+    /// `--churn`: messages per connection; absent without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<u64>,
 }
 
 /// What `--max-loss` defaults to, for reports saved without it.
@@ -333,6 +405,10 @@ impl From<&Report> for ReportJson {
             behind: r.is_behind(),
             latency_us: LatencyJson::of(&r.latency, r.percentiles_us()),
             tls: r.tls.as_ref().map(TlsJson::from),
+            connects: r.connects.measured,
+            connects_per_sec: r.connects_per_sec(),
+            connects_total: r.connects.total,
+            connect_latency_us: ConnectLatencyJson::of(&r.connects),
             errors: r.errors,
             reordered: r.reordered,
             late: r.late,
@@ -361,6 +437,7 @@ impl From<&Report> for ReportJson {
                 duration_s: t.duration.as_secs_f64(),
                 warmup_s: t.warmup.as_secs_f64(),
                 start_at: t.start_at.map(split::unix_seconds),
+                churn: t.churn,
             }),
             failed_parts: r.failed_parts.clone(),
             ok: r.is_ok(),
@@ -454,11 +531,15 @@ impl ReportJson {
                 warmup: duration("test.warmup_s", t.warmup_s)?,
                 start_at: t.start_at.map(|s| wall("test.start_at", s)).transpose()?,
                 max_loss_percent: self.max_loss_percent,
+                churn: t.churn,
             }),
             None => None,
         };
         r.failed_parts = self.failed_parts;
         r.tls = self.tls.map(TlsJson::into_tls).transpose()?;
+        r.connects = self
+            .connect_latency_us
+            .into_connects(self.connects, self.connects_total)?;
         Ok(r)
     }
 }
@@ -672,6 +753,7 @@ mod tests {
             warmup: Duration::from_millis(500),
             start_at: Some(start - Duration::from_millis(500)),
             max_loss_percent: 2.5,
+            churn: None,
         });
         r
     }
