@@ -32,17 +32,10 @@ use support::{
 };
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
-        println!("reactor bench: run it with `cargo bench --bench reactor [-- SCENARIO]`");
+    let Some(wanted) = support::scenarios("reactor") else {
         return;
-    }
-    let wanted: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .map(String::as_str)
-        .collect();
-    let run = |name: &str| wanted.is_empty() || wanted.contains(&name);
+    };
+    let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
     let c = build_c_baseline();
     println!("# echo-reactor benchmarks ({} cores)", cores());
     if run("rate") {

@@ -81,17 +81,10 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
-        println!("tls bench: run it with `cargo bench --bench tls [-- SCENARIO]`");
+    let Some(wanted) = support::scenarios("tls") else {
         return;
-    }
-    let wanted: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .map(String::as_str)
-        .collect();
-    let run = |name: &str| wanted.is_empty() || wanted.contains(&name);
+    };
+    let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
     let pki = Pki::new();
     let haproxy = have_haproxy();
     println!(

@@ -324,3 +324,17 @@ pub fn print_header(title: &str, cols: &[&str]) {
     println!("| {} |", cols.join(" | "));
     println!("|{}", "---|".repeat(cols.len()));
 }
+
+/// The scenarios named after `--` on `cargo bench`'s command line (all of
+/// them when none is named), or `None` when the bench was not started by
+/// `cargo bench` (`cargo test` runs bench binaries too): then it says how
+/// to run it and does nothing.
+#[allow(dead_code)]
+pub fn scenarios(bench: &str) -> Option<Vec<String>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
+        println!("{bench} bench: run it with `cargo bench --bench {bench} [-- SCENARIO]`");
+        return None;
+    }
+    Some(args.into_iter().filter(|a| !a.starts_with("--")).collect())
+}
