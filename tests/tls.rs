@@ -143,6 +143,36 @@ fn a_certificate_or_key_that_will_not_load_is_a_usage_error_naming_the_file() {
     let missing = pki.dir.join("nope.pem");
     let not_pem = pki.dir.join("garbage.pem");
     std::fs::write(&not_pem, "not a certificate\n").expect("write");
+    // PEM whose DER is no certificate: rustls's InvalidCertificate.
+    let bad_der = pki.dir.join("bad-der.pem");
+    std::fs::write(
+        &bad_der,
+        "-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    // A chain cut short: PEM's MissingSectionEnd.
+    let cut = pki.dir.join("cut.pem");
+    let whole = std::fs::read_to_string(&pki.cert).expect("cert");
+    let end = whole.find("-----END").expect("an end line");
+    std::fs::write(&cut, &whole[..end]).expect("write");
+    // The marker is what the loader sees: rustls skips the section as an
+    // unknown kind, so its body need not be a real encrypted key.
+    let encrypted = pki.dir.join("encrypted.pem");
+    std::fs::write(
+        &encrypted,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAAAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    let serve_with = |cert: &std::path::Path, key: &std::path::Path| -> Vec<String> {
+        vec![
+            "--tls".into(),
+            "127.0.0.1:0".into(),
+            "--tls-cert".into(),
+            arg(cert),
+            "--tls-key".into(),
+            arg(key),
+        ]
+    };
     let cases: Vec<(Vec<String>, String, &str)> = vec![
         (
             vec!["--tls".into(), "127.0.0.1:0".into()],
@@ -194,6 +224,28 @@ fn a_certificate_or_key_that_will_not_load_is_a_usage_error_naming_the_file() {
             ],
             arg(&other.key),
             "key of another certificate",
+        ),
+        (
+            serve_with(&bad_der, &pki.key),
+            format!("{}: not a usable certificate", arg(&bad_der)),
+            "a certificate rustls cannot parse blames the certificate file",
+        ),
+        (
+            serve_with(&cut, &pki.key),
+            format!(
+                "{}: not a PEM certificate: a section has no end line ('-----END CERTIFICATE-----' missing)",
+                arg(&cut)
+            ),
+            "a cut PEM is told in words, not bytes",
+        ),
+        (
+            serve_with(&pki.cert, &encrypted),
+            format!(
+                "{}: encrypted private key: decrypt it first (openssl pkey -in {} -out plain.pem)",
+                arg(&encrypted),
+                arg(&encrypted)
+            ),
+            "an encrypted key says how to decrypt it",
         ),
     ];
     for (extra, needle, what) in cases {
