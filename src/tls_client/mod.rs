@@ -14,7 +14,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, InvalidMessage, SignatureScheme};
 
 mod stream;
 
@@ -187,6 +187,14 @@ fn session_problem(e: &rustls::Error) -> String {
         rustls::Error::AlertReceived(alert) => {
             format!("the server refused the handshake (TLS alert {alert:?})")
         }
+        // TLS, but more than rustls takes in one handshake message (a
+        // fixed 64 KiB, not ours to raise): a huge certificate chain.
+        rustls::Error::InvalidMessage(
+            InvalidMessage::HandshakePayloadTooLarge | InvalidMessage::CertificatePayloadTooLarge,
+        ) => format!(
+            "the server's handshake message is larger than rustls accepts (64 KiB; \
+             a certificate chain that long?) ({e})"
+        ),
         rustls::Error::InvalidMessage(_)
         | rustls::Error::InappropriateMessage { .. }
         | rustls::Error::InappropriateHandshakeMessage { .. } => {
@@ -329,6 +337,11 @@ mod tests {
         assert!(connector
             .describe(&HandshakeError::Closed)
             .contains("closed the connection"));
+        let big = connector.describe(&HandshakeError::Tls(rustls::Error::InvalidMessage(
+            InvalidMessage::HandshakePayloadTooLarge,
+        )));
+        assert!(big.contains("larger than rustls accepts"), "{big}");
+        assert!(!big.contains("does not speak TLS"), "{big}");
     }
 
     #[test]
