@@ -7,8 +7,8 @@
 //! clash are usage errors; the README's openssl commands make certificates
 //! that work as written. Against hostile servers of the tests' own (a
 //! chain over rustls's 64 KiB, a `close_notify` without a FIN, half a
-//! record then a FIN or a reset) each ending is told for what it is, at
-//! once, never as a `timeout`.
+//! record then a FIN or a reset, half a handshake flight then a FIN) each
+//! ending is told for what it is, at once, never as a `timeout`.
 //!
 //! Certificates are made per test (`tests/common/tls.rs`); nothing is
 //! checked in.
@@ -472,6 +472,9 @@ enum Ending {
     CloseNotifyWithoutFin,
     /// Half the echo's record and the FIN in one segment (corked).
     HalfRecordThenFin,
+    /// Half of its first flight (ServerHello onwards) and the FIN in one
+    /// segment (corked): the handshake cannot finish.
+    HalfHandshakeThenFin,
     /// Half the echo's record, then a reset.
     HalfRecordThenReset,
 }
@@ -522,6 +525,20 @@ fn end_one(
         }
         return Some(sock);
     }
+    if ending == Ending::HalfHandshakeThenFin {
+        while !conn.wants_write() {
+            conn.read_tls(&mut sock).ok()?;
+            conn.process_new_packets().ok()?;
+        }
+        let mut flight = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut flight).ok()?;
+        }
+        socket2::SockRef::from(&sock).set_cork(true).ok()?;
+        sock.write_all(&flight[..flight.len() / 2]).ok()?;
+        sock.shutdown(std::net::Shutdown::Write).ok()?;
+        return Some(sock);
+    }
     let mut msg = [0u8; 64];
     rustls::Stream::new(&mut conn, &mut sock)
         .read_exact(&mut msg)
@@ -540,7 +557,7 @@ fn end_one(
             sock.write_all(&records).ok()?;
             Some(sock)
         }
-        Ending::HalfRecordThenFin => {
+        Ending::HalfRecordThenFin | Ending::HalfHandshakeThenFin => {
             // Corked, the half record and the FIN leave as one segment:
             // the client sees both at one edge.
             socket2::SockRef::from(&sock).set_cork(true).ok()?;
@@ -615,4 +632,29 @@ fn half_a_record_then_a_fin_is_closed_and_then_a_reset_is_reset_not_timeout() {
     assert_eq!(j["errors"]["timeout"], 0, "{j}");
     assert_eq!(j["errors"]["closed"], 0, "{j}");
     assert_eq!(j["errors"]["reset"], 1, "{j}");
+}
+
+#[test]
+fn half_a_handshake_flight_then_a_fin_fails_the_handshake_as_closed_at_once() {
+    let pki = Pki::new();
+    let url = format!(
+        "tls://{}",
+        hostile_tls_server(&pki, Ending::HalfHandshakeThenFin)
+    );
+    let ca = arg(&pki.ca);
+    let out = load(&[
+        &url,
+        "--tls-ca",
+        &ca,
+        "-c",
+        "1",
+        "-d",
+        "30",
+        "--connect-timeout",
+        "8",
+        "--json",
+    ]);
+    // Not the connect timeout's "not done within": the FIN is seen as it
+    // comes, behind the half flight at the same edge.
+    assert_tls_failure(&out, 1, "closed the connection during the TLS handshake");
 }
