@@ -464,6 +464,28 @@ mod tests {
     }
 
     #[test]
+    fn a_close_notify_behind_the_last_plaintext_is_held_for_the_next_read() {
+        let (mut server, connector) = server_and_connector(true);
+        let mut client = TlsStream::new(Memory::default(), &connector).expect("session");
+        while !client.handshake().expect("handshake") {
+            pump(&mut client, &mut server);
+        }
+        pump(&mut client, &mut server);
+        // The reply and the server's close_notify in one read of records.
+        server.writer().write_all(b"bye").expect("server writes");
+        server.send_close_notify();
+        pump(&mut client, &mut server);
+        let mut buf = [0u8; 4096];
+        assert_eq!(client.read(&mut buf).expect("plaintext"), 3);
+        assert!(
+            client.holds_unread(),
+            "a short read, yet the end is already here: no edge will say so"
+        );
+        assert_eq!(client.read(&mut buf).expect("the end"), 0);
+        assert!(!client.holds_unread());
+    }
+
+    #[test]
     fn a_certificate_of_an_unknown_ca_fails_the_handshake_as_unknown_issuer() {
         let (mut server, connector) = server_and_connector(false);
         let mut client = TlsStream::new(Memory::default(), &connector).expect("session");
