@@ -149,6 +149,14 @@ impl TlsConnector {
             HandshakeError::Closed => {
                 "the server closed the connection during the TLS handshake".into()
             }
+            // rustls's read refuses more than 64 KiB of one handshake
+            // message before it has parsed the message's length.
+            HandshakeError::Io(e)
+                if e.kind() == std::io::ErrorKind::InvalidData
+                    && e.to_string() == "message buffer full" =>
+            {
+                format!("{TOO_LARGE} ({e})")
+            }
             HandshakeError::Io(e) => format!("the connection failed during the TLS handshake: {e}"),
         }
     }
@@ -181,6 +189,10 @@ fn certificate_problem(c: &CertificateError, trust: &Trust) -> String {
     }
 }
 
+/// A handshake message over rustls's limit, however rustls tells it.
+const TOO_LARGE: &str = "the server's handshake message is larger than rustls accepts \
+     (64 KiB; a certificate chain that long?)";
+
 /// The words for any other session error in a handshake.
 fn session_problem(e: &rustls::Error) -> String {
     match e {
@@ -191,10 +203,7 @@ fn session_problem(e: &rustls::Error) -> String {
         // fixed 64 KiB, not ours to raise): a huge certificate chain.
         rustls::Error::InvalidMessage(
             InvalidMessage::HandshakePayloadTooLarge | InvalidMessage::CertificatePayloadTooLarge,
-        ) => format!(
-            "the server's handshake message is larger than rustls accepts (64 KiB; \
-             a certificate chain that long?) ({e})"
-        ),
+        ) => format!("{TOO_LARGE} ({e})"),
         rustls::Error::InvalidMessage(_)
         | rustls::Error::InappropriateMessage { .. }
         | rustls::Error::InappropriateHandshakeMessage { .. } => {
@@ -342,6 +351,11 @@ mod tests {
         )));
         assert!(big.contains("larger than rustls accepts"), "{big}");
         assert!(!big.contains("does not speak TLS"), "{big}");
+        let full = connector.describe(&HandshakeError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "message buffer full",
+        )));
+        assert!(full.contains("larger than rustls accepts"), "{full}");
     }
 
     #[test]
