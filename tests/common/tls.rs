@@ -127,8 +127,18 @@ impl Pki {
         &self,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Arc<rustls::ServerConfig> {
+        self.server_config_with_chain(&self.cert, versions)
+    }
+
+    /// As [`server_config`](Self::server_config), presenting the chain in
+    /// `chain` (PEM, the leaf first) with this certificate's key.
+    pub fn server_config_with_chain(
+        &self,
+        chain: &Path,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ServerConfig> {
         use rustls::pki_types::pem::PemObject;
-        let chain = CertificateDer::pem_file_iter(&self.cert)
+        let chain = CertificateDer::pem_file_iter(chain)
             .expect("cert file")
             .collect::<Result<Vec<_>, _>>()
             .expect("cert");
