@@ -426,3 +426,41 @@ fn openssl_s_client_speaks_tls_1_2_and_1_3_to_the_tls_listener() {
     let stderr = server.stop();
     assert_eq!(final_stat(&stderr, "tls handshakes"), Some(2), "{stderr}");
 }
+
+#[test]
+fn a_client_that_ends_inside_its_handshake_is_closed_at_once_not_at_the_timeout() {
+    let pki = Pki::new();
+    // A deadline far beyond the read timeout below: a server that waits
+    // for it fails the test.
+    let server = start_tls(&pki, &["--tls-handshake-timeout", "60"]);
+    let mut s = TcpStream::connect(server.tls[0]).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    // A real ClientHello, and the server's answer begins: it waits for
+    // our next flight now.
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut client = rustls::ClientConnection::new(pki.client_config(), name).expect("session");
+    let mut hello = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut hello).expect("ClientHello");
+    }
+    s.write_all(&hello).expect("write");
+    let mut answer = [0u8; 5];
+    s.read_exact(&mut answer)
+        .expect("the server's first flight");
+    // The start of a record and the FIN in one segment (corked): the
+    // server sees both at one edge, the FIN behind a short read.
+    socket2::SockRef::from(&s).set_cork(true).expect("cork");
+    s.write_all(&[0x14, 0x03]).expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("FIN");
+    let mut back = Vec::new();
+    match s.read_to_end(&mut back) {
+        Ok(_) => {}
+        // Closed with our bytes unread: a reset, which is a close too.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("not closed within 5 s: {e}"),
+    }
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "tls closed"), Some(1), "{stderr}");
+    assert_eq!(final_stat(&stderr, "tls timeout"), Some(0), "{stderr}");
+}

@@ -373,7 +373,7 @@ impl Stream for TlsStream {
         self.handshake_since
     }
 
-    fn advance_handshake(&mut self) -> io::Result<bool> {
+    fn advance_handshake(&mut self, is_hangup_reported: bool) -> io::Result<bool> {
         loop {
             self.write_out()?;
             if !self.session.is_handshaking() {
@@ -391,6 +391,10 @@ impl Stream for TlsStream {
             }
             match self.read_in()? {
                 Inflow::Records { is_drained: false } => {}
+                // A short read, but the poll reported the client's FIN or
+                // an error: it sits behind these bytes and no edge will
+                // announce it again. Read on to it.
+                Inflow::Records { is_drained: true } if is_hangup_reported => {}
                 // Empty now: the client's next flight raises a new edge.
                 Inflow::Records { is_drained: true } | Inflow::Empty => {
                     self.write_out()?;
