@@ -5,15 +5,20 @@
 //! answers each fail as a `tls` error saying what failed, quickly, with
 //! the JSON on stdout; `--tls-insecure` passes and says so; flags that
 //! clash are usage errors; the README's openssl commands make certificates
-//! that work as written.
+//! that work as written. Against hostile servers of the tests' own (a
+//! chain over rustls's 64 KiB, a `close_notify` without a FIN, half a
+//! record then a FIN or a reset, half a handshake flight then a FIN) each
+//! ending is told for what it is, at once, never as a `timeout`.
 //!
 //! Certificates are made per test (`tests/common/tls.rs`); nothing is
 //! checked in.
 
 mod common;
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::tls::{arg, Pki};
@@ -422,4 +427,244 @@ fn the_readme_openssl_certificates_serve_and_load_as_written() {
         assert_eq!(out.code(), 0, "{sni}: {out:#?}");
     }
     server.stop();
+}
+
+#[test]
+fn a_certificate_chain_over_64_kib_is_a_tls_error_saying_so_not_a_server_without_tls() {
+    let pki = Pki::new();
+    // The leaf, then the CA again and again: rustls's server sends it all
+    // in one Certificate message; its client takes at most 64 KiB.
+    let leaf = std::fs::read_to_string(&pki.cert).expect("cert");
+    let ca = std::fs::read_to_string(&pki.ca).expect("ca");
+    let mut chain = leaf;
+    while chain.len() < 100 * 1024 {
+        chain.push_str(&ca);
+    }
+    let big = pki.dir.join("big-chain.pem");
+    std::fs::write(&big, chain).expect("write");
+    // A rustls server of the test's own: what is under test is how the
+    // client tells the refusal, not how a server ends such a handshake.
+    let config = pki.server_config_with_chain(&big, rustls::DEFAULT_VERSIONS);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("tls://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for mut sock in listener.incoming().flatten() {
+            let _ = sock.set_read_timeout(Some(IO_TIMEOUT));
+            if let Ok(mut conn) = rustls::ServerConnection::new(Arc::clone(&config)) {
+                while conn.is_handshaking() && conn.complete_io(&mut sock).is_ok() {}
+            }
+        }
+    });
+    let out = load(&[
+        &url,
+        "--tls-ca",
+        &arg(&pki.ca),
+        "-c",
+        "1",
+        "-d",
+        "30",
+        "--json",
+    ]);
+    assert_tls_failure(&out, 1, "larger than rustls accepts");
+    assert!(!out.stderr.contains("does not speak TLS"), "{}", out.stderr);
+}
+
+/// How a hostile TLS server ends each connection once it has read the
+/// client's first 64-byte message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// TLS 1.2, whose server speaks last in the handshake: its Finished
+    /// and a `close_notify` in one segment, and no FIN. The client takes
+    /// both in with its handshake, before it sends a message.
+    CloseNotifyWithItsFinished,
+    /// The echo and a `close_notify` in one segment, and no FIN: the
+    /// socket stays open.
+    CloseNotifyWithoutFin,
+    /// Half the echo's record and the FIN in one segment (corked).
+    HalfRecordThenFin,
+    /// Half of its first flight (ServerHello onwards) and the FIN in one
+    /// segment (corked): the handshake cannot finish.
+    HalfHandshakeThenFin,
+    /// Half the echo's record, then a reset.
+    HalfRecordThenReset,
+}
+
+/// A TLS server (rustls, blocking, one connection after another) that
+/// ends every connection as `ending` says; its address. It lives until
+/// the test process ends.
+fn hostile_tls_server(pki: &Pki, ending: Ending) -> SocketAddr {
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match ending {
+        Ending::CloseNotifyWithItsFinished => &[&rustls::version::TLS12],
+        _ => rustls::DEFAULT_VERSIONS,
+    };
+    let config = pki.server_config(versions);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        // Kept open, so that no close of ours adds a FIN or a reset.
+        let mut kept = Vec::new();
+        for sock in listener.incoming().flatten() {
+            kept.extend(end_one(sock, &config, ending));
+        }
+    });
+    addr
+}
+
+/// Handshake, the first message, then the ending; the socket if it is to
+/// stay open.
+fn end_one(
+    mut sock: TcpStream,
+    config: &Arc<rustls::ServerConfig>,
+    ending: Ending,
+) -> Option<TcpStream> {
+    sock.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
+    sock.set_nodelay(true).ok()?;
+    let mut conn = rustls::ServerConnection::new(Arc::clone(config)).ok()?;
+    if ending == Ending::CloseNotifyWithItsFinished {
+        while conn.is_handshaking() {
+            conn.read_tls(&mut sock).ok()?;
+            conn.process_new_packets().ok()?;
+            if !conn.is_handshaking() {
+                conn.send_close_notify();
+            }
+            let mut out = Vec::new();
+            while conn.wants_write() {
+                conn.write_tls(&mut out).ok()?;
+            }
+            sock.write_all(&out).ok()?;
+        }
+        return Some(sock);
+    }
+    if ending == Ending::HalfHandshakeThenFin {
+        while !conn.wants_write() {
+            conn.read_tls(&mut sock).ok()?;
+            conn.process_new_packets().ok()?;
+        }
+        let mut flight = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut flight).ok()?;
+        }
+        socket2::SockRef::from(&sock).set_cork(true).ok()?;
+        sock.write_all(&flight[..flight.len() / 2]).ok()?;
+        sock.shutdown(std::net::Shutdown::Write).ok()?;
+        return Some(sock);
+    }
+    let mut msg = [0u8; 64];
+    rustls::Stream::new(&mut conn, &mut sock)
+        .read_exact(&mut msg)
+        .ok()?;
+    conn.writer().write_all(&msg).ok()?;
+    if ending == Ending::CloseNotifyWithoutFin {
+        conn.send_close_notify();
+    }
+    let mut records = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut records).ok()?;
+    }
+    let half = &records[..records.len() / 2];
+    match ending {
+        Ending::CloseNotifyWithItsFinished | Ending::CloseNotifyWithoutFin => {
+            sock.write_all(&records).ok()?;
+            Some(sock)
+        }
+        Ending::HalfRecordThenFin | Ending::HalfHandshakeThenFin => {
+            // Corked, the half record and the FIN leave as one segment:
+            // the client sees both at one edge.
+            socket2::SockRef::from(&sock).set_cork(true).ok()?;
+            sock.write_all(half).ok()?;
+            sock.shutdown(std::net::Shutdown::Write).ok()?;
+            Some(sock)
+        }
+        Ending::HalfRecordThenReset => {
+            sock.write_all(half).ok()?;
+            socket2::SockRef::from(&sock)
+                .set_linger(Some(Duration::ZERO))
+                .ok()?;
+            None // dropped: closed with linger 0, a reset
+        }
+    }
+}
+
+/// `load` against a hostile server: one connection, 64-byte messages, a
+/// short window.
+fn load_hostile(pki: &Pki, ending: Ending, extra: &[&str]) -> serde_json::Value {
+    let url = format!("tls://{}", hostile_tls_server(pki, ending));
+    let ca = arg(&pki.ca);
+    let mut args = vec![
+        url.as_str(),
+        "--tls-ca",
+        &ca,
+        "-c",
+        "1",
+        "-d",
+        "0.5",
+        "--size",
+        "64",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = load(&args);
+    assert_eq!(out.code(), 1, "the server ended the connection: {out:#?}");
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    json(&out)
+}
+
+#[test]
+fn a_close_notify_without_a_fin_is_the_servers_end_counted_closed_and_replaced() {
+    let pki = Pki::new();
+    let j = load_hostile(&pki, Ending::CloseNotifyWithoutFin, &[]);
+    assert_eq!(j["errors"]["closed"], 1, "{j}");
+    assert_eq!(j["errors"]["timeout"], 0, "{j}");
+    assert_eq!(j["errors"]["tls"], 0, "{j}");
+    // Taken in with the handshake: no edge announces it, the client
+    // reads it as it comes up.
+    let j = load_hostile(&pki, Ending::CloseNotifyWithItsFinished, &[]);
+    assert_eq!(j["errors"]["closed"], 1, "{j}");
+    assert_eq!(j["errors"]["timeout"], 0, "{j}");
+    assert_eq!(j["tls"]["version"], "TLSv1.2", "{j}");
+    let j = load_hostile(&pki, Ending::CloseNotifyWithoutFin, &["--reconnect"]);
+    assert_eq!(j["errors"]["timeout"], 0, "{j}");
+    let closed = j["errors"]["closed"].as_u64().expect("closed");
+    assert!(closed >= 2, "each close_notify ends a connection: {j}");
+    assert!(
+        j["reconnects"].as_u64().expect("reconnects") >= closed - 1,
+        "each one replaced: {j}"
+    );
+}
+
+#[test]
+fn half_a_record_then_a_fin_is_closed_and_then_a_reset_is_reset_not_timeout() {
+    let pki = Pki::new();
+    let j = load_hostile(&pki, Ending::HalfRecordThenFin, &[]);
+    assert_eq!(j["errors"]["closed"], 1, "{j}");
+    assert_eq!(j["errors"]["timeout"], 0, "{j}");
+    let j = load_hostile(&pki, Ending::HalfRecordThenReset, &[]);
+    assert_eq!(j["errors"]["timeout"], 0, "{j}");
+    assert_eq!(j["errors"]["closed"], 0, "{j}");
+    assert_eq!(j["errors"]["reset"], 1, "{j}");
+}
+
+#[test]
+fn half_a_handshake_flight_then_a_fin_fails_the_handshake_as_closed_at_once() {
+    let pki = Pki::new();
+    let url = format!(
+        "tls://{}",
+        hostile_tls_server(&pki, Ending::HalfHandshakeThenFin)
+    );
+    let ca = arg(&pki.ca);
+    let out = load(&[
+        &url,
+        "--tls-ca",
+        &ca,
+        "-c",
+        "1",
+        "-d",
+        "30",
+        "--connect-timeout",
+        "8",
+        "--json",
+    ]);
+    // Not the connect timeout's "not done within": the FIN is seen as it
+    // comes, behind the half flight at the same edge.
+    assert_tls_failure(&out, 1, "closed the connection during the TLS handshake");
 }

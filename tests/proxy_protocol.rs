@@ -261,3 +261,49 @@ fn a_header_split_over_many_small_writes_is_assembled_and_never_echoed() {
     assert_eq!(final_stat(&stderr, "proxy headers"), Some(2), "{stderr}");
     assert_eq!(final_stat(&stderr, "proxy refused"), Some(0), "{stderr}");
 }
+
+#[test]
+fn a_header_cut_short_by_the_clients_fin_is_refused_at_once_not_at_the_timeout() {
+    // A timeout far beyond the read timeout below: a server that waits
+    // for it fails the test.
+    let server = start_server_logged(
+        &[
+            "--tcp",
+            "127.0.0.1:0",
+            "--proxy-protocol",
+            "--proxy-timeout",
+            "60",
+        ],
+        "echo_reactor=debug",
+    );
+    let addr = server.tcp_addr();
+    let v2 = v2_header(0x21, [192, 0, 2, 7], 40000);
+    let cases: [(&str, &[u8]); 2] = [
+        ("part of a v1 header", b"PROXY TCP4 192.0.2.7 198.51"),
+        ("part of a v2 header", &v2[..20]),
+    ];
+    for (what, part) in cases {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(part).expect("write");
+        s.shutdown(std::net::Shutdown::Write).expect("FIN");
+        let mut back = Vec::new();
+        // A FIN back, not a reset: the server read what it was sent.
+        match s.read_to_end(&mut back) {
+            Ok(_) => assert!(back.is_empty(), "{what}: answered {back:?}"),
+            Err(e) => panic!("{what}: no clean close within 5 s: {e}"),
+        }
+    }
+    assert!(
+        wait_until(IO_TIMEOUT, || server
+            .stderr()
+            .matches("refused: closed inside its header")
+            .count()
+            == 2),
+        "the reason is logged:\n{}",
+        server.stderr()
+    );
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "proxy refused"), Some(2), "{stderr}");
+}

@@ -143,6 +143,36 @@ fn a_certificate_or_key_that_will_not_load_is_a_usage_error_naming_the_file() {
     let missing = pki.dir.join("nope.pem");
     let not_pem = pki.dir.join("garbage.pem");
     std::fs::write(&not_pem, "not a certificate\n").expect("write");
+    // PEM whose DER is no certificate: rustls's InvalidCertificate.
+    let bad_der = pki.dir.join("bad-der.pem");
+    std::fs::write(
+        &bad_der,
+        "-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    // A chain cut short: PEM's MissingSectionEnd.
+    let cut = pki.dir.join("cut.pem");
+    let whole = std::fs::read_to_string(&pki.cert).expect("cert");
+    let end = whole.find("-----END").expect("an end line");
+    std::fs::write(&cut, &whole[..end]).expect("write");
+    // The marker is what the loader sees: rustls skips the section as an
+    // unknown kind, so its body need not be a real encrypted key.
+    let encrypted = pki.dir.join("encrypted.pem");
+    std::fs::write(
+        &encrypted,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAAAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    let serve_with = |cert: &std::path::Path, key: &std::path::Path| -> Vec<String> {
+        vec![
+            "--tls".into(),
+            "127.0.0.1:0".into(),
+            "--tls-cert".into(),
+            arg(cert),
+            "--tls-key".into(),
+            arg(key),
+        ]
+    };
     let cases: Vec<(Vec<String>, String, &str)> = vec![
         (
             vec!["--tls".into(), "127.0.0.1:0".into()],
@@ -194,6 +224,28 @@ fn a_certificate_or_key_that_will_not_load_is_a_usage_error_naming_the_file() {
             ],
             arg(&other.key),
             "key of another certificate",
+        ),
+        (
+            serve_with(&bad_der, &pki.key),
+            format!("{}: not a usable certificate", arg(&bad_der)),
+            "a certificate rustls cannot parse blames the certificate file",
+        ),
+        (
+            serve_with(&cut, &pki.key),
+            format!(
+                "{}: not a PEM certificate: a section has no end line ('-----END CERTIFICATE-----' missing)",
+                arg(&cut)
+            ),
+            "a cut PEM is told in words, not bytes",
+        ),
+        (
+            serve_with(&pki.cert, &encrypted),
+            format!(
+                "{}: encrypted private key: decrypt it first (openssl pkey -in {} -out plain.pem)",
+                arg(&encrypted),
+                arg(&encrypted)
+            ),
+            "an encrypted key says how to decrypt it",
         ),
     ];
     for (extra, needle, what) in cases {
@@ -373,4 +425,42 @@ fn openssl_s_client_speaks_tls_1_2_and_1_3_to_the_tls_listener() {
     }
     let stderr = server.stop();
     assert_eq!(final_stat(&stderr, "tls handshakes"), Some(2), "{stderr}");
+}
+
+#[test]
+fn a_client_that_ends_inside_its_handshake_is_closed_at_once_not_at_the_timeout() {
+    let pki = Pki::new();
+    // A deadline far beyond the read timeout below: a server that waits
+    // for it fails the test.
+    let server = start_tls(&pki, &["--tls-handshake-timeout", "60"]);
+    let mut s = TcpStream::connect(server.tls[0]).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    // A real ClientHello, and the server's answer begins: it waits for
+    // our next flight now.
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut client = rustls::ClientConnection::new(pki.client_config(), name).expect("session");
+    let mut hello = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut hello).expect("ClientHello");
+    }
+    s.write_all(&hello).expect("write");
+    let mut answer = [0u8; 5];
+    s.read_exact(&mut answer)
+        .expect("the server's first flight");
+    // The start of a record and the FIN in one segment (corked): the
+    // server sees both at one edge, the FIN behind a short read.
+    socket2::SockRef::from(&s).set_cork(true).expect("cork");
+    s.write_all(&[0x14, 0x03]).expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("FIN");
+    let mut back = Vec::new();
+    match s.read_to_end(&mut back) {
+        Ok(_) => {}
+        // Closed with our bytes unread: a reset, which is a close too.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("not closed within 5 s: {e}"),
+    }
+    let stderr = server.stop();
+    assert_eq!(final_stat(&stderr, "tls closed"), Some(1), "{stderr}");
+    assert_eq!(final_stat(&stderr, "tls timeout"), Some(0), "{stderr}");
 }

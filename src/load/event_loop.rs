@@ -425,7 +425,10 @@ impl Loop {
                 self.on_connect_ready(key, now);
                 return;
             }
-            Slot::Greeting { .. } => {
+            Slot::Greeting { greeting, .. } => {
+                if hangup {
+                    greeting.note_hangup();
+                }
                 self.on_greeting_ready(key, now);
                 return;
             }

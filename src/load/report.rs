@@ -681,11 +681,18 @@ impl Report {
         }
     }
 
-    /// The lost count with its share of the window's messages, or alone
-    /// when the window sent none (a percentage of nothing means nothing).
+    /// The lost count with its share of the window's messages. When the
+    /// window sent none (a percentage of nothing means nothing), the count
+    /// stands alone, and any loss is said to be of messages sent outside
+    /// the window: a connection that ends loses what it has in flight,
+    /// whenever that went out. Never "none sent" beside a count of
+    /// messages, which would read as a contradiction after `mismatch N`.
     pub(crate) fn loss_text(&self) -> String {
         if self.sent == 0 {
-            return format!("{} (none sent in the window)", self.errors.lost);
+            return match self.errors.lost {
+                0 => "0".into(),
+                lost => format!("{lost} (all sent outside the measured window)"),
+            };
         }
         format!(
             "{} ({:.2}% of {} sent in the window)",
@@ -866,7 +873,15 @@ mod tests {
         r.errors.lost = 10;
         assert_eq!(r.loss_text(), "10 (1.00% of 1000 sent in the window)");
         r.sent = 0;
-        assert_eq!(r.loss_text(), "10 (none sent in the window)");
+        assert_eq!(r.loss_text(), "10 (all sent outside the measured window)");
+        // Mismatches that end connections count whatever the window; the
+        // loss beside them says nothing that contradicts them.
+        r.errors.lost = 0;
+        r.errors.mismatch = 2;
+        let errors = r.errors_text();
+        assert!(errors.contains("mismatch 2, lost 0, closed"), "{errors}");
+        assert!(!errors.contains("none sent"), "{errors}");
+        r.errors.lost = 10;
         r.proto = Proto::Udp;
         let why = r.failure_summary().expect("lost messages fail");
         assert!(why.contains("errors: unreachable 0"), "{why}");

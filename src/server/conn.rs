@@ -155,13 +155,16 @@ pub trait Stream: Read + Write {
     }
 
     /// Moves the handshake on with what the socket has and takes;
-    /// `Ok(true)` once plaintext can flow.
+    /// `Ok(true)` once plaintext can flow. `is_hangup_reported`: the poll
+    /// reported the peer's FIN or an error, which may sit behind a short
+    /// read, so the socket is read on to it.
     ///
     /// # Errors
     ///
     /// The handshake failed (the error carries its `TlsCause`), or the
     /// socket did.
-    fn advance_handshake(&mut self) -> io::Result<bool> {
+    fn advance_handshake(&mut self, is_hangup_reported: bool) -> io::Result<bool> {
+        let _ = is_hangup_reported;
         Ok(true)
     }
 
@@ -613,7 +616,7 @@ impl<S: Stream> Connection<S> {
     /// announce it.
     pub fn on_handshake(&mut self, cx: &mut Ctx<'_>) -> Option<Progress> {
         self.stream.handshake_since()?;
-        match self.stream.advance_handshake() {
+        match self.stream.advance_handshake(self.is_hangup_reported) {
             Ok(false) => Some(Progress::Wait),
             Ok(true) => {
                 self.last_active = cx.now;

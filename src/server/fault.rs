@@ -625,8 +625,8 @@ impl<S: Stream> Stream for FaultStream<S> {
         self.inner.handshake_since()
     }
 
-    fn advance_handshake(&mut self) -> io::Result<bool> {
-        self.inner.advance_handshake()
+    fn advance_handshake(&mut self, is_hangup_reported: bool) -> io::Result<bool> {
+        self.inner.advance_handshake(is_hangup_reported)
     }
 
     fn take_news(&mut self) -> Option<TransportNews> {

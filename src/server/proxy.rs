@@ -156,6 +156,22 @@ fn version_ok(byte: u8) -> bool {
     byte == 0x20 || byte == 0x21
 }
 
+/// Reads and drops what a client that has ended left queued (part of a
+/// header), so that the close is a FIN: closing with unread bytes makes
+/// the kernel send a reset. Bounded: after the FIN nothing more arrives.
+fn discard_queued(stream: &mut TcpStream, scratch: &mut [u8]) {
+    loop {
+        match stream.read(scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if is_interrupted(&e) => {}
+            // WouldBlock (an error, not a FIN, woke us) or the error
+            // itself: the close goes as it may.
+            Err(_) => return,
+        }
+    }
+}
+
 /// Which table a connection goes to once its header is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -246,12 +262,14 @@ impl ProxyGate {
     }
 
     /// Connection `key` is readable: looks at what has arrived.
-    /// `Ok(Some)` hands over a connection whose header is in (and
-    /// consumed); `Ok(None)` waits for more; `Err` says why it was refused
-    /// (and closed).
+    /// `hangup`: the poll reported the client's FIN (or an error), which a
+    /// peek cannot see behind the bytes it shows. `Ok(Some)` hands over a
+    /// connection whose header is in (and consumed); `Ok(None)` waits for
+    /// more; `Err` says why it was refused (and closed).
     pub fn on_ready(
         &mut self,
         key: usize,
+        hangup: bool,
         scratch: &mut [u8],
     ) -> Result<Option<Passed>, &'static str> {
         let Some(w) = self.waiting.get_mut(key) else {
@@ -271,6 +289,12 @@ impl ProxyGate {
             return self.refuse(key, "closed before a header");
         }
         match parse(&scratch[..peeked]) {
+            // The client ended inside its header: no more can come, so
+            // refuse now rather than at the deadline.
+            Parsed::Incomplete if hangup => {
+                discard_queued(&mut w.stream, scratch);
+                self.refuse(key, "closed inside its header")
+            }
             Parsed::Incomplete => Ok(None),
             Parsed::Invalid(why) => self.refuse(key, why),
             Parsed::Complete { len, source } => {

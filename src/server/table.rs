@@ -778,7 +778,7 @@ impl Tables {
                     t.on_event(k, readable, writable, hangup, cx);
                 }
             }
-            Source::Gate(k) => self.on_gate_event(k, cx),
+            Source::Gate(k) => self.on_gate_event(k, hangup, cx),
             _ => {}
         }
     }
@@ -802,12 +802,13 @@ impl Tables {
         }
     }
 
-    /// A gate connection is readable: its header, if whole, sends it on.
-    fn on_gate_event(&mut self, key: usize, cx: &mut LoopCtx<'_>) {
+    /// A gate connection is readable: its header, if whole, sends it on;
+    /// one cut short by the client's FIN is refused at once.
+    fn on_gate_event(&mut self, key: usize, hangup: bool, cx: &mut LoopCtx<'_>) {
         let Some(gate) = &mut self.gate else {
             return;
         };
-        match gate.on_ready(key, cx.scratch) {
+        match gate.on_ready(key, hangup, cx.scratch) {
             Ok(None) => {}
             Ok(Some(passed)) => {
                 cx.stats.proxy_headers += 1;

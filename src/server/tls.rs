@@ -63,8 +63,8 @@ impl TlsIdentity {
     /// # Errors
     ///
     /// A [`TlsSetupError`] naming the file: unreadable, no certificate or
-    /// no key in it, not PEM, or a key that does not match the
-    /// certificate.
+    /// no key in it, not PEM, an encrypted key, a certificate rustls
+    /// cannot parse, or a key that does not match the certificate.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<TlsIdentity, TlsSetupError> {
         let fail = |file: &Path, problem: String| TlsSetupError {
             file: file.to_path_buf(),
@@ -77,8 +77,21 @@ impl TlsIdentity {
         if chain.is_empty() {
             return Err(fail(cert, "no PEM certificate in it".into()));
         }
-        let key_der = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| fail(key, pem_problem(&e, "private key")))?;
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+            if is_encrypted_key(key) {
+                // Found by its marker: rustls skips the section as unknown
+                // and would only say there is no key.
+                fail(
+                    key,
+                    format!(
+                        "encrypted private key: decrypt it first (openssl pkey -in {} -out plain.pem)",
+                        key.display()
+                    ),
+                )
+            } else {
+                fail(key, pem_problem(&e, "private key"))
+            }
+        })?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -90,6 +103,11 @@ impl TlsIdentity {
                     key,
                     format!("does not match the certificate in {}", cert.display()),
                 ),
+                // The key loaded; the leaf it is checked against did not
+                // parse: the certificate file is at fault.
+                rustls::Error::InvalidCertificate(c) => {
+                    fail(cert, format!("not a usable certificate: {c}"))
+                }
                 other => fail(key, format!("unusable private key: {other}")),
             })?;
         Ok(TlsIdentity {
@@ -103,13 +121,35 @@ impl TlsIdentity {
     }
 }
 
+/// A PEM error in words, byte strings shown as text.
 fn pem_problem(e: &rustls::pki_types::pem::Error, what: &str) -> String {
     use rustls::pki_types::pem::Error;
     match e {
         Error::Io(io) => format!("cannot read it: {io}"),
         Error::NoItemsFound => format!("no PEM {what} in it"),
+        // The marker is the section's label (`CERTIFICATE`).
+        Error::MissingSectionEnd { end_marker } => format!(
+            "not a PEM {what}: a section has no end line ('-----END {}-----' missing)",
+            String::from_utf8_lossy(end_marker).trim()
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "not a PEM {what}: bad section start line '{}'",
+            String::from_utf8_lossy(line).trim()
+        ),
+        Error::Base64Decode(why) => format!("not a PEM {what}: bad base64 ({why})"),
         other => format!("not a PEM {what}: {other}"),
     }
+}
+
+/// True when the key file holds an encrypted key (PKCS#8's
+/// `ENCRYPTED PRIVATE KEY`, or the legacy `Proc-Type: 4,ENCRYPTED`
+/// header), which rustls cannot use.
+fn is_encrypted_key(path: &Path) -> bool {
+    let Ok(text) = std::fs::read(path) else {
+        return false;
+    };
+    let has = |needle: &[u8]| text.windows(needle.len()).any(|w| w == needle);
+    has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
 }
 
 /// The most plaintext one TLS record carries (RFC 8446, 5.1).
@@ -351,7 +391,7 @@ impl Stream for TlsStream {
         self.handshake_since
     }
 
-    fn advance_handshake(&mut self) -> io::Result<bool> {
+    fn advance_handshake(&mut self, is_hangup_reported: bool) -> io::Result<bool> {
         loop {
             self.write_out()?;
             if !self.session.is_handshaking() {
@@ -362,6 +402,10 @@ impl Stream for TlsStream {
             }
             match self.read_in()? {
                 Inflow::Records { is_drained: false } => {}
+                // A short read, but the poll reported the client's FIN or
+                // an error: it sits behind these bytes and no edge will
+                // announce it again. Read on to it.
+                Inflow::Records { is_drained: true } if is_hangup_reported => {}
                 // Empty now: the client's next flight raises a new edge.
                 Inflow::Records { is_drained: true } | Inflow::Empty => {
                     self.write_out()?;

@@ -14,7 +14,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, InvalidMessage, SignatureScheme};
 
 mod stream;
 
@@ -149,6 +149,14 @@ impl TlsConnector {
             HandshakeError::Closed => {
                 "the server closed the connection during the TLS handshake".into()
             }
+            // rustls's read refuses more than 64 KiB of one handshake
+            // message before it has parsed the message's length.
+            HandshakeError::Io(e)
+                if e.kind() == std::io::ErrorKind::InvalidData
+                    && e.to_string() == "message buffer full" =>
+            {
+                format!("{TOO_LARGE} ({e})")
+            }
             HandshakeError::Io(e) => format!("the connection failed during the TLS handshake: {e}"),
         }
     }
@@ -181,12 +189,21 @@ fn certificate_problem(c: &CertificateError, trust: &Trust) -> String {
     }
 }
 
+/// A handshake message over rustls's limit, however rustls tells it.
+const TOO_LARGE: &str = "the server's handshake message is larger than rustls accepts \
+     (64 KiB; a certificate chain that long?)";
+
 /// The words for any other session error in a handshake.
 fn session_problem(e: &rustls::Error) -> String {
     match e {
         rustls::Error::AlertReceived(alert) => {
             format!("the server refused the handshake (TLS alert {alert:?})")
         }
+        // TLS, but more than rustls takes in one handshake message (a
+        // fixed 64 KiB, not ours to raise): a huge certificate chain.
+        rustls::Error::InvalidMessage(
+            InvalidMessage::HandshakePayloadTooLarge | InvalidMessage::CertificatePayloadTooLarge,
+        ) => format!("{TOO_LARGE} ({e})"),
         rustls::Error::InvalidMessage(_)
         | rustls::Error::InappropriateMessage { .. }
         | rustls::Error::InappropriateHandshakeMessage { .. } => {
@@ -329,6 +346,16 @@ mod tests {
         assert!(connector
             .describe(&HandshakeError::Closed)
             .contains("closed the connection"));
+        let big = connector.describe(&HandshakeError::Tls(rustls::Error::InvalidMessage(
+            InvalidMessage::HandshakePayloadTooLarge,
+        )));
+        assert!(big.contains("larger than rustls accepts"), "{big}");
+        assert!(!big.contains("does not speak TLS"), "{big}");
+        let full = connector.describe(&HandshakeError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "message buffer full",
+        )));
+        assert!(full.contains("larger than rustls accepts"), "{full}");
     }
 
     #[test]

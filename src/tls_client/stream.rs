@@ -73,6 +73,14 @@ pub(crate) struct TlsStream<S = mio::net::TcpStream> {
     /// empty then (Linux): the read that would only say `WouldBlock` is
     /// skipped, as the generator's short-read shortcut does for plain TCP.
     is_drained: bool,
+    /// The poll reported the server's FIN or an error. Sticky: the FIN (or
+    /// the reset) may sit behind the bytes a short read took, and its edge
+    /// is spent, so the shortcut above is off from then on.
+    is_hangup_reported: bool,
+    /// The session holds what a read would return (plaintext, the
+    /// server's `close_notify`, an error) that no new edge will announce:
+    /// it came with records already taken from the socket.
+    holds_unread: bool,
 }
 
 impl<S: fmt::Debug> fmt::Debug for TlsStream<S> {
@@ -98,12 +106,35 @@ impl<S: Read + Write> TlsStream<S> {
             session: Box::new(connector.session().map_err(HandshakeError::Tls)?),
             deferred: None,
             is_drained: false,
+            is_hangup_reported: false,
+            holds_unread: false,
         })
     }
 
     /// The socket, for registering it and for what goes before TLS.
     pub(crate) fn socket_mut(&mut self) -> &mut S {
         &mut self.sock
+    }
+
+    /// Records that the poll reported the server's FIN or an error: from
+    /// now on the socket is read until it says `WouldBlock` or ends,
+    /// since no new edge would announce what sits behind a short read.
+    pub(crate) fn note_hangup(&mut self) {
+        self.is_hangup_reported = true;
+    }
+
+    /// True when a read would return something (plaintext, the end, an
+    /// error) that no new readiness edge will announce: the session took
+    /// it from the socket already, with the handshake's last flight or
+    /// behind the plaintext of the last read.
+    pub(crate) fn holds_unread(&self) -> bool {
+        self.holds_unread
+    }
+
+    /// The socket came back short at its last read and the poll has not
+    /// reported a hang-up: it was empty, and news raises a new edge.
+    fn is_known_empty(&self) -> bool {
+        self.is_drained && !self.is_hangup_reported
     }
 
     /// Moves the handshake on as far as the socket allows: `Ok(true)` once
@@ -122,7 +153,7 @@ impl<S: Read + Write> TlsStream<S> {
             if !self.session.is_handshaking() {
                 return Ok(true);
             }
-            if self.is_drained {
+            if self.is_known_empty() {
                 return Ok(false);
             }
             match self.read_in()? {
@@ -172,9 +203,17 @@ impl<S: Read + Write> TlsStream<S> {
             tls_records::read_in(&mut self.session, &mut self.sock).map_err(HandshakeError::Io)?;
         self.is_drained = matches!(inflow, Inflow::Records { is_drained: true });
         if let Inflow::Records { .. } = inflow {
-            if let Err(e) = self.session.process_new_packets() {
-                let _ = self.write_out();
-                return Err(HandshakeError::Tls(e));
+            match self.session.process_new_packets() {
+                Ok(state) => {
+                    // What the handshake's last flight brought along;
+                    // `read` keeps its own account.
+                    self.holds_unread =
+                        state.plaintext_bytes_to_read() > 0 || state.peer_has_closed();
+                }
+                Err(e) => {
+                    let _ = self.write_out();
+                    return Err(HandshakeError::Tls(e));
+                }
             }
         }
         Ok(inflow)
@@ -183,10 +222,25 @@ impl<S: Read + Write> TlsStream<S> {
 
 impl<S: Read + Write> Read for TlsStream<S> {
     /// Plaintext, as much as fits or the socket holds. A short read means
-    /// the socket said `WouldBlock` (or the server ended), so the
-    /// short-read shortcut stays sound. The server's `close_notify`, or
-    /// its FIN without one, is EOF.
+    /// the socket said `WouldBlock`, so the short-read shortcut stays
+    /// sound, or the server ended (or failed) behind the plaintext, which
+    /// [`holds_unread`](Self::holds_unread) then says: the next read
+    /// returns the end. The server's `close_notify`, or its FIN without
+    /// one, is EOF.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut is_end_behind = false;
+        let result = self.read_plain(buf, &mut is_end_behind);
+        // Plaintext handed over short of an end the session already
+        // knows: the next read returns that end, and only a read will.
+        self.holds_unread = is_end_behind || self.deferred.is_some();
+        result
+    }
+}
+
+impl<S: Read + Write> TlsStream<S> {
+    /// `read`'s work; sets `is_end_behind` when it returns plaintext short
+    /// of the end (close_notify or FIN) the session has seen.
+    fn read_plain(&mut self, buf: &mut [u8], is_end_behind: &mut bool) -> io::Result<usize> {
         if let Some(e) = self.deferred.take() {
             return Err(e);
         }
@@ -196,7 +250,10 @@ impl<S: Read + Write> Read for TlsStream<S> {
         loop {
             match self.session.reader().read(&mut buf[got..]) {
                 // close_notify came: EOF, after what came before it.
-                Ok(0) => return Ok(got),
+                Ok(0) => {
+                    *is_end_behind = got > 0;
+                    return Ok(got);
+                }
                 Ok(n) => {
                     got += n;
                     if got == buf.len() {
@@ -207,10 +264,13 @@ impl<S: Read + Write> Read for TlsStream<S> {
                 // Nothing buffered: read more records below.
                 Err(e) if is_would_block(&e) => {}
                 // The FIN came without close_notify: an end all the same.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(got),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    *is_end_behind = got > 0;
+                    return Ok(got);
+                }
                 Err(e) => return Err(e),
             }
-            if self.is_drained {
+            if self.is_known_empty() {
                 // The socket was empty at the last read: more raises a
                 // new edge.
                 return match got {
@@ -406,6 +466,28 @@ mod tests {
         server.send_close_notify();
         pump(&mut client, &mut server);
         assert_eq!(client.read(&mut buf).expect("the end"), 0);
+    }
+
+    #[test]
+    fn a_close_notify_behind_the_last_plaintext_is_held_for_the_next_read() {
+        let (mut server, connector) = server_and_connector(true);
+        let mut client = TlsStream::new(Memory::default(), &connector).expect("session");
+        while !client.handshake().expect("handshake") {
+            pump(&mut client, &mut server);
+        }
+        pump(&mut client, &mut server);
+        // The reply and the server's close_notify in one read of records.
+        server.writer().write_all(b"bye").expect("server writes");
+        server.send_close_notify();
+        pump(&mut client, &mut server);
+        let mut buf = [0u8; 4096];
+        assert_eq!(client.read(&mut buf).expect("plaintext"), 3);
+        assert!(
+            client.holds_unread(),
+            "a short read, yet the end is already here: no edge will say so"
+        );
+        assert_eq!(client.read(&mut buf).expect("the end"), 0);
+        assert!(!client.holds_unread());
     }
 
     #[test]

@@ -120,6 +120,40 @@ impl Pki {
         )
     }
 
+    /// A server configuration presenting this certificate with these
+    /// TLS versions, for tests that play a TLS server of their own (one
+    /// that misbehaves).
+    pub fn server_config(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ServerConfig> {
+        self.server_config_with_chain(&self.cert, versions)
+    }
+
+    /// As [`server_config`](Self::server_config), presenting the chain in
+    /// `chain` (PEM, the leaf first) with this certificate's key.
+    pub fn server_config_with_chain(
+        &self,
+        chain: &Path,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let chain = CertificateDer::pem_file_iter(chain)
+            .expect("cert file")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("cert");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&self.key).expect("key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(versions)
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .expect("server config"),
+        )
+    }
+
     /// A blocking TLS connection to `addr`, named `localhost`, handshake
     /// done.
     pub fn connect(&self, addr: SocketAddr) -> TlsClient {

@@ -120,6 +120,9 @@ pub struct Greeting {
     /// When the TCP handshake finished: the TLS handshake's time counts
     /// from here.
     since: Instant,
+    /// The poll reported the server's FIN or an error: handed on to the
+    /// client, whose first read must not trust a short one.
+    is_hangup_reported: bool,
 }
 
 impl Greeting {
@@ -158,6 +161,7 @@ impl Greeting {
             header_sent: 0,
             proxy,
             since: now,
+            is_hangup_reported: false,
         })
     }
 
@@ -166,6 +170,15 @@ impl Greeting {
         match &mut self.transport {
             Transport::Plain(s) => s,
             Transport::Tls(t) => t.socket_mut(),
+        }
+    }
+
+    /// Records that the poll reported the server's FIN or an error: the
+    /// handshake reads on past a short read, and so will the client.
+    pub fn note_hangup(&mut self) {
+        self.is_hangup_reported = true;
+        if let Transport::Tls(t) = &mut self.transport {
+            t.note_hangup();
         }
     }
 
@@ -219,10 +232,14 @@ impl Greeting {
     /// The client this connection becomes, numbered `id`, sending at `pace`.
     pub fn into_client(self, id: u64, pace: Pace) -> Client {
         let signature = self.proxy.map(ProxyVersion::signature);
-        match self.transport {
+        let mut client = match self.transport {
             Transport::Plain(s) => Client::Tcp(TcpClient::new(s, id, pace).echo_guard(signature)),
             Transport::Tls(t) => Client::Tls(TcpClient::new(t, id, pace).echo_guard(signature)),
+        };
+        if self.is_hangup_reported {
+            client.note_hangup();
         }
+        client
     }
 }
 

@@ -168,6 +168,17 @@ impl Client {
         }
     }
 
+    /// True when a new TCP or TLS client must read once without an edge:
+    /// its greeting saw a hang-up, or its TLS session holds plaintext or
+    /// the server's end that came with the handshake.
+    pub fn needs_read(&self) -> bool {
+        match self {
+            Client::Tcp(c) => c.needs_read(),
+            Client::Tls(c) => c.needs_read(),
+            Client::Udp(_) => false,
+        }
+    }
+
     /// The socket reported readiness: read replies, send what the pace
     /// allows, in the order that suits the kind.
     pub fn on_ready(

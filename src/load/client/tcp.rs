@@ -19,6 +19,35 @@ use super::contract::{
 use crate::load::payload::Message;
 use crate::mode::Mode;
 use crate::net::{is_interrupted, is_peer_gone, is_would_block};
+use crate::tls_client::TlsStream;
+
+/// What the client needs of its stream beyond `Read + Write`: a plain
+/// socket needs nothing more; a TLS session can hold what the socket no
+/// longer announces.
+pub trait ClientStream: Read + Write {
+    /// The poll reported the peer's FIN or an error: the stream, if it
+    /// keeps a short-read shortcut of its own, reads to the end from now.
+    fn note_hangup(&mut self) {}
+
+    /// True when a read would return something (bytes, the end, an error)
+    /// that no new readiness edge will announce, because the stream took
+    /// it from the socket already: a short read is then no reason to stop.
+    fn holds_unread(&self) -> bool {
+        false
+    }
+}
+
+impl ClientStream for mio::net::TcpStream {}
+
+impl ClientStream for TlsStream {
+    fn note_hangup(&mut self) {
+        TlsStream::note_hangup(self);
+    }
+
+    fn holds_unread(&self) -> bool {
+        TlsStream::holds_unread(self)
+    }
+}
 
 /// One TCP connection to the server, past its handshake.
 #[derive(Debug)]
@@ -54,7 +83,7 @@ pub struct TcpClient<S = mio::net::TcpStream> {
     last: Option<u64>,
 }
 
-impl<S: Read + Write> TcpClient<S> {
+impl<S: ClientStream> TcpClient<S> {
     /// A client on an established `stream`, numbered `id` in the run.
     pub fn new(stream: S, id: u64, pace: Pace) -> Self {
         let cap = match pace {
@@ -121,6 +150,15 @@ impl<S: Read + Write> TcpClient<S> {
     /// announce it.
     pub fn note_hangup(&mut self) {
         self.is_hangup_reported = true;
+        self.stream.note_hangup();
+    }
+
+    /// True when replies (or the end) may be waiting that no new edge
+    /// will announce: a hang-up was reported before the client came up, or
+    /// the stream holds what its handshake brought along. The loop then
+    /// reads once without an edge.
+    pub fn needs_read(&self) -> bool {
+        self.is_hangup_reported || self.stream.holds_unread()
     }
 
     /// The socket, for re-registration.
@@ -216,8 +254,13 @@ impl<S: Read + Write> TcpClient<S> {
                     // A short read means the queue was empty; the next
                     // edge reports new data (Linux epoll). Not after a
                     // reported hang-up: the FIN behind these bytes raises
-                    // no edge again.
-                    if cx.settings.short_read && n < scratch.len() && !self.is_hangup_reported {
+                    // no edge again; nor while the stream holds more (a
+                    // TLS end behind this plaintext).
+                    if cx.settings.short_read
+                        && n < scratch.len()
+                        && !self.is_hangup_reported
+                        && !self.stream.holds_unread()
+                    {
                         break;
                     }
                 }
@@ -456,6 +499,8 @@ mod tests {
         }
     }
 
+    impl ClientStream for FakeEcho {}
+
     impl Write for FakeEcho {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             if self.room == 0 {
@@ -615,6 +660,8 @@ mod tests {
         inner: FakeEcho,
         held: Vec<u8>,
     }
+
+    impl ClientStream for Holding {}
 
     impl Read for Holding {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

@@ -20,7 +20,7 @@ use mio::{Interest, Token};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::{Loop, Retry, Slot, Step};
-use crate::load::client::contract::{count_end, End};
+use crate::load::client::contract::{count_end, ClientCtx, End};
 use crate::load::client::greeting::{Greeting, GreetingError};
 use crate::load::client::tcp::TcpClient;
 use crate::load::client::udp::UdpClient;
@@ -326,6 +326,28 @@ impl Loop {
             return;
         }
         self.kick(key, now);
+        self.read_unannounced(key, now);
+    }
+
+    /// A client just up may have replies, or the server's end, that no
+    /// edge will announce: a hang-up its greeting saw, or what its TLS
+    /// session took in with the handshake's last flight (a close_notify
+    /// right after it, say). Reads them now.
+    fn read_unannounced(&mut self, key: usize, now: Instant) {
+        let Some(Slot::Up(client)) = self.slots.get_mut(key) else {
+            return;
+        };
+        if !client.needs_read() {
+            return;
+        }
+        let mut cx = ClientCtx {
+            settings: &self.settings,
+            now,
+            window: self.window,
+            tally: &mut self.tally,
+        };
+        let step = client.on_ready(true, false, &mut self.scratch, &mut cx);
+        self.apply(key, step);
     }
 
     /// A greeting failed: a TLS handshake is a `tls` error, never retried
