@@ -19,17 +19,10 @@ use std::time::{Duration, Instant};
 use common::tls::{arg, tls_roundtrip, Connect, Pki, TlsClient};
 use common::*;
 
-fn start_tls(pki: &Pki, extra: &[&str]) -> ServerProcess {
-    let mut argv: Vec<String> = vec!["serve".into()];
-    argv.extend(pki.serve_args());
-    argv.extend(extra.iter().map(|s| s.to_string()));
-    start_binary(&argv, None)
-}
-
 #[test]
 fn only_tls_is_served_when_only_tls_is_named() {
     let pki = Pki::new();
-    let server = start_tls(&pki, &[]);
+    let server = start_tls_server(&pki, &[]);
     assert_eq!(server.tls.len(), 1);
     assert!(server.tcp.is_empty() && server.udp.is_empty());
     let mut s = pki.connect(server.tls[0]);
@@ -45,7 +38,7 @@ fn upper_over_tls_one_mib_in_16_kib_round_trips_on_twenty_interleaved_connection
     const CHUNK: usize = 16 * 1024;
     const TOTAL: usize = 1 << 20;
     let pki = Pki::new();
-    let server = start_tls(&pki, &["--mode", "upper"]);
+    let server = start_tls_server(&pki, &["--mode", "upper"]);
     let addr = server.tls[0];
     let mut clients: Vec<TlsClient> = (0..CONNS).map(|_| pki.connect(addr)).collect();
     let data: Vec<Vec<u8>> = (0..CONNS).map(|i| pattern(100 + i as u64, TOTAL)).collect();
@@ -91,7 +84,7 @@ fn a_client_that_half_closes_gets_its_whole_echo_even_when_it_reads_late() {
     // client's close_notify, everything still arrives, then the server's.
     const TOTAL: usize = 4 << 20;
     let pki = Pki::new();
-    let server = start_tls(&pki, &[]);
+    let server = start_tls_server(&pki, &[]);
     let s = pki.connect(server.tls[0]);
     let data = pattern(7, TOTAL);
     let (mut conn, sock) = (s.conn, s.sock);
@@ -262,7 +255,7 @@ fn a_certificate_or_key_that_will_not_load_is_a_usage_error_naming_the_file() {
 #[test]
 fn plaintext_and_garbage_on_the_tls_port_are_refused_and_counted() {
     let pki = Pki::new();
-    let server = start_tls(&pki, &[]);
+    let server = start_tls_server(&pki, &[]);
     let addr = server.tls[0];
     for junk in [
         &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
@@ -294,7 +287,7 @@ fn plaintext_and_garbage_on_the_tls_port_are_refused_and_counted() {
 #[test]
 fn two_hundred_stalled_handshakes_close_after_the_timeout_and_cost_nothing_meanwhile() {
     let pki = Pki::new();
-    let server = start_tls(&pki, &["--tls-handshake-timeout", "1"]);
+    let server = start_tls_server(&pki, &["--tls-handshake-timeout", "1"]);
     let addr = server.tls[0];
     // Five bytes of a ClientHello's record header, then silence.
     let stalled: Vec<TcpStream> = (0..200)
@@ -340,7 +333,7 @@ fn two_hundred_stalled_handshakes_close_after_the_timeout_and_cost_nothing_meanw
 #[test]
 fn pythons_ssl_speaks_to_the_tls_listener() {
     let pki = Pki::new();
-    let server = start_tls(&pki, &["--mode", "upper"]);
+    let server = start_tls_server(&pki, &["--mode", "upper"]);
     let addr = server.tls[0];
     let script = format!(
         r#"
@@ -384,7 +377,7 @@ with socket.create_connection(("127.0.0.1", {port}), timeout=10) as raw:
 #[test]
 fn openssl_s_client_speaks_tls_1_2_and_1_3_to_the_tls_listener() {
     let pki = Pki::new();
-    let server = start_tls(&pki, &["--mode", "upper"]);
+    let server = start_tls_server(&pki, &["--mode", "upper"]);
     let addr = server.tls[0];
     for version in ["-tls1_2", "-tls1_3"] {
         let child = Command::new("openssl")
@@ -432,7 +425,7 @@ fn a_client_that_ends_inside_its_handshake_is_closed_at_once_not_at_the_timeout(
     let pki = Pki::new();
     // A deadline far beyond the read timeout below: a server that waits
     // for it fails the test.
-    let server = start_tls(&pki, &["--tls-handshake-timeout", "60"]);
+    let server = start_tls_server(&pki, &["--tls-handshake-timeout", "60"]);
     let mut s = TcpStream::connect(server.tls[0]).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");

@@ -12,17 +12,10 @@ use std::time::Duration;
 use common::tls::Pki;
 use common::*;
 
-fn start_tls(pki: &Pki, extra: &[&str]) -> ServerProcess {
-    let mut argv: Vec<String> = vec!["serve".into()];
-    argv.extend(pki.serve_args());
-    argv.extend(extra.iter().map(|s| s.to_string()));
-    start_binary(&argv, None)
-}
-
 #[test]
 fn chargen_over_tls_streams_without_any_client_input() {
     let pki = Pki::new();
-    let server = start_tls(&pki, &["--mode", "chargen"]);
+    let server = start_tls_server(&pki, &["--mode", "chargen"]);
     let mut s = pki.connect(server.tls[0]);
     s.sock
         .set_read_timeout(Some(Duration::from_secs(3)))
@@ -60,7 +53,7 @@ fn chargen_behind_a_proxy_header_streams_without_any_client_input() {
 #[test]
 fn a_broken_record_after_the_handshake_is_an_error_not_a_handshake_failure() {
     let pki = Pki::new();
-    let server = start_tls(&pki, &[]);
+    let server = start_tls_server(&pki, &[]);
     let mut s = pki.connect(server.tls[0]);
     // An application-data record whose ciphertext is noise: it fails to
     // decrypt, as a record tampered with on the way would.
@@ -79,7 +72,7 @@ fn a_broken_record_after_the_handshake_is_an_error_not_a_handshake_failure() {
 #[test]
 fn a_write_timeout_reset_never_counts_tls_output_the_client_did_not_get() {
     let pki = Pki::new();
-    let server = start_tls(&pki, &["--write-timeout", "1", "--max-pending", "1000000"]);
+    let server = start_tls_server(&pki, &["--write-timeout", "1", "--max-pending", "1000000"]);
     let s = pki.connect(server.tls[0]);
     let (mut conn, mut sock) = (s.conn, s.sock);
     // Send 4 MiB, read nothing: the server's output backs up, its reads

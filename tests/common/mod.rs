@@ -63,6 +63,16 @@ fn serve_argv(args: &[&str]) -> Vec<String> {
     argv
 }
 
+/// Starts `serve` with a TLS listener on 127.0.0.1:0 holding `pki`'s
+/// certificate, plus `extra` arguments.
+#[allow(dead_code)]
+pub fn start_tls_server(pki: &tls::Pki, extra: &[&str]) -> ServerProcess {
+    let mut argv: Vec<String> = vec!["serve".into()];
+    argv.extend(pki.serve_args());
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    start_binary(&argv, None)
+}
+
 /// Spawns the binary with `argv` (optionally through `prefix`, like
 /// `prlimit --nofile=64 --`) and waits for every listening line.
 pub fn start_binary(argv: &[String], prefix: Option<&[&str]>) -> ServerProcess {
