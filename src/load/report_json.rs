@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::report::{
-    add_histogram, new_histogram, Errors, Report, TestSettings, TlsReport, WallWindow,
+    add_histogram, new_histogram, Errors, Report, StageReport, TestSettings, TlsReport, WallWindow,
 };
 use super::split::{self, Segment};
 use super::{hdr_v2, Proto};
@@ -87,6 +87,9 @@ pub struct ReportJson {
     /// `tls://` runs: the handshakes; absent for TCP and UDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsJson>,
+    /// `--stages` runs: one entry per stage; absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageJson>,
     /// Errors by kind.
     pub errors: Errors,
     /// UDP replies that overtook a later request's (not errors).
@@ -150,6 +153,78 @@ pub struct LatencyJson {
     /// encoding ([`hdr_v2::encode`]); `null` if it could not be encoded.
     #[serde(default)]
     pub histogram: Option<String>,
+}
+
+/// One entry of `stages`: a stage's target and what its messages did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageJson {
+    /// How long the stage lasted, seconds.
+    #[serde(serialize_with = "seconds")]
+    pub duration_s: f64,
+    /// Messages per second asked for at the stage's end (this report's
+    /// share).
+    #[serde(serialize_with = "number_ref")]
+    pub target_rate: f64,
+    /// Replies of the stage's messages that came back right.
+    pub messages: u64,
+    /// Derived: `messages / duration_s`.
+    #[serde(serialize_with = "figure")]
+    pub msgs_per_sec: f64,
+    /// Derived: median latency, microseconds.
+    pub p50_us: u64,
+    /// Derived: 99th percentile latency, microseconds.
+    pub p99_us: u64,
+    /// Errors of every kind in the stage.
+    pub errors: u64,
+    /// The stage's latencies as [`LatencyJson::histogram`] holds them,
+    /// so that `merge` adds stages exactly.
+    #[serde(default)]
+    pub histogram: Option<String>,
+}
+
+impl From<&StageReport> for StageJson {
+    fn from(s: &StageReport) -> StageJson {
+        let [p50, _, p99, _, _] = s.percentiles_us();
+        StageJson {
+            duration_s: s.duration.as_secs_f64(),
+            target_rate: s.target_rate,
+            messages: s.messages,
+            msgs_per_sec: s.msgs_per_sec(),
+            p50_us: p50,
+            p99_us: p99,
+            errors: s.errors,
+            histogram: hdr_v2::encode(&s.latency).ok(),
+        }
+    }
+}
+
+impl StageJson {
+    /// The stage back, checked: a target that is a rate, a histogram
+    /// that holds one value per message.
+    fn into_stage(self, n: usize) -> Result<StageReport, String> {
+        if !self.target_rate.is_finite() || self.target_rate < 0.0 {
+            return Err(format!("stages[{n}].target_rate is not a rate"));
+        }
+        let encoded = self
+            .histogram
+            .ok_or_else(|| format!("stages[{n}] carries no histogram"))?;
+        let mut latency = new_histogram();
+        add_histogram(&mut latency, &hdr_v2::decode(&encoded)?);
+        if latency.len() != self.messages {
+            return Err(format!(
+                "stages[{n}]: the histogram holds {} values but the stage counts {} messages",
+                latency.len(),
+                self.messages
+            ));
+        }
+        Ok(StageReport {
+            duration: duration(&format!("stages[{n}].duration_s"), self.duration_s)?,
+            target_rate: self.target_rate,
+            messages: self.messages,
+            errors: self.errors,
+            latency,
+        })
+    }
 }
 
 /// `tls`: the handshakes of a `tls://` run, over the whole run.
@@ -333,6 +408,7 @@ impl From<&Report> for ReportJson {
             behind: r.is_behind(),
             latency_us: LatencyJson::of(&r.latency, r.percentiles_us()),
             tls: r.tls.as_ref().map(TlsJson::from),
+            stages: r.stages.iter().map(StageJson::from).collect(),
             errors: r.errors,
             reordered: r.reordered,
             late: r.late,
@@ -459,6 +535,12 @@ impl ReportJson {
         };
         r.failed_parts = self.failed_parts;
         r.tls = self.tls.map(TlsJson::into_tls).transpose()?;
+        r.stages = self
+            .stages
+            .into_iter()
+            .enumerate()
+            .map(|(n, s)| s.into_stage(n))
+            .collect::<Result<_, _>>()?;
         Ok(r)
     }
 }
@@ -568,6 +650,11 @@ fn optional_number<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Err
         Some(x) => number(*x, s),
         None => s.serialize_none(),
     }
+}
+
+/// A number as [`number`] writes it, from a field.
+fn number_ref<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    number(*x, s)
 }
 
 /// A mode by its name (`echo`).

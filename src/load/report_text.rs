@@ -91,6 +91,9 @@ impl fmt::Display for Report {
                 latency(max)
             )?;
         }
+        if !self.stages.is_empty() {
+            f.write_str(&stages_table(self))?;
+        }
         if let Some(tls) = &self.tls {
             writeln!(f, "tls        {}", tls_text(tls))?;
         }
@@ -113,6 +116,34 @@ impl fmt::Display for Report {
         };
         write!(f, "result     {result}")
     }
+}
+
+/// The `--stages` rows: one per stage, with the rate it ramped from and
+/// to, what it achieved, its messages, errors and p50/p99.
+fn stages_table(r: &Report) -> String {
+    let mut out = String::from(
+        "stages     stage  duration          target msgs/s  achieved  messages  errors       p50       p99\n",
+    );
+    let mut from = 0.0;
+    for (i, s) in r.stages.iter().enumerate() {
+        let [p50, _, p99, _, _] = s.percentiles_us();
+        let (p50, p99) = match s.messages {
+            0 => ("-".to_string(), "-".to_string()),
+            _ => (latency(p50), latency(p99)),
+        };
+        let target = format!("{} -> {}", figure(from), figure(s.target_rate));
+        let _ = writeln!(
+            out,
+            "           {:>5}  {:>7.2} s  {target:>20}  {:>8.0}  {:>8}  {:>6}  {p50:>8}  {p99:>8}",
+            i + 1,
+            s.duration.as_secs_f64(),
+            s.msgs_per_sec(),
+            s.messages,
+            s.errors,
+        );
+        from = s.target_rate;
+    }
+    out
 }
 
 /// The TLS line: `TLSv1.3, 50 handshakes (0 resumed): p50 1.9 ms, p99

@@ -56,7 +56,7 @@ impl<S: Read + Write> TcpClient<S> {
     pub fn new(stream: S, id: u64, pace: Pace) -> Self {
         let cap = match pace {
             Pace::Closed { pipeline } => pipeline,
-            Pace::Open { .. } => 4,
+            Pace::Open { .. } | Pace::Staged(_) => 4,
         };
         TcpClient {
             stream,
@@ -105,6 +105,11 @@ impl<S: Read + Write> TcpClient<S> {
     /// Messages sent (at least partly) whose reply is not complete.
     pub fn in_flight(&self) -> u64 {
         self.stamps.len() as u64
+    }
+
+    /// `--stages`: the schedule begins at `origin`.
+    pub fn begin_schedule(&mut self, origin: Instant) {
+        self.pace.begin_at(origin);
     }
 
     /// When the next message not yet due becomes due (open loop only).
@@ -191,7 +196,7 @@ impl<S: Read + Write> TcpClient<S> {
         }
         match self.pace {
             Pace::Closed { pipeline } => self.recv_seq + pipeline as u64,
-            Pace::Open { .. } => self
+            Pace::Open { .. } | Pace::Staged(_) => self
                 .pace
                 .due_count(now)
                 .min(self.recv_seq + OPEN_LOOP_MAX_IN_FLIGHT as u64),
