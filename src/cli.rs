@@ -698,7 +698,7 @@ pub fn parse_objective(s: &str) -> Result<Objective, String> {
         ));
     }
     let latency = parse_duration_in(latency, Duration::from_micros(1), load::MAX_TIMEOUT)
-        .map_err(|e| format!("invalid objective '{s}': {e}"))?;
+        .map_err(|_| format!("invalid objective '{s}': the latency must be 1us to 1h: {FORM}"))?;
     Ok(Objective {
         percentile,
         latency,

@@ -705,9 +705,10 @@ fn run_inner(
         config.target.proto.peers(),
         config.duration.as_secs_f64(),
         config.size,
-        match config.own_rate() {
-            Some(r) => format!("open loop at {r} msgs/s"),
-            None => format!("closed loop, pipeline {}", config.pipeline),
+        match (config.own_rate(), config.stages.len()) {
+            (Some(r), _) => format!("open loop at {r} msgs/s"),
+            (None, 0) => format!("closed loop, pipeline {}", config.pipeline),
+            (None, n) => format!("open loop on {n} stages"),
         },
         if config.segment.is_whole() {
             String::new()

@@ -310,9 +310,11 @@ fn rate_over_time(
         .map(|iv| (at(iv), iv.all_per_sec() - iv.msgs_per_sec()))
         .collect();
     let t_max = time_axis_end(&report.intervals);
+    let target = stages_target(report, window);
     let r_max = measured
         .iter()
         .chain(&unmeasured)
+        .chain(&target)
         .map(|p| p.1)
         .fold(1.0, f64::max)
         * 1.1;
@@ -331,13 +333,33 @@ fn rate_over_time(
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(|e| err(&e))?;
-    draw_labelled(
-        &mut chart,
-        [
-            (measured, RED, "measured (the report's)"),
-            (unmeasured, UNMEASURED, "before the window (not counted)"),
-        ],
-    )
+    let mut lines = vec![
+        (measured, RED, "measured (the report's)"),
+        (unmeasured, UNMEASURED, "before the window (not counted)"),
+    ];
+    if !target.is_empty() {
+        lines.push((target, GREEN, "target rate (--stages)"));
+    }
+    draw_labelled(&mut chart, lines)
+}
+
+/// `--stages`: the target rate over time, a straight line over each stage
+/// from the previous target to its own, from the window's start; empty
+/// without stages or a window.
+fn stages_target(report: &Report, window: Option<(Duration, Duration)>) -> Vec<(f64, f64)> {
+    let Some((start, _)) = window else {
+        return Vec::new();
+    };
+    let mut at = start.as_secs_f64();
+    let mut points = Vec::with_capacity(report.stages.len() + 1);
+    if !report.stages.is_empty() {
+        points.push((at, 0.0));
+    }
+    for s in &report.stages {
+        at += s.duration.as_secs_f64();
+        points.push((at, s.target_rate));
+    }
+    points
 }
 
 /// A time panel's chart.
@@ -347,7 +369,10 @@ type TimeChart<'a> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64
 type Line<'l> = (Vec<(f64, f64)>, RGBColor, &'l str);
 
 /// Draws labelled lines and their legend.
-fn draw_labelled(chart: &mut TimeChart<'_>, lines: [Line<'_>; 2]) -> io::Result<()> {
+fn draw_labelled<'l>(
+    chart: &mut TimeChart<'_>,
+    lines: impl IntoIterator<Item = Line<'l>>,
+) -> io::Result<()> {
     for (points, color, label) in lines {
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
