@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::report::{Report, BEHIND_BELOW};
-use super::{LoadConfig, LoadError, MAX_RATE, MIN_RATE};
+use super::{report_json, LoadConfig, LoadError, MAX_RATE, MIN_RATE};
 
 /// Most steps one search runs.
 pub const MAX_STEPS: usize = 20;
@@ -110,8 +110,10 @@ impl fmt::Display for Objective {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step {
     /// Messages per second asked for.
+    #[serde(serialize_with = "report_json::number_ref")]
     pub rate: f64,
     /// Replies per second achieved over the window.
+    #[serde(serialize_with = "report_json::figure")]
     pub msgs_per_sec: f64,
     /// Median latency, microseconds.
     pub p50_us: u64,
@@ -325,6 +327,7 @@ pub fn run(
 #[derive(Debug, Serialize)]
 struct FindMaxJson<'a> {
     objective: String,
+    #[serde(serialize_with = "report_json::optional_number")]
     max_rate: Option<f64>,
     steps: &'a [Step],
 }
@@ -335,7 +338,9 @@ struct SearchJson<'a> {
     target: &'a str,
     connections: usize,
     size: usize,
+    #[serde(serialize_with = "report_json::number_ref")]
     step_duration_s: f64,
+    #[serde(serialize_with = "report_json::number_ref")]
     warmup_s: f64,
     find_max: FindMaxJson<'a>,
     interrupted: bool,

@@ -645,7 +645,7 @@ fn wall(name: &str, secs: f64) -> Result<SystemTime, String> {
 }
 
 /// `null`, or a number as [`number`] writes it.
-fn optional_number<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn optional_number<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match x {
         Some(x) => number(*x, s),
         None => s.serialize_none(),
@@ -653,7 +653,7 @@ fn optional_number<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Err
 }
 
 /// A number as [`number`] writes it, from a field.
-fn number_ref<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn number_ref<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
     number(*x, s)
 }
 
@@ -676,7 +676,7 @@ fn seconds<S: Serializer>(secs: &f64, s: S) -> Result<S::Ok, S::Error> {
 
 /// A derived figure for people: three decimals at most (`500`, `0.25`);
 /// NaN and infinities, which JSON lacks, as 0.
-fn figure<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn figure<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
     number((x * 1000.0).round() / 1000.0, s)
 }
 
