@@ -616,10 +616,10 @@ pub struct ShapeArgs {
     /// or 1 s when 0), from --rate (default 1000) doubling until a step
     /// misses (the percentile above LATENCY, any error, or under 95% of
     /// the rate achieved), then bisecting until within 5%; at most 20
-    /// steps, so the search ends within 20 x (--connect-timeout + warm-up
-    /// + --duration + --drain-timeout + 1 s). Exit 0 when a step passed,
-    /// 1 when even the first missed. Not with --stages, --segment,
-    /// --start-at or --hdr-log
+    /// steps, so the search ends within 20 x (--connect-timeout plus
+    /// warm-up plus --duration plus --drain-timeout plus 1 s). Exit 0
+    /// when a step passed, 1 when even the first missed. Not with
+    /// --stages, --segment, --start-at or --hdr-log
     #[arg(long, value_name = "PCT=LATENCY", value_parser = parse_objective,
           conflicts_with_all = ["segment", "start_at", "hdr_log"])]
     pub find_max: Option<Objective>,
@@ -654,9 +654,10 @@ pub fn parse_stages(s: &str) -> Result<StageList, String> {
             ));
         }
         let duration = parse_window(dur).map_err(|e| format!("invalid stage '{part}': {e}"))?;
-        let target = match parse_per_sec(rate) {
-            Ok(r) if r == 0.0 => 0.0,
-            _ => parse_rate(rate).map_err(|e| format!("invalid stage '{part}': {e}"))?,
+        let target = if parse_per_sec(rate) == Ok(0.0) {
+            0.0
+        } else {
+            parse_rate(rate).map_err(|e| format!("invalid stage '{part}': {e}"))?
         };
         stages.push(Stage { duration, target });
     }
