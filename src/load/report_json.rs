@@ -541,6 +541,18 @@ impl ReportJson {
             .enumerate()
             .map(|(n, s)| s.into_stage(n))
             .collect::<Result<_, _>>()?;
+        // Every measured reply was due in one stage.
+        let in_stages = r
+            .stages
+            .iter()
+            .try_fold(0u64, |sum, s| sum.checked_add(s.messages));
+        if !r.stages.is_empty() && in_stages != Some(r.messages) {
+            return Err(format!(
+                "the stages count {} messages but the report {}",
+                in_stages.map_or("more than 64 bits hold".into(), |n| n.to_string()),
+                r.messages
+            ));
+        }
         Ok(r)
     }
 }
@@ -823,6 +835,39 @@ mod tests {
         assert!(e.contains("tls: 4 handshakes"), "{e}");
         // TCP and UDP reports carry no `tls` at all.
         assert!(!report().to_json().contains("\"tls\":{"));
+    }
+
+    #[test]
+    fn a_stages_report_carries_its_stages_there_and_back() {
+        let mut r = report();
+        let stage = |secs: u64, target: f64, lat: &[u64]| {
+            let mut latency = new_histogram();
+            for v in lat {
+                latency.record(*v).expect("in range");
+            }
+            StageReport {
+                duration: Duration::from_secs(secs),
+                target_rate: target,
+                messages: lat.len() as u64,
+                errors: 1,
+                latency,
+            }
+        };
+        let (first, rest): (Vec<u64>, Vec<u64>) =
+            (1..=1000u64).map(|v| v * 7).partition(|v| *v < 2000);
+        r.stages = vec![stage(1, 200.0, &first), stage(2, 0.0, &rest)];
+        let j = r.to_json();
+        assert!(
+            j.contains(r#""stages":[{"duration_s":1,"target_rate":200,"messages":285,"msgs_per_sec":285,"p50_us":1001,"p99_us":1981,"errors":1,"histogram":"#),
+            "{j}"
+        );
+        let back = Report::from_json(&j).unwrap_or_else(|e| panic!("{e}: {j}"));
+        assert_eq!(back.to_json(), j);
+        // Stages that do not add up to the report's messages are refused.
+        let mut v: serde_json::Value = serde_json::from_str(&j).expect("JSON");
+        v["stages"].as_array_mut().expect("stages").pop();
+        let e = Report::from_json(&v.to_string()).unwrap_err();
+        assert!(e.contains("the stages count 285 messages"), "{e}");
     }
 
     #[test]
