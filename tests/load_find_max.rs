@@ -75,6 +75,9 @@ fn json(out: &Finished) -> serde_json::Value {
 
 #[test]
 fn find_max_finds_a_known_capacity_within_20_percent() {
+    // The median, not the tail: a scheduling stall of this shared machine
+    // (100 ms and more, seen) lands in a step's p99 whatever its rate, but
+    // a queue that grows moves the median within the step.
     let addr = start_capped_server(CAPACITY);
     let url = format!("tcp://{addr}");
     let out = find_max(
@@ -85,7 +88,7 @@ fn find_max_finds_a_known_capacity_within_20_percent() {
             "--size",
             "64",
             "--find-max",
-            "p99=50ms",
+            "p50=50ms",
             "-d",
             "1",
             "--warmup",
@@ -100,7 +103,7 @@ fn find_max_finds_a_known_capacity_within_20_percent() {
     assert_eq!(out.code(), 0, "{out:#?}");
     let j = json(&out);
     let found = &j["find_max"];
-    assert_eq!(found["objective"], "p99=50ms", "{j}");
+    assert_eq!(found["objective"], "p50=50ms", "{j}");
     let max = found["max_rate"].as_f64().unwrap_or_else(|| panic!("{j}"));
     assert!(
         (CAPACITY * 0.8..=CAPACITY * 1.2).contains(&max),
