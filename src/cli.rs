@@ -561,6 +561,8 @@ pub struct LoadArgs {
     pub hdr_log: Option<PathBuf>,
 
     /// Draw the latency percentile curve and msgs/s over time into an SVG
+    /// (with --stages, the target ramp too; with --find-max, latency
+    /// against rate instead)
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 

@@ -77,12 +77,6 @@ impl Schedule {
         self.stages.iter().map(|s| s.duration).sum()
     }
 
-    /// The rate each stage starts from: the previous stage's target, 0
-    /// for the first.
-    pub fn from_rate(&self, stage: usize) -> f64 {
-        self.starts.get(stage).map_or(0.0, |s| s.1)
-    }
-
     /// Which stage `t` (since the schedule began) falls in; the last one
     /// for a `t` past the end.
     pub fn stage_at(&self, t: Duration) -> usize {
