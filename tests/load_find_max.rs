@@ -13,7 +13,13 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// The test server's capacity, messages per second.
-const CAPACITY: f64 = 2000.0;
+const CAPACITY: f64 = 1000.0;
+
+/// How far behind its schedule the capped server may fall and still
+/// catch up: a thread woken late by a busy machine serves the slots it
+/// missed (up to this much) at once, so scheduling jitter does not lower
+/// the capacity.
+const CATCH_UP: Duration = Duration::from_millis(20);
 
 /// Bytes per message: the server answers whole messages of this size.
 const SIZE: usize = 64;
@@ -47,7 +53,10 @@ fn serve_capped(mut stream: TcpStream, next_slot: &Mutex<Instant>, slot: Duratio
     while stream.read_exact(&mut message).is_ok() {
         let at = {
             let mut next = next_slot.lock().expect("the schedule");
-            let at = (*next).max(Instant::now());
+            let earliest = Instant::now()
+                .checked_sub(CATCH_UP)
+                .unwrap_or_else(Instant::now);
+            let at = (*next).max(earliest);
             *next = at + slot;
             at
         };
@@ -96,7 +105,7 @@ fn find_max_finds_a_known_capacity_within_20_percent() {
             "--drain-timeout",
             "1",
             "--rate",
-            "500",
+            "250",
             "--json",
         ],
     );
@@ -113,7 +122,7 @@ fn find_max_finds_a_known_capacity_within_20_percent() {
     assert!(steps.len() <= 20, "{j}");
     // Doubling from the start until the first miss, then bisecting.
     let rates: Vec<f64> = steps.iter().map(|s| s["rate"].as_f64().unwrap()).collect();
-    assert_eq!(rates[..3], [500.0, 1000.0, 2000.0], "{rates:?}");
+    assert_eq!(rates[..3], [250.0, 500.0, 1000.0], "{rates:?}");
     for s in steps {
         for key in ["rate", "msgs_per_sec", "p50_us", "p99_us", "errors", "ok"] {
             assert!(!s[key].is_null(), "{key} in {s}");
