@@ -1947,4 +1947,52 @@ mod tests {
         let err = serve(&["--mode", "shout"]).unwrap_err().to_string();
         assert!(err.contains("echo, upper"), "{err}");
     }
+
+    #[test]
+    fn stages_read_with_units_and_zero_targets_and_set_the_window() {
+        let StageList(stages) = parse_stages("500ms:2k, 1m:2000,30s:0").expect("stages");
+        let secs: Vec<f64> = stages.iter().map(|s| s.duration.as_secs_f64()).collect();
+        let targets: Vec<f64> = stages.iter().map(|s| s.target).collect();
+        assert_eq!(secs, [0.5, 60.0, 30.0]);
+        assert_eq!(targets, [2000.0, 2000.0, 0.0]);
+        for bad in [
+            "",
+            "1s",
+            "5:100",
+            "1s:",
+            "1s:1e9",
+            "0ms:5",
+            "1s:0",
+            "1s:5,,2s:5",
+        ] {
+            assert!(parse_stages(bad).is_err(), "{bad}");
+        }
+        let config =
+            config(&load(&["tcp://127.0.0.1:7", "--stages", "1s:5,2s:5"]).expect("parses"));
+        assert_eq!(config.duration, Duration::from_secs(3));
+        assert_eq!(config.stages.len(), 2);
+        assert!(config.validate_with_fd_limit(None).is_ok());
+    }
+
+    #[test]
+    fn objectives_name_a_percentile_and_a_latency_with_a_unit() {
+        let o = parse_objective("p99.9=250us").expect("objective");
+        assert_eq!(o.percentile, Percentile::P999);
+        assert_eq!(o.latency, Duration::from_micros(250));
+        assert_eq!(o.to_string(), "p99.9=250us");
+        assert_eq!(
+            parse_objective("p50=1s").expect("objective").to_string(),
+            "p50=1s"
+        );
+        for bad in [
+            "p99", "p95=5ms", "p99=5", "p99=0ms", "p99=2h", "=5ms", "p99=fast",
+        ] {
+            assert!(parse_objective(bad).is_err(), "{bad}");
+        }
+        // Each step is 5 s and warms up 1 s unless told otherwise.
+        let config =
+            config(&load(&["tcp://127.0.0.1:7", "--find-max", "p99=5ms"]).expect("parses"));
+        assert_eq!(config.duration, Duration::from_secs(5));
+        assert_eq!(config.warmup, Duration::from_secs(1));
+    }
 }
