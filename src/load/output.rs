@@ -129,6 +129,18 @@ pub fn describe(config: &LoadConfig) -> String {
 pub fn describe_merged(report: &Report, parts: usize) -> String {
     let target = format!("{}://{}", report.proto, report.target);
     match &report.settings {
+        Some(t) if !report.stages.is_empty() => {
+            let stages: Vec<String> = report
+                .stages
+                .iter()
+                .map(|s| format!("{}s:{}", s.duration.as_secs_f64(), s.target_rate))
+                .collect();
+            let text = describe_test(&target, t).replace(
+                &format!("closed loop, pipeline {}", t.pipeline),
+                &format!("stages {}", stages.join(",")),
+            );
+            format!("{text}, {parts} parts")
+        }
         Some(t) => format!("{}, {parts} parts", describe_test(&target, t)),
         None => format!("{target}, {parts} parts"),
     }
