@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::report::{Report, BEHIND_BELOW};
+use super::report::{Errors, Report, BEHIND_BELOW};
 use super::{report_json, LoadConfig, LoadError, MAX_RATE, MIN_RATE};
 
 /// Most steps one search runs.
@@ -142,11 +142,12 @@ impl Step {
             Some("interrupted".to_string())
         } else if errors > 0 || report.failure.is_some() {
             Some(format!(
-                "{errors} errors{}",
+                "{errors} errors ({}){}",
+                error_kinds(&report.errors),
                 report
                     .first_error
                     .as_ref()
-                    .map_or(String::new(), |e| format!(" (first: {e})"))
+                    .map_or(String::new(), |e| format!(", first: {e}"))
             ))
         } else if report.messages == 0 {
             Some("no reply measured".to_string())
@@ -175,6 +176,27 @@ impl Step {
             miss,
         }
     }
+}
+
+/// The kinds of error that happened, with their counts: `lost 94, reset 1`.
+fn error_kinds(e: &Errors) -> String {
+    let kinds = [
+        ("connect", e.connect),
+        ("reset", e.reset),
+        ("timeout", e.timeout),
+        ("mismatch", e.mismatch),
+        ("lost", e.lost),
+        ("closed", e.closed),
+        ("io", e.io),
+        ("duplicate", e.duplicate),
+        ("tls", e.tls),
+    ];
+    let named: Vec<String> = kinds
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    named.join(", ")
 }
 
 /// Which rate to try next: doubling from `start` until a step misses,
@@ -465,7 +487,8 @@ mod tests {
         let slow = Step::judge(2000.0, &r, &objective);
         assert!(!slow.ok && slow.miss.as_deref().unwrap_or("").contains("achieved"));
         r.errors.reset = 1;
-        assert!(!Step::judge(1000.0, &r, &objective).ok);
+        let broken = Step::judge(1000.0, &r, &objective);
+        assert_eq!(broken.miss.as_deref(), Some("1 errors (reset 1)"));
         r.errors.reset = 0;
         for _ in 0..100 {
             r.latency.record(9000).expect("in range");
