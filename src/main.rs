@@ -261,7 +261,14 @@ fn run_find_max(
         }
     }
     if let Some(path) = &args.plot {
-        let title = format!("find-max {}", load::output::describe(config));
+        let title = format!(
+            "find-max {objective}: {}, {} {}, {} B, steps of {} s",
+            config.target,
+            config.connections,
+            config.target.proto.peers(),
+            config.size,
+            config.duration.as_secs_f64()
+        );
         if let Err(e) = load::plot::capacity_svg(&found, &title, path) {
             eprintln!("echo-reactor load: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
