@@ -466,12 +466,13 @@ impl Loop {
     /// phased so the clients' messages spread over each interval.
     fn pace(&self, id: u64, now: Instant) -> Pace {
         if let Some(plan) = &self.plan {
-            return Pace::Staged(StagedPace {
-                plan: Arc::clone(plan),
-                origin: self.window.start,
+            return Pace::Staged(StagedPace::joining(
+                Arc::clone(plan),
+                self.window.start,
                 id,
-                connections: self.total_connections as u64,
-            });
+                self.total_connections as u64,
+                now,
+            ));
         }
         match self.interval {
             None => Pace::Closed {

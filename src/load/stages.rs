@@ -153,13 +153,39 @@ pub struct StagedPace {
     pub id: u64,
     /// Connections of the whole test.
     pub connections: u64,
+    /// This connection's slots that were due before it came up (a
+    /// `--reconnect` replacement mid-ramp): its message 0 takes the next
+    /// one, so it carries its share from now on instead of a burst of
+    /// the past.
+    pub skipped: u64,
 }
 
 impl StagedPace {
+    /// The pace of connection `id` of `connections` on `plan` from
+    /// `origin`, coming up at `now`: slots already due are skipped.
+    pub fn joining(
+        plan: std::sync::Arc<Schedule>,
+        origin: Option<Instant>,
+        id: u64,
+        connections: u64,
+        now: Instant,
+    ) -> StagedPace {
+        let mut pace = StagedPace {
+            plan,
+            origin,
+            id,
+            connections,
+            skipped: 0,
+        };
+        pace.skipped = pace.due_count(now);
+        pace
+    }
+
     /// When this connection's message `seq` is due.
     pub fn due(&self, seq: u64) -> Option<Instant> {
         let origin = self.origin?;
-        let n = seq as f64 * self.connections as f64 + self.slot();
+        let slot = seq.checked_add(self.skipped)?;
+        let n = slot as f64 * self.connections as f64 + self.slot();
         origin.checked_add(self.plan.due_at(n)?)
     }
 
@@ -185,7 +211,7 @@ impl StagedPace {
         let mut count = if n < j {
             0
         } else {
-            ((n - j) / c).floor() as u64 + 1
+            (((n - j) / c).floor() as u64 + 1).saturating_sub(self.skipped)
         };
         // Rounding may put the estimate one off either way: settle it on
         // `due` itself, so the two never disagree.
@@ -341,6 +367,7 @@ mod tests {
                     origin: Some(origin),
                     id,
                     connections: 10,
+                    skipped: 0,
                 }
                 .due_count(end)
             })
@@ -351,6 +378,7 @@ mod tests {
             origin: Some(origin),
             id: 3,
             connections: 10,
+            skipped: 0,
         };
         for now_ms in [0, 1, 400, 999, 1000, 1500, 2999] {
             let now = origin + Duration::from_millis(now_ms);
@@ -360,6 +388,13 @@ mod tests {
                 assert!(one.due(n - 1).expect("due") <= now);
             }
         }
+        // A replacement coming up at 1.5 s starts from the slots due then,
+        // with nothing overdue.
+        let at = origin + Duration::from_millis(1500);
+        let late = StagedPace::joining(Arc::clone(&one.plan), Some(origin), 3, 10, at);
+        assert_eq!(late.due_count(at), 0);
+        assert!(late.due(0).is_some_and(|t| t > at));
+        assert_eq!(late.due(0), one.due(one.due_count(at)));
         let waiting = StagedPace {
             origin: None,
             ..one
