@@ -17,31 +17,25 @@
 //! `benches/c/epoll_echo.c`, compiled here with `cc -O2`.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[allow(dead_code)]
 mod support;
 
-use support::cpu_ns;
 use support::procfs::rss_bytes;
-
-const OURS: &str = env!("CARGO_BIN_EXE_echo-reactor");
+use support::{
+    build_c_baseline, count_syscalls, cpu_ns, free_port, load, print_header, start_c, start_ours,
+    wait_for_port, Load, Sut,
+};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
-        println!("reactor bench: run it with `cargo bench --bench reactor [-- SCENARIO]`");
+    let Some(wanted) = support::scenarios("reactor") else {
         return;
-    }
-    let wanted: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .map(String::as_str)
-        .collect();
-    let run = |name: &str| wanted.is_empty() || wanted.contains(&name);
+    };
+    let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
     let c = build_c_baseline();
     println!("# echo-reactor benchmarks ({} cores)", cores());
     if run("rate") {
@@ -75,117 +69,6 @@ fn cores() -> usize {
 }
 
 // ---------------------------------------------------------------- servers
-
-/// A server process under test, killed on drop.
-struct Sut {
-    name: String,
-    child: Child,
-    tcp: SocketAddr,
-    udp: Option<SocketAddr>,
-    /// What it answers: the examples uppercase, as the tutorials do.
-    expect: &'static str,
-}
-
-impl Drop for Sut {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Sut {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn wait_for_port(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nothing listens on {addr}");
-}
-
-fn start_ours(name: &str, extra: &[&str]) -> Sut {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let child = Command::new(OURS)
-        .args([
-            "serve",
-            "--tcp",
-            &addr.to_string(),
-            "--udp",
-            &addr.to_string(),
-        ])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn our server");
-    wait_for_port(addr);
-    Sut {
-        name: name.to_string(),
-        child,
-        tcp: addr,
-        udp: Some(addr),
-        expect: "echo",
-    }
-}
-
-/// Builds the C baseline once beside the bench's own executable; `None`
-/// without a C compiler (the tables then leave it out).
-fn build_c_baseline() -> Option<PathBuf> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c/epoll_echo.c");
-    // Beside the bench binary, so CARGO_TARGET_DIR is honoured.
-    let out_dir = std::env::current_exe().ok()?.parent()?.join("bench-bin");
-    std::fs::create_dir_all(&out_dir).ok()?;
-    let out = out_dir.join("c-epoll");
-    let ok = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        println!("(cc failed: C baseline left out)");
-        return None;
-    }
-    Some(out)
-}
-
-fn start_c(bin: &Path, short_read: bool) -> Sut {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let mut cmd = Command::new(bin);
-    if short_read {
-        cmd.arg("-s");
-    }
-    let child = cmd
-        .args(["-u", &addr.to_string(), &addr.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn C server");
-    wait_for_port(addr);
-    Sut {
-        name: if short_read { "c-epoll -s" } else { "c-epoll" }.to_string(),
-        child,
-        tcp: addr,
-        udp: Some(addr),
-        expect: "echo",
-    }
-}
 
 /// The thread-per-connection example, if `cargo build --release --examples`
 /// has built it.
@@ -226,103 +109,6 @@ fn all_servers(c: &Option<PathBuf>, with_threaded: bool) -> Vec<Sut> {
 }
 
 // ------------------------------------------------------------ measuring
-
-/// What one `echo-reactor load --json` run reported.
-#[derive(Debug, Default, Clone, Copy)]
-struct Load {
-    messages: f64,
-    /// Every message sent, ramp and drain included.
-    sent: f64,
-    msgs_per_sec: f64,
-    p99_us: f64,
-    errors: f64,
-    /// The generator's own CPU time, in ns.
-    gen_cpu_ns: u64,
-}
-
-/// A number field from the load generator's JSON, NaN when missing.
-fn json_number(json: &str, key: &str) -> f64 {
-    echo_reactor::load::output::json_number(json, key).unwrap_or(f64::NAN)
-}
-
-fn load(url: &str, args: &[&str]) -> Load {
-    let child = Command::new(OURS)
-        .arg("load")
-        .arg(url)
-        .args(args)
-        .arg("--json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn load generator");
-    let pid = child.id();
-    let mut last_cpu = 0;
-    let out = {
-        let mut child = child;
-        let mut stdout = child.stdout.take().expect("piped");
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stdout.read_to_string(&mut s);
-            s
-        });
-        // schedstat vanishes with the process: sample until it exits.
-        while child.try_wait().ok().flatten().is_none() {
-            last_cpu = cpu_ns(pid).max(last_cpu);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        reader.join().unwrap_or_default()
-    };
-    let errors = [
-        "connect", "reset", "timeout", "mismatch", "lost", "closed", "io",
-    ]
-    .iter()
-    .map(|k| json_number(&out, k))
-    .filter(|v| v.is_finite())
-    .sum();
-    Load {
-        messages: json_number(&out, "messages"),
-        sent: json_number(&out, "sent"),
-        msgs_per_sec: json_number(&out, "msgs_per_sec"),
-        p99_us: json_number(&out, "p99"),
-        errors,
-        gen_cpu_ns: last_cpu,
-    }
-}
-
-/// Counts the syscalls `pid` makes while `during` runs, with perf; `None`
-/// when perf is missing or not permitted.
-fn count_syscalls<T>(pid: u32, during: impl FnOnce() -> T) -> (Option<u64>, T) {
-    let perf = Command::new("perf")
-        .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p"])
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    let Ok(perf) = perf else {
-        return (None, during());
-    };
-    // Let perf attach before the traffic starts.
-    std::thread::sleep(Duration::from_millis(300));
-    let result = during();
-    // SAFETY: kill(2) on our own child; SIGINT makes perf print and exit.
-    unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
-    let Ok(out) = perf.wait_with_output() else {
-        return (None, result);
-    };
-    let text = String::from_utf8_lossy(&out.stderr);
-    let count = text
-        .lines()
-        .find(|l| l.contains("raw_syscalls:sys_enter"))
-        .and_then(|l| l.split(',').next())
-        .and_then(|n| n.trim().parse().ok());
-    (count, result)
-}
-
-fn print_header(title: &str, cols: &[&str]) {
-    println!("\n## {title}\n");
-    println!("| {} |", cols.join(" | "));
-    println!("|{}", "---|".repeat(cols.len()));
-}
 
 // ------------------------------------------------------------ scenarios
 

@@ -594,6 +594,22 @@ pub struct LoadArgs {
     #[arg(long, value_name = "VERSION", value_parser = parse_proxy_version)]
     pub proxy_protocol: Option<ProxyVersion>,
 
+    /// TCP and TLS: close each connection after N verified replies (our
+    /// FIN first, then the server's) and open a new one in its place, so
+    /// --connections stay in flight; N is 1 (one request per connection,
+    /// like tcp_crr) to 1000000000. With --rate the rate is messages, each
+    /// connection carrying N. The report adds connects/s and connect
+    /// latency. Each close leaves a TIME_WAIT port behind: spread over
+    /// --source addresses, or use --churn-reset
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=load::MAX_CHURN))]
+    pub churn: Option<u64>,
+
+    /// With --churn: close with a reset (SO_LINGER 0) instead of FIN, so
+    /// no port stays in TIME_WAIT; the server counts each as a reset
+    #[arg(long, requires = "churn")]
+    pub churn_reset: bool,
+
     #[command(flatten)]
     pub shapes: ShapeArgs,
 }
@@ -760,6 +776,8 @@ impl LoadArgs {
             start_at: self.start_at,
             sources: self.source.clone(),
             proxy_protocol: self.proxy_protocol,
+            churn: self.churn,
+            churn_reset: self.churn_reset,
             ..LoadConfig::new(target)
         };
         self.shapes.shape(config, self.duration)
@@ -1422,6 +1440,24 @@ mod tests {
         );
         let sources: Vec<IpAddr> = ["::1", "::2", "::3"].map(|a| a.parse().unwrap()).into();
         assert_eq!(c.sources, sources);
+    }
+
+    #[test]
+    fn churn_parses_within_its_range_and_reset_needs_it() {
+        let c = config(&load(&["tcp://127.0.0.1:9", "--churn", "10", "--churn-reset"]).unwrap());
+        assert_eq!((c.churn, c.churn_reset), (Some(10), true));
+        let c = config(&load(&["tcp://127.0.0.1:9"]).unwrap());
+        assert_eq!((c.churn, c.churn_reset), (None, false));
+        for bad in [
+            &["tcp://127.0.0.1:9", "--churn", "0"][..],
+            &["tcp://127.0.0.1:9", "--churn", "1000000001"],
+            &["tcp://127.0.0.1:9", "--churn-reset"],
+        ] {
+            assert!(load(bad).is_err(), "{bad:?}");
+        }
+        // UDP has no connection to churn: refused when the settings meet.
+        let c = config(&load(&["udp://127.0.0.1:9", "--churn", "1"]).unwrap());
+        assert!(c.validate().is_err());
     }
 
     #[test]

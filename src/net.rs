@@ -159,6 +159,14 @@ pub fn is_peer_gone(e: &io::Error) -> bool {
     )
 }
 
+/// A connect found no free local port (`EADDRNOTAVAIL`): every
+/// ephemeral port of the source address towards that server is in use
+/// or in TIME_WAIT. (A bind to an address that is not ours fails the
+/// same way; the load generator checks its `--source` addresses first.)
+pub fn is_out_of_ports(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+}
+
 /// The kernel gave up on the peer: our output went unacknowledged (or
 /// the peer's window stayed shut) past `TCP_USER_TIMEOUT` or the
 /// retransmission limit (`ETIMEDOUT`). The peer is not taking what we send.

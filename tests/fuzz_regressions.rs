@@ -107,6 +107,7 @@ fn whole_test_report() -> Report {
         warmup: Duration::ZERO,
         start_at: None,
         max_loss_percent: 1.0,
+        churn: None,
     });
     for v in 1..=1000 {
         r.latency.record(v).expect("in range");

@@ -238,6 +238,7 @@ fn part(index: u32, offset: Duration) -> Report {
         warmup: Duration::ZERO,
         start_at: None,
         max_loss_percent: 1.0,
+        churn: None,
     });
     for v in 1..=100 {
         r.latency

@@ -4,7 +4,7 @@
 //! `poll` and owns the slab; clients never see each other.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +26,7 @@ use super::timer;
 use super::{
     report, Clock, LoadConfig, LoadError, ProgressBoard, Report, Target, WallWindow, MAX_HANDSHAKES,
 };
-use crate::net::is_interrupted;
+use crate::net::{is_interrupted, is_peer_gone};
 use crate::tls_client::TlsConnector;
 
 mod connect;
@@ -82,6 +82,8 @@ enum Slot {
         /// When this connection counts as a connect error, retries and all.
         deadline: Instant,
         attempt: u32,
+        /// When this attempt's `connect` went out (its SYN).
+        began: Instant,
     },
     /// TCP is up; the PROXY header or the TLS handshake is on its way.
     Greeting {
@@ -89,6 +91,8 @@ enum Slot {
         id: u64,
         /// The connection's deadline, carried over from `Connecting`.
         deadline: Instant,
+        /// When its `connect` went out, carried over from `Connecting`.
+        began: Instant,
     },
     /// A client that is up: a TCP or TLS connection, or a UDP socket.
     Up(Client),
@@ -168,6 +172,21 @@ pub(super) struct Loop {
     reconnect: bool,
     reconnects: u64,
     been_up: Vec<bool>,
+    /// The clients (by position in `ids`) whose first connection came up
+    /// or gave up, and how many have not yet: the ramp is done at none.
+    is_settled: Vec<bool>,
+    ramp_left: usize,
+    /// `--churn`: messages per connection, and whether it ends in a reset.
+    churn: Option<u64>,
+    churn_reset: bool,
+    /// `--churn`: where the next connection of each client (by position
+    /// in `ids`) goes on: its first message and its pace.
+    carried: Vec<Option<(u64, Pace)>>,
+    /// `--churn`: clients whose connection closed, waiting for a
+    /// handshake slot to open the next.
+    churn_queue: VecDeque<u64>,
+    /// A connect ran out of local ports, and the log said so once.
+    is_out_of_ports_told: bool,
     next_sweep: Instant,
     /// Where this loop publishes its figures, and its slot there; `None`
     /// when nobody reads them (no progress line, no intervals).
@@ -252,6 +271,13 @@ impl Loop {
             reconnect: config.reconnect,
             reconnects: 0,
             been_up: vec![false; mine],
+            is_settled: vec![false; mine],
+            ramp_left: mine,
+            churn: config.churn,
+            churn_reset: config.churn_reset,
+            carried: vec![None; if config.churn.is_some() { mine } else { 0 }],
+            churn_queue: VecDeque::new(),
+            is_out_of_ports_told: false,
             next_sweep: now + SWEEP_EVERY,
             board,
             next_publish: now,
@@ -317,6 +343,7 @@ impl Loop {
         r.rcvbuf_drops = self.tally.rcvbuf_drops;
         r.latency = std::mem::replace(&mut self.tally.latency, report::new_histogram());
         r.tls = self.tally.tls.take();
+        r.connects = std::mem::take(&mut self.tally.connects);
         r.max_loss_percent = self.max_loss_percent;
         r.first_error = self.tally.first_error.clone();
         r.interrupted = self.is_interrupted;
@@ -374,6 +401,9 @@ impl Loop {
         if let Some(r) = self.retries.iter().map(|r| r.at).min() {
             at = at.min(r);
         }
+        if !self.churn_queue.is_empty() && self.handshakes < MAX_HANDSHAKES {
+            at = now;
+        }
         match self.phase {
             Phase::Warmup { until } | Phase::Measure { until } | Phase::Drain { until } => {
                 at = at.min(until);
@@ -423,8 +453,13 @@ impl Loop {
 
     /// Carries out what a client handler asked for.
     fn apply(&mut self, key: usize, step: Step) {
-        let Step::Close(end) = step else {
-            return;
+        let end = match step {
+            Step::Wait => return,
+            Step::Close(end) => end,
+            Step::Finished => match self.finish(key) {
+                Some(end) => end,
+                None => return,
+            },
         };
         let Some(slot) = self.slots.try_remove(key) else {
             return;
@@ -435,12 +470,17 @@ impl Loop {
         let (in_flight, who) = (client.in_flight(), client.label());
         self.tally.rcvbuf_drops += client.rcvbuf_drops();
         self.up = self.up.saturating_sub(1);
-        if end != End::Done {
+        if !matches!(end, End::Done | End::Closed) {
             debug!("{who}: ended: {end} ({in_flight} in flight)");
         }
         count_end(&mut self.tally, end, in_flight, &who);
         // Dropping the socket closes it and takes it out of the epoll set.
-        if self.reconnect && self.phase.is_sending() && end != End::Done {
+        if end == End::Closed && self.phase.is_sending() {
+            trace!("{who}: churned; opening the next");
+            self.churn_queue.push_back(slot.id());
+            return;
+        }
+        if self.reconnect && self.phase.is_sending() && !matches!(end, End::Done | End::Closed) {
             trace!("{who}: reconnecting in {RECONNECT_DELAY:?}");
             self.reconnects += 1;
             let at = Instant::now() + RECONNECT_DELAY;
@@ -453,13 +493,63 @@ impl Loop {
         }
     }
 
+    /// `--churn`: a client carried its messages. Notes where the next
+    /// connection in its place goes on; then, with `--churn-reset`, ends
+    /// it at once with a reset, or else sends our end and waits for the
+    /// server's. `Some(end)` when it ends now.
+    fn finish(&mut self, key: usize) -> Option<End> {
+        let Some(Slot::Up(client)) = self.slots.get_mut(key) else {
+            return None;
+        };
+        let (id, carry) = (client.id(), client.carried());
+        let end = if self.churn_reset {
+            if let Err(e) = client.reset_on_close() {
+                debug!("{}: SO_LINGER 0: {e}; closing with FIN", client.label());
+            }
+            Some(End::Closed)
+        } else {
+            match client.close_write() {
+                Ok(()) => None,
+                Err(e) if is_peer_gone(&e) => Some(End::Reset),
+                Err(e) => Some(End::Io(e.kind())),
+            }
+        };
+        if let (Some(at), Some(carry)) = (self.ids.binary_search(&id).ok(), carry) {
+            if let Some(slot) = self.carried.get_mut(at) {
+                *slot = Some(carry);
+            }
+        }
+        end
+    }
+
     /// Notes that client `id` is up; true the first time, false when it
-    /// is a replacement (`--reconnect`).
+    /// is a replacement (`--reconnect`, `--churn`).
     fn first_time_up(&mut self, id: u64) -> bool {
+        self.settle(id);
         match self.ids.binary_search(&id) {
             Ok(at) => !std::mem::replace(&mut self.been_up[at], true),
             Err(_) => true,
         }
+    }
+
+    /// Client `id`'s first connection came up or gave up: one fewer for
+    /// the ramp to wait for.
+    fn settle(&mut self, id: u64) {
+        if let Ok(at) = self.ids.binary_search(&id) {
+            if !std::mem::replace(&mut self.is_settled[at], true) {
+                self.ramp_left -= 1;
+            }
+        }
+    }
+
+    /// `--churn`: where client `id`'s next connection begins (its first
+    /// message) and at what pace; from the start for its first one.
+    fn lineage(&self, id: u64, now: Instant) -> (u64, Pace) {
+        self.ids
+            .binary_search(&id)
+            .ok()
+            .and_then(|at| self.carried.get(at).cloned().flatten())
+            .unwrap_or_else(|| (0, self.pace(id, now)))
     }
 
     /// The pace of a new client: closed loop, or its own share of `--rate`,
@@ -595,8 +685,12 @@ impl Loop {
         self.phase = phase;
     }
 
+    /// Every client's first connection came up or gave up. With
+    /// `--churn`, handshakes go on all the time: those of replacements do
+    /// not hold the ramp up.
     fn is_ramp_done(&self) -> bool {
-        self.next == self.ids.len() && self.handshakes == 0 && self.retries.is_empty()
+        let is_settled = self.handshakes == 0 || (self.churn.is_some() && self.ramp_left == 0);
+        self.next == self.ids.len() && is_settled && self.retries.is_empty()
     }
 
     fn advance_phase(&mut self, now: Instant) {
@@ -630,7 +724,10 @@ impl Loop {
             // All clients gone early (the server closed them) and none to
             // open again: nothing left to measure.
             Phase::Measure { until }
-                if now >= until || (self.slots.is_empty() && self.retries.is_empty()) =>
+                if now >= until
+                    || (self.slots.is_empty()
+                        && self.retries.is_empty()
+                        && self.churn_queue.is_empty()) =>
             {
                 self.window.end = Some(now);
                 self.begin_drain(now, self.drain_timeout);
@@ -691,6 +788,7 @@ impl Loop {
         // No new connections in the drain: a pending retry would only keep
         // the poll timeout at zero.
         self.retries.clear();
+        self.churn_queue.clear();
         let mut steps = Vec::new();
         for (key, slot) in self.slots.iter_mut() {
             let step = match slot {
@@ -703,18 +801,14 @@ impl Loop {
                     };
                     c.stop_sending(&mut self.scratch, &mut cx)
                 }
-                // A handshake still in progress is dropped, uncounted: it
-                // never carried a message.
-                Slot::Connecting { .. } | Slot::Greeting { .. } => Step::Close(End::Done),
+                // A handshake in progress goes on: the server may have
+                // accepted it already, so it comes up, counts as a
+                // connect, and closes at once (see `go_up`), or fails.
+                Slot::Connecting { .. } | Slot::Greeting { .. } => Step::Wait,
             };
             steps.push((key, step));
         }
         for (key, step) in steps {
-            if let Some(Slot::Connecting { .. } | Slot::Greeting { .. }) = self.slots.get(key) {
-                self.slots.remove(key);
-                self.handshakes -= 1;
-                continue;
-            }
             self.apply(key, step);
         }
         if self.slots.is_empty() {

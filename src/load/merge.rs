@@ -224,6 +224,11 @@ fn check_same_test(first: &Part, want: &TestSettings, part: &Part) -> Result<(),
     .or_else(|| differs("warmup", got.warmup, want.warmup, secs))
     .or_else(|| differs("start-at", got.start_at, want.start_at, start))
     .or_else(|| {
+        differs("churn", got.churn, want.churn, |c| {
+            c.map_or("none".into(), |n| format!("{n} messages a connection"))
+        })
+    })
+    .or_else(|| {
         differs(
             "max loss",
             got.max_loss_percent,
@@ -398,6 +403,7 @@ mod tests {
             warmup: Duration::ZERO,
             start_at: Some(UNIX_EPOCH + Duration::from_secs(T0)),
             max_loss_percent: 1.0,
+            churn: None,
         });
         for &v in lat {
             r.latency.record(v).expect("in range");

@@ -42,7 +42,7 @@ use crate::mode::Mode;
 use crate::tls_client::TlsConnector;
 pub use client::greeting::ProxyVersion;
 use event_loop::Loop;
-pub use report::{Completions, Interval, Recent, Report, TestSettings, WallWindow};
+pub use report::{Completions, Connects, Interval, Recent, Report, TestSettings, WallWindow};
 pub use report_text::percentile_distribution;
 use split::Segment;
 
@@ -79,6 +79,10 @@ pub const MIN_RATE: f64 = 0.001;
 
 /// The highest `--connect-rate`.
 pub const MAX_CONNECT_RATE: f64 = 1_000_000.0;
+
+/// The most messages one connection carries under `--churn`: past this a
+/// connection lives for the whole run anyway.
+pub const MAX_CHURN: u64 = 1_000_000_000;
 
 /// Most poll loops (`--threads`).
 pub const MAX_THREADS: usize = 256;
@@ -236,6 +240,13 @@ pub struct LoadConfig {
     /// window as long as the stages together (set `duration` to
     /// [`stages_length`](Self::stages_length)); empty: no ramp.
     pub stages: Vec<stages::Stage>,
+    /// `--churn`: each TCP or TLS connection closes after this many
+    /// verified replies and a new one opens in its place; `None`: a
+    /// connection lives for the whole run.
+    pub churn: Option<u64>,
+    /// `--churn-reset`: a churned connection ends with a reset
+    /// (`SO_LINGER` 0) instead of FIN, so no TIME_WAIT stays behind.
+    pub churn_reset: bool,
 }
 
 impl LoadConfig {
@@ -266,6 +277,8 @@ impl LoadConfig {
             tls: None,
             proxy_protocol: None,
             stages: Vec::new(),
+            churn: None,
+            churn_reset: false,
         }
     }
 
@@ -301,6 +314,7 @@ impl LoadConfig {
             warmup: self.warmup,
             start_at: self.start_at,
             max_loss_percent: self.max_loss_percent,
+            churn: self.churn,
         }
     }
 
@@ -313,7 +327,26 @@ impl LoadConfig {
     /// [`LoadError::Invalid`] naming the first bad setting.
     pub fn validate(&self) -> Result<(), LoadError> {
         self.validate_with_fd_limit(crate::net::open_file_limit())?;
-        self.validate_start(SystemTime::now())
+        self.validate_start(SystemTime::now())?;
+        self.validate_sources()
+    }
+
+    /// Checks that every `--source` address is one of this host's, by
+    /// binding a socket to it: a bogus one would otherwise fail every
+    /// connect with the same `EADDRNOTAVAIL` as ports running out.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Invalid`] naming the first address that cannot be bound.
+    pub fn validate_sources(&self) -> Result<(), LoadError> {
+        for &source in &self.sources {
+            if let Err(e) = std::net::UdpSocket::bind(SocketAddr::new(source, 0)) {
+                return Err(LoadError::Invalid(format!(
+                    "source {source} (--source) is not an address of this host: {e}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Checks `--start-at` against the wall-clock time `now`: at most
@@ -403,6 +436,7 @@ impl LoadConfig {
             }
             _ => {}
         }
+        self.validate_churn()?;
         if let (Some(v), Proto::Udp) = (self.proxy_protocol, self.target.proto) {
             return bad(format!(
                 "a PROXY header ({v}) opens a TCP or TLS connection; UDP has none"
@@ -497,6 +531,25 @@ impl LoadConfig {
             return bad("stages: the duration must be the stages' sum".into());
         }
         Ok(())
+    }
+
+    /// `--churn` and `--churn-reset`: a count in range, for TCP or TLS.
+    fn validate_churn(&self) -> Result<(), LoadError> {
+        let bad = |s: String| Err(LoadError::Invalid(s));
+        match (self.churn, self.target.proto) {
+            (Some(n), _) if !(1..=MAX_CHURN).contains(&n) => bad(format!(
+                "churn must be 1 to {MAX_CHURN} messages per connection"
+            )),
+            (Some(_), Proto::Udp) => bad(
+                "--churn closes and reopens TCP or TLS connections; a UDP socket has no \
+                 connection to churn"
+                    .into(),
+            ),
+            (None, _) if self.churn_reset => {
+                bad("--churn-reset says how churned connections close: it needs --churn".into())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Open loop: the time between two messages of one connection.

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 
@@ -149,6 +149,9 @@ pub struct TestSettings {
     pub start_at: Option<SystemTime>,
     /// The loss (percent) UDP may have and still pass.
     pub max_loss_percent: f64,
+    /// `--churn`: messages per connection; `None`: a connection lives
+    /// for the whole run.
+    pub churn: Option<u64>,
 }
 
 /// What a `tls://` run tells of TLS: the name checked and whether the
@@ -227,6 +230,62 @@ impl TlsReport {
         sum.resumed = add("tls.resumed", self.resumed, o.resumed)?;
         sum.tls12 = add("tls.versions.tls12", self.tls12, o.tls12)?;
         sum.verified &= o.verified;
+        add_histogram(&mut sum.latency, &o.latency);
+        Ok(sum)
+    }
+}
+
+/// New connections: how many came up and how long each took, from its
+/// `connect` (the SYN) to established, or for TLS to the handshake done.
+#[derive(Debug, Clone)]
+pub struct Connects {
+    /// Connections that came up over the whole run: the ramp, warm-up,
+    /// window and drain, replacements included; what the server accepted.
+    pub total: u64,
+    /// Of those, the ones that came up in the measured window.
+    pub measured: u64,
+    /// The measured ones' connect latency, in microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl Default for Connects {
+    fn default() -> Self {
+        Connects {
+            total: 0,
+            measured: 0,
+            latency: new_histogram(),
+        }
+    }
+}
+
+impl Connects {
+    /// A connection began at `began` and came up at `up`; it is measured
+    /// when `is_measured` (it came up in the window).
+    pub fn record(&mut self, began: Instant, up: Instant, is_measured: bool) {
+        self.total += 1;
+        if is_measured {
+            self.measured += 1;
+            let micros = u64::try_from(up.saturating_duration_since(began).as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            self.latency.saturating_record(micros);
+        }
+    }
+
+    /// (p50, p90, p99, p99.9, max) connect latency in microseconds.
+    pub fn percentiles_us(&self) -> [u64; 5] {
+        percentiles(&self.latency)
+    }
+
+    /// These connects with `o`'s added.
+    ///
+    /// # Errors
+    ///
+    /// A count's sum does not fit.
+    fn plus(&self, o: &Connects) -> Result<Connects, Overflow> {
+        let mut sum = self.clone();
+        sum.total = add("connects_total", self.total, o.total)?;
+        sum.measured = add("connects", self.measured, o.measured)?;
         add_histogram(&mut sum.latency, &o.latency);
         Ok(sum)
     }
@@ -323,6 +382,9 @@ pub struct Report {
     pub tls: Option<TlsReport>,
     /// `--stages`: one entry per stage, in order; empty otherwise.
     pub stages: Vec<StageReport>,
+    /// TCP and TLS: the connections that came up, over the run and in
+    /// the window, and their connect latency (`--churn` makes many).
+    pub connects: Connects,
 }
 
 /// One stage of a `--stages` run: its target and what its messages did.
@@ -505,6 +567,7 @@ impl Report {
             failed_parts: Vec::new(),
             tls: None,
             stages: Vec::new(),
+            connects: Connects::default(),
         }
     }
 
@@ -562,6 +625,7 @@ impl Report {
             (Some(a), Some(b)) => Some(a.plus(b)?),
             (a, b) => a.as_ref().or(b.as_ref()).cloned(),
         };
+        let connects = self.connects.plus(&o.connects)?;
         let counts = [
             add("connected", self.connected, o.connected)?,
             add("reconnects", self.reconnects, o.reconnects)?,
@@ -576,6 +640,7 @@ impl Report {
         self.errors = errors;
         self.tls = tls;
         self.stages = stages;
+        self.connects = connects;
         [
             self.connected,
             self.reconnects,
@@ -611,6 +676,11 @@ impl Report {
         let (start, w) = (self.run_start?, self.window?);
         let offset = |t: SystemTime| t.duration_since(start).unwrap_or_default();
         Some((offset(w.start), offset(w.end)))
+    }
+
+    /// Connections that came up per second of the measured window.
+    pub fn connects_per_sec(&self) -> f64 {
+        per_sec(self.connects.measured, self.duration)
     }
 
     /// Messages per second over the measured window.

@@ -17,7 +17,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::report::{
-    add_histogram, new_histogram, Errors, Report, StageReport, TestSettings, TlsReport, WallWindow,
+    add_histogram, new_histogram, Connects, Errors, Report, StageReport, TestSettings, TlsReport,
+    WallWindow,
 };
 use super::split::{self, Segment};
 use super::{hdr_v2, Proto};
@@ -90,6 +91,21 @@ pub struct ReportJson {
     /// `--stages` runs: one entry per stage; absent otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageJson>,
+    /// Connections that came up in the measured window (`--churn` makes
+    /// many; without it, only replacements do).
+    #[serde(default)]
+    pub connects: u64,
+    /// Derived: `connects / duration_s`.
+    #[serde(default, serialize_with = "figure")]
+    pub connects_per_sec: f64,
+    /// Connections that came up over the whole run (ramp, warm-up, window
+    /// and drain): what the server accepted.
+    #[serde(default)]
+    pub connects_total: u64,
+    /// The window's connects: connect latency, in microseconds, from the
+    /// SYN to established (TLS: to the handshake done).
+    #[serde(default)]
+    pub connect_latency_us: ConnectLatencyJson,
     /// Errors by kind.
     pub errors: Errors,
     /// UDP replies that overtook a later request's (not errors).
@@ -227,6 +243,60 @@ impl StageJson {
     }
 }
 
+/// `connect_latency_us`: how long the window's connects took.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectLatencyJson {
+    /// Derived: median.
+    pub p50: u64,
+    /// Derived: 90th percentile.
+    pub p90: u64,
+    /// Derived: 99th percentile.
+    pub p99: u64,
+    /// Derived: the largest.
+    pub max: u64,
+    /// The whole distribution, as [`LatencyJson::histogram`]; what
+    /// `merge` adds. `null` in reports written before connects were kept.
+    #[serde(default)]
+    pub histogram: Option<String>,
+}
+
+impl ConnectLatencyJson {
+    /// The figures of `c` and its histogram.
+    fn of(c: &Connects) -> ConnectLatencyJson {
+        let [p50, p90, p99, _, max] = c.percentiles_us();
+        ConnectLatencyJson {
+            p50,
+            p90,
+            p99,
+            max,
+            histogram: hdr_v2::encode(&c.latency).ok(),
+        }
+    }
+
+    /// The connects back, `measured` of them in the window and `total`
+    /// over the run, checked against the histogram.
+    fn into_connects(self, measured: u64, total: u64) -> Result<Connects, String> {
+        if measured > total {
+            return Err(format!(
+                "connects is {measured}, more than the {total} of the whole run (connects_total)"
+            ));
+        }
+        let mut c = Connects::default();
+        if let Some(encoded) = self.histogram {
+            add_histogram(&mut c.latency, &hdr_v2::decode(&encoded)?);
+        }
+        if c.latency.len() != measured {
+            return Err(format!(
+                "the connect latency histogram holds {} values but the report counts {measured} connects",
+                c.latency.len()
+            ));
+        }
+        c.measured = measured;
+        c.total = total;
+        Ok(c)
+    }
+}
+
 /// `tls`: the handshakes of a `tls://` run, over the whole run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TlsJson {
@@ -313,6 +383,9 @@ pub struct TestJson {
     /// `--start-at` as Unix seconds; `null` without it.
     #[serde(serialize_with = "optional_number")]
     pub start_at: Option<f64>,
+    /// `--churn`: messages per connection; absent without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<u64>,
 }
 
 /// What `--max-loss` defaults to, for reports saved without it.
@@ -409,6 +482,10 @@ impl From<&Report> for ReportJson {
             latency_us: LatencyJson::of(&r.latency, r.percentiles_us()),
             tls: r.tls.as_ref().map(TlsJson::from),
             stages: r.stages.iter().map(StageJson::from).collect(),
+            connects: r.connects.measured,
+            connects_per_sec: r.connects_per_sec(),
+            connects_total: r.connects.total,
+            connect_latency_us: ConnectLatencyJson::of(&r.connects),
             errors: r.errors,
             reordered: r.reordered,
             late: r.late,
@@ -437,6 +514,7 @@ impl From<&Report> for ReportJson {
                 duration_s: t.duration.as_secs_f64(),
                 warmup_s: t.warmup.as_secs_f64(),
                 start_at: t.start_at.map(split::unix_seconds),
+                churn: t.churn,
             }),
             failed_parts: r.failed_parts.clone(),
             ok: r.is_ok(),
@@ -530,6 +608,7 @@ impl ReportJson {
                 warmup: duration("test.warmup_s", t.warmup_s)?,
                 start_at: t.start_at.map(|s| wall("test.start_at", s)).transpose()?,
                 max_loss_percent: self.max_loss_percent,
+                churn: t.churn,
             }),
             None => None,
         };
@@ -553,6 +632,9 @@ impl ReportJson {
                 r.messages
             ));
         }
+        r.connects = self
+            .connect_latency_us
+            .into_connects(self.connects, self.connects_total)?;
         Ok(r)
     }
 }
@@ -771,6 +853,7 @@ mod tests {
             warmup: Duration::from_millis(500),
             start_at: Some(start - Duration::from_millis(500)),
             max_loss_percent: 2.5,
+            churn: None,
         });
         r
     }

@@ -153,6 +153,11 @@ impl<S: Read + Write> TlsStream<S> {
         self.write_out()
     }
 
+    /// True while the session holds records the socket has not taken.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.session.wants_write()
+    }
+
     /// Writes the records the session made until it has none or the
     /// socket is full.
     fn write_out(&mut self) -> io::Result<()> {

@@ -124,6 +124,11 @@ impl Haproxy {
         panic!("haproxy would not start on any of five ports");
     }
 
+    /// Its process id (the benches read its CPU time and RSS).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What HAProxy said on stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr").clone()

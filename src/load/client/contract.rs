@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::load::report::{Errors, Recent, TlsReport};
+use crate::load::report::{Connects, Errors, Recent, TlsReport};
 use crate::load::stages::{StageTally, StagedPace};
 use crate::mode::Mode;
 
@@ -143,6 +143,8 @@ pub struct Tally {
     pub tls: Option<TlsReport>,
     /// `--stages`: the counts per stage; `None` otherwise.
     pub stages: Option<StageTally>,
+    /// Connections that came up, and how fast (see [`Connects`]).
+    pub connects: Connects,
 }
 
 impl Tally {
@@ -162,6 +164,7 @@ impl Tally {
             first_error: None,
             tls: None,
             stages: None,
+            connects: Connects::default(),
         }
     }
 
@@ -221,6 +224,10 @@ pub enum ClientState {
     /// The measured window is over: no new messages, waiting for the
     /// replies in flight (a partly written message is finished first).
     Draining,
+    /// `--churn`: every reply is in and our FIN (TLS: `close_notify`) is
+    /// out; waiting for the server's end, which must come with no byte
+    /// before it.
+    Closing,
 }
 
 /// Why a client ended.
@@ -239,6 +246,9 @@ pub enum End {
     HeaderEchoed,
     /// The drain grace period ended with replies still in flight.
     Timeout,
+    /// `--churn`: the connection carried its messages, we closed, and the
+    /// server closed after us. Not an error.
+    Closed,
     /// Any other IO error.
     Io(io::ErrorKind),
 }
@@ -247,6 +257,7 @@ impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             End::Done => f.write_str("done"),
+            End::Closed => f.write_str("closed after its --churn messages"),
             End::Reset => f.write_str("reset by server"),
             End::Eof => f.write_str("closed by server with replies outstanding"),
             End::Excess => f.write_str("server sent more bytes than it was sent"),
@@ -269,13 +280,17 @@ pub enum Step {
     Wait,
     /// Close it and count `End`.
     Close(End),
+    /// `--churn`: every reply of its messages is in and verified; the
+    /// loop closes it (FIN, or a reset with `--churn-reset`) and opens
+    /// another in its place.
+    Finished,
 }
 
 /// Counts a client's end under its kind, plus its messages in flight as
 /// lost when it did not end cleanly.
 pub fn count_end(tally: &mut Tally, end: End, in_flight: u64, who: &dyn fmt::Display) {
     match end {
-        End::Done => return,
+        End::Done | End::Closed => return,
         End::Reset => tally.errors.reset += 1,
         End::Eof => tally.errors.closed += 1,
         End::Excess | End::HeaderEchoed => tally.errors.mismatch += 1,

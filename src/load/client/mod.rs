@@ -18,9 +18,11 @@ pub mod tcp;
 pub mod udp;
 
 use std::fmt;
-use std::time::Instant;
+use std::io;
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
 
-use contract::{ClientCtx, Step};
+use contract::{ClientCtx, Pace, Step};
 use tcp::TcpClient;
 use udp::UdpClient;
 
@@ -96,6 +98,67 @@ impl Client {
             Client::Tcp(c) => Some(c.stream_mut()),
             Client::Tls(c) => Some(c.stream_mut().socket_mut()),
             Client::Udp(_) => None,
+        }
+    }
+
+    /// `--churn`: a TCP or TLS client carrying `count` messages from
+    /// number `first`, then finishing; UDP is left as it is (validation
+    /// keeps churn off UDP).
+    pub fn carrying(self, first: u64, count: u64) -> Client {
+        match self {
+            Client::Tcp(c) => Client::Tcp(c.carrying(first, count)),
+            Client::Tls(c) => Client::Tls(c.carrying(first, count)),
+            Client::Udp(c) => Client::Udp(c),
+        }
+    }
+
+    /// Where a connection in this one's place goes on: the first message
+    /// it did not carry, and its pace; `None` for UDP.
+    pub fn carried(&self) -> Option<(u64, Pace)> {
+        match self {
+            Client::Tcp(c) => Some((c.next_seq(), c.pace())),
+            Client::Tls(c) => Some((c.next_seq(), c.pace())),
+            Client::Udp(_) => None,
+        }
+    }
+
+    /// `--churn`, after [`Step::Finished`]: sends our end, TLS
+    /// `close_notify` then FIN, and waits for the server's.
+    ///
+    /// # Errors
+    ///
+    /// The socket failed; the connection ends with that error.
+    pub fn close_write(&mut self) -> io::Result<()> {
+        match self {
+            Client::Tcp(c) => {
+                c.stream_mut().shutdown(Shutdown::Write)?;
+                c.set_closing();
+            }
+            Client::Tls(c) => {
+                let tls = c.stream_mut();
+                tls.close_notify()?;
+                // A FIN now would cut a close_notify the socket did not
+                // take yet; then the server's end comes first instead.
+                if !tls.wants_write() {
+                    tls.socket_mut().shutdown(Shutdown::Write)?;
+                }
+                c.set_closing();
+            }
+            Client::Udp(_) => {}
+        }
+        Ok(())
+    }
+
+    /// `--churn-reset`: makes the close that dropping the client does a
+    /// reset (`SO_LINGER` 0), so no TIME_WAIT stays behind.
+    ///
+    /// # Errors
+    ///
+    /// The socket option cannot be set; dropping still closes, with FIN.
+    pub fn reset_on_close(&mut self) -> io::Result<()> {
+        match self.tcp_socket_mut() {
+            Some(s) => socket2::SockRef::from(&*s).set_linger(Some(Duration::ZERO)),
+            None => Ok(()),
         }
     }
 

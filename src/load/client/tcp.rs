@@ -49,6 +49,9 @@ pub struct TcpClient<S = mio::net::TcpStream> {
     /// one: a reply that begins so is that header echoed back. Looked at
     /// only once a reply is already wrong.
     echo_signature: Option<&'static [u8]>,
+    /// `--churn`: the connection carries the messages before this number,
+    /// then it is [`Step::Finished`]; `None`: it runs until the drain.
+    last: Option<u64>,
 }
 
 impl<S: Read + Write> TcpClient<S> {
@@ -72,7 +75,35 @@ impl<S: Read + Write> TcpClient<S> {
             is_recv_upper: false,
             is_hangup_reported: false,
             echo_signature: None,
+            last: None,
         }
+    }
+
+    /// `--churn`: this connection carries `count` messages numbered from
+    /// `first` (where the connection it replaces stopped, so an open-loop
+    /// schedule goes on where it was), then finishes.
+    pub fn carrying(mut self, first: u64, count: u64) -> Self {
+        self.send_seq = first;
+        self.recv_seq = first;
+        self.last = Some(first.saturating_add(count));
+        self
+    }
+
+    /// Where the next connection in this one's place begins: the first
+    /// message it did not carry.
+    pub fn next_seq(&self) -> u64 {
+        self.recv_seq
+    }
+
+    /// The pace it sends at, for a connection in its place to go on with.
+    pub fn pace(&self) -> Pace {
+        self.pace.clone()
+    }
+
+    /// The loop sent our end (FIN, or TLS `close_notify`) after
+    /// [`Step::Finished`]: from now on only the server's end may come.
+    pub fn set_closing(&mut self) {
+        self.state = ClientState::Closing;
     }
 
     /// This connection sent a PROXY header beginning with `signature`
@@ -117,13 +148,23 @@ impl<S: Read + Write> TcpClient<S> {
         if self.state != ClientState::Running {
             return None;
         }
-        self.pace.due(self.pace.due_count(now))
+        let next = self.pace.due_count(now);
+        if self.last.is_some_and(|last| next >= last) {
+            // Its last message is due already: the next is another
+            // connection's.
+            return None;
+        }
+        self.pace.due(next)
     }
 
     /// The measured window ended: send nothing new but the rest of a
     /// message already begun (the server cannot answer half of one), then
     /// wait for the replies in flight.
     pub fn stop_sending(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
+        if self.state == ClientState::Closing {
+            // Nothing in flight; the server's end is all it waits for.
+            return Step::Wait;
+        }
         self.state = ClientState::Draining;
         self.send(scratch, cx)
     }
@@ -161,10 +202,17 @@ impl<S: Read + Write> TcpClient<S> {
             match self.stream.read(scratch) {
                 // EOF: fine only if nothing more was owed to us.
                 Ok(0) => {
+                    if self.state == ClientState::Closing {
+                        // The server's end after ours: the close is done.
+                        return Step::Close(End::Closed);
+                    }
                     return match self.drained_step() {
                         Step::Close(End::Done) => Step::Close(End::Done),
+                        // Its last reply in, the server closed first: it
+                        // owed nothing more.
+                        Step::Finished => Step::Close(End::Closed),
                         _ => Step::Close(End::Eof),
-                    }
+                    };
                 }
                 Ok(n) => {
                     if let Err(end) = self.consume(&scratch[..n], cx) {
@@ -190,17 +238,20 @@ impl<S: Read + Write> TcpClient<S> {
 
     /// Messages that may have started sending by now.
     fn send_limit(&mut self, now: Instant) -> u64 {
-        if self.state == ClientState::Draining {
+        match self.state {
+            ClientState::Running => {}
             // Only finish the message already begun.
-            return self.send_seq + u64::from(self.send_off > 0);
+            ClientState::Draining => return self.send_seq + u64::from(self.send_off > 0),
+            ClientState::Closing => return self.send_seq,
         }
-        match self.pace {
+        let paced = match self.pace {
             Pace::Closed { pipeline } => self.recv_seq + pipeline as u64,
             Pace::Open { .. } | Pace::Staged(_) => self
                 .pace
                 .due_count(now)
                 .min(self.recv_seq + OPEN_LOOP_MAX_IN_FLIGHT as u64),
-        }
+        };
+        self.last.map_or(paced, |last| paced.min(last))
     }
 
     /// Writes what the pace allows until done or the kernel pushes back.
@@ -362,12 +413,14 @@ impl<S: Read + Write> TcpClient<S> {
         self.recv_seq == 0 && self.recv_off == 0 && n >= 5 && data[..n] == signature[..n]
     }
 
-    /// Done once draining with nothing in flight and nothing half sent.
+    /// Done once draining with nothing in flight and nothing half sent;
+    /// finished once every message it carries (`--churn`) is answered.
     fn drained_step(&self) -> Step {
-        if self.state == ClientState::Draining && self.stamps.is_empty() && self.send_off == 0 {
-            Step::Close(End::Done)
-        } else {
-            Step::Wait
+        let is_idle = self.stamps.is_empty() && self.send_off == 0;
+        match self.state {
+            ClientState::Draining if is_idle => Step::Close(End::Done),
+            ClientState::Running if is_idle && self.last == Some(self.recv_seq) => Step::Finished,
+            _ => Step::Wait,
         }
     }
 }
@@ -641,6 +694,79 @@ mod tests {
         let mut c = TcpClient::new(fake(1024, 1024, None), 0, Pace::Closed { pipeline: 1 });
         c.stream.echoed.extend(v2.signature().iter().copied());
         assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(
+            c.on_readable(&mut scratch, &mut cx),
+            Step::Close(End::Excess)
+        );
+    }
+
+    #[test]
+    fn a_churned_client_carries_its_messages_then_finishes_and_waits_for_the_servers_end() {
+        let s = settings(16);
+        let mut tally = Tally::new(false);
+        let mut scratch = vec![0u8; 1024];
+        let now = Instant::now();
+        let mut cx = ClientCtx {
+            settings: &s,
+            now,
+            window: Window {
+                start: Some(now - Duration::from_secs(1)),
+                end: None,
+            },
+            tally: &mut tally,
+        };
+        // Messages 6, 7 and 8, where the connection before it stopped.
+        let mut c =
+            TcpClient::new(fake(1024, 1024, None), 2, Pace::Closed { pipeline: 2 }).carrying(6, 3);
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(c.stream.taken, 32, "two in flight, as the pipeline allows");
+        assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(c.stream.taken, 48, "and the third, no fourth");
+        assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Finished);
+        assert_eq!(cx.tally.messages, 3);
+        assert_eq!(
+            cx.tally.errors,
+            Errors::default(),
+            "message numbers 6 to 8 check"
+        );
+        assert_eq!(c.next_seq(), 9);
+        c.set_closing();
+        assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Wait);
+        c.stream.is_fin_sent = true;
+        assert_eq!(
+            c.on_readable(&mut scratch, &mut cx),
+            Step::Close(End::Closed)
+        );
+    }
+
+    #[test]
+    fn a_server_that_closes_before_the_last_reply_or_sends_after_it_is_an_error() {
+        let s = settings(16);
+        let mut tally = Tally::new(false);
+        let mut scratch = vec![0u8; 1024];
+        let mut cx = ClientCtx {
+            settings: &s,
+            now: Instant::now(),
+            window: Window::default(),
+            tally: &mut tally,
+        };
+        let mut c =
+            TcpClient::new(fake(16, 1024, None), 0, Pace::Closed { pipeline: 1 }).carrying(0, 2);
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(
+            c.on_readable(&mut scratch, &mut cx),
+            Step::Wait,
+            "one of two"
+        );
+        c.stream.is_fin_sent = true;
+        assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Close(End::Eof));
+        // All its replies in, then a byte where the server's end belongs.
+        let mut c =
+            TcpClient::new(fake(16, 1024, None), 0, Pace::Closed { pipeline: 1 }).carrying(0, 1);
+        assert_eq!(c.send(&mut scratch, &mut cx), Step::Wait);
+        assert_eq!(c.on_readable(&mut scratch, &mut cx), Step::Finished);
+        c.set_closing();
+        c.stream.echoed.push_back(b'x');
         assert_eq!(
             c.on_readable(&mut scratch, &mut cx),
             Step::Close(End::Excess)

@@ -14,12 +14,12 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use log::{debug, trace};
+use log::{debug, trace, warn};
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Token};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::{Loop, Retry, Slot};
+use super::{Loop, Retry, Slot, Step};
 use crate::load::client::contract::{count_end, End};
 use crate::load::client::greeting::{Greeting, GreetingError};
 use crate::load::client::tcp::TcpClient;
@@ -31,6 +31,11 @@ use crate::tls_client::HandshakeError;
 
 /// Attempts per connection before it counts as a connect error.
 const CONNECT_ATTEMPTS: u32 = 3;
+
+/// What a connect that found no free local port means, and what to do.
+const OUT_OF_PORTS: &str = "out of local ports: add --source addresses (127.0.0.2, \
+127.0.0.3, ... on loopback) or --churn-reset, or widen net.ipv4.ip_local_port_range; each \
+connection the client closes first keeps its port in TIME_WAIT for 60 s";
 
 /// First retry delay; doubles per attempt.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
@@ -52,6 +57,14 @@ impl Loop {
             } else {
                 i += 1;
             }
+        }
+        while self.handshakes < MAX_HANDSHAKES {
+            let Some(id) = self.churn_queue.pop_front() else {
+                break;
+            };
+            // Its own deadline from now: the connection it replaces was up.
+            let deadline = now + self.connect_timeout;
+            self.start_one(id, 0, deadline, now);
         }
         while self.next < self.ids.len()
             && self.handshakes < MAX_HANDSHAKES
@@ -97,6 +110,7 @@ impl Loop {
     }
 
     pub(super) fn start_tcp(&mut self, id: u64, attempt: u32, deadline: Instant) -> io::Result<()> {
+        let began = Instant::now();
         let mut stream = match self.source_for(id) {
             Some(source) => connect_from(source, self.target.addr)?,
             None => TcpStream::connect(self.target.addr)?,
@@ -113,6 +127,7 @@ impl Loop {
             id,
             deadline,
             attempt,
+            began,
         });
         self.handshakes += 1;
         Ok(())
@@ -181,6 +196,7 @@ impl Loop {
             stream,
             id,
             deadline,
+            began,
             ..
         }) = self.slots.try_remove(key)
         else {
@@ -192,8 +208,8 @@ impl Loop {
         }
         if self.tls.is_none() && self.proxy.is_none() {
             self.handshakes -= 1;
-            let client = Client::Tcp(TcpClient::new(stream, id, self.pace(id, now)));
-            self.go_up(key, client, now);
+            let client = Client::Tcp(TcpClient::new(stream, id, self.lineage(id, now).1));
+            self.go_up(key, client, began, now);
             return;
         }
         match Greeting::new(stream, self.proxy, self.tls.as_ref(), now) {
@@ -202,6 +218,7 @@ impl Loop {
                     greeting,
                     id,
                     deadline,
+                    began,
                 };
                 match self.put_back(key, slot) {
                     Some(key) => self.on_greeting_ready(key, now),
@@ -226,7 +243,13 @@ impl Loop {
         if let Ok(false) = outcome {
             return;
         }
-        let Some(Slot::Greeting { greeting, id, .. }) = self.slots.try_remove(key) else {
+        let Some(Slot::Greeting {
+            greeting,
+            id,
+            began,
+            ..
+        }) = self.slots.try_remove(key)
+        else {
             return;
         };
         self.handshakes -= 1;
@@ -242,8 +265,8 @@ impl Loop {
                     trace!("tls conn {id}: handshake done ({version}, {took:?})");
                     tls.record(version, resumed, took);
                 }
-                let client = greeting.into_client(id, self.pace(id, now));
-                self.go_up(key, client, now);
+                let client = greeting.into_client(id, self.lineage(id, now).1);
+                self.go_up(key, client, began, done);
             }
             Err(e) => self.greeting_failed(id, &e, greeting.is_proxied()),
         }
@@ -276,10 +299,19 @@ impl Loop {
         Some(new_key)
     }
 
-    /// A TCP or TLS client is ready: into the slab under `key` (or where
-    /// its socket is registered again), counted up, and sending.
-    fn go_up(&mut self, key: usize, client: Client, now: Instant) {
+    /// A TCP or TLS client is ready, its `connect` having gone out at
+    /// `began`: counted as a connect, into the slab under `key` (or where
+    /// its socket is registered again), counted up, and sending; under
+    /// `--churn` it carries its share of messages from where the one it
+    /// replaces stopped. In the drain it only closes again.
+    fn go_up(&mut self, key: usize, client: Client, began: Instant, now: Instant) {
         let (id, who) = (client.id(), client.label());
+        let is_measured = self.window.contains(now);
+        self.tally.connects.record(began, now, is_measured);
+        let client = match self.churn {
+            Some(n) => client.carrying(self.lineage(id, now).0, n),
+            None => client,
+        };
         let Some(key) = self.put_back(key, Slot::Up(client)) else {
             return;
         };
@@ -288,6 +320,11 @@ impl Loop {
         }
         self.up += 1;
         trace!("{who}: established");
+        if !self.phase.is_sending() {
+            // The drain began during its handshake: close it cleanly.
+            self.apply(key, Step::Finished);
+            return;
+        }
         self.kick(key, now);
     }
 
@@ -315,6 +352,7 @@ impl Loop {
 
     /// Connection `id`'s TLS handshake failed: one `tls` error.
     fn tls_failed(&mut self, id: u64, why: &str) {
+        self.settle(id);
         debug!("tls conn {id}: {why}");
         self.tally.errors.tls += 1;
         self.tally.note(|| format!("tls conn {id}: {why}"));
@@ -364,9 +402,18 @@ impl Loop {
 
     /// Connection `id` did not come up: one connect error.
     pub(super) fn connect_gave_up(&mut self, id: u64, e: &io::Error) {
+        self.settle(id);
         debug!("conn {id}: connect failed: {e}");
         self.tally.errors.connect += 1;
         let target = self.target;
+        if net::is_out_of_ports(e) {
+            if !std::mem::replace(&mut self.is_out_of_ports_told, true) {
+                warn!("load: {OUT_OF_PORTS}");
+            }
+            self.tally
+                .note(|| format!("connect to {target}: {OUT_OF_PORTS} ({e})"));
+            return;
+        }
         self.tally.note(|| format!("connect to {target}: {e}"));
     }
 }
@@ -376,11 +423,14 @@ impl Loop {
 /// connect time (`IP_BIND_ADDRESS_NO_PORT`), so each source address has
 /// the whole ephemeral range towards each server address.
 fn connect_from(source: IpAddr, target: SocketAddr) -> io::Result<TcpStream> {
-    let socket = Socket::new(
-        Domain::for_address(target),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
+    // Non-blocking from the start on Linux (SOCK_NONBLOCK): two fcntl
+    // calls fewer per connection, which --churn makes by the thousand.
+    #[cfg(target_os = "linux")]
+    let kind = Type::STREAM.nonblocking();
+    #[cfg(not(target_os = "linux"))]
+    let kind = Type::STREAM;
+    let socket = Socket::new(Domain::for_address(target), kind, Some(Protocol::TCP))?;
+    #[cfg(not(target_os = "linux"))]
     socket.set_nonblocking(true)?;
     #[cfg(target_os = "linux")]
     bind_address_no_port(&socket);
