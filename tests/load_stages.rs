@@ -2,8 +2,8 @@
 //! carries the messages its ramp schedules (over TCP, UDP and TLS), a
 //! stall shows in the stage it happened in (latency counts from each
 //! message's due time on the ramp), segments run their share of every
-//! stage and `merge` adds the stages up, and bad lists and conflicting
-//! flags are usage errors.
+//! stage and `merge` adds the stages up, `--churn` keeps the schedule, and
+//! bad lists and conflicting flags are usage errors.
 
 mod common;
 
@@ -90,6 +90,22 @@ fn a_ramp_carries_in_each_stage_the_messages_its_schedule_asks_for() {
     assert!(text.stdout.contains("stages     stage"), "{}", text.stdout);
     assert!(text.stdout.contains("0 -> 100"), "{}", text.stdout);
     assert!(text.stdout.contains("100 -> 0"), "{}", text.stdout);
+}
+
+#[test]
+fn a_churned_ramp_keeps_its_schedule_with_a_connection_per_five_messages() {
+    // Each new connection carries its predecessor's place on the ramp on.
+    let server = start_server(&[]);
+    let url = format!("tcp://{}", server.tcp_addr());
+    let out = load(&[&url, "-c", "10", "--stages", RAMP, "--churn", "5", "--json"]);
+    assert_ramp_counts(&out);
+    let j = json(&out);
+    let connects = j["connects"].as_f64().expect("connects");
+    let messages = j["messages"].as_f64().expect("messages");
+    assert!(
+        (connects - messages / 5.0).abs() <= 12.0,
+        "{connects} connects for {messages} messages: {j}"
+    );
 }
 
 #[test]
