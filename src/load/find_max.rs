@@ -415,7 +415,7 @@ impl FindMax {
     }
 }
 
-/// The table's heading, above the rows [`Step`]'s `Display` writes.
+/// The table's heading, above the rows [`table_row`] writes.
 pub const TABLE_HEADING: &str = "step        rate    achieved       p50       p99   errors  result";
 
 /// The step's row, given its number from 1.
