@@ -9,7 +9,9 @@ use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand};
 
+use echo_reactor::load::find_max::{Objective, Percentile};
 use echo_reactor::load::split::{self, Segment};
+use echo_reactor::load::stages::Stage;
 use echo_reactor::load::ProxyVersion;
 use echo_reactor::load::{self, LoadConfig, Proto, Target};
 use echo_reactor::resolve::HostPort;
@@ -476,9 +478,10 @@ pub struct LoadArgs {
     pub connections: u64,
 
     /// How long to measure: 10, 0.5, 500ms, 10s, 1m, 2h (a plain number is
-    /// seconds); more than 0 and at most a year
-    #[arg(long, short = 'd', value_name = "DURATION", default_value = "10", value_parser = parse_window)]
-    pub duration: Duration,
+    /// seconds); more than 0 and at most a year [default: 10; with
+    /// --find-max, 5 per step]
+    #[arg(long, short = 'd', value_name = "DURATION", value_parser = parse_window)]
+    pub duration: Option<Duration>,
 
     /// Bytes per message: TCP and TLS 1 to 16777216, UDP 8 to 65507
     #[arg(long, value_name = "BYTES", default_value_t = 64,
@@ -558,6 +561,8 @@ pub struct LoadArgs {
     pub hdr_log: Option<PathBuf>,
 
     /// Draw the latency percentile curve and msgs/s over time into an SVG
+    /// (with --stages, the target ramp too; with --find-max, latency
+    /// against rate instead)
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 
@@ -604,6 +609,140 @@ pub struct LoadArgs {
     /// no port stays in TIME_WAIT; the server counts each as a reset
     #[arg(long, requires = "churn")]
     pub churn_reset: bool,
+
+    #[command(flatten)]
+    pub shapes: ShapeArgs,
+}
+
+/// The load shapes beyond one rate: `--stages` and `--find-max`.
+#[derive(Debug, Args)]
+pub struct ShapeArgs {
+    /// Open loop on a ramp: over each stage the rate (messages per second
+    /// of the whole test) moves linearly from the previous stage's target
+    /// (0 before the first) to RATE; a repeated target holds, 0 ramps
+    /// down. DUR takes a unit (500ms, 30s, 2m), RATE is 0 or 0.001 to 10M
+    /// (20k, 1.5M); 1 to 64 stages; the window is their sum. Latency
+    /// counts from each message's due time on the ramp. Not with
+    /// --duration, --rate or --warmup
+    #[arg(long, value_name = "DUR:RATE[,DUR:RATE...]", value_parser = parse_stages,
+          conflicts_with_all = ["duration", "rate", "warmup", "find_max"])]
+    pub stages: Option<StageList>,
+
+    /// Find the highest open-loop rate that meets PCT=LATENCY (PCT p50,
+    /// p90, p99 or p99.9; LATENCY 1us to 1h with a unit: 250us, 5ms, 1s):
+    /// steps of --duration (default 5 s) each after a warm-up (--warmup,
+    /// or 1 s when 0), from --rate (default 1000) doubling until a step
+    /// misses (the percentile above LATENCY, any error, or under 95% of
+    /// the rate achieved), then bisecting until within 5%; at most 20
+    /// steps, so the search ends within 20 x (--connect-timeout plus
+    /// warm-up plus --duration plus --drain-timeout plus 1 s). Exit 0
+    /// when a step passed, 1 when even the first missed. Not with
+    /// --stages, --segment, --start-at or --hdr-log
+    #[arg(long, value_name = "PCT=LATENCY", value_parser = parse_objective,
+          conflicts_with_all = ["segment", "start_at", "hdr_log"])]
+    pub find_max: Option<Objective>,
+}
+
+/// `--stages` as parsed: the stages in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageList(pub Vec<Stage>);
+
+/// Parses `--stages`: `DUR:RATE[,DUR:RATE...]`, each DUR a duration with
+/// a unit, more than 0 (`500ms`, `30s`, `2m`), each RATE 0 or within
+/// `--rate`'s range (`200`, `20k`).
+///
+/// # Errors
+///
+/// An empty list, a stage without `:`, a duration without a unit or of 0,
+/// a rate out of range, more than 64 stages, or none above 0.
+pub fn parse_stages(s: &str) -> Result<StageList, String> {
+    const FORM: &str = "expected DUR:RATE[,DUR:RATE...] like 30s:1000,1m:1000,30s:0";
+    if s.trim().is_empty() {
+        return Err(format!("empty stage list: {FORM}"));
+    }
+    let mut stages = Vec::new();
+    for part in s.split(',') {
+        let (dur, rate) = part
+            .split_once(':')
+            .ok_or_else(|| format!("invalid stage '{part}': {FORM}"))?;
+        let dur = dur.trim();
+        if dur.is_empty() || dur.ends_with(|c: char| c.is_ascii_digit() || c == '.') {
+            return Err(format!(
+                "invalid stage '{part}': the duration needs a unit (500ms, 30s, 2m): {FORM}"
+            ));
+        }
+        let duration = parse_window(dur).map_err(|e| format!("invalid stage '{part}': {e}"))?;
+        let target = if parse_per_sec(rate) == Ok(0.0) {
+            0.0
+        } else {
+            parse_rate(rate).map_err(|e| format!("invalid stage '{part}': {e}"))?
+        };
+        stages.push(Stage { duration, target });
+    }
+    if stages.len() > load::stages::MAX_STAGES {
+        return Err(format!(
+            "{} stages: at most {}",
+            stages.len(),
+            load::stages::MAX_STAGES
+        ));
+    }
+    if stages.iter().all(|s| s.target == 0.0) {
+        return Err(format!(
+            "invalid stages '{s}': every target is 0, so nothing would be sent"
+        ));
+    }
+    Ok(StageList(stages))
+}
+
+/// Parses `--find-max`: `PCT=LATENCY`, PCT one of p50, p90, p99, p99.9,
+/// LATENCY a duration with a unit from 1us to 1h.
+///
+/// # Errors
+///
+/// Another form, percentile or unit, or a latency out of range.
+pub fn parse_objective(s: &str) -> Result<Objective, String> {
+    const FORM: &str = "expected PCT=LATENCY like p99=5ms, PCT one of p50, p90, p99, p99.9 and LATENCY 1us to 1h with a unit (us, ms, s)";
+    let (pct, latency) = s
+        .split_once('=')
+        .ok_or_else(|| format!("invalid objective '{s}': {FORM}"))?;
+    let percentile = Percentile::ALL
+        .iter()
+        .find(|(_, name)| *name == pct.trim())
+        .map(|(p, _)| *p)
+        .ok_or_else(|| format!("invalid objective '{s}': unknown percentile '{pct}': {FORM}"))?;
+    let latency = latency.trim();
+    if !["us", "µs", "ms", "s"].iter().any(|u| latency.ends_with(u)) {
+        return Err(format!(
+            "invalid objective '{s}': the latency needs a unit: {FORM}"
+        ));
+    }
+    let latency = parse_duration_in(latency, Duration::from_micros(1), load::MAX_TIMEOUT)
+        .map_err(|_| format!("invalid objective '{s}': the latency must be 1us to 1h: {FORM}"))?;
+    Ok(Objective {
+        percentile,
+        latency,
+    })
+}
+
+/// `--duration` when not given.
+pub const DEFAULT_LOAD_DURATION: Duration = Duration::from_secs(10);
+
+impl ShapeArgs {
+    /// `base` with the shape's settings: the stages, and their length as
+    /// the window; with `--find-max`, each step's window (`duration`, or
+    /// 5 s) and warm-up (or 1 s).
+    fn shape(&self, mut base: LoadConfig, duration: Option<Duration>) -> LoadConfig {
+        if let Some(StageList(stages)) = &self.stages {
+            base.stages = stages.clone();
+            base.duration = base.stages_length();
+        } else if self.find_max.is_some() {
+            base.duration = duration.unwrap_or(load::find_max::DEFAULT_STEP);
+            if base.warmup.is_zero() {
+                base.warmup = load::find_max::DEFAULT_WARMUP;
+            }
+        }
+        base
+    }
 }
 
 impl LoadArgs {
@@ -616,10 +755,10 @@ impl LoadArgs {
             proto: self.url.proto,
             addr,
         };
-        LoadConfig {
+        let config = LoadConfig {
             host: self.url.host.is_name().then(|| self.url.host.host.clone()),
             connections: to_usize(self.connections),
-            duration: self.duration,
+            duration: self.duration.unwrap_or(DEFAULT_LOAD_DURATION),
             size: to_usize(self.size),
             pipeline: to_usize(self.pipeline),
             rate: self.rate,
@@ -640,7 +779,8 @@ impl LoadArgs {
             churn: self.churn,
             churn_reset: self.churn_reset,
             ..LoadConfig::new(target)
-        }
+        };
+        self.shapes.shape(config, self.duration)
     }
 
     /// The TLS settings of a tls:// URL; `None` for tcp:// and udp://.
@@ -1842,5 +1982,53 @@ mod tests {
     fn mode_error_names_the_choices() {
         let err = serve(&["--mode", "shout"]).unwrap_err().to_string();
         assert!(err.contains("echo, upper"), "{err}");
+    }
+
+    #[test]
+    fn stages_read_with_units_and_zero_targets_and_set_the_window() {
+        let StageList(stages) = parse_stages("500ms:2k, 1m:2000,30s:0").expect("stages");
+        let secs: Vec<f64> = stages.iter().map(|s| s.duration.as_secs_f64()).collect();
+        let targets: Vec<f64> = stages.iter().map(|s| s.target).collect();
+        assert_eq!(secs, [0.5, 60.0, 30.0]);
+        assert_eq!(targets, [2000.0, 2000.0, 0.0]);
+        for bad in [
+            "",
+            "1s",
+            "5:100",
+            "1s:",
+            "1s:1e9",
+            "0ms:5",
+            "1s:0",
+            "1s:5,,2s:5",
+        ] {
+            assert!(parse_stages(bad).is_err(), "{bad}");
+        }
+        let config =
+            config(&load(&["tcp://127.0.0.1:7", "--stages", "1s:5,2s:5"]).expect("parses"));
+        assert_eq!(config.duration, Duration::from_secs(3));
+        assert_eq!(config.stages.len(), 2);
+        assert!(config.validate_with_fd_limit(None).is_ok());
+    }
+
+    #[test]
+    fn objectives_name_a_percentile_and_a_latency_with_a_unit() {
+        let o = parse_objective("p99.9=250us").expect("objective");
+        assert_eq!(o.percentile, Percentile::P999);
+        assert_eq!(o.latency, Duration::from_micros(250));
+        assert_eq!(o.to_string(), "p99.9=250us");
+        assert_eq!(
+            parse_objective("p50=1s").expect("objective").to_string(),
+            "p50=1s"
+        );
+        for bad in [
+            "p99", "p95=5ms", "p99=5", "p99=0ms", "p99=2h", "=5ms", "p99=fast",
+        ] {
+            assert!(parse_objective(bad).is_err(), "{bad}");
+        }
+        // Each step is 5 s and warms up 1 s unless told otherwise.
+        let config =
+            config(&load(&["tcp://127.0.0.1:7", "--find-max", "p99=5ms"]).expect("parses"));
+        assert_eq!(config.duration, Duration::from_secs(5));
+        assert_eq!(config.warmup, Duration::from_secs(1));
     }
 }

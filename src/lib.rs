@@ -20,6 +20,7 @@
 //! | [`load`]: [`load::LoadConfig`], [`load::run`], [`load::Report`] | running a verified load against any echo server |
 //! | [`load::payload`] | the payload scheme, so another client can make and check the same bytes |
 //! | [`load::split`], [`load::merge`], [`load::hdr_v2`], [`load::output`] | one test split into segments and merged back, the histogram's V2 text form, reports as files and tables |
+//! | [`load::stages`], [`load::find_max`] | load shapes: a ramp of rates (`--stages`), the highest rate under a latency objective (`--find-max`) |
 //! | [`client`] | the interactive line client |
 //! | [`resolve`] | host names to addresses, once before a run, and the first address that accepts |
 //! | [`tls_client`]: [`tls_client::TlsConnector`] | what `load tls://` and `client tls://` trust and check |

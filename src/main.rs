@@ -139,6 +139,9 @@ fn run_load(args: &LoadArgs) -> ExitCode {
     if let Err(e) = config.validate() {
         usage_error("load", ErrorKind::ValueValidation, e);
     }
+    if let Some(objective) = args.shapes.find_max {
+        return run_find_max(args, &config, objective);
+    }
     let (stop, signal) = stop_on_signals();
     let is_live = std::io::stderr().is_terminal();
     let result = if is_live {
@@ -201,6 +204,88 @@ fn run_load(args: &LoadArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     code
+}
+
+/// Runs `load --find-max`: the table as the steps end (on stdout, or on
+/// stderr beside `--json`), then the highest passing rate (or the JSON
+/// object) and `--plot`'s capacity curve; exit 0 when a step passed, 1
+/// when none did, 128 + the signal when interrupted.
+fn run_find_max(
+    args: &LoadArgs,
+    config: &load::LoadConfig,
+    objective: load::find_max::Objective,
+) -> ExitCode {
+    let (stop, signal) = stop_on_signals();
+    let heading = format!(
+        "find-max {objective} against {}: {} {}, steps of {} s after {} s of warm-up; \
+         at most {} steps, ending within {} s",
+        config.target,
+        config.connections,
+        config.target.proto.peers(),
+        config.duration.as_secs_f64(),
+        config.warmup.as_secs_f64(),
+        load::find_max::MAX_STEPS,
+        load::find_max::bound(config).as_secs()
+    );
+    // The table goes where people look: stdout, unless that is the JSON's.
+    let say = |line: &str| {
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            // A reader gone away stops nothing: the search still ends.
+            let _ = print_report(&format!("{line}\n"));
+        }
+    };
+    say(&heading);
+    say(load::find_max::TABLE_HEADING);
+    let mut n = 0;
+    let result = load::find_max::run(config, objective, &stop, &mut |step| {
+        n += 1;
+        say(&load::find_max::table_row(n, step));
+    });
+    let found = match result {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("echo-reactor load: {e}");
+            return match e {
+                load::LoadError::Invalid(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            };
+        }
+    };
+    say(&found.summary());
+    if args.json {
+        if let Err(why) = print_report(&format!("{}\n", found.to_json(config))) {
+            eprintln!("echo-reactor load: {why}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "find-max {objective}: {}, {} {}, {} B, steps of {} s",
+            config.target,
+            config.connections,
+            config.target.proto.peers(),
+            config.size,
+            config.duration.as_secs_f64()
+        );
+        if let Err(e) = load::plot::capacity_svg(&found, &title, path) {
+            eprintln!("echo-reactor load: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if found.interrupted {
+        let signal = u8::try_from(signal.load(Ordering::Relaxed)).unwrap_or(2);
+        return ExitCode::from(128u8.saturating_add(signal));
+    }
+    if found.max_rate.is_none() {
+        eprintln!(
+            "echo-reactor load: {}",
+            found.summary().trim_start_matches("max rate   ")
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 /// Writes a report to stdout. A reader that went away (a broken pipe, as

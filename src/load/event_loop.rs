@@ -8,6 +8,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, trace, warn};
@@ -19,6 +20,7 @@ use super::client::contract::{count_end, ClientCtx, End, Pace, Settings, Step, T
 use super::client::greeting::{Greeting, ProxyVersion};
 use super::client::Client;
 use super::report::TlsReport;
+use super::stages::{Schedule, StageTally, StagedPace};
 #[cfg(target_os = "linux")]
 use super::timer;
 use super::{
@@ -127,6 +129,9 @@ pub(super) struct Loop {
     pipeline: usize,
     /// Time between two messages of one client (open loop).
     interval: Option<Duration>,
+    /// `--stages`: the ramp every client's messages fall on, from the
+    /// window's start.
+    plan: Option<Arc<Schedule>>,
     /// Client numbers this loop starts, in order; `next` is the next one.
     ids: Vec<u64>,
     next: usize,
@@ -207,13 +212,14 @@ impl Loop {
         let mine = ids.len();
         let now = Instant::now();
         #[cfg(target_os = "linux")]
-        let timer = match config.rate {
-            Some(_) => Some(
+        let timer = match config.rate.is_some() || !config.stages.is_empty() {
+            true => Some(
                 timer::Timer::new(poll.registry(), TIMER)
                     .map_err(|e| LoadError::Setup("timerfd", e))?,
             ),
-            None => None,
+            false => None,
         };
+        let plan = (!config.stages.is_empty()).then(|| Arc::new(Schedule::new(&config.stages)));
         Ok(Loop {
             #[cfg(target_os = "linux")]
             timer,
@@ -231,6 +237,7 @@ impl Loop {
             pipeline: config.pipeline,
             // Validated: in range, so these are some (and never zero).
             interval: config.message_interval(),
+            plan: plan.clone(),
             ids,
             next: 0,
             connect_every: config.connect_interval(),
@@ -256,6 +263,7 @@ impl Loop {
                     .tls
                     .as_ref()
                     .map(|t| TlsReport::new(t.server_name(), t.is_verified())),
+                stages: plan.map(StageTally::new),
                 ..Tally::new(board.is_some())
             },
             connected: 0,
@@ -339,6 +347,10 @@ impl Loop {
         r.max_loss_percent = self.max_loss_percent;
         r.first_error = self.tally.first_error.clone();
         r.interrupted = self.is_interrupted;
+        if let Some(stages) = self.tally.stages.take() {
+            let share = self.ids.len() as f64 / self.total_connections.max(1) as f64;
+            r.stages = stages.into_reports(share, self.tally.errors.total());
+        }
         r
     }
 
@@ -539,13 +551,22 @@ impl Loop {
         self.ids
             .binary_search(&id)
             .ok()
-            .and_then(|at| self.carried.get(at).copied().flatten())
+            .and_then(|at| self.carried.get(at).cloned().flatten())
             .unwrap_or_else(|| (0, self.pace(id, now)))
     }
 
     /// The pace of a new client: closed loop, or its own share of `--rate`,
     /// phased so the clients' messages spread over each interval.
     fn pace(&self, id: u64, now: Instant) -> Pace {
+        if let Some(plan) = &self.plan {
+            return Pace::Staged(StagedPace::joining(
+                Arc::clone(plan),
+                self.window.start,
+                id,
+                self.total_connections as u64,
+                now,
+            ));
+        }
         match self.interval {
             None => Pace::Closed {
                 pipeline: self.pipeline,
@@ -598,6 +619,9 @@ impl Loop {
             if self.slots.get(key).is_some_and(|s| s.id() == id) {
                 self.kick(key, now);
             }
+        }
+        if let (Some(stages), Phase::Measure { .. }) = (&mut self.tally.stages, self.phase) {
+            stages.mark(now, self.tally.errors.total());
         }
         if now >= self.next_sweep {
             self.sweep(now);
@@ -698,6 +722,7 @@ impl Loop {
                 self.set_phase(Phase::Measure {
                     until: now + self.duration,
                 });
+                self.begin_stages(now);
             }
             // All clients gone early (the server closed them) and none to
             // open again: nothing left to measure.
@@ -720,6 +745,25 @@ impl Loop {
                 self.set_phase(Phase::Done);
             }
             _ => {}
+        }
+    }
+
+    /// `--stages`: the ramp begins with the window; every client up now
+    /// learns when, and sends what falls due.
+    fn begin_stages(&mut self, now: Instant) {
+        let Some(stages) = &mut self.tally.stages else {
+            return;
+        };
+        stages.origin = Some(now);
+        let mut keys = Vec::with_capacity(self.slots.len());
+        for (key, slot) in self.slots.iter_mut() {
+            if let Slot::Up(c) = slot {
+                c.begin_schedule(now);
+                keys.push(key);
+            }
+        }
+        for key in keys {
+            self.kick(key, now);
         }
     }
 

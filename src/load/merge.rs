@@ -239,6 +239,17 @@ fn check_same_test(first: &Part, want: &TestSettings, part: &Part) -> Result<(),
     if let Some((what, theirs, ours)) = mismatch {
         return other(what, theirs, ours);
     }
+    let stages = |r: &Report| {
+        let spans: Vec<String> = r
+            .stages
+            .iter()
+            .map(|s| format!("{}s", s.duration.as_secs_f64()))
+            .collect();
+        format!("[{}]", spans.join(","))
+    };
+    if stages(a) != stages(b) {
+        return other("stages", stages(b), stages(a));
+    }
     if a.segment.count != b.segment.count {
         return other(
             "segment count",
@@ -490,7 +501,16 @@ mod tests {
     #[test]
     fn parts_of_another_test_are_refused_naming_the_part() {
         type Spoil = fn(&mut Report);
-        let cases: [(&str, Spoil); 6] = [
+        let cases: [(&str, Spoil); 7] = [
+            ("stages", |r| {
+                r.stages = vec![report::StageReport {
+                    duration: Duration::from_secs(1),
+                    target_rate: 10.0,
+                    messages: 0,
+                    errors: 0,
+                    latency: new_histogram(),
+                }];
+            }),
             ("target", |r| {
                 r.target = "10.0.0.2:7007".parse().expect("address")
             }),

@@ -15,6 +15,7 @@
 pub(crate) mod client;
 pub mod compare;
 mod event_loop;
+pub mod find_max;
 pub mod hdr_v2;
 pub mod merge;
 pub mod output;
@@ -24,6 +25,7 @@ pub mod report;
 mod report_json;
 mod report_text;
 pub mod split;
+pub mod stages;
 #[cfg(target_os = "linux")]
 pub(crate) mod timer;
 
@@ -234,6 +236,10 @@ pub struct LoadConfig {
     /// version, naming its own addresses (`--proxy-protocol`); `None`:
     /// no header.
     pub proxy_protocol: Option<ProxyVersion>,
+    /// `--stages`: open loop on a ramp of the whole test's rate, the
+    /// window as long as the stages together (set `duration` to
+    /// [`stages_length`](Self::stages_length)); empty: no ramp.
+    pub stages: Vec<stages::Stage>,
     /// `--churn`: each TCP or TLS connection closes after this many
     /// verified replies and a new one opens in its place; `None`: a
     /// connection lives for the whole run.
@@ -270,9 +276,15 @@ impl LoadConfig {
             sources: Vec::new(),
             tls: None,
             proxy_protocol: None,
+            stages: Vec::new(),
             churn: None,
             churn_reset: false,
         }
+    }
+
+    /// The stages' total length: the window of a `--stages` run.
+    pub fn stages_length(&self) -> Duration {
+        self.stages.iter().map(|s| s.duration).sum()
     }
 
     /// The connections this process runs: its segment's share of
@@ -457,6 +469,7 @@ impl LoadConfig {
                 ));
             }
         }
+        self.validate_stages()?;
         if let Some(r) = self.connect_rate {
             if !(MIN_RATE..=MAX_CONNECT_RATE).contains(&r) {
                 return bad(format!(
@@ -479,6 +492,43 @@ impl LoadConfig {
                     MAX_TIMEOUT.as_secs()
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `--stages`: 1 to [`MAX_STAGES`](stages::MAX_STAGES) stages, each
+    /// longer than 0, each target 0 or within `--rate`'s range, some above
+    /// 0; no `--rate` or warm-up beside them (the ramp from 0 is the
+    /// warm-up), and the window their sum.
+    fn validate_stages(&self) -> Result<(), LoadError> {
+        let bad = |s: String| Err(LoadError::Invalid(s));
+        if self.stages.is_empty() {
+            return Ok(());
+        }
+        if self.stages.len() > stages::MAX_STAGES {
+            return bad(format!("stages: at most {} stages", stages::MAX_STAGES));
+        }
+        if self.rate.is_some() {
+            return bad("stages and rate exclude each other: the stages set the rate".into());
+        }
+        if !self.warmup.is_zero() {
+            return bad("stages and warmup exclude each other: the ramp from 0 warms up".into());
+        }
+        for s in &self.stages {
+            if s.duration.is_zero() {
+                return bad("stages: each stage must last more than 0 seconds".into());
+            }
+            if s.target != 0.0 && !(MIN_RATE..=MAX_RATE).contains(&s.target) {
+                return bad(format!(
+                    "stages: a target must be 0 or {MIN_RATE} to {MAX_RATE} messages per second"
+                ));
+            }
+        }
+        if self.stages.iter().all(|s| s.target == 0.0) {
+            return bad("stages: at least one stage must have a target above 0".into());
+        }
+        if self.duration != self.stages_length() {
+            return bad("stages: the duration must be the stages' sum".into());
         }
         Ok(())
     }
@@ -708,9 +758,10 @@ fn run_inner(
         config.target.proto.peers(),
         config.duration.as_secs_f64(),
         config.size,
-        match config.own_rate() {
-            Some(r) => format!("open loop at {r} msgs/s"),
-            None => format!("closed loop, pipeline {}", config.pipeline),
+        match (config.own_rate(), config.stages.len()) {
+            (Some(r), _) => format!("open loop at {r} msgs/s"),
+            (None, 0) => format!("closed loop, pipeline {}", config.pipeline),
+            (None, n) => format!("open loop on {n} stages"),
         },
         if config.segment.is_whole() {
             String::new()

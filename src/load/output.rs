@@ -52,8 +52,12 @@ pub fn write_hdr_log(report: &Report, title: &str, out: &mut impl Write) -> io::
         ),
         None => "window: none (the run never measured)".into(),
     };
+    builder.add_comment(&window);
+    let stages = stages_comment(report);
+    if let Some(stages) = &stages {
+        builder.add_comment(stages);
+    }
     builder
-        .add_comment(&window)
         .with_start_time(started)
         .with_base_time(started)
         .with_max_value_divisor(1000.0);
@@ -72,9 +76,52 @@ pub fn write_hdr_log(report: &Report, title: &str, out: &mut impl Write) -> io::
     Ok(())
 }
 
+/// `--stages`: where each stage lies in the log's time and the rate it
+/// ramps over (`stages: 1: 0.002 s to 1.002 s, 0 -> 200 msgs/s; ...`);
+/// `None` without stages or a window.
+fn stages_comment(report: &Report) -> Option<String> {
+    let (start, _) = report.window_offsets()?;
+    if report.stages.is_empty() {
+        return None;
+    }
+    let mut at = start.as_secs_f64();
+    let mut from = 0.0;
+    let spans: Vec<String> = report
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let end = at + s.duration.as_secs_f64();
+            let span = format!(
+                "{}: {at:.3} s to {end:.3} s, {from} -> {} msgs/s",
+                i + 1,
+                s.target_rate
+            );
+            (at, from) = (end, s.target_rate);
+            span
+        })
+        .collect();
+    Some(format!(
+        "stages (after StartTime; the rate moves linearly over each): {}",
+        spans.join("; ")
+    ))
+}
+
 /// A one-line description of a run's settings, for titles.
 pub fn describe(config: &LoadConfig) -> String {
-    describe_test(&config.target.to_string(), &config.test_settings())
+    let text = describe_test(&config.target.to_string(), &config.test_settings());
+    if config.stages.is_empty() {
+        return text;
+    }
+    let stages: Vec<String> = config
+        .stages
+        .iter()
+        .map(|s| format!("{}s:{}", s.duration.as_secs_f64(), s.target))
+        .collect();
+    text.replace(
+        &format!("closed loop, pipeline {}", config.pipeline),
+        &format!("stages {}", stages.join(",")),
+    )
 }
 
 /// The same description of a merged test, from the settings its parts
@@ -82,6 +129,18 @@ pub fn describe(config: &LoadConfig) -> String {
 pub fn describe_merged(report: &Report, parts: usize) -> String {
     let target = format!("{}://{}", report.proto, report.target);
     match &report.settings {
+        Some(t) if !report.stages.is_empty() => {
+            let stages: Vec<String> = report
+                .stages
+                .iter()
+                .map(|s| format!("{}s:{}", s.duration.as_secs_f64(), s.target_rate))
+                .collect();
+            let text = describe_test(&target, t).replace(
+                &format!("closed loop, pipeline {}", t.pipeline),
+                &format!("stages {}", stages.join(",")),
+            );
+            format!("{text}, {parts} parts")
+        }
         Some(t) => format!("{}, {parts} parts", describe_test(&target, t)),
         None => format!("{target}, {parts} parts"),
     }

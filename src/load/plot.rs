@@ -17,6 +17,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::find_max::{FindMax, Percentile, Step};
 use super::merge::Part;
 use super::report::{Interval, Report};
 
@@ -96,6 +97,101 @@ pub fn merged_svg(merged: &Report, parts: &[Part], title: &str, path: &Path) -> 
         merged.latency.max() as f64 / 1000.0
     );
     percentile_panel(&root, caption, &curves)?;
+    root.present().map_err(|e| err(&e))
+}
+
+/// Draws a `--find-max` search: p50 and the objective's percentile
+/// against the rate asked for, one point per step (filled: passed;
+/// hollow: missed), the objective as a horizontal line and the highest
+/// passing rate as a vertical one: the capacity curve.
+///
+/// # Errors
+///
+/// The file could not be written.
+pub fn capacity_svg(found: &FindMax, title: &str, path: &Path) -> io::Result<()> {
+    let root = SVGBackend::new(path, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let root = root
+        .titled(&format!("echo-reactor load {title}"), ("sans-serif", 20))
+        .map_err(|e| err(&e))?;
+    let mut steps: Vec<&Step> = found.steps.iter().collect();
+    steps.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    let ms = |us: u64| us as f64 / 1000.0;
+    let goal = found.objective.latency.as_secs_f64() * 1000.0;
+    let pct = found.objective.percentile.name();
+    let x_max = steps.iter().map(|s| s.rate).fold(1.0, f64::max) * 1.05;
+    // Latency past a few times the objective only flattens the curve.
+    let y_max = steps
+        .iter()
+        .map(|s| ms(s.objective_us.max(s.p50_us)))
+        .fold(goal, f64::max)
+        .min(goal * 4.0)
+        * 1.1;
+    let caption = match found.max_rate {
+        Some(r) => format!(
+            "latency against rate: highest rate that met {} is {r:.0} msgs/s",
+            found.objective
+        ),
+        None => format!("latency against rate: no rate met {}", found.objective),
+    };
+    let mut chart = panel(&root, caption)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("rate asked for (msgs/s)")
+        .y_desc("latency (ms)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let clip = |v: f64| v.min(y_max);
+    let objective: Vec<(f64, f64)> = steps
+        .iter()
+        .map(|s| (s.rate, clip(ms(s.objective_us))))
+        .collect();
+    let p50: Vec<(f64, f64)> = steps.iter().map(|s| (s.rate, clip(ms(s.p50_us)))).collect();
+    let mut lines: Vec<Line<'_>> = vec![(p50, BLUE, "p50")];
+    let label = format!("{pct} (filled: step passed)");
+    if found.objective.percentile != Percentile::P50 {
+        lines.push((objective, MAGENTA, label.as_str()));
+    }
+    for (points, color, label) in lines {
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(points.iter().zip(&steps).map(|(&p, s)| {
+                let style = if s.ok {
+                    color.filled()
+                } else {
+                    color.stroke_width(2)
+                };
+                Circle::new(p, 4, style)
+            }))
+            .map_err(|e| err(&e))?;
+    }
+    let objective_label = format!("objective {}", found.objective);
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, goal), (x_max, goal)],
+            RED.stroke_width(1),
+        ))
+        .map_err(|e| err(&e))?
+        .label(objective_label.as_str())
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED));
+    if let Some(r) = found.max_rate {
+        chart
+            .draw_series(LineSeries::new(
+                [(r, 0.0), (r, y_max)],
+                GREEN.stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?
+            .label("highest passing rate")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], GREEN));
+    }
+    draw_legend(&mut chart)?;
     root.present().map_err(|e| err(&e))
 }
 
@@ -214,9 +310,11 @@ fn rate_over_time(
         .map(|iv| (at(iv), iv.all_per_sec() - iv.msgs_per_sec()))
         .collect();
     let t_max = time_axis_end(&report.intervals);
+    let target = stages_target(report, window);
     let r_max = measured
         .iter()
         .chain(&unmeasured)
+        .chain(&target)
         .map(|p| p.1)
         .fold(1.0, f64::max)
         * 1.1;
@@ -235,13 +333,33 @@ fn rate_over_time(
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(|e| err(&e))?;
-    draw_labelled(
-        &mut chart,
-        [
-            (measured, RED, "measured (the report's)"),
-            (unmeasured, UNMEASURED, "before the window (not counted)"),
-        ],
-    )
+    let mut lines = vec![
+        (measured, RED, "measured (the report's)"),
+        (unmeasured, UNMEASURED, "before the window (not counted)"),
+    ];
+    if !target.is_empty() {
+        lines.push((target, GREEN, "target rate (--stages)"));
+    }
+    draw_labelled(&mut chart, lines)
+}
+
+/// `--stages`: the target rate over time, a straight line over each stage
+/// from the previous target to its own, from the window's start; empty
+/// without stages or a window.
+fn stages_target(report: &Report, window: Option<(Duration, Duration)>) -> Vec<(f64, f64)> {
+    let Some((start, _)) = window else {
+        return Vec::new();
+    };
+    let mut at = start.as_secs_f64();
+    let mut points = Vec::with_capacity(report.stages.len() + 1);
+    if !report.stages.is_empty() {
+        points.push((at, 0.0));
+    }
+    for s in &report.stages {
+        at += s.duration.as_secs_f64();
+        points.push((at, s.target_rate));
+    }
+    points
 }
 
 /// A time panel's chart.
@@ -251,7 +369,10 @@ type TimeChart<'a> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64
 type Line<'l> = (Vec<(f64, f64)>, RGBColor, &'l str);
 
 /// Draws labelled lines and their legend.
-fn draw_labelled(chart: &mut TimeChart<'_>, lines: [Line<'_>; 2]) -> io::Result<()> {
+fn draw_labelled<'l>(
+    chart: &mut TimeChart<'_>,
+    lines: impl IntoIterator<Item = Line<'l>>,
+) -> io::Result<()> {
     for (points, color, label) in lines {
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))

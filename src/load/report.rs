@@ -380,9 +380,76 @@ pub struct Report {
     /// `tls://` runs: the handshakes and how the server was checked;
     /// `None` for TCP and UDP.
     pub tls: Option<TlsReport>,
+    /// `--stages`: one entry per stage, in order; empty otherwise.
+    pub stages: Vec<StageReport>,
     /// TCP and TLS: the connections that came up, over the run and in
     /// the window, and their connect latency (`--churn` makes many).
     pub connects: Connects,
+}
+
+/// One stage of a `--stages` run: its target and what its messages did.
+/// Messages belong to the stage they were due in; errors to the stage
+/// they happened in (those before the window to the first, those of the
+/// drain to the last).
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    /// How long the stage lasted.
+    pub duration: Duration,
+    /// Messages per second asked for at the stage's end: this report's
+    /// share (reports that are added up add their shares).
+    pub target_rate: f64,
+    /// Replies of the stage's messages that came back right.
+    pub messages: u64,
+    /// Errors of every kind in the stage.
+    pub errors: u64,
+    /// The replies' latencies, in microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl StageReport {
+    /// Replies per second over the stage.
+    pub fn msgs_per_sec(&self) -> f64 {
+        per_sec(self.messages, self.duration)
+    }
+
+    /// (p50, p90, p99, p99.9, max) latency in microseconds; zeros if empty.
+    pub fn percentiles_us(&self) -> [u64; 5] {
+        percentiles(&self.latency)
+    }
+
+    /// Adds `o`'s counts and share of the target to these.
+    ///
+    /// # Errors
+    ///
+    /// A count's sum does not fit; nothing is changed then.
+    fn add(&mut self, o: &StageReport) -> Result<(), Overflow> {
+        let messages = add("stages.messages", self.messages, o.messages)?;
+        let errors = add("stages.errors", self.errors, o.errors)?;
+        (self.messages, self.errors) = (messages, errors);
+        self.target_rate += o.target_rate;
+        self.duration = self.duration.max(o.duration);
+        add_histogram(&mut self.latency, &o.latency);
+        Ok(())
+    }
+}
+
+/// Adds the stages of `o` to `mine` stage by stage; a side without stages
+/// takes the other's.
+///
+/// # Errors
+///
+/// A count's sum does not fit; nothing is changed then.
+fn merge_stages(mine: &mut Vec<StageReport>, o: &[StageReport]) -> Result<(), Overflow> {
+    if mine.is_empty() {
+        *mine = o.to_vec();
+        return Ok(());
+    }
+    let mut sum = mine.clone();
+    for (a, b) in sum.iter_mut().zip(o) {
+        a.add(b)?;
+    }
+    *mine = sum;
+    Ok(())
 }
 
 /// Replies that completed over some span: how many, and their latencies
@@ -499,6 +566,7 @@ impl Report {
             settings: None,
             failed_parts: Vec::new(),
             tls: None,
+            stages: Vec::new(),
             connects: Connects::default(),
         }
     }
@@ -551,6 +619,8 @@ impl Report {
     pub fn merge(&mut self, o: &Report) -> Result<(), Overflow> {
         let mut errors = self.errors;
         errors.merge(&o.errors)?;
+        let mut stages = self.stages.clone();
+        merge_stages(&mut stages, &o.stages)?;
         let tls = match (&self.tls, &o.tls) {
             (Some(a), Some(b)) => Some(a.plus(b)?),
             (a, b) => a.as_ref().or(b.as_ref()).cloned(),
@@ -569,6 +639,7 @@ impl Report {
         ];
         self.errors = errors;
         self.tls = tls;
+        self.stages = stages;
         self.connects = connects;
         [
             self.connected,

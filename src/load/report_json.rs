@@ -17,7 +17,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::report::{
-    add_histogram, new_histogram, Connects, Errors, Report, TestSettings, TlsReport, WallWindow,
+    add_histogram, new_histogram, Connects, Errors, Report, StageReport, TestSettings, TlsReport,
+    WallWindow,
 };
 use super::split::{self, Segment};
 use super::{hdr_v2, Proto};
@@ -87,6 +88,9 @@ pub struct ReportJson {
     /// `tls://` runs: the handshakes; absent for TCP and UDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsJson>,
+    /// `--stages` runs: one entry per stage; absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageJson>,
     /// Connections that came up in the measured window (`--churn` makes
     /// many; without it, only replacements do).
     #[serde(default)]
@@ -165,6 +169,78 @@ pub struct LatencyJson {
     /// encoding ([`hdr_v2::encode`]); `null` if it could not be encoded.
     #[serde(default)]
     pub histogram: Option<String>,
+}
+
+/// One entry of `stages`: a stage's target and what its messages did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageJson {
+    /// How long the stage lasted, seconds.
+    #[serde(serialize_with = "seconds")]
+    pub duration_s: f64,
+    /// Messages per second asked for at the stage's end (this report's
+    /// share).
+    #[serde(serialize_with = "number_ref")]
+    pub target_rate: f64,
+    /// Replies of the stage's messages that came back right.
+    pub messages: u64,
+    /// Derived: `messages / duration_s`.
+    #[serde(serialize_with = "figure")]
+    pub msgs_per_sec: f64,
+    /// Derived: median latency, microseconds.
+    pub p50_us: u64,
+    /// Derived: 99th percentile latency, microseconds.
+    pub p99_us: u64,
+    /// Errors of every kind in the stage.
+    pub errors: u64,
+    /// The stage's latencies as [`LatencyJson::histogram`] holds them,
+    /// so that `merge` adds stages exactly.
+    #[serde(default)]
+    pub histogram: Option<String>,
+}
+
+impl From<&StageReport> for StageJson {
+    fn from(s: &StageReport) -> StageJson {
+        let [p50, _, p99, _, _] = s.percentiles_us();
+        StageJson {
+            duration_s: s.duration.as_secs_f64(),
+            target_rate: s.target_rate,
+            messages: s.messages,
+            msgs_per_sec: s.msgs_per_sec(),
+            p50_us: p50,
+            p99_us: p99,
+            errors: s.errors,
+            histogram: hdr_v2::encode(&s.latency).ok(),
+        }
+    }
+}
+
+impl StageJson {
+    /// The stage back, checked: a target that is a rate, a histogram
+    /// that holds one value per message.
+    fn into_stage(self, n: usize) -> Result<StageReport, String> {
+        if !self.target_rate.is_finite() || self.target_rate < 0.0 {
+            return Err(format!("stages[{n}].target_rate is not a rate"));
+        }
+        let encoded = self
+            .histogram
+            .ok_or_else(|| format!("stages[{n}] carries no histogram"))?;
+        let mut latency = new_histogram();
+        add_histogram(&mut latency, &hdr_v2::decode(&encoded)?);
+        if latency.len() != self.messages {
+            return Err(format!(
+                "stages[{n}]: the histogram holds {} values but the stage counts {} messages",
+                latency.len(),
+                self.messages
+            ));
+        }
+        Ok(StageReport {
+            duration: duration(&format!("stages[{n}].duration_s"), self.duration_s)?,
+            target_rate: self.target_rate,
+            messages: self.messages,
+            errors: self.errors,
+            latency,
+        })
+    }
 }
 
 /// `connect_latency_us`: how long the window's connects took.
@@ -405,6 +481,7 @@ impl From<&Report> for ReportJson {
             behind: r.is_behind(),
             latency_us: LatencyJson::of(&r.latency, r.percentiles_us()),
             tls: r.tls.as_ref().map(TlsJson::from),
+            stages: r.stages.iter().map(StageJson::from).collect(),
             connects: r.connects.measured,
             connects_per_sec: r.connects_per_sec(),
             connects_total: r.connects.total,
@@ -537,6 +614,24 @@ impl ReportJson {
         };
         r.failed_parts = self.failed_parts;
         r.tls = self.tls.map(TlsJson::into_tls).transpose()?;
+        r.stages = self
+            .stages
+            .into_iter()
+            .enumerate()
+            .map(|(n, s)| s.into_stage(n))
+            .collect::<Result<_, _>>()?;
+        // Every measured reply was due in one stage.
+        let in_stages = r
+            .stages
+            .iter()
+            .try_fold(0u64, |sum, s| sum.checked_add(s.messages));
+        if !r.stages.is_empty() && in_stages != Some(r.messages) {
+            return Err(format!(
+                "the stages count {} messages but the report {}",
+                in_stages.map_or("more than 64 bits hold".into(), |n| n.to_string()),
+                r.messages
+            ));
+        }
         r.connects = self
             .connect_latency_us
             .into_connects(self.connects, self.connects_total)?;
@@ -644,11 +739,16 @@ fn wall(name: &str, secs: f64) -> Result<SystemTime, String> {
 }
 
 /// `null`, or a number as [`number`] writes it.
-fn optional_number<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn optional_number<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match x {
         Some(x) => number(*x, s),
         None => s.serialize_none(),
     }
+}
+
+/// A number as [`number`] writes it, from a field.
+pub(super) fn number_ref<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    number(*x, s)
 }
 
 /// A mode by its name (`echo`).
@@ -670,7 +770,7 @@ fn seconds<S: Serializer>(secs: &f64, s: S) -> Result<S::Ok, S::Error> {
 
 /// A derived figure for people: three decimals at most (`500`, `0.25`);
 /// NaN and infinities, which JSON lacks, as 0.
-fn figure<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn figure<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
     number((x * 1000.0).round() / 1000.0, s)
 }
 
@@ -818,6 +918,39 @@ mod tests {
         assert!(e.contains("tls: 4 handshakes"), "{e}");
         // TCP and UDP reports carry no `tls` at all.
         assert!(!report().to_json().contains("\"tls\":{"));
+    }
+
+    #[test]
+    fn a_stages_report_carries_its_stages_there_and_back() {
+        let mut r = report();
+        let stage = |secs: u64, target: f64, lat: &[u64]| {
+            let mut latency = new_histogram();
+            for v in lat {
+                latency.record(*v).expect("in range");
+            }
+            StageReport {
+                duration: Duration::from_secs(secs),
+                target_rate: target,
+                messages: lat.len() as u64,
+                errors: 1,
+                latency,
+            }
+        };
+        let (first, rest): (Vec<u64>, Vec<u64>) =
+            (1..=1000u64).map(|v| v * 7).partition(|v| *v < 2000);
+        r.stages = vec![stage(1, 200.0, &first), stage(2, 0.0, &rest)];
+        let j = r.to_json();
+        assert!(
+            j.contains(r#""stages":[{"duration_s":1,"target_rate":200,"messages":285,"msgs_per_sec":285,"p50_us":1001,"p99_us":1981,"errors":1,"histogram":"#),
+            "{j}"
+        );
+        let back = Report::from_json(&j).unwrap_or_else(|e| panic!("{e}: {j}"));
+        assert_eq!(back.to_json(), j);
+        // Stages that do not add up to the report's messages are refused.
+        let mut v: serde_json::Value = serde_json::from_str(&j).expect("JSON");
+        v["stages"].as_array_mut().expect("stages").pop();
+        let e = Report::from_json(&v.to_string()).unwrap_err();
+        assert!(e.contains("the stages count 285 messages"), "{e}");
     }
 
     #[test]

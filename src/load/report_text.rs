@@ -91,6 +91,9 @@ impl fmt::Display for Report {
                 latency(max)
             )?;
         }
+        if !self.stages.is_empty() {
+            f.write_str(&stages_table(self))?;
+        }
         if let Some(tls) = &self.tls {
             writeln!(f, "tls        {}", tls_text(tls))?;
         }
@@ -116,6 +119,34 @@ impl fmt::Display for Report {
         };
         write!(f, "result     {result}")
     }
+}
+
+/// The `--stages` rows: one per stage, with the rate it ramped from and
+/// to, what it achieved, its messages, errors and p50/p99.
+fn stages_table(r: &Report) -> String {
+    let mut out = String::from(
+        "stages     stage  duration          target msgs/s  achieved  messages  errors       p50       p99\n",
+    );
+    let mut from = 0.0;
+    for (i, s) in r.stages.iter().enumerate() {
+        let [p50, _, p99, _, _] = s.percentiles_us();
+        let (p50, p99) = match s.messages {
+            0 => ("-".to_string(), "-".to_string()),
+            _ => (latency(p50), latency(p99)),
+        };
+        let target = format!("{} -> {}", figure(from), figure(s.target_rate));
+        let _ = writeln!(
+            out,
+            "           {:>5}  {:>7.2} s  {target:>20}  {:>8.0}  {:>8}  {:>6}  {p50:>8}  {p99:>8}",
+            i + 1,
+            s.duration.as_secs_f64(),
+            s.msgs_per_sec(),
+            s.messages,
+            s.errors,
+        );
+        from = s.target_rate;
+    }
+    out
 }
 
 /// The connects line: `1520 in the window, 15200/s (1530 over the run);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::load::report::{Connects, Errors, Recent, TlsReport};
+use crate::load::stages::{StageTally, StagedPace};
 use crate::mode::Mode;
 
 /// Most messages one open-loop client has in flight before it waits for
@@ -33,7 +34,7 @@ pub struct Settings {
 }
 
 /// When a client may send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Pace {
     /// Keep this many messages in flight; send the next when one completes.
     Closed {
@@ -47,6 +48,8 @@ pub enum Pace {
         /// Time between two messages of this client.
         interval: Duration,
     },
+    /// `--stages`: message n is due where the ramp puts it, sent or not.
+    Staged(StagedPace),
 }
 
 impl Pace {
@@ -54,6 +57,7 @@ impl Pace {
     pub(crate) fn due(&self, seq: u64) -> Option<Instant> {
         match *self {
             Pace::Closed { .. } => None,
+            Pace::Staged(ref s) => s.due(seq),
             Pace::Open { first, interval } => {
                 let nanos = u64::try_from(interval.as_nanos())
                     .unwrap_or(u64::MAX)
@@ -63,10 +67,19 @@ impl Pace {
         }
     }
 
+    /// `--stages`: the schedule begins at `origin` (the window's start);
+    /// other paces have their times already.
+    pub(crate) fn begin_at(&mut self, origin: Instant) {
+        if let Pace::Staged(s) = self {
+            s.origin = Some(origin);
+        }
+    }
+
     /// How many messages are due at `now` (open loop only).
     pub(crate) fn due_count(&self, now: Instant) -> u64 {
         match *self {
             Pace::Closed { .. } => 0,
+            Pace::Staged(ref s) => s.due_count(now),
             Pace::Open { first, interval } => {
                 if now < first {
                     return 0;
@@ -128,6 +141,8 @@ pub struct Tally {
     pub first_error: Option<String>,
     /// `tls://`: the handshakes completed; `None` for TCP and UDP.
     pub tls: Option<TlsReport>,
+    /// `--stages`: the counts per stage; `None` otherwise.
+    pub stages: Option<StageTally>,
     /// Connections that came up, and how fast (see [`Connects`]).
     pub connects: Connects,
 }
@@ -148,6 +163,7 @@ impl Tally {
             recent: with_recent.then(Recent::default),
             first_error: None,
             tls: None,
+            stages: None,
             connects: Connects::default(),
         }
     }
@@ -168,6 +184,9 @@ impl Tally {
             self.messages += 1;
             self.bytes += size as u64;
             self.latency.saturating_record(micros);
+            if let Some(stages) = &mut self.stages {
+                stages.record(stamp, micros);
+            }
         }
     }
 

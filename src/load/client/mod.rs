@@ -62,6 +62,11 @@ impl Client {
         each!(self, c => c.in_flight())
     }
 
+    /// `--stages`: the schedule begins at `origin` (the window's start).
+    pub fn begin_schedule(&mut self, origin: Instant) {
+        each!(self, c => c.begin_schedule(origin))
+    }
+
     /// When the next message not yet due becomes due (open loop only).
     pub fn next_due(&self, now: Instant) -> Option<Instant> {
         each!(self, c => c.next_due(now))

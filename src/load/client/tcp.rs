@@ -88,7 +88,7 @@ impl<S: ClientStream> TcpClient<S> {
     pub fn new(stream: S, id: u64, pace: Pace) -> Self {
         let cap = match pace {
             Pace::Closed { pipeline } => pipeline,
-            Pace::Open { .. } => 4,
+            Pace::Open { .. } | Pace::Staged(_) => 4,
         };
         TcpClient {
             stream,
@@ -126,7 +126,7 @@ impl<S: ClientStream> TcpClient<S> {
 
     /// The pace it sends at, for a connection in its place to go on with.
     pub fn pace(&self) -> Pace {
-        self.pace
+        self.pace.clone()
     }
 
     /// The loop sent our end (FIN, or TLS `close_notify`) after
@@ -174,6 +174,11 @@ impl<S: ClientStream> TcpClient<S> {
     /// Messages sent (at least partly) whose reply is not complete.
     pub fn in_flight(&self) -> u64 {
         self.stamps.len() as u64
+    }
+
+    /// `--stages`: the schedule begins at `origin`.
+    pub fn begin_schedule(&mut self, origin: Instant) {
+        self.pace.begin_at(origin);
     }
 
     /// When the next message not yet due becomes due (open loop only).
@@ -284,7 +289,7 @@ impl<S: ClientStream> TcpClient<S> {
         }
         let paced = match self.pace {
             Pace::Closed { pipeline } => self.recv_seq + pipeline as u64,
-            Pace::Open { .. } => self
+            Pace::Open { .. } | Pace::Staged(_) => self
                 .pace
                 .due_count(now)
                 .min(self.recv_seq + OPEN_LOOP_MAX_IN_FLIGHT as u64),

@@ -96,6 +96,11 @@ impl UdpClient {
         self.in_flight.len() as u64
     }
 
+    /// `--stages`: the schedule begins at `origin`.
+    pub fn begin_schedule(&mut self, origin: Instant) {
+        self.pace.begin_at(origin);
+    }
+
     /// When the next message not yet due becomes due (open loop only).
     pub fn next_due(&self, now: Instant) -> Option<Instant> {
         if self.state != ClientState::Running {
@@ -218,7 +223,7 @@ impl UdpClient {
         }
         match self.pace {
             Pace::Closed { pipeline } => self.in_flight.len() < pipeline,
-            Pace::Open { .. } => {
+            Pace::Open { .. } | Pace::Staged(_) => {
                 self.next_seq < self.pace.due_count(now)
                     && self.in_flight.len() < OPEN_LOOP_MAX_IN_FLIGHT
             }
