@@ -12,8 +12,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use log::{info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::flag;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 mod cli;
@@ -425,19 +424,51 @@ fn merge(args: &MergeArgs) -> ExitCode {
     }
 }
 
+/// A signal that follows the first this soon is the same request:
+/// `timeout(1)` sends its signal to the process and then to its whole
+/// process group, so the generator gets it twice within microseconds.
+const SIGNAL_REPEAT_WINDOW_NS: u64 = 100_000_000;
+
+/// CLOCK_MONOTONIC in nanoseconds; `clock_gettime` is async-signal-safe.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
 /// SIGINT and SIGTERM set the returned flag (and record which signal
-/// came) so the run ends with its report; a second one exits at once,
-/// with 128 + its number.
+/// came) so the run ends with its report; a second one, 0.1 s or more
+/// after the first, exits at once with 128 + its number. A repeat within
+/// 0.1 s is the same request (see [`SIGNAL_REPEAT_WINDOW_NS`]).
 fn stop_on_signals() -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
     let stop = Arc::new(AtomicBool::new(false));
     let which = Arc::new(AtomicUsize::new(0));
+    let first_at = Arc::new(AtomicU64::new(0));
     for sig in [SIGINT, SIGTERM] {
-        // Registered first, so it sees the flag as the previous signal
-        // left it: set means this is the second.
-        let second = flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&stop));
-        let first = flag::register_usize(sig, Arc::clone(&which), sig as usize)
-            .and_then(|_| flag::register(sig, Arc::clone(&stop)));
-        if let Err(e) = second.and(first) {
+        let (stop, which, first_at) =
+            (Arc::clone(&stop), Arc::clone(&which), Arc::clone(&first_at));
+        let handler = move || {
+            let now = monotonic_ns();
+            if stop.load(Ordering::SeqCst) {
+                let since = now.saturating_sub(first_at.load(Ordering::SeqCst));
+                if since >= SIGNAL_REPEAT_WINDOW_NS {
+                    signal_hook::low_level::exit(128 + sig);
+                }
+                return;
+            }
+            first_at.store(now, Ordering::SeqCst);
+            which.store(sig as usize, Ordering::SeqCst);
+            stop.store(true, Ordering::SeqCst);
+        };
+        // SAFETY: the handler only reads the clock, touches atomics and
+        // may call `_exit`, all async-signal-safe.
+        if let Err(e) = unsafe { signal_hook::low_level::register(sig, handler) } {
             warn!("load: cannot handle signal {sig}: {e}; it will end the run without a report");
         }
     }

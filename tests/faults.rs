@@ -560,3 +560,54 @@ fn replies_that_end_in_a_fault_close_or_reset_are_counted_out() {
         assert_eq!(final_stat(&stderr, &format!("faults {kind}")), Some(20));
     }
 }
+
+#[test]
+fn a_close_is_counted_once_even_with_replies_queued_behind_it() {
+    // Paced output lets many replies queue up behind the one drawn to
+    // close; those are never written, so they draw nothing: the server's
+    // count is the closes that happened (it used to count three times as
+    // many closes as connections).
+    let server = start_server(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--fault",
+        "close@0.3",
+        "--fault",
+        "rate=100k",
+        "--fault-seed",
+        "7",
+    ]);
+    let url = format!("tcp://{}", server.tcp_addr());
+    let (_, report) = load_json(
+        &[
+            &url,
+            "-c",
+            "16",
+            "--pipeline",
+            "8",
+            "--size",
+            "1000",
+            "-d",
+            "2",
+            "--reconnect",
+            "--drain-timeout",
+            "1",
+        ],
+        IO_TIMEOUT * 3,
+    );
+    let stderr = server.stop();
+    let accepted = final_stat(&stderr, "accepted").expect("accepted");
+    let closes = final_stat(&stderr, "faults close").expect("closes");
+    let seen = error(&report, "closed");
+    assert!(seen > 20, "too few closes to mean anything: {report}");
+    assert!(
+        closes <= accepted,
+        "{closes} closes of {accepted} connections"
+    );
+    // The generator sees every close but those of connections the drain
+    // had already let go of (at most one per connection slot).
+    assert!(
+        seen <= closes && closes <= seen + 16,
+        "the server closed {closes}, the generator saw {seen}"
+    );
+}

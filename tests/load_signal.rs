@@ -1,7 +1,8 @@
 //! Ctrl-C keeps the report: SIGINT or SIGTERM during `load` ends the run
 //! with the report of the window so far (text, or the JSON object with
 //! `"interrupted": true`) and exit 130 or 143; a second signal exits at
-//! once.
+//! once, but the same signal twice within 0.1 s (as `timeout` sends it,
+//! to the process and to its group) is one request and keeps the report.
 
 mod common;
 
@@ -151,9 +152,26 @@ fn a_second_sigint_exits_at_once_without_waiting_for_the_drain() {
     wait_for_line(&log, "load: measuring");
     kill(&child, libc::SIGINT);
     wait_for_line(&log, "load: interrupted");
+    // A person's second Ctrl-C, not the same signal sent twice at once.
+    std::thread::sleep(Duration::from_millis(200));
     kill(&child, libc::SIGINT);
     let (code, out, took) = finish(child, Duration::from_secs(5));
     assert_eq!(code, Some(130), "{out}");
     assert!(out.is_empty(), "no report after the second signal: {out}");
     assert!(took < Duration::from_millis(900), "took {took:?}");
+}
+
+#[test]
+fn the_same_signal_twice_at_once_as_timeout_sends_it_keeps_the_json_report() {
+    let server = start_in_process(loopback_config());
+    let url = format!("tcp://{}", server.tcp[0]);
+    let (child, log) = spawn_load(&[&url, "-c", "2", "-d", "60", "--json"]);
+    wait_for_line(&log, "load: measuring");
+    // What GNU timeout does: the child first, then the whole group.
+    kill(&child, libc::SIGTERM);
+    kill(&child, libc::SIGTERM);
+    let (code, out, _) = finish(child, Duration::from_secs(5));
+    assert_eq!(code, Some(143), "{out}");
+    assert_eq!(out.trim().lines().count(), 1, "one JSON object: {out}");
+    assert!(out.contains("\"interrupted\":true"), "{out}");
 }

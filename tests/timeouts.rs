@@ -152,12 +152,14 @@ fn over_a_real_link_a_slow_reader_survives_the_write_timeout_and_a_stopped_one_d
     );
     let target = server.tcp_addr();
 
-    // 1 KiB a second for 20 s, four write timeouts, then the rest at once.
-    // A Linux receiver reopens a shut window only once enough of its
-    // buffer is free, and frees memory in merged chunks: at 1 KiB/s a
-    // 16 KiB buffer (32 KiB once doubled) is drained well within the
-    // timeout, which is the README's guarantee. Slower readers or larger
-    // buffers may look stopped (README, "What counts as reading").
+    // A slow reader as the README defines the guarantee: every 3 s it
+    // drains what its receive buffer holds (16 KiB asked, about 28 KiB of
+    // data held), so its window reopens well within the 5 s timeout; for
+    // 20 s, four timeouts, then the rest at once. (Reading a fixed 1 KiB a
+    // second is not enough on Linux: the kernel frees receive memory in
+    // merged chunks and keeps the window shut until most of the buffer is
+    // read, so such a reader sometimes looks stopped for longer than the
+    // timeout, as the README's table shows.)
     let slow = Pair::run_in(&pair.client, move || {
         let mut s = small_window_client(target, 16 * 1024);
         let data = pattern(23, SENT);
@@ -168,21 +170,25 @@ fn over_a_real_link_a_slow_reader_survives_the_write_timeout_and_a_stopped_one_d
         };
         let start = Instant::now();
         let mut got = 0;
-        let mut buf = [0u8; 1024];
-        for second in 1..=20u32 {
-            match s.read(&mut buf) {
-                Ok(0) => return (Ended::Reset(start.elapsed()), got),
-                Ok(n) => {
-                    assert!(buf[..n] == data[got..got + n], "byte {got} differs");
-                    got += n;
-                }
-                Err(_) => return (Ended::Reset(start.elapsed()), got),
-            }
-            // The reader's pace is the behaviour under test: one read a
-            // second by the clock, so a late wake-up on a loaded machine
-            // does not make it slower than it claims to be.
-            let next = start + Duration::from_secs(second.into());
+        let mut buf = vec![0u8; 64 * 1024];
+        for turn in 1..=6u32 {
+            // The pace is the behaviour under test: by the clock, so a
+            // late wake-up on a loaded machine does not make it slower.
+            let next = start + Duration::from_secs(3 * u64::from(turn));
             thread::sleep(next.saturating_duration_since(Instant::now()));
+            s.set_nonblocking(true).expect("nonblocking");
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => return (Ended::Reset(start.elapsed()), got),
+                    Ok(n) => {
+                        assert!(buf[..n] == data[got..got + n], "byte {got} differs");
+                        got += n;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => return (Ended::Reset(start.elapsed()), got),
+                }
+            }
+            s.set_nonblocking(false).expect("blocking");
         }
         let ended = match read_and_check(&mut s, &data[got..]) {
             Ok(()) => Ended::Whole,

@@ -306,6 +306,10 @@ pub struct FaultStream<S> {
     /// [`HELD_OVERHEAD`] per held reply).
     held_bytes: usize,
     held_cost: usize,
+    /// A reply already drawn `close` or `reset`: the connection ends
+    /// after it, so the replies behind it are never written, and drawing
+    /// faults for them would count injections that never act.
+    end_coming: bool,
     /// A fault ended the connection: every call now says so.
     ended: Option<Ending>,
     /// The end is not yet told to the table (see `take_news`).
@@ -365,6 +369,7 @@ impl<S: Stream> FaultStream<S> {
             held: VecDeque::new(),
             held_bytes: 0,
             held_cost: 0,
+            end_coming: false,
             ended: None,
             end_untold: false,
             wake_at: None,
@@ -656,6 +661,10 @@ impl<S: Stream> Stream for FaultStream<S> {
             ..ReplyFaults::default()
         };
         self.next_reply += 1;
+        if self.end_coming {
+            self.replies.push_back(r);
+            return;
+        }
         for f in self.plan.faults.iter() {
             if f.kind.is_per_connection() || !f.kind.applies_to_tcp() {
                 continue;
@@ -690,6 +699,7 @@ impl<S: Stream> Stream for FaultStream<S> {
                 count(stats, &f.kind);
             }
         }
+        self.end_coming = r.then.is_some();
         self.replies.push_back(r);
     }
 
@@ -819,6 +829,33 @@ mod tests {
         assert!(s.take_news().is_none(), "told once");
         assert!(s.write(b"more").is_err(), "nothing after the end");
         assert_eq!(stats.faults_close, 1);
+    }
+
+    #[test]
+    fn replies_queued_behind_a_close_draw_no_faults() {
+        let plan = FaultPlan {
+            faults: vec![
+                Fault {
+                    kind: FaultKind::Close,
+                    probability: 1.0,
+                },
+                Fault {
+                    kind: FaultKind::Corrupt,
+                    probability: 1.0,
+                },
+            ],
+            seed: 7,
+        };
+        let mut stats = Stats::default();
+        let mut s = FaultStream::new(Sink::default(), Arc::new(plan), 7, &mut stats);
+        // Three replies announced before any is written, as when output
+        // waits behind a pace: only the first is ever written.
+        for _ in 0..3 {
+            s.begin_reply(4, &mut stats);
+        }
+        assert_eq!((stats.faults_close, stats.faults_corrupt), (1, 1));
+        assert_eq!(s.write(b"abcdabcd").ok(), Some(4), "the first reply only");
+        assert!(s.write(b"abcd").is_err(), "the connection has ended");
     }
 
     #[test]

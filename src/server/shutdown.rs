@@ -11,14 +11,16 @@
 //! deadline the rest are cut: one last flush, FIN, and a lingering close
 //! (input read and dropped until the peer closes, at most a second), since
 //! closing a socket with unread input makes the kernel reset it and throw
-//! away the echo still on its way. A second signal ends it all at once.
+//! away the echo still on its way. A second signal ends it all at once
+//! (but the same signal twice within 0.1 s, as `timeout(1)` sends it, is
+//! one request).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::info;
+use log::{debug, info};
 use mio::{Registry, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -72,6 +74,9 @@ pub(crate) enum DrainStep {
 /// The drain's timers, once it has begun.
 #[derive(Debug)]
 struct Drain {
+    /// When the drain began: a request again within [`REPEAT_WINDOW`] of
+    /// it is the same one.
+    begun: Instant,
     /// When the connections still busy are cut.
     deadline: Instant,
     /// Set once they are cut: when the lingering ones are closed regardless.
@@ -79,6 +84,12 @@ struct Drain {
     /// The next look for connections at rest.
     next_check: Instant,
 }
+
+/// A stop request this soon after the first is the same request:
+/// `timeout(1)` sends its signal to the process and then to its whole
+/// process group, microseconds apart; a person's second Ctrl-C comes
+/// later than this.
+const REPEAT_WINDOW: Duration = Duration::from_millis(100);
 
 /// Signals, the stop handle, and the drain once it has begun.
 pub(crate) struct Shutdown {
@@ -169,6 +180,10 @@ impl Shutdown {
     /// Begins the drain, or, if one is under way, ends it now.
     fn begin(&mut self, why: &'static str, now: Instant) -> Vec<DrainStep> {
         if let Some(drain) = &mut self.drain {
+            if now.saturating_duration_since(drain.begun) < REPEAT_WINDOW {
+                debug!("{why} again within 0.1 s: the same request, draining on");
+                return Vec::new();
+            }
             info!("{why} again: closing remaining connections now");
             drain.deadline = now;
             drain.linger_until = Some(now);
@@ -181,6 +196,7 @@ impl Shutdown {
         }
         self.reason = why;
         self.drain = Some(Drain {
+            begun: now,
             deadline: now + self.timeout,
             linger_until: None,
             next_check: now + REST_CHECK_EVERY,
@@ -270,8 +286,10 @@ mod tests {
         let t0 = Instant::now();
         s.stop.store(true, Ordering::SeqCst);
         assert_eq!(s.on_wake(t0), [DrainStep::Begin]);
+        // The same signal twice at once (timeout(1)) is one request.
+        assert_eq!(s.on_wake(t0 + Duration::from_millis(1)), []);
         assert_eq!(
-            s.on_wake(t0),
+            s.on_wake(t0 + Duration::from_millis(200)),
             [
                 DrainStep::Cut {
                     linger: Duration::ZERO

@@ -58,14 +58,6 @@ impl Loop {
                 i += 1;
             }
         }
-        while self.handshakes < MAX_HANDSHAKES {
-            let Some(id) = self.churn_queue.pop_front() else {
-                break;
-            };
-            // Its own deadline from now: the connection it replaces was up.
-            let deadline = now + self.connect_timeout;
-            self.start_one(id, 0, deadline, now);
-        }
         while self.next < self.ids.len()
             && self.handshakes < MAX_HANDSHAKES
             && now >= self.next_connect_at
@@ -95,6 +87,18 @@ impl Loop {
                 self.connect_gave_up(id, &e);
                 continue;
             }
+            self.start_one(id, 0, deadline, now);
+        }
+        // Replacements under --churn only after every first connection
+        // due has its slot: churning connections refill the queue faster
+        // than slots free up, and would otherwise starve the ramp until
+        // its connect timeout.
+        while self.handshakes < MAX_HANDSHAKES {
+            let Some(id) = self.churn_queue.pop_front() else {
+                break;
+            };
+            // Its own deadline from now: the connection it replaces was up.
+            let deadline = now + self.connect_timeout;
             self.start_one(id, 0, deadline, now);
         }
     }
