@@ -301,6 +301,14 @@ fn bad_churn_settings_are_usage_errors_and_the_help_gives_the_range() {
             vec![tcp.as_str(), "--churn", "1", "--source", "192.0.2.1"],
             "not an address of this host",
         ),
+        (
+            vec![tcp.as_str(), "--churn", "1", "--source", "224.0.0.1"],
+            "not a unicast address",
+        ),
+        (
+            vec![tcp.as_str(), "--churn", "1", "--source", "0.0.0.0"],
+            "not a unicast address",
+        ),
     ] {
         let out = load(&args);
         assert_eq!(out.code(), 2, "{args:?}: {out:#?}");

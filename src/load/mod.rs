@@ -340,6 +340,18 @@ impl LoadConfig {
     /// [`LoadError::Invalid`] naming the first address that cannot be bound.
     pub fn validate_sources(&self) -> Result<(), LoadError> {
         for &source in &self.sources {
+            // A bind accepts these too, but no connection can come from
+            // them: the kernel would pick another address and the run
+            // would not use the one asked for.
+            let not_unicast = match source {
+                IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
+                IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
+            };
+            if not_unicast {
+                return Err(LoadError::Invalid(format!(
+                    "source {source} (--source) is not a unicast address of this host"
+                )));
+            }
             if let Err(e) = std::net::UdpSocket::bind(SocketAddr::new(source, 0)) {
                 return Err(LoadError::Invalid(format!(
                     "source {source} (--source) is not an address of this host: {e}"
