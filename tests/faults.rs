@@ -562,52 +562,65 @@ fn replies_that_end_in_a_fault_close_or_reset_are_counted_out() {
 }
 
 #[test]
-fn a_close_is_counted_once_even_with_replies_queued_behind_it() {
-    // Paced output lets many replies queue up behind the one drawn to
-    // close; those are never written, so they draw nothing: the server's
-    // count is the closes that happened (it used to count three times as
-    // many closes as connections).
-    let server = start_server(&[
-        "--tcp",
-        "127.0.0.1:0",
-        "--fault",
-        "close@0.3",
-        "--fault",
-        "rate=100k",
-        "--fault-seed",
-        "7",
-    ]);
-    let url = format!("tcp://{}", server.tcp_addr());
-    let (_, report) = load_json(
-        &[
-            &url,
-            "-c",
-            "16",
-            "--pipeline",
-            "8",
-            "--size",
-            "1000",
-            "-d",
-            "2",
-            "--reconnect",
-            "--drain-timeout",
-            "1",
-        ],
-        IO_TIMEOUT * 3,
-    );
-    let stderr = server.stop();
-    let accepted = final_stat(&stderr, "accepted").expect("accepted");
-    let closes = final_stat(&stderr, "faults close").expect("closes");
-    let seen = error(&report, "closed");
-    assert!(seen > 20, "too few closes to mean anything: {report}");
-    assert!(
-        closes <= accepted,
-        "{closes} closes of {accepted} connections"
-    );
-    // The generator sees every close but those of connections the drain
-    // had already let go of (at most one per connection slot).
-    assert!(
-        seen <= closes && closes <= seen + 16,
-        "the server closed {closes}, the generator saw {seen}"
-    );
+fn a_close_is_counted_once_and_seen_as_a_close_with_replies_queued_behind_it() {
+    // Paced or sliced output lets many replies queue up behind the one
+    // drawn to close; those are never written, so they draw nothing: the
+    // server's count is the closes that happened (it used to count three
+    // times as many closes as connections). The generator, still sending
+    // pipelined requests when the FIN comes, meets a reset for them, and
+    // must name the end by the FIN before it (it counted 12 to 17 resets
+    // of about 200 closes).
+    for shape in ["rate=100k", "slice=7"] {
+        let server = start_server(&[
+            "--tcp",
+            "127.0.0.1:0",
+            "--fault",
+            "close@0.3",
+            "--fault",
+            shape,
+            "--fault-seed",
+            "7",
+        ]);
+        let url = format!("tcp://{}", server.tcp_addr());
+        let (_, report) = load_json(
+            &[
+                &url,
+                "-c",
+                "16",
+                "--pipeline",
+                "8",
+                "--size",
+                "1000",
+                "-d",
+                "2",
+                "--reconnect",
+                "--drain-timeout",
+                "1",
+            ],
+            IO_TIMEOUT * 3,
+        );
+        let stderr = server.stop();
+        let accepted = final_stat(&stderr, "accepted").expect("accepted");
+        let closes = final_stat(&stderr, "faults close").expect("closes");
+        let seen = error(&report, "closed");
+        assert!(
+            seen > 20,
+            "{shape}: too few closes to mean anything: {report}"
+        );
+        assert!(
+            closes <= accepted,
+            "{shape}: {closes} closes of {accepted} connections"
+        );
+        // The generator sees every close but those of connections the
+        // drain had already let go of (at most one per connection slot).
+        assert!(
+            seen <= closes && closes <= seen + 16,
+            "{shape}: the server closed {closes}, the generator saw {seen}"
+        );
+        // A few may still be resets: when the client's next requests
+        // already wait unread as the server closes, the kernel's close
+        // is a reset (README, the `close` row).
+        let resets = error(&report, "reset");
+        assert!(resets * 20 <= seen, "{shape}: {resets} resets: {report}");
+    }
 }
