@@ -1186,7 +1186,7 @@ impl ServeArgs {
                     "--fault {name} cannot act on --mode {}: {}",
                     echo_reactor::Service::name(&self.mode),
                     match self.mode {
-                        Mode::Discard => "discard sends nothing, so only stall acts on it",
+                        Mode::Discard => "discard sends nothing, so only stall acts on it, and only on TCP and TLS connections",
                         _ => "on a stream its output is not replies to requests, so only rate and stall act on its TCP and TLS connections",
                     }
                 ));
