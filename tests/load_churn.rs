@@ -24,16 +24,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(30);
 
 /// `load ARGS`, run to its end.
 fn load(args: &[&str]) -> Finished {
-    let mut argv = vec!["load"];
-    argv.extend_from_slice(args);
-    run_binary(&argv, RUN_LIMIT)
-}
-
-/// The one JSON object `load --json` printed, or a panic showing the run.
-fn json(out: &Finished) -> serde_json::Value {
-    let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "one JSON line on stdout: {out:#?}");
-    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {out:#?}"))
+    run_load(args, RUN_LIMIT)
 }
 
 fn count(j: &serde_json::Value, key: &str) -> u64 {
@@ -48,7 +39,7 @@ fn count(j: &serde_json::Value, key: &str) -> u64 {
 /// edges cut, at most `conns` at each).
 fn assert_churned(out: &Finished, churn: u64, conns: u64) -> serde_json::Value {
     assert_eq!(out.code(), 0, "{out:#?}");
-    let j = json(out);
+    let j = only_json(out);
     assert_eq!(j["ok"], true, "{j}");
     let (connects, messages) = (count(&j, "connects"), count(&j, "messages"));
     assert!(connects > conns, "connections were replaced: {j}");
@@ -210,7 +201,7 @@ fn a_server_that_closes_before_the_nth_reply_is_an_error_and_one_that_keeps_to_i
     // Three: the server closes with two still owed.
     let early = load(&[&url, "-c", "1", "-d", "0.3", "--churn", "3", "--json"]);
     assert_eq!(early.code(), 1, "{early:#?}");
-    let j = json(&early);
+    let j = only_json(&early);
     assert!(count(&j["errors"], "closed") > 0, "{j}");
     assert_eq!(j["ok"], false, "{j}");
     let mut quit = connect(addr);
@@ -273,7 +264,7 @@ fn split_churn_runs_merge_their_connects_and_parts_of_another_churn_are_refused(
     assert_eq!(refused.code(), 2, "{refused:#?}");
     assert!(refused.stderr.contains("churn"), "{}", refused.stderr);
     assert_eq!(merged.code(), 0, "{merged:#?}");
-    let m = json(&merged);
+    let m = only_json(&merged);
     for key in ["connects", "connects_total"] {
         let sum: u64 = parts.iter().map(|p| count(p, key)).sum();
         assert_eq!(count(&m, key), sum, "{key}: {m}");
@@ -354,7 +345,7 @@ fn a_run_out_of_local_ports_says_so_and_churn_reset_runs_on_where_fin_cannot() {
     // FIN: four connections, and the fifth finds no port.
     let fin = run(&[]);
     assert_eq!(fin.code(), 1, "{fin:#?}");
-    let j = json(&fin);
+    let j = only_json(&fin);
     assert!(count(&j["errors"], "connect") > 0, "{j}");
     assert!(count(&j, "connects_total") <= 4, "{j}");
     let error = j["error"].as_str().expect("an error line");
@@ -387,7 +378,7 @@ fn churning_connections_never_starve_the_ramp_of_the_first_ones() {
         "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5",
         "--json",
     ]);
-    let j = json(&out);
+    let j = only_json(&out);
     assert_eq!(j["errors"]["connect"], 0, "{j}");
     assert_eq!(count(&j, "connected"), 3000, "{j}");
     assert!(j["ramp_s"].as_f64().unwrap_or(99.0) < 3.0, "{j}");

@@ -19,16 +19,9 @@ const RUN_LIMIT: Duration = Duration::from_secs(30);
 /// The ramp of the example: up to 200 msgs/s, hold, down to 0.
 const RAMP: &str = "1s:200,1s:200,1s:0";
 
+/// `load ARGS`, run to its end.
 fn load(args: &[&str]) -> Finished {
-    let mut argv = vec!["load"];
-    argv.extend_from_slice(args);
-    run_binary(&argv, RUN_LIMIT)
-}
-
-fn json(out: &Finished) -> serde_json::Value {
-    let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "one JSON line on stdout: {out:#?}");
-    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {out:#?}"))
+    run_load(args, RUN_LIMIT)
 }
 
 /// Each stage's `field` as a number.
@@ -49,7 +42,7 @@ fn per_stage(j: &serde_json::Value, field: &str) -> Vec<f64> {
 /// integral of the rate over each), with the JSON's shape.
 fn assert_ramp_counts(out: &Finished) {
     assert_eq!(out.code(), 0, "{out:#?}");
-    let j = json(out);
+    let j = only_json(out);
     assert_eq!(j["ok"], true, "{j}");
     let messages = per_stage(&j, "messages");
     for (got, want) in messages.iter().zip([100.0, 200.0, 100.0]) {
@@ -99,7 +92,7 @@ fn a_churned_ramp_keeps_its_schedule_with_a_connection_per_five_messages() {
     let url = format!("tcp://{}", server.tcp_addr());
     let out = load(&[&url, "-c", "10", "--stages", RAMP, "--churn", "5", "--json"]);
     assert_ramp_counts(&out);
-    let j = json(&out);
+    let j = only_json(&out);
     let connects = j["connects"].as_f64().expect("connects");
     let messages = j["messages"].as_f64().expect("messages");
     assert!(
@@ -149,7 +142,7 @@ fn a_stall_shows_in_the_stage_it_happened_in() {
     let out = child.join().expect("the load thread");
     assert!(stall.elapsed() >= Duration::from_millis(600));
     assert_eq!(out.code(), 0, "{out:#?}");
-    let j = json(&out);
+    let j = only_json(&out);
     let p99 = per_stage(&j, "p99_us");
     assert!(p99[0] >= 250_000.0, "the stall is in stage 1: {p99:?}: {j}");
     assert!(p99[1] < p99[0] / 2.0, "not in stage 2: {p99:?}: {j}");
@@ -174,7 +167,7 @@ fn segments_run_their_share_of_every_stage_and_merge_adds_the_stages() {
     for (i, c) in children.into_iter().enumerate() {
         let out = c.join().expect("a segment");
         assert_eq!(out.code(), 0, "{out:#?}");
-        let j = json(&out);
+        let j = only_json(&out);
         // Each segment's share of every stage: half of it.
         let messages = per_stage(&j, "messages");
         assert!((messages[1] - 100.0).abs() <= 5.0, "{messages:?}");
@@ -186,7 +179,7 @@ fn segments_run_their_share_of_every_stage_and_merge_adds_the_stages() {
     let merged = run_binary(&["merge", &files[0], &files[1], "--json"], RUN_LIMIT);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(merged.code(), 0, "{merged:#?}");
-    let j = json(&merged);
+    let j = only_json(&merged);
     let messages = per_stage(&j, "messages");
     for (got, want) in messages.iter().zip([100.0, 200.0, 100.0]) {
         assert!((got - want).abs() <= want * 0.05, "{messages:?}: {j}");

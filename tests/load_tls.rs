@@ -51,23 +51,14 @@ fn serve(pki: &Pki, extra: &[&str]) -> ServerProcess {
 
 /// `load ARGS`, run to its end.
 fn load(args: &[&str]) -> Finished {
-    let mut argv = vec!["load"];
-    argv.extend_from_slice(args);
-    run_binary(&argv, RUN_LIMIT)
-}
-
-/// The one JSON object `load --json` printed, or a panic showing the run.
-fn json(out: &Finished) -> serde_json::Value {
-    let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "one JSON line on stdout: {out:#?}");
-    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {out:#?}"))
+    run_load(args, RUN_LIMIT)
 }
 
 /// Asserts a run failed on TLS alone, `conns` handshakes, with `why` in
 /// its error, on stdout's JSON and stderr's line alike, and quickly.
 fn assert_tls_failure(out: &Finished, conns: u64, why: &str) {
     assert_eq!(out.code(), 1, "{out:#?}");
-    let j = json(out);
+    let j = only_json(out);
     assert_eq!(j["ok"], false, "{j}");
     assert_eq!(j["errors"]["tls"], conns, "{j}");
     assert_eq!(j["connected"], 0, "{j}");
@@ -94,7 +85,7 @@ fn load_over_tls_with_the_servers_ca_passes_and_reports_its_handshakes() {
         &url, "--tls-ca", &ca, "-c", "8", "-d", "0.5", "--expect", "upper", "--json",
     ]);
     assert_eq!(out.code(), 0, "{out:#?}");
-    let j = json(&out);
+    let j = only_json(&out);
     assert_eq!(j["proto"], "tls", "{j}");
     assert_eq!(j["ok"], true, "{j}");
     assert_eq!(j["errors"]["tls"], 0, "{j}");
@@ -148,7 +139,7 @@ fn messages_larger_than_the_socket_buffers_go_through_whole_over_tls() {
         "--json",
     ]);
     assert_eq!(out.code(), 0, "{out:#?}");
-    let j = json(&out);
+    let j = only_json(&out);
     assert!(j["messages"].as_u64() >= Some(2), "{j}");
     assert_eq!(j["errors"]["timeout"], 0, "{j}");
     server.stop();
@@ -184,7 +175,7 @@ fn tls_insecure_passes_against_a_certificate_nobody_vouches_for_and_says_so() {
     assert_tls_failure(&refused, 2, "unknown issuer");
     let out = load(&[&url, "--tls-insecure", "-c", "2", "-d", "0.3", "--json"]);
     assert_eq!(out.code(), 0, "{out:#?}");
-    let j = json(&out);
+    let j = only_json(&out);
     assert_eq!(j["tls"]["verified"], false, "{j}");
     assert_eq!(j["tls"]["handshakes"], 2, "{j}");
     let text = load(&[&url, "--tls-insecure", "-c", "1", "-d", "0.2"]);
@@ -606,7 +597,7 @@ fn load_hostile(pki: &Pki, ending: Ending, extra: &[&str]) -> serde_json::Value 
     let out = load(&args);
     assert_eq!(out.code(), 1, "the server ended the connection: {out:#?}");
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
-    json(&out)
+    only_json(&out)
 }
 
 #[test]

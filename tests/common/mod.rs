@@ -583,6 +583,22 @@ pub fn run_binary(argv: &[&str], limit: Duration) -> Finished {
     run_to_end(cmd, limit)
 }
 
+/// `echo-reactor load ARGS`, run to its end within `limit`.
+#[allow(dead_code)]
+pub fn run_load(args: &[&str], limit: Duration) -> Finished {
+    let mut argv = vec!["load"];
+    argv.extend_from_slice(args);
+    run_binary(&argv, limit)
+}
+
+/// The one JSON object `load --json` printed, or a panic showing the run.
+#[allow(dead_code)]
+pub fn only_json(out: &Finished) -> serde_json::Value {
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line on stdout: {out:#?}");
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {out:#?}"))
+}
+
 /// Runs `cmd` to its end with stdin closed, stdout and stderr captured,
 /// killing it after `limit`.
 pub fn run_to_end(cmd: Command, limit: Duration) -> Finished {

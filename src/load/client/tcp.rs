@@ -572,6 +572,20 @@ mod tests {
     }
 
     /// Drives the client until it stops making progress or `rounds` pass.
+    /// A context one second into the measuring window, now.
+    fn measuring<'a>(s: &'a Settings, tally: &'a mut Tally) -> ClientCtx<'a> {
+        let now = Instant::now();
+        ClientCtx {
+            settings: s,
+            now,
+            window: Window {
+                start: Some(now - Duration::from_secs(1)),
+                end: None,
+            },
+            tally,
+        }
+    }
+
     fn drive(
         c: &mut TcpClient<FakeEcho>,
         s: &Settings,
@@ -713,16 +727,7 @@ mod tests {
         let s = settings(64);
         let mut tally = Tally::new(false);
         let mut scratch = vec![0u8; 1024];
-        let now = Instant::now();
-        let mut cx = ClientCtx {
-            settings: &s,
-            now,
-            window: Window {
-                start: Some(now - Duration::from_secs(1)),
-                end: None,
-            },
-            tally: &mut tally,
-        };
+        let mut cx = measuring(&s, &mut tally);
         let stream = Holding {
             inner: fake(1024, 1024, None),
             held: Vec::new(),
@@ -774,16 +779,7 @@ mod tests {
         let s = settings(16);
         let mut tally = Tally::new(false);
         let mut scratch = vec![0u8; 1024];
-        let now = Instant::now();
-        let mut cx = ClientCtx {
-            settings: &s,
-            now,
-            window: Window {
-                start: Some(now - Duration::from_secs(1)),
-                end: None,
-            },
-            tally: &mut tally,
-        };
+        let mut cx = measuring(&s, &mut tally);
         // Messages 6, 7 and 8, where the connection before it stopped.
         let mut c =
             TcpClient::new(fake(1024, 1024, None), 2, Pace::Closed { pipeline: 2 }).carrying(6, 3);
