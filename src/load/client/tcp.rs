@@ -223,7 +223,7 @@ impl<S: ClientStream> TcpClient<S> {
             // room. A plain socket's flush does nothing.
             step = match self.stream.flush() {
                 Ok(()) => self.send(scratch, cx),
-                Err(e) if is_peer_gone(&e) => self.after_write_failed(scratch, cx),
+                Err(e) if is_peer_gone(&e) => Step::Close(End::Reset),
                 Err(e) => Step::Close(End::Io(e.kind())),
             };
         }
@@ -282,25 +282,6 @@ impl<S: ClientStream> TcpClient<S> {
         }
     }
 
-    /// A write found the peer gone. If the server closed first (its
-    /// replies and FIN wait unread) and the reset only answered what we
-    /// sent after its close, the connection ended with the server's
-    /// close, and is counted so; a reset with no FIN before it is a reset.
-    fn after_write_failed(&mut self, scratch: &mut [u8], cx: &mut ClientCtx<'_>) -> Step {
-        loop {
-            match self.stream.read(scratch) {
-                Ok(0) => return self.eof_step(),
-                Ok(n) => {
-                    if let Err(end) = self.consume(&scratch[..n], cx) {
-                        return Step::Close(end);
-                    }
-                }
-                Err(e) if is_interrupted(&e) => {}
-                Err(_) => return Step::Close(End::Reset),
-            }
-        }
-    }
-
     /// Messages that may have started sending by now.
     fn send_limit(&mut self, now: Instant) -> u64 {
         match self.state {
@@ -340,7 +321,7 @@ impl<S: ClientStream> TcpClient<S> {
                 // Socket buffer full: the writable edge resumes us.
                 Err(e) if is_would_block(&e) => return Step::Wait,
                 Err(e) if is_interrupted(&e) => continue,
-                Err(e) if is_peer_gone(&e) => return self.after_write_failed(scratch, cx),
+                Err(e) if is_peer_gone(&e) => return Step::Close(End::Reset),
                 Err(e) => return Step::Close(End::Io(e.kind())),
             }
         }
