@@ -3,8 +3,9 @@
 //! and the clients' (`tls_client/stream.rs`). rustls is sans-IO: it reads
 //! records from whatever `Read` it is given and writes them to a `Write`;
 //! these two functions are that, with the socket's `WouldBlock` and
-//! `Interrupted` handled once. What a record means (a handshake step,
-//! plaintext, an alert) stays with each end.
+//! `Interrupted` handled once; and taking the plaintext the session has
+//! decrypted, with its two ways to end. What a record means (a handshake
+//! step, plaintext, an alert) stays with each end.
 
 use std::io::{self, Read, Write};
 
@@ -91,4 +92,44 @@ pub(crate) fn write_out<D>(
         }
     }
     Ok(sent)
+}
+
+/// What taking the session's decrypted plaintext left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plaintext {
+    /// The buffer is full.
+    Full,
+    /// The peer ended after what was taken: its `close_notify`, or its FIN
+    /// without one (an end all the same).
+    End,
+    /// The session holds no more: more records must be read.
+    Drained,
+}
+
+/// Moves the plaintext the session has decrypted into `buf[*got..]`,
+/// advancing `got`, until the buffer is full, the session has no more,
+/// or the peer's end comes.
+///
+/// # Errors
+///
+/// What the session's reader says, other than that it is empty or ended.
+pub(crate) fn take_plaintext(
+    mut reader: impl Read,
+    buf: &mut [u8],
+    got: &mut usize,
+) -> io::Result<Plaintext> {
+    loop {
+        match reader.read(&mut buf[*got..]) {
+            Ok(0) => return Ok(Plaintext::End),
+            Ok(n) => {
+                *got += n;
+                if *got == buf.len() {
+                    return Ok(Plaintext::Full);
+                }
+            }
+            Err(e) if is_would_block(&e) => return Ok(Plaintext::Drained),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Plaintext::End),
+            Err(e) => return Err(e),
+        }
+    }
 }

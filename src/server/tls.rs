@@ -22,8 +22,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::conn::{Stream, Tick};
 use super::transport::{failure, TlsCause, TransportNews};
-use crate::net::{is_would_block, KernelQueues, TcpProgress};
-use crate::tls_records::{self, Inflow};
+use crate::net::{KernelQueues, TcpProgress};
+use crate::tls_records::{self, take_plaintext, Inflow, Plaintext};
 
 /// The certificate chain and key a TLS listener presents, ready for
 /// sessions. Cheap to clone.
@@ -272,27 +272,15 @@ impl Read for TlsStream {
         // syscall saved per message).
         let mut is_drained = false;
         loop {
-            match self.session.reader().read(&mut buf[got..]) {
-                // close_notify came: EOF, after what came before it.
-                Ok(0) => {
+            match take_plaintext(self.session.reader(), buf, &mut got)? {
+                Plaintext::Full => return Ok(got),
+                // EOF, after what came before it.
+                Plaintext::End => {
                     self.end_pending = got > 0;
                     return Ok(got);
-                }
-                Ok(n) => {
-                    got += n;
-                    if got == buf.len() {
-                        return Ok(got);
-                    }
-                    continue;
                 }
                 // Nothing buffered: read more records below.
-                Err(e) if is_would_block(&e) => {}
-                // The peer's FIN came without close_notify: an end all the same.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    self.end_pending = got > 0;
-                    return Ok(got);
-                }
-                Err(e) => return Err(e),
+                Plaintext::Drained => {}
             }
             if is_drained {
                 return match got {

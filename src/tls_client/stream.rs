@@ -14,8 +14,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 use super::TlsConnector;
-use crate::net::is_would_block;
-use crate::tls_records::{self, Inflow};
+use crate::tls_records::{self, take_plaintext, Inflow, Plaintext};
 
 /// Why a handshake did not finish.
 #[derive(Debug)]
@@ -248,27 +247,15 @@ impl<S: Read + Write> TlsStream<S> {
         self.is_drained = false;
         let mut got = 0;
         loop {
-            match self.session.reader().read(&mut buf[got..]) {
-                // close_notify came: EOF, after what came before it.
-                Ok(0) => {
+            match take_plaintext(self.session.reader(), buf, &mut got)? {
+                Plaintext::Full => return Ok(got),
+                // EOF, after what came before it.
+                Plaintext::End => {
                     *is_end_behind = got > 0;
                     return Ok(got);
-                }
-                Ok(n) => {
-                    got += n;
-                    if got == buf.len() {
-                        return Ok(got);
-                    }
-                    continue;
                 }
                 // Nothing buffered: read more records below.
-                Err(e) if is_would_block(&e) => {}
-                // The FIN came without close_notify: an end all the same.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    *is_end_behind = got > 0;
-                    return Ok(got);
-                }
-                Err(e) => return Err(e),
+                Plaintext::Drained => {}
             }
             if self.is_known_empty() {
                 // The socket was empty at the last read: more raises a
