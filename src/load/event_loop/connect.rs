@@ -212,8 +212,9 @@ impl Loop {
         }
         if self.tls.is_none() && self.proxy.is_none() {
             self.handshakes -= 1;
-            let client = Client::Tcp(TcpClient::new(stream, id, self.lineage(id, now).1));
-            self.go_up(key, client, began, now);
+            let (first_seq, pace) = self.lineage(id, now);
+            let client = Client::Tcp(TcpClient::new(stream, id, pace));
+            self.go_up(key, client, first_seq, began, now);
             return;
         }
         match Greeting::new(stream, self.proxy, self.tls.as_ref(), now) {
@@ -269,8 +270,9 @@ impl Loop {
                     trace!("tls conn {id}: handshake done ({version}, {took:?})");
                     tls.record(version, resumed, took);
                 }
-                let client = greeting.into_client(id, self.lineage(id, now).1);
-                self.go_up(key, client, began, done);
+                let (first_seq, pace) = self.lineage(id, now);
+                let client = greeting.into_client(id, pace);
+                self.go_up(key, client, first_seq, began, done);
             }
             Err(e) => self.greeting_failed(id, &e, greeting.is_proxied()),
         }
@@ -306,14 +308,14 @@ impl Loop {
     /// A TCP or TLS client is ready, its `connect` having gone out at
     /// `began`: counted as a connect, into the slab under `key` (or where
     /// its socket is registered again), counted up, and sending; under
-    /// `--churn` it carries its share of messages from where the one it
-    /// replaces stopped. In the drain it only closes again.
-    fn go_up(&mut self, key: usize, client: Client, began: Instant, now: Instant) {
+    /// `--churn` it carries its share of messages from `first_seq`, where
+    /// the one it replaces stopped. In the drain it only closes again.
+    fn go_up(&mut self, key: usize, client: Client, first_seq: u64, began: Instant, now: Instant) {
         let (id, who) = (client.id(), client.label());
         let is_measured = self.window.contains(now);
         self.tally.connects.record(began, now, is_measured);
         let client = match self.churn {
-            Some(n) => client.carrying(self.lineage(id, now).0, n),
+            Some(n) => client.carrying(first_seq, n),
             None => client,
         };
         let Some(key) = self.put_back(key, Slot::Up(client)) else {
